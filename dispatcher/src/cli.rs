@@ -1,0 +1,236 @@
+//! The `dispatcher` command line: `serve` (production) and `dev` (the whole
+//! system on a laptop). Every flag has an environment fallback, so a
+//! `fly.toml` `[env]` section or secrets configure it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use jobs::{MachineSpec, StoreConfig};
+use machines::ClientConfig;
+
+use crate::configuration::{default_owner, ApiSettings, JobDefaults, LaunchSettings, Settings};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dispatcher",
+    version,
+    about = "Runs each background job on a fresh Fly Machine."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the job API against the real Machines API (production).
+    Serve(ServeArgs),
+    /// Start everything locally: a Valkey-compatible server (when none
+    /// answers at --valkey-url), the mock Machines API and the dispatcher.
+    Dev(DevArgs),
+}
+
+/// Flags shared by `serve` and `dev`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The job store (Valkey or Redis).
+    #[arg(long, env = "VALKEY_URL", default_value = "redis://127.0.0.1:6379")]
+    pub valkey_url: String,
+    /// Key namespace in the store; dispatchers sharing it share the queue.
+    #[arg(long, env = "JOBS_NAMESPACE", default_value = "jobs")]
+    pub namespace: String,
+    /// Machines in flight at once, across all dispatchers on this store.
+    #[arg(long, env = "MAX_MACHINES", default_value_t = 10)]
+    pub max_machines: u32,
+    /// Comma-separated API tokens. When set, every route but /healthz needs
+    /// `Authorization: Bearer <one of them>`.
+    #[arg(
+        long,
+        env = "DISPATCHER_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+    /// Largest accepted request body.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1 << 20)]
+    pub body_limit_bytes: usize,
+    /// Attempts a job gets unless its request says otherwise.
+    #[arg(long, env = "DEFAULT_MAX_ATTEMPTS", default_value_t = 3)]
+    pub default_max_attempts: u32,
+    /// Per-attempt timeout unless the request says otherwise.
+    #[arg(long, env = "DEFAULT_TIMEOUT_SECS", default_value_t = 600)]
+    pub default_timeout_secs: u64,
+    /// The largest `timeout_secs` a request may ask for.
+    #[arg(long, env = "MAX_TIMEOUT_SECS", default_value_t = 86_400)]
+    pub max_timeout_secs: u64,
+    /// Default machine size of job machines.
+    #[arg(long, env = "JOB_CPU_KIND", default_value = "shared")]
+    pub cpu_kind: String,
+    #[arg(long, env = "JOB_CPUS", default_value_t = 1)]
+    pub cpus: u32,
+    #[arg(long, env = "JOB_MEMORY_MB", default_value_t = 256)]
+    pub memory_mb: u32,
+    /// Default region of job machines (the API's choice when unset).
+    #[arg(long, env = "JOB_REGION")]
+    pub region: Option<String>,
+    /// Lease on an in-flight attempt; a dead dispatcher's attempts are taken
+    /// over once it runs out.
+    #[arg(long, env = "LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// The API's port unless `--port`/`PORT` says otherwise (fly.toml's
+/// `internal_port` must match).
+pub const DEFAULT_PORT: u16 = 8080;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    #[arg(long, env = "BIND", default_value_t = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))]
+    pub bind: IpAddr,
+    /// The Fly app job machines are created in.
+    #[arg(long, env = "FLY_APP_NAME")]
+    pub app: String,
+    /// A Machines API token for that app (`fly tokens create deploy`).
+    #[arg(long, env = "FLY_API_TOKEN", hide_env_values = true)]
+    pub fly_api_token: String,
+    /// Inside Fly, `http://_api.internal:4280` avoids the public internet.
+    #[arg(
+        long,
+        env = "MACHINES_API_URL",
+        default_value = "https://api.machines.dev"
+    )]
+    pub machines_api_url: String,
+    /// Image of job machines; defaults to this machine's own `FLY_IMAGE_REF`.
+    #[arg(long, env = "RUNNER_IMAGE")]
+    pub image: Option<String>,
+    /// The runner's path inside the image (`init.exec`).
+    #[arg(long, env = "RUNNER_EXEC", default_value = "/usr/local/bin/runner")]
+    pub runner_exec: String,
+    /// The store URL job machines use, when it differs from --valkey-url.
+    #[arg(long, env = "RUNNER_VALKEY_URL", hide_env_values = true)]
+    pub runner_valkey_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Port of the in-process mock Machines API.
+    #[arg(long, default_value_t = 4280)]
+    pub machines_port: u16,
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.common.log_format,
+        Command::Dev(args) => args.common.log_format,
+    };
+    telemetry::init(log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Dev(args) => crate::dev::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let image = args
+        .image
+        .clone()
+        .or_else(|| std::env::var("FLY_IMAGE_REF").ok())
+        .context("no runner image: set RUNNER_IMAGE (FLY_IMAGE_REF is set on Fly machines)")?;
+    let machines = ClientConfig::new(&args.machines_api_url, &args.app, &args.fly_api_token);
+    let runner_store_url = args
+        .runner_valkey_url
+        .clone()
+        .unwrap_or_else(|| args.common.valkey_url.clone());
+    let listen = SocketAddr::new(args.bind, args.port);
+    let settings = args.common.settings(
+        listen,
+        machines,
+        image,
+        vec![args.runner_exec],
+        runner_store_url,
+    );
+    let shutdown = crate::shutdown::Shutdown::new();
+    shutdown.trigger_on_signals();
+    let app = crate::startup::Application::build(settings).await?;
+    app.run_until_stopped(shutdown).await
+}
+
+impl CommonArgs {
+    /// Turns the flags into [`Settings`]; `serve` and `dev` differ only in
+    /// where the Machines API is and what the runner is.
+    pub fn settings(
+        &self,
+        listen: SocketAddr,
+        machines: ClientConfig,
+        image: String,
+        runner_exec: Vec<String>,
+        runner_store_url: String,
+    ) -> Settings {
+        let mut store = StoreConfig::new(&self.valkey_url);
+        store.namespace = self.namespace.clone();
+        let defaults = JobDefaults {
+            max_attempts: self.default_max_attempts,
+            timeout_secs: self.default_timeout_secs,
+            max_timeout_secs: self.max_timeout_secs,
+            machine: MachineSpec {
+                cpu_kind: self.cpu_kind.clone(),
+                cpus: self.cpus,
+                memory_mb: self.memory_mb,
+                region: self.region.clone(),
+            },
+            ..JobDefaults::default()
+        };
+        let runner_log_format = match self.log_format {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        };
+        Settings {
+            listen,
+            store,
+            machines,
+            launch: LaunchSettings {
+                image,
+                runner_exec,
+                runner_store_url,
+                max_machines: self.max_machines,
+                lease: Duration::from_secs(self.lease_secs.max(3)),
+                timeout_grace: Duration::from_secs(10),
+                heartbeat: Duration::from_secs(1),
+                runner_env: vec![("LOG_FORMAT".into(), runner_log_format.into())],
+            },
+            api: ApiSettings {
+                tokens: self
+                    .api_tokens
+                    .iter()
+                    .filter(|t| !t.is_empty())
+                    .cloned()
+                    .collect(),
+                body_limit: self.body_limit_bytes,
+                defaults,
+            },
+            owner: default_owner(),
+        }
+    }
+}
+
+/// The loopback address dev binds to when its API runs without a token.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

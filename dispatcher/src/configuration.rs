@@ -1,0 +1,88 @@
+//! [`Settings`]: everything the dispatcher needs, resolved from flags and
+//! environment by [`crate::cli`] (or built directly by tests).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jobs::{Backoff, MachineSpec, StoreConfig};
+use machines::ClientConfig;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub machines: ClientConfig,
+    pub launch: LaunchSettings,
+    pub api: ApiSettings,
+    /// This dispatcher's name in leases and logs.
+    pub owner: String,
+}
+
+/// How machines are launched and supervised.
+#[derive(Clone, Debug)]
+pub struct LaunchSettings {
+    /// The image job machines boot (default: the dispatcher's own
+    /// `FLY_IMAGE_REF`, which contains the runner).
+    pub image: String,
+    /// `init.exec` of job machines: the runner's path inside the image.
+    pub runner_exec: Vec<String>,
+    /// The store URL as seen from inside a job machine.
+    pub runner_store_url: String,
+    /// Machines in flight at once, across all dispatchers sharing the store.
+    pub max_machines: u32,
+    /// A supervisor renews its lease on an attempt well before this runs out.
+    pub lease: Duration,
+    /// Slack on top of a job's timeout before the dispatcher kills the
+    /// machine (the runner's own guard fires first and reports why).
+    pub timeout_grace: Duration,
+    pub heartbeat: Duration,
+    /// Extra environment for the runner (e.g. `LOG_FORMAT`).
+    pub runner_env: Vec<(String, String)>,
+}
+
+/// Limits and defaults of the HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// When non-empty, every route but `/healthz` needs one of these as a
+    /// bearer token.
+    pub tokens: Vec<String>,
+    pub body_limit: usize,
+    pub defaults: JobDefaults,
+}
+
+/// Values a job gets when its request leaves them out.
+#[derive(Clone, Debug)]
+pub struct JobDefaults {
+    pub max_attempts: u32,
+    pub timeout_secs: u64,
+    pub max_timeout_secs: u64,
+    pub backoff: Backoff,
+    pub machine: MachineSpec,
+}
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            timeout_secs: 600,
+            max_timeout_secs: 24 * 3600,
+            backoff: Backoff::default(),
+            machine: MachineSpec {
+                cpu_kind: "shared".into(),
+                cpus: 1,
+                memory_mb: 256,
+                region: None,
+            },
+        }
+    }
+}
+
+/// A name for this dispatcher: the Fly machine id when on Fly, else host
+/// and process id.
+pub fn default_owner() -> String {
+    std::env::var("FLY_MACHINE_ID").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}

@@ -1,0 +1,38 @@
+//! The dispatcher: runs each background job on a fresh machine.
+//!
+//! ```text
+//! client ─POST /jobs─▶ routes ─enqueue─▶ Valkey ◀─claim── launcher
+//!                                          ▲  │                │ spawns
+//!                        runner reports ───┘  │ events         ▼
+//!                                             └──────────▶ supervisor ─▶ Machines API
+//!                                                          (one per attempt: create, wait,
+//!                                                           finish the attempt, destroy)
+//! ```
+//!
+//! - [`routes`]: the HTTP API. Requests are parsed into domain types at the
+//!   edge ([`request`]); nothing slow happens in a request.
+//! - [`launcher`]: takes queued jobs while a machine slot is free (the cap
+//!   is counted in Valkey, so it holds across dispatchers) and starts a
+//!   [`supervisor`] for each attempt.
+//! - [`supervisor`]: boots the attempt's machine, learns how it ended (the
+//!   runner's report, or the machine's exit for crashes), enforces the
+//!   timeout and cancellation, records the outcome, destroys the machine.
+//! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
+//!   supervisors and the launcher, so nothing polls.
+//! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
+//! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
+
+pub mod auth;
+pub mod cli;
+pub mod configuration;
+pub mod dev;
+pub mod hub;
+pub mod launcher;
+pub mod request;
+pub mod retry;
+pub mod routes;
+pub mod shutdown;
+pub mod startup;
+pub mod supervisor;
+pub mod telemetry;
+pub mod valkey;

@@ -1,0 +1,360 @@
+//! The supervisor: sees one attempt through, from machine to outcome.
+//!
+//! 1. Create the attempt's machine (deterministic name, runner as
+//!    `init.exec`, `auto_destroy`, `restart: no`) and record its id.
+//! 2. Wait for whichever comes first: the runner's report (pub/sub, the
+//!    fast path), the machine going down (the Machines API `wait`, which
+//!    catches crashes and OOM kills), a cancel request, or the deadline.
+//! 3. Turn that into the attempt's [`Outcome`] and finish the attempt,
+//!    which moves the job on (succeeded, retry later, dead letter, ...).
+//! 4. Destroy the machine, retrying until it is gone, and free the slot.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use jobs::{AttemptRef, EventKind, Job, Outcome, ReportKind, Store, StoreError};
+use machines::{
+    CreateMachineRequest, GoDuration, Guest, Init, MachineConfig, MachinesClient, Restart,
+    RestartPolicy, StopConfig, StopRequest, WaitOutcome,
+};
+use tokio::time::Instant;
+
+use crate::configuration::LaunchSettings;
+use crate::hub::{EventHub, Subscription};
+
+/// Everything supervisors share.
+pub struct Supervision {
+    pub store: Store,
+    pub machines: MachinesClient,
+    pub hub: EventHub,
+    pub launch: LaunchSettings,
+    pub owner: String,
+}
+
+/// How the attempt ended, before it is written down.
+#[derive(Debug)]
+struct Ending {
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    error: Option<String>,
+}
+
+/// What the supervisor saw first.
+enum Signal {
+    Reported,
+    MachineDown,
+    CancelRequested,
+    Deadline,
+}
+
+/// Sees `attempt` of `job` through to the end. Never panics on API or
+/// store errors: every path ends with the machine destroyed.
+/// Logs carry the job, attempt and kind through the launcher's span.
+pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef) {
+    // Subscribe before anything happens so no event can slip by.
+    let mut events = shared.hub.subscribe(job.id);
+
+    let request = machine_request(&shared, &job, &attempt);
+    let (ending, machine_id) = match shared.machines.create(&request).await {
+        Err(e) => {
+            tracing::warn!(error = %e, "machine could not be created");
+            let ending = Ending {
+                outcome: Outcome::BootFailed,
+                exit_code: None,
+                error: Some(format!("machine could not be created: {e}")),
+            };
+            (ending, None)
+        }
+        Ok(machine) => {
+            tracing::info!(machine = %machine.id, region = %machine.region, "machine created");
+            let recorded = with_store_retries(|| {
+                shared
+                    .store
+                    .record_machine(&attempt, &machine.id, &machine.region)
+            })
+            .await;
+            let ending = match recorded {
+                Ok(true) => watch(&shared, &job, &attempt, &machine.id, &mut events).await,
+                // Cancelled or superseded meanwhile: finishing is a no-op.
+                _ => Ending {
+                    outcome: Outcome::Cancelled,
+                    exit_code: None,
+                    error: None,
+                },
+            };
+            (ending, Some(machine.id))
+        }
+    };
+
+    let failures = attempt.attempt.saturating_sub(job.attempt_base).max(1);
+    let retry_delay = crate::retry::delay(&job.backoff, failures);
+    let finished = with_store_retries(|| {
+        shared.store.finish_attempt(
+            &attempt,
+            ending.outcome,
+            ending.exit_code,
+            ending.error.as_deref(),
+            retry_delay,
+        )
+    })
+    .await;
+    match finished {
+        Ok(Some(status)) => tracing::info!(
+            outcome = %ending.outcome,
+            exit_code = ending.exit_code,
+            machine = machine_id.as_deref().unwrap_or("-"),
+            %status,
+            "attempt finished"
+        ),
+        Ok(None) => tracing::info!(outcome = %ending.outcome, "attempt was no longer current"),
+        Err(e) => tracing::error!(error = %e, "could not record the attempt's end"),
+    }
+
+    if let Some(id) = &machine_id {
+        destroy(&shared.machines, id).await;
+    }
+    if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
+        tracing::error!(error = %e, "could not free the machine slot");
+    }
+}
+
+/// Step 2 and 3: wait for the end of a running machine and judge it.
+async fn watch(
+    shared: &Supervision,
+    job: &Job,
+    attempt: &AttemptRef,
+    machine_id: &str,
+    events: &mut Subscription,
+) -> Ending {
+    let deadline =
+        Instant::now() + Duration::from_secs(job.timeout_secs) + shared.launch.timeout_grace;
+    let down = wait_until_down(&shared.machines, machine_id);
+    tokio::pin!(down);
+    let mut renew = tokio::time::interval(shared.launch.lease / 3);
+
+    let signal = loop {
+        tokio::select! {
+            _ = &mut down => break Signal::MachineDown,
+            event = events.recv() => match event {
+                Some(e) if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => break Signal::Reported,
+                Some(e) if e.kind == EventKind::Cancel => break Signal::CancelRequested,
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break Signal::Deadline,
+            _ = renew.tick() => {
+                if let Err(e) = shared.store.renew(attempt, shared.launch.lease).await {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                }
+            }
+        }
+    };
+
+    match signal {
+        Signal::Reported => {
+            // The runner exits right after reporting; its exit code
+            // completes the record. Don't wait forever for it.
+            let _ = tokio::time::timeout(Duration::from_secs(30), &mut down).await;
+            judge(shared, attempt, machine_id).await
+        }
+        Signal::MachineDown => judge(shared, attempt, machine_id).await,
+        Signal::CancelRequested | Signal::Deadline => {
+            // A report that raced the cancel or deadline wins: the work is done.
+            if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
+                stop(&shared.machines, machine_id).await;
+                return judge(shared, attempt, machine_id).await;
+            }
+            stop(&shared.machines, machine_id).await;
+            let exit_code = exit_of(&shared.machines, machine_id)
+                .await
+                .map(|e| e.exit_code);
+            match signal {
+                Signal::Deadline => Ending {
+                    outcome: Outcome::TimedOut,
+                    exit_code,
+                    error: Some(format!(
+                        "timed out after {}s; machine stopped",
+                        job.timeout_secs
+                    )),
+                },
+                _ => Ending {
+                    outcome: Outcome::Cancelled,
+                    exit_code,
+                    error: Some("cancelled by request; machine stopped".into()),
+                },
+            }
+        }
+    }
+}
+
+/// Reads the runner's report and the machine's exit and names the outcome.
+async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> Ending {
+    let exit = exit_of(&shared.machines, machine_id).await;
+    let exit_code = exit.as_ref().map(|e| e.exit_code);
+    let report = with_store_retries(|| shared.store.report_kind(attempt)).await;
+    let outcome = match report {
+        Ok(Some(ReportKind::Result)) => Outcome::Succeeded,
+        Ok(Some(ReportKind::Error)) => Outcome::Error,
+        Ok(Some(ReportKind::TimedOut)) => Outcome::TimedOut,
+        Ok(None) | Err(_) => match &exit {
+            Some(e) if e.oom_killed => Outcome::Oom,
+            Some(_) => Outcome::Crashed,
+            None => Outcome::Lost,
+        },
+    };
+    let error = match (outcome, &exit) {
+        (Outcome::Oom, _) => Some("the machine ran out of memory and was killed".to_string()),
+        (Outcome::Crashed, Some(e)) if e.signal > 0 => Some(format!(
+            "the runner was killed by signal {} without reporting",
+            e.signal
+        )),
+        (Outcome::Crashed, Some(e)) => Some(format!(
+            "the runner exited with code {} without reporting",
+            e.exit_code
+        )),
+        (Outcome::Lost, _) => {
+            Some("the machine disappeared without an exit event or report".to_string())
+        }
+        _ => None,
+    };
+    Ending {
+        outcome,
+        exit_code,
+        error,
+    }
+}
+
+/// Resolves when the machine is stopped, destroyed, failed or gone. Waits
+/// are long-polls capped at 60 s by the API, so this loops.
+async fn wait_until_down(machines: &MachinesClient, id: &str) {
+    loop {
+        match machines
+            .wait(id, &["stopped", "destroyed", "failed"], 60)
+            .await
+        {
+            Ok(WaitOutcome::Reached(_)) | Ok(WaitOutcome::Gone) => return,
+            Ok(WaitOutcome::TimedOut) => continue,
+            Err(e) => {
+                tracing::warn!(machine = id, error = %e, "waiting on the machine failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The newest exit event of the machine, if the API still knows it.
+async fn exit_of(machines: &MachinesClient, id: &str) -> Option<machines::ExitEvent> {
+    match machines.get(id).await {
+        Ok(machine) => machine.last_exit().cloned(),
+        Err(e) => {
+            tracing::debug!(machine = id, error = %e, "no exit event");
+            None
+        }
+    }
+}
+
+/// Asks the machine to stop (SIGTERM, then SIGKILL after 5 s) and waits
+/// for it to be down, so its exit is recorded before destruction.
+async fn stop(machines: &MachinesClient, id: &str) {
+    let request = StopRequest {
+        signal: Some("SIGTERM".into()),
+        timeout: Some(GoDuration(Duration::from_secs(5))),
+    };
+    if let Err(e) = machines.stop(id, &request).await {
+        tracing::debug!(machine = id, error = %e, "stop failed; destroying with force");
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(15), wait_until_down(machines, id)).await;
+}
+
+/// Destroys the machine, retrying until the API confirms it is gone: no
+/// path may leave a machine behind.
+async fn destroy(machines: &MachinesClient, id: &str) {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times();
+    let _ = (|| machines.destroy(id, true))
+        .retry(backoff)
+        .notify(|e, _| tracing::warn!(machine = id, error = %e, "destroy failed; retrying"))
+        .await;
+    tracing::info!(machine = id, "machine destroyed");
+}
+
+/// Store calls a supervisor must not give up on lightly (the store may be
+/// restarting): a few quick retries.
+async fn with_store_retries<T, F, Fut>(call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .with_max_times(8);
+    call.retry(backoff).await
+}
+
+/// The create request for an attempt's machine.
+fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> CreateMachineRequest {
+    let launch = &shared.launch;
+    let mut env: BTreeMap<String, String> = launch.runner_env.iter().cloned().collect();
+    env.extend([
+        ("JOB_ID".to_string(), job.id.to_string()),
+        ("JOB_ATTEMPT".to_string(), attempt.attempt.to_string()),
+        ("JOB_TOKEN".to_string(), attempt.token.clone()),
+        (
+            "JOBS_STORE_URL".to_string(),
+            launch.runner_store_url.clone(),
+        ),
+        (
+            "JOBS_NAMESPACE".to_string(),
+            shared.store.namespace().to_string(),
+        ),
+        (
+            "JOB_HEARTBEAT_MS".to_string(),
+            launch.heartbeat.as_millis().to_string(),
+        ),
+    ]);
+    // Job machines carry no `fly_*` metadata, so `fly deploy` never
+    // manages (or destroys) them; `role=job` is how the sweeper finds them.
+    let metadata = BTreeMap::from([
+        ("role".to_string(), "job".to_string()),
+        ("job_id".to_string(), job.id.to_string()),
+        ("attempt".to_string(), attempt.attempt.to_string()),
+        ("dispatcher".to_string(), shared.owner.clone()),
+    ]);
+    CreateMachineRequest {
+        name: Some(format!("job-{}-{}", job.id, attempt.attempt)),
+        region: job.machine.region.clone(),
+        skip_secrets: true,
+        config: MachineConfig {
+            image: launch.image.clone(),
+            env,
+            guest: Some(Guest {
+                cpu_kind: job.machine.cpu_kind.clone(),
+                cpus: job.machine.cpus,
+                memory_mb: job.machine.memory_mb,
+            }),
+            auto_destroy: true,
+            restart: Some(Restart {
+                policy: RestartPolicy::No,
+                max_retries: None,
+            }),
+            init: Some(Init {
+                exec: Some(launch.runner_exec.clone()),
+                ..Init::default()
+            }),
+            metadata,
+            stop_config: Some(StopConfig {
+                signal: Some("SIGTERM".into()),
+                timeout: Some(GoDuration(Duration::from_secs(5))),
+            }),
+            ..MachineConfig::default()
+        },
+        ..CreateMachineRequest::default()
+    }
+}

@@ -1,0 +1,107 @@
+//! [`LocalValkey`]: a Valkey-compatible server started as a child process,
+//! for `dispatcher dev` and the tests. `valkey-server` is preferred;
+//! Debian's `redis-server` (7.0, wire-compatible for what we use) works too.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The server binaries we know, in order of preference.
+pub const SERVER_BINARIES: [&str; 2] = ["valkey-server", "redis-server"];
+
+/// A server we started; it is killed when this is dropped.
+pub struct LocalValkey {
+    child: Child,
+    port: u16,
+}
+
+impl LocalValkey {
+    /// The first known server binary on `PATH` (or in `/usr/sbin`, `/usr/bin`).
+    pub fn find_binary() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        dirs.extend(["/usr/sbin".into(), "/usr/bin".into()]);
+        SERVER_BINARIES
+            .iter()
+            .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// Starts a server on `127.0.0.1:port` keeping its files in `dir`, and
+    /// waits until it answers. With `append_only`, writes survive a restart
+    /// (AOF, `appendfsync everysec`).
+    pub async fn start(port: u16, dir: &Path, append_only: bool) -> anyhow::Result<Self> {
+        let binary = Self::find_binary().context(
+            "no valkey-server or redis-server found; install one (scripts/ensure-valkey does, on Debian)",
+        )?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let child = Command::new(&binary)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", if append_only { "yes" } else { "no" }])
+            .args(["--appendfsync", "everysec", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut server = Self { child, port };
+        for _ in 0..100 {
+            if answers_ping(port).await {
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "{} exited with {status} (is port {port} taken?)",
+                    binary.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "{} did not answer on port {port} within 5 s",
+            binary.display()
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server now (SIGKILL) and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Whether a Valkey/Redis server answers `PING` on `127.0.0.1:port`.
+pub async fn answers_ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = [0u8; 64];
+        let n = stream.read(&mut reply).await.ok()?;
+        Some(reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Some(true))
+    )
+}

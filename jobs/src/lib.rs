@@ -1,0 +1,27 @@
+//! The job model and the job store, shared by the dispatcher and the runner.
+//!
+//! - [`model`]: `JobId`, `Kind`, `JobStatus`, `Outcome`, `JobSpec`, `Job`.
+//! - [`store`]: [`Store`], whose methods are the job's state transitions,
+//!   each one atomic Lua script in Valkey.
+//! - [`events`]: the change notifications those scripts publish.
+//!
+//! The lifecycle:
+//!
+//! ```text
+//! scheduled ──due──▶ queued ──claim──▶ starting ──runner──▶ running
+//!     ▲                ▲                  │                    │
+//!     └──── retry ─────┼──────────────────┴──── finish ────────┤
+//!        (backoff)     │                                       ▼
+//!                      └──── retry by hand ──── failed | cancelled | succeeded
+//! ```
+
+pub mod events;
+pub mod model;
+pub mod store;
+
+pub use events::{EventKind, JobEvent};
+pub use model::*;
+pub use store::{
+    AttemptRef, CancelResult, Claim, Heartbeat, Report, ReportKind, RetryResult, Store,
+    StoreConfig, StoreError,
+};

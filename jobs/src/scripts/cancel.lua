@@ -1,0 +1,21 @@
+-- Cancel a job. Waiting jobs end at once; jobs on a machine get
+-- `cancel_requested` and their supervisor stops the machine.
+-- Returns 'cancelled', 'cancelling', 'finished' or 'missing'.
+-- ARGV: prefix, id.
+local id = ARGV[2]
+local key = job_key(id)
+local status = hget(key, 'status')
+if not status then return 'missing' end
+if status == 'queued' or status == 'scheduled' then
+  redis.call('ZREM', P .. (status == 'queued' and 'queue' or 'scheduled'), id)
+  redis.call('HDEL', key, 'run_at')
+  redis.call('HSET', key, 'error', 'cancelled before it ran')
+  finish(id, key, status, 'cancelled')
+  return 'cancelled'
+end
+if status == 'starting' or status == 'running' then
+  redis.call('HSET', key, 'cancel_requested', '1')
+  publish({ id = id, type = 'cancel', attempt = tonumber(hget(key, 'attempt')) })
+  return 'cancelling'
+end
+return 'finished'

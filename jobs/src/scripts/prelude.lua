@@ -1,0 +1,68 @@
+-- Shared by every script. ARGV[1] is the key prefix, "{namespace}:".
+-- Every key starts with it, so all keys share one hash slot and these
+-- multi-key scripts also run on a Valkey cluster.
+local P = ARGV[1]
+
+-- Integers are passed to Valkey as "%d" text: Lua's default number
+-- formatting would turn large ones into exponent notation.
+local function int(n) return string.format('%d', n) end
+
+-- The server's clock is the only clock: dispatchers may disagree.
+local time = redis.call('TIME')
+local NOW = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local function job_key(id) return P .. 'job:' .. id end
+
+local function hget(key, field)
+  local v = redis.call('HGET', key, field)
+  if v == false then return nil end
+  return v
+end
+
+local function hgetall(key)
+  local flat = redis.call('HGETALL', key)
+  local map = {}
+  for i = 1, #flat, 2 do map[flat[i]] = flat[i + 1] end
+  return map
+end
+
+local function publish(event)
+  redis.call('PUBLISH', P .. 'events', cjson.encode(event))
+end
+
+-- The one place where a job's status changes: it keeps the per-status
+-- indexes right and tells every listener.
+local function set_status(id, key, from, to)
+  redis.call('HSET', key, 'status', to, 'updated_at', int(NOW))
+  if from then redis.call('ZREM', P .. 'status:' .. from, id) end
+  redis.call('ZADD', P .. 'status:' .. to, hget(key, 'created_at'), id)
+  publish({ id = id, type = 'status', status = to, attempt = tonumber(hget(key, 'attempt')) })
+end
+
+-- Lower priority runs first; within a priority, first in first out.
+local function push_queue(id, key, from)
+  local seq = redis.call('INCR', P .. 'seq')
+  local score = (tonumber(hget(key, 'priority')) + 1000) * 1e12 + seq
+  redis.call('ZADD', P .. 'queue', int(score), id)
+  set_status(id, key, from, 'queued')
+end
+
+local function schedule(id, key, from, at)
+  redis.call('HSET', key, 'run_at', int(at))
+  redis.call('ZADD', P .. 'scheduled', int(at), id)
+  set_status(id, key, from, 'scheduled')
+end
+
+local function finish(id, key, from, to)
+  redis.call('HSET', key, 'finished_at', int(NOW))
+  set_status(id, key, from, to)
+end
+
+-- An attempt is current while its number and token are the job's and the
+-- job is still on a machine. Everything a runner or supervisor writes is
+-- fenced by this, so a zombie attempt can never overwrite a newer one.
+local function is_current(key, attempt, token)
+  local status = hget(key, 'status')
+  return hget(key, 'attempt') == attempt and hget(key, 'token') == token
+    and (status == 'starting' or status == 'running')
+end

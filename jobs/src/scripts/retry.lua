@@ -1,0 +1,12 @@
+-- Give a failed or cancelled job a fresh set of attempts. Its history of
+-- attempts stays. Returns 'queued', 'not_finished' or 'missing'.
+-- ARGV: prefix, id.
+local id = ARGV[2]
+local key = job_key(id)
+local status = hget(key, 'status')
+if not status then return 'missing' end
+if status ~= 'failed' and status ~= 'cancelled' then return 'not_finished' end
+redis.call('HSET', key, 'attempt_base', hget(key, 'attempt'))
+redis.call('HDEL', key, 'error', 'result', 'finished_at', 'cancel_requested')
+push_queue(id, key, status)
+return 'queued'

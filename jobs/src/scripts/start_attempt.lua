@@ -1,0 +1,12 @@
+-- The runner claims its attempt: starting -> running. Returns the job, or
+-- nil when the attempt is no longer current (cancelled, timed out, ...).
+-- ARGV: prefix, id, attempt, token.
+local id = ARGV[2]
+local key = job_key(id)
+if not is_current(key, ARGV[3], ARGV[4]) or hget(key, 'status') ~= 'starting' then
+  return nil
+end
+local a = 'a:' .. ARGV[3] .. ':'
+redis.call('HSET', key, a .. 'started_at', int(NOW), a .. 'heartbeat_at', int(NOW))
+set_status(id, key, 'starting', 'running')
+return cjson.encode(hgetall(key))

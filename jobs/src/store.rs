@@ -1,0 +1,479 @@
+//! [`Store`]: the job store in Valkey.
+//!
+//! ## Key layout
+//! Every key starts with `{namespace}:` (a hash tag, so all keys share one
+//! slot and the scripts work on a cluster too):
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `job:{id}` | hash | the job; attempt fields as `a:{n}:{field}` |
+//! | `jobs` | zset | every job, scored by creation time (ms) |
+//! | `status:{status}` | zset | jobs in that status, scored by creation time |
+//! | `queue` | zset | queued jobs, scored by priority then arrival |
+//! | `scheduled` | zset | delayed or backing-off jobs, scored by run time |
+//! | `in_flight` | zset | `{id}/{attempt}` holding a machine slot, scored by lease deadline |
+//! | `seq` | counter | arrival order within a priority |
+//! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
+//!
+//! ## Transitions
+//! Each state change is one Lua script in `src/scripts/` (prefixed with
+//! `prelude.lua`), so it is atomic and two dispatchers can never both own
+//! an attempt. The method names below are the transitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::model::{Fields, InvalidValue, Job, JobId, JobSpec, JobStatus, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job store unavailable: {0}")]
+    Unavailable(#[from] fred::error::Error),
+    #[error("corrupt job record: {0}")]
+    Corrupt(#[from] InvalidValue),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Corrupt(InvalidValue(e.to_string()))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Identifies one attempt of one job and proves the caller owns it: every
+/// fenced write checks the number and the random token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRef {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub token: String,
+}
+
+/// What [`Store::claim`] found.
+#[derive(Debug)]
+pub enum Claim {
+    /// A job moved to `starting`; the caller must see it through.
+    Claimed { job: Box<Job>, attempt: AttemptRef },
+    /// Every machine slot is taken.
+    Full,
+    /// Nothing queued. `next_due_in` says when a scheduled job comes due.
+    Empty { next_due_in: Option<Duration> },
+}
+
+/// What the handler returned, as the runner reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Report {
+    Result(Value),
+    Error {
+        message: String,
+        permanent: bool,
+    },
+    /// The runner's own guard stopped the handler at the job's timeout.
+    TimedOut {
+        message: String,
+    },
+}
+
+/// What kind of report an attempt has, as the supervisor reads it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    Result,
+    Error,
+    TimedOut,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    Alive,
+    CancelRequested,
+    /// The attempt is no longer current: stop working, write nothing.
+    Stale,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    Cancelled,
+    /// The job is on a machine; its supervisor will stop it.
+    Cancelling,
+    AlreadyFinished,
+    Missing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryResult {
+    Queued,
+    NotFinished,
+    Missing,
+}
+
+/// Connection settings of the store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub url: String,
+    pub namespace: String,
+    /// A command not answered within this fails instead of hanging.
+    pub command_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: "jobs".into(),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    record_machine: Script,
+    start_attempt: Script,
+    heartbeat: Script,
+    report: Script,
+    finish_attempt: Script,
+    release: Script,
+    renew: Script,
+    cancel: Script,
+    retry: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        let with_prelude = |body: &str| {
+            Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
+        };
+        Self {
+            enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
+            claim: with_prelude(include_str!("scripts/claim.lua")),
+            record_machine: with_prelude(include_str!("scripts/record_machine.lua")),
+            start_attempt: with_prelude(include_str!("scripts/start_attempt.lua")),
+            heartbeat: with_prelude(include_str!("scripts/heartbeat.lua")),
+            report: with_prelude(include_str!("scripts/report.lua")),
+            finish_attempt: with_prelude(include_str!("scripts/finish_attempt.lua")),
+            release: with_prelude(include_str!("scripts/release.lua")),
+            renew: with_prelude(include_str!("scripts/renew.lua")),
+            cancel: with_prelude(include_str!("scripts/cancel.lua")),
+            retry: with_prelude(include_str!("scripts/retry.lua")),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    fred_config: Config,
+    config: StoreConfig,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+impl Store {
+    /// Connects and checks the server answers. The client reconnects by
+    /// itself, with backoff, after the server restarts.
+    pub async fn connect(config: StoreConfig) -> Result<Self> {
+        let fred_config = Config::from_url(&config.url)?;
+        let client = builder(&fred_config, &config).build()?;
+        client.init().await?;
+        Ok(Self {
+            client,
+            fred_config,
+            prefix: format!("{{{}}}:", config.namespace).into(),
+            config,
+            scripts: Arc::new(Scripts::load()),
+        })
+    }
+
+    /// A separate connection for pub/sub (a subscribed connection can run
+    /// no other command).
+    pub async fn subscriber(&self) -> Result<SubscriberClient> {
+        let subscriber = builder(&self.fred_config, &self.config).build_subscriber_client()?;
+        subscriber.init().await?;
+        Ok(subscriber)
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
+    pub fn events_channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.client.ping::<()>(None).await?;
+        Ok(())
+    }
+
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+
+    /// Stores a new job: `queued`, or `scheduled` when `delay` is non-zero.
+    pub async fn enqueue(&self, id: JobId, spec: &JobSpec, delay: Duration) -> Result<Job> {
+        let args = vec![
+            id.to_string(),
+            spec.kind.to_string(),
+            spec.params.to_string(),
+            spec.priority.to_string(),
+            spec.max_attempts.to_string(),
+            spec.timeout_secs.to_string(),
+            serde_json::to_string(&spec.backoff)?,
+            serde_json::to_string(&spec.machine)?,
+            delay.as_millis().to_string(),
+        ];
+        let text: String = self.run(&self.scripts.enqueue, args).await?;
+        job_from_json(&text)
+    }
+
+    pub async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let fields: Fields = self.client.hgetall(self.job_key(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Job::from_fields(&fields)?))
+    }
+
+    /// Newest first, optionally only those in `status`.
+    pub async fn list(&self, status: Option<JobStatus>, limit: usize) -> Result<Vec<Job>> {
+        let index = match status {
+            Some(status) => format!("{}status:{status}", self.prefix),
+            None => format!("{}jobs", self.prefix),
+        };
+        let stop = limit.max(1) as i64 - 1;
+        let ids: Vec<String> = self.client.zrevrange(index, 0, stop, false).await?;
+        let pipeline = self.client.pipeline();
+        for id in &ids {
+            let _: () = pipeline.hgetall(format!("{}job:{id}", self.prefix)).await?;
+        }
+        let records: Vec<Fields> = pipeline.all().await?;
+        // A job removed between the two reads is simply left out.
+        records
+            .iter()
+            .filter(|fields| !fields.is_empty())
+            .map(|fields| Job::from_fields(fields).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// How many jobs are in each status.
+    pub async fn counts(&self) -> Result<BTreeMap<JobStatus, u64>> {
+        let pipeline = self.client.pipeline();
+        for status in JobStatus::ALL {
+            let _: () = pipeline
+                .zcard(format!("{}status:{status}", self.prefix))
+                .await?;
+        }
+        let counts: Vec<u64> = pipeline.all().await?;
+        Ok(JobStatus::ALL.into_iter().zip(counts).collect())
+    }
+
+    /// Takes the next job if a machine slot is free; see [`Claim`].
+    pub async fn claim(&self, max_in_flight: u32, owner: &str, lease: Duration) -> Result<Claim> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            claimed: Option<Fields>,
+            #[serde(default)]
+            full: bool,
+            #[serde(default)]
+            next_due_in_ms: Option<f64>,
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let args = vec![
+            max_in_flight.to_string(),
+            owner.to_string(),
+            lease.as_millis().to_string(),
+            token.clone(),
+        ];
+        let text: String = self.run(&self.scripts.claim, args).await?;
+        let answer: Answer = serde_json::from_str(&text)?;
+        if let Some(fields) = answer.claimed {
+            let job = Job::from_fields(&fields)?;
+            let attempt = AttemptRef {
+                job_id: job.id,
+                attempt: job.attempts.last().map_or(1, |a| a.number),
+                token,
+            };
+            return Ok(Claim::Claimed {
+                job: Box::new(job),
+                attempt,
+            });
+        }
+        if answer.full {
+            return Ok(Claim::Full);
+        }
+        Ok(Claim::Empty {
+            next_due_in: answer
+                .next_due_in_ms
+                .map(|ms| Duration::from_millis(ms as u64)),
+        })
+    }
+
+    /// Records the machine booted for an attempt. `false` when stale.
+    pub async fn record_machine(
+        &self,
+        a: &AttemptRef,
+        machine_id: &str,
+        region: &str,
+    ) -> Result<bool> {
+        let mut args = attempt_args(a);
+        args.extend([machine_id.to_string(), region.to_string()]);
+        let recorded: i64 = self.run(&self.scripts.record_machine, args).await?;
+        Ok(recorded == 1)
+    }
+
+    /// The runner claims its attempt (`starting` → `running`) and gets the
+    /// job. `None` when the attempt is no longer current.
+    pub async fn start_attempt(&self, a: &AttemptRef) -> Result<Option<Job>> {
+        let text: Option<String> = self
+            .run(&self.scripts.start_attempt, attempt_args(a))
+            .await?;
+        text.map(|t| job_from_json(&t)).transpose()
+    }
+
+    pub async fn heartbeat(&self, a: &AttemptRef) -> Result<Heartbeat> {
+        let answer: i64 = self.run(&self.scripts.heartbeat, attempt_args(a)).await?;
+        Ok(match answer {
+            -1 => Heartbeat::Stale,
+            1 => Heartbeat::CancelRequested,
+            _ => Heartbeat::Alive,
+        })
+    }
+
+    /// Records the handler's result or error. `false` when the attempt is
+    /// no longer current or already reported.
+    pub async fn report(&self, a: &AttemptRef, report: &Report) -> Result<bool> {
+        let mut args = attempt_args(a);
+        match report {
+            Report::Result(value) => args.extend(["result".into(), value.to_string(), "0".into()]),
+            Report::Error { message, permanent } => args.extend([
+                "error".into(),
+                message.clone(),
+                if *permanent { "1" } else { "0" }.into(),
+            ]),
+            Report::TimedOut { message } => {
+                args.extend(["timed_out".into(), message.clone(), "0".into()])
+            }
+        }
+        let recorded: i64 = self.run(&self.scripts.report, args).await?;
+        Ok(recorded == 1)
+    }
+
+    /// What the runner reported for this attempt, read from the record
+    /// (the truth; pub/sub messages may be missed).
+    pub async fn report_kind(&self, a: &AttemptRef) -> Result<Option<ReportKind>> {
+        let field = format!("a:{}:report", a.attempt);
+        let kind: Option<String> = self.client.hget(self.job_key(a.job_id), field).await?;
+        Ok(kind.and_then(|k| match k.as_str() {
+            "result" => Some(ReportKind::Result),
+            "error" => Some(ReportKind::Error),
+            "timed_out" => Some(ReportKind::TimedOut),
+            _ => None,
+        }))
+    }
+
+    /// Closes an attempt and moves the job on. Returns the job's new
+    /// status, or `None` when the attempt was no longer current.
+    pub async fn finish_attempt(
+        &self,
+        a: &AttemptRef,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+        retry_delay: Duration,
+    ) -> Result<Option<JobStatus>> {
+        let mut args = attempt_args(a);
+        args.extend([
+            outcome.to_string(),
+            exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            error.unwrap_or_default().to_string(),
+            retry_delay.as_millis().to_string(),
+        ]);
+        let status: String = self.run(&self.scripts.finish_attempt, args).await?;
+        match status.as_str() {
+            "stale" => Ok(None),
+            other => Ok(Some(other.parse()?)),
+        }
+    }
+
+    /// Frees the attempt's machine slot once its machine is destroyed.
+    pub async fn release(&self, a: &AttemptRef) -> Result<()> {
+        let args = vec![a.job_id.to_string(), a.attempt.to_string()];
+        let _: i64 = self.run(&self.scripts.release, args).await?;
+        Ok(())
+    }
+
+    /// Extends the lease on an attempt's slot. `false` when it is gone.
+    pub async fn renew(&self, a: &AttemptRef, lease: Duration) -> Result<bool> {
+        let args = vec![
+            a.job_id.to_string(),
+            a.attempt.to_string(),
+            lease.as_millis().to_string(),
+        ];
+        let renewed: i64 = self.run(&self.scripts.renew, args).await?;
+        Ok(renewed == 1)
+    }
+
+    pub async fn cancel(&self, id: JobId) -> Result<CancelResult> {
+        let answer: String = self.run(&self.scripts.cancel, vec![id.to_string()]).await?;
+        Ok(match answer.as_str() {
+            "cancelled" => CancelResult::Cancelled,
+            "cancelling" => CancelResult::Cancelling,
+            "finished" => CancelResult::AlreadyFinished,
+            _ => CancelResult::Missing,
+        })
+    }
+
+    pub async fn retry(&self, id: JobId) -> Result<RetryResult> {
+        let answer: String = self.run(&self.scripts.retry, vec![id.to_string()]).await?;
+        Ok(match answer.as_str() {
+            "queued" => RetryResult::Queued,
+            "not_finished" => RetryResult::NotFinished,
+            _ => RetryResult::Missing,
+        })
+    }
+
+    fn job_key(&self, id: JobId) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+
+    /// Runs a transition script. The key prefix always goes first.
+    async fn run<R: FromValue>(&self, script: &Script, args: Vec<String>) -> Result<R> {
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(self.prefix.to_string());
+        all.extend(args);
+        Ok(script
+            .evalsha_with_reload(&self.client, Vec::<String>::new(), all)
+            .await?)
+    }
+}
+
+fn builder(fred_config: &Config, config: &StoreConfig) -> Builder {
+    let mut builder = Builder::from_config(fred_config.clone());
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    builder
+}
+
+fn attempt_args(a: &AttemptRef) -> Vec<String> {
+    vec![a.job_id.to_string(), a.attempt.to_string(), a.token.clone()]
+}
+
+fn job_from_json(text: &str) -> Result<Job> {
+    let fields: Fields = serde_json::from_str(text)?;
+    Ok(Job::from_fields(&fields)?)
+}

@@ -1,0 +1,294 @@
+//! [`MachinesClient`]: the subset of the Machines API the dispatcher calls.
+//!
+//! Every call has a timeout. Calls that fail with 429, a 5xx or a
+//! connection error are retried with exponential backoff and jitter until a
+//! deadline; a `Retry-After` header replaces the computed delay. Other 4xx
+//! answers are the caller's mistake and are returned at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::types::*;
+
+/// Where the API is and how patient to be with it.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// e.g. `https://api.machines.dev`, or `http://_api.internal:4280`
+    /// from inside Fly's private network. Without the `/v1`.
+    pub base_url: String,
+    pub app: String,
+    pub token: String,
+    /// Timeout of one HTTP exchange (a `wait` adds its own timeout to it).
+    pub call_timeout: Duration,
+    /// Give up retrying once this much time has been spent sleeping.
+    pub retry_deadline: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(
+        base_url: impl Into<String>,
+        app: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            app: app.into(),
+            token: token.into(),
+            call_timeout: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(60),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachinesError {
+    #[error("Machines API answered {status}: {message}")]
+    Api {
+        status: u16,
+        message: String,
+        /// The `status` field of the error body (`insufficient_capacity`, ...).
+        code: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("Machines API unreachable: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+impl MachinesError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            Self::Transport(e) => e.status().map(|s| s.as_u16()),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// 429, 5xx and failures to talk at all are worth another try;
+    /// other 4xx answers will not change by asking again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => *status == 429 || *status >= 500,
+            Self::Transport(e) => !e.is_decode() && !e.is_builder(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            Self::Transport(_) => None,
+        }
+    }
+}
+
+/// How a `wait` call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The machine reached (one of) the requested state(s).
+    Reached(WaitResponse),
+    /// The server's wait timed out (408); the caller loops.
+    TimedOut,
+    /// The machine does not exist (any more).
+    Gone,
+}
+
+/// Filters of `GET /v1/apps/{app}/machines`.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub include_deleted: bool,
+    pub region: Option<String>,
+    /// `metadata.{key}=value`; all must match.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct MachinesClient {
+    http: reqwest::Client,
+    config: Arc<ClientConfig>,
+}
+
+impl MachinesClient {
+    pub fn new(config: ClientConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .expect("a TLS backend is compiled in");
+        Self {
+            http,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn app(&self) -> &str {
+        &self.config.app
+    }
+
+    pub async fn create(&self, request: &CreateMachineRequest) -> Result<Machine, MachinesError> {
+        self.call(Method::POST, "", None, |r| r.json(request)).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Machine, MachinesError> {
+        self.call(Method::GET, &format!("/{id}"), None, |r| r).await
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Machine>, MachinesError> {
+        let mut query: Vec<(String, String)> = Vec::new();
+        if filter.include_deleted {
+            query.push(("include_deleted".into(), "true".into()));
+        }
+        if let Some(region) = &filter.region {
+            query.push(("region".into(), region.clone()));
+        }
+        for (key, value) in &filter.metadata {
+            query.push((format!("metadata.{key}"), value.clone()));
+        }
+        self.call(Method::GET, "", None, |r| r.query(&query)).await
+    }
+
+    /// Blocks until the machine reaches one of `states` or `timeout_secs`
+    /// (1..=60, the API's cap) pass. Several states go as repeated `state`
+    /// parameters, as Fly's own Go client sends them.
+    pub async fn wait(
+        &self,
+        id: &str,
+        states: &[&str],
+        timeout_secs: u64,
+    ) -> Result<WaitOutcome, MachinesError> {
+        let timeout_secs = timeout_secs.clamp(1, 60);
+        let mut query: Vec<(&str, String)> =
+            states.iter().map(|s| ("state", s.to_string())).collect();
+        query.push(("timeout", timeout_secs.to_string()));
+        let extra = Duration::from_secs(timeout_secs);
+        match self
+            .call::<WaitResponse>(Method::GET, &format!("/{id}/wait"), Some(extra), |r| {
+                r.query(&query)
+            })
+            .await
+        {
+            Ok(answer) => Ok(WaitOutcome::Reached(answer)),
+            Err(e) if e.status() == Some(408) => Ok(WaitOutcome::TimedOut),
+            Err(e) if e.is_not_found() => Ok(WaitOutcome::Gone),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn stop(&self, id: &str, request: &StopRequest) -> Result<(), MachinesError> {
+        self.call::<serde_json::Value>(Method::POST, &format!("/{id}/stop"), None, |r| {
+            r.json(request)
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn signal(&self, id: &str, signal: &str) -> Result<(), MachinesError> {
+        let body = SignalRequest {
+            signal: signal.to_string(),
+        };
+        self.call::<serde_json::Value>(Method::POST, &format!("/{id}/signal"), None, |r| {
+            r.json(&body)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Destroys the machine, killing it first when `force`. A machine that
+    /// is already gone counts as destroyed.
+    pub async fn destroy(&self, id: &str, force: bool) -> Result<(), MachinesError> {
+        let query = [("force", force.to_string())];
+        match self
+            .call::<serde_json::Value>(Method::DELETE, &format!("/{id}"), None, |r| r.query(&query))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn events(&self, id: &str, limit: u32) -> Result<Vec<MachineEvent>, MachinesError> {
+        let query = [("limit", limit.to_string())];
+        self.call(Method::GET, &format!("/{id}/events"), None, |r| {
+            r.query(&query)
+        })
+        .await
+    }
+
+    /// One API call with retries. `build` adds query and body to a fresh
+    /// request for every try.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        extra_timeout: Option<Duration>,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<T, MachinesError> {
+        let config = &self.config;
+        let url = format!("{}/v1/apps/{}/machines{path}", config.base_url, config.app);
+        let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
+        let once = || async {
+            let request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(&config.token)
+                .timeout(timeout);
+            let response = build(request).send().await?;
+            decode(response).await
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.min_backoff)
+            .with_max_delay(config.max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .with_total_delay(Some(config.retry_deadline));
+        once.retry(backoff)
+            .when(MachinesError::is_retryable)
+            .adjust(|e, delay| {
+                e.retry_after()
+                    .or(delay)
+                    .map(|d| d.min(config.retry_deadline))
+            })
+            .notify(|e, delay| {
+                tracing::debug!(%method, path, error = %e, ?delay, "retrying Machines API call");
+            })
+            .await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, MachinesError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response.json().await?);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    let text = response.text().await.unwrap_or_default();
+    let (message, code) = match serde_json::from_str::<ErrorResponse>(&text) {
+        Ok(body) => (body.error, body.status),
+        Err(_) if text.is_empty() => (status_text(status), None),
+        Err(_) => (text, None),
+    };
+    Err(MachinesError::Api {
+        status: status.as_u16(),
+        message,
+        code,
+        retry_after,
+    })
+}
+
+fn status_text(status: StatusCode) -> String {
+    status.canonical_reason().unwrap_or("error").to_string()
+}

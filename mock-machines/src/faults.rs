@@ -1,0 +1,270 @@
+//! Fault injection: errors, capacity shortages, machines that never boot,
+//! crash or run out of memory, dropped connections and slow answers.
+//!
+//! Settings come from [`MockConfig::faults`](crate::MockConfig::faults) and
+//! can be changed while the mock runs with `POST /_mock/faults`, whose JSON
+//! body is merged into the current settings (`GET /_mock/faults` shows
+//! them). Rates are probabilities in `0.0..=1.0`, drawn per event; the
+//! deterministic `fail_next_creates` makes "a create that fails twice, then
+//! succeeds" testable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The current fault settings. All zero (no faults) by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Probability that a create fails with `create_error_status`.
+    pub create_error_rate: f64,
+    pub create_error_status: u16,
+    /// Probability that a create fails with 412 `insufficient_capacity`.
+    pub capacity_error_rate: f64,
+    /// Probability that a boot hangs: the machine stays `created` forever.
+    pub never_boot_rate: f64,
+    /// Probability that a booted machine's process is SIGKILLed soon after
+    /// it started (exit code 137, signal 9).
+    pub crash_rate: f64,
+    /// Like `crash_rate`, but the exit event says `oom_killed: true`.
+    pub oom_rate: f64,
+    /// Probability that a request's connection is closed without an answer.
+    pub drop_connection_rate: f64,
+    /// Extra delay added to every API answer.
+    pub slow_response_ms: u64,
+    /// The next N creates fail with `fail_status`, then creates work again.
+    pub fail_next_creates: u32,
+    pub fail_status: u16,
+}
+
+impl Default for FaultSettings {
+    fn default() -> Self {
+        Self {
+            create_error_rate: 0.0,
+            create_error_status: 503,
+            capacity_error_rate: 0.0,
+            never_boot_rate: 0.0,
+            crash_rate: 0.0,
+            oom_rate: 0.0,
+            drop_connection_rate: 0.0,
+            slow_response_ms: 0,
+            fail_next_creates: 0,
+            fail_status: 503,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaultSettingsError {
+    #[error("invalid fault settings: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid fault settings: {0} is not a probability in 0..=1")]
+    Rate(&'static str),
+    #[error("invalid fault settings: {0} is not an HTTP error status")]
+    Status(&'static str),
+}
+
+impl FaultSettings {
+    /// These settings with the fields of `patch` (a JSON object) replaced.
+    pub fn merged(&self, patch: serde_json::Value) -> Result<Self, FaultSettingsError> {
+        let mut current = serde_json::to_value(self)?;
+        if let (Some(current), serde_json::Value::Object(patch)) = (current.as_object_mut(), patch)
+        {
+            current.extend(patch);
+        }
+        let merged: Self = serde_json::from_value(current)?;
+        merged.validate()?;
+        Ok(merged)
+    }
+
+    fn validate(&self) -> Result<(), FaultSettingsError> {
+        let rates = [
+            ("create_error_rate", self.create_error_rate),
+            ("capacity_error_rate", self.capacity_error_rate),
+            ("never_boot_rate", self.never_boot_rate),
+            ("crash_rate", self.crash_rate),
+            ("oom_rate", self.oom_rate),
+            ("drop_connection_rate", self.drop_connection_rate),
+        ];
+        if let Some((name, _)) = rates.iter().find(|(_, r)| !(0.0..=1.0).contains(r)) {
+            return Err(FaultSettingsError::Rate(name));
+        }
+        for (name, status) in [
+            ("create_error_status", self.create_error_status),
+            ("fail_status", self.fail_status),
+        ] {
+            if !(400..=599).contains(&status) {
+                return Err(FaultSettingsError::Status(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What goes wrong with one boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootFault {
+    None,
+    /// Stay in `created` forever.
+    NeverBoot,
+    /// SIGKILL the process shortly after it started.
+    Crash,
+    /// SIGKILL it and call it an out-of-memory kill.
+    Oom,
+}
+
+/// The live fault settings plus a count of injected faults.
+#[derive(Debug, Default)]
+pub struct Faults {
+    settings: Mutex<FaultSettings>,
+    injected: AtomicU64,
+}
+
+impl Faults {
+    pub fn new(settings: FaultSettings) -> Self {
+        Self {
+            settings: Mutex::new(settings),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> FaultSettings {
+        self.lock().clone()
+    }
+
+    pub fn update(&self, patch: serde_json::Value) -> Result<FaultSettings, FaultSettingsError> {
+        let mut settings = self.lock();
+        *settings = settings.merged(patch)?;
+        Ok(settings.clone())
+    }
+
+    /// How many faults have been injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// `Err` when this create must fail.
+    pub fn check_create(&self) -> Result<(), ApiError> {
+        let mut settings = self.lock();
+        let error = if settings.fail_next_creates > 0 {
+            settings.fail_next_creates -= 1;
+            Some(injected_error(settings.fail_status))
+        } else if chance(settings.capacity_error_rate) {
+            Some(ApiError::InsufficientCapacity)
+        } else if chance(settings.create_error_rate) {
+            Some(injected_error(settings.create_error_status))
+        } else {
+            None
+        };
+        match error {
+            Some(error) => {
+                self.count();
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Draws what goes wrong with the boot that is about to happen.
+    pub fn draw_boot_fault(&self) -> BootFault {
+        let settings = self.lock();
+        let fault = if chance(settings.never_boot_rate) {
+            BootFault::NeverBoot
+        } else if chance(settings.crash_rate) {
+            BootFault::Crash
+        } else if chance(settings.oom_rate) {
+            BootFault::Oom
+        } else {
+            BootFault::None
+        };
+        if fault != BootFault::None {
+            self.count();
+        }
+        fault
+    }
+
+    /// Whether to close this request's connection without answering.
+    pub fn drop_connection(&self) -> bool {
+        let drop = chance(self.lock().drop_connection_rate);
+        if drop {
+            self.count();
+        }
+        drop
+    }
+
+    /// Extra delay before answering.
+    pub fn response_delay(&self) -> Duration {
+        Duration::from_millis(self.lock().slow_response_ms)
+    }
+
+    fn count(&self) {
+        self.injected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultSettings> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn chance(rate: f64) -> bool {
+    rate > 0.0 && rand::rng().random_bool(rate.min(1.0))
+}
+
+/// The error an injected create failure answers with. A 429 looks exactly
+/// like a real rate limit (with `Retry-After`).
+fn injected_error(status: u16) -> ApiError {
+    match StatusCode::from_u16(status) {
+        Ok(StatusCode::TOO_MANY_REQUESTS) => ApiError::RateLimited {
+            retry_after_secs: 1,
+        },
+        Ok(status) => ApiError::Injected {
+            status,
+            message: format!("mock fault: injected {status} on create"),
+        },
+        Err(_) => ApiError::Injected {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "mock fault: injected error on create".to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_merge_and_validate() {
+        let settings = FaultSettings::default();
+        let merged = settings
+            .merged(serde_json::json!({"fail_next_creates": 2, "fail_status": 429}))
+            .unwrap();
+        assert_eq!(merged.fail_next_creates, 2);
+        assert_eq!(merged.create_error_status, 503);
+        assert!(settings
+            .merged(serde_json::json!({"crash_rate": 2.0}))
+            .is_err());
+        assert!(settings.merged(serde_json::json!({"bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn fail_next_creates_counts_down() {
+        let faults = Faults::new(FaultSettings {
+            fail_next_creates: 2,
+            fail_status: 429,
+            ..Default::default()
+        });
+        assert!(matches!(
+            faults.check_create(),
+            Err(ApiError::RateLimited { .. })
+        ));
+        assert!(faults.check_create().is_err());
+        assert!(faults.check_create().is_ok());
+        assert_eq!(faults.injected(), 2);
+    }
+}

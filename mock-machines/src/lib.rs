@@ -1,0 +1,52 @@
+//! A local, faithful mock of the [Fly.io Machines API].
+//!
+//! The mock serves the real paths (`/v1/apps/{app}/machines/...`) with the
+//! real status codes and bodies (the wire types come from the `machines`
+//! crate, so client and mock cannot disagree), and "boots" each machine by
+//! spawning its command as a local process, or, in virtual mode, by
+//! running an in-process task.
+//!
+//! # Design
+//!
+//! - [`server`]: [`MockServer`], the shared state (machines by app behind
+//!   one mutex, never held across an `.await`) and the accept loop.
+//! - [`routes`]: the HTTP handlers, one module per concern (machines,
+//!   lifecycle, wait, lease, mock controls); [`auth`] checks tokens.
+//! - [`state`]: one machine's record; every state change goes through
+//!   `MachineEntry::set_state`, which feeds `wait` and the counters.
+//! - [`supervisor`]: the task behind each boot: latency, launch, exit,
+//!   restart policy, `auto_destroy`.
+//! - [`guest`]: a main process, real ([`process`]) or virtual
+//!   ([`Boot::Virtual`]), behind one signal/await interface; [`watchdog`]
+//!   enforces `guest.memory_mb` by RSS; [`launch`] picks the command and
+//!   environment.
+//! - Realism: [`ratelimit`] (Fly's per-action token buckets), the latency
+//!   model in [`config`], and [`faults`] (settable at run time through
+//!   `POST /_mock/faults`).
+//! - [`cli`]: the `mock-machines` binary's entry point.
+//!
+//! [Fly.io Machines API]: https://fly.io/docs/machines/api/
+
+pub mod cli;
+pub mod config;
+pub mod faults;
+pub mod stats;
+
+mod auth;
+mod error;
+mod guest;
+mod ids;
+mod launch;
+mod process;
+mod ratelimit;
+mod routes;
+mod server;
+mod signals;
+mod state;
+mod supervisor;
+mod watchdog;
+
+pub use config::{Boot, DelayRange, LatencyModel, MockConfig, VirtualFn, VirtualMachineEnv};
+pub use faults::FaultSettings;
+pub use server::MockServer;
+pub use stats::Stats;

@@ -1,0 +1,105 @@
+//! [`RunnerEnv`]: what the dispatcher tells a runner through its machine's
+//! environment.
+
+use jobs::{AttemptRef, JobId};
+
+/// The runner's environment, parsed.
+///
+/// | variable | meaning |
+/// | --- | --- |
+/// | `JOB_ID` | the job to run |
+/// | `JOB_ATTEMPT` | the attempt number |
+/// | `JOB_TOKEN` | the attempt's fencing token |
+/// | `JOBS_STORE_URL` | the Valkey URL, e.g. `redis://host:6379` |
+/// | `JOBS_NAMESPACE` | key namespace (default `jobs`) |
+/// | `JOB_HEARTBEAT_MS` | heartbeat interval (default 1000) |
+#[derive(Clone, Debug)]
+pub struct RunnerEnv {
+    pub attempt: AttemptRef,
+    pub store_url: String,
+    pub namespace: String,
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("incomplete environment: {0}")]
+pub struct EnvError(String);
+
+impl RunnerEnv {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses from any lookup, so tests need not touch the process env.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let required = |name: &str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| EnvError(format!("{name} is not set")))
+        };
+        let job_id: JobId = required("JOB_ID")?
+            .parse()
+            .map_err(|e| EnvError(format!("JOB_ID: {e}")))?;
+        let attempt = required("JOB_ATTEMPT")?
+            .parse()
+            .map_err(|_| EnvError("JOB_ATTEMPT is not a number".into()))?;
+        let heartbeat_ms = match get("JOB_HEARTBEAT_MS") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| EnvError("JOB_HEARTBEAT_MS is not a number".into()))?,
+            None => 1000,
+        };
+        Ok(Self {
+            attempt: AttemptRef {
+                job_id,
+                attempt,
+                token: required("JOB_TOKEN")?,
+            },
+            store_url: required("JOBS_STORE_URL")?,
+            namespace: get("JOBS_NAMESPACE").unwrap_or_else(|| "jobs".into()),
+            heartbeat_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn names_the_missing_variable() {
+        let id = JobId::new().to_string();
+        let err =
+            RunnerEnv::from_lookup(lookup(&[("JOB_ID", &id), ("JOB_ATTEMPT", "1")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "incomplete environment: JOB_TOKEN is not set"
+        );
+        let err = RunnerEnv::from_lookup(lookup(&[("JOB_ID", "nope")])).unwrap_err();
+        assert!(err.to_string().contains("JOB_ID"), "{err}");
+    }
+
+    #[test]
+    fn parses_a_complete_environment() {
+        let id = JobId::new().to_string();
+        let env = RunnerEnv::from_lookup(lookup(&[
+            ("JOB_ID", &id),
+            ("JOB_ATTEMPT", "2"),
+            ("JOB_TOKEN", "t"),
+            ("JOBS_STORE_URL", "redis://127.0.0.1:1"),
+        ]))
+        .unwrap();
+        assert_eq!(env.attempt.attempt, 2);
+        assert_eq!(env.namespace, "jobs");
+        assert_eq!(env.heartbeat_ms, 1000);
+    }
+}

@@ -1,0 +1,319 @@
+//! The job store's transitions against a real Valkey-compatible server:
+//! caps, ordering, fencing of stale attempts, retries and cancellation.
+
+use std::time::Duration;
+
+use dispatcher::valkey::LocalValkey;
+use jobs::{
+    Backoff, CancelResult, Claim, Heartbeat, JobId, JobSpec, JobStatus, Kind, MachineSpec, Outcome,
+    Report, RetryResult, Store, StoreConfig,
+};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn store() -> (LocalValkey, Store) {
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("store-test-{port}"));
+        if let Ok(server) = LocalValkey::start(port, &dir, false).await {
+            let store = Store::connect(StoreConfig::new(server.url()))
+                .await
+                .unwrap();
+            return (server, store);
+        }
+    }
+    panic!("no Valkey-compatible server could be started");
+}
+
+fn spec(kind: &str, priority: i32, max_attempts: u32) -> JobSpec {
+    JobSpec {
+        kind: Kind::parse(kind).unwrap(),
+        params: json!({"p": priority}),
+        priority,
+        max_attempts,
+        timeout_secs: 60,
+        backoff: Backoff::default(),
+        machine: MachineSpec {
+            cpu_kind: "shared".into(),
+            cpus: 1,
+            memory_mb: 256,
+            region: None,
+        },
+    }
+}
+
+async fn claim(store: &Store, cap: u32) -> Claim {
+    store.claim(cap, "test", LEASE).await.unwrap()
+}
+
+async fn claimed(store: &Store) -> (jobs::Job, jobs::AttemptRef) {
+    match claim(store, 100).await {
+        Claim::Claimed { job, attempt } => (*job, attempt),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn claims_follow_priority_then_arrival_and_respect_the_cap() {
+    let (_server, store) = store().await;
+    let mut ids = Vec::new();
+    for priority in [5, 0, 5, -3] {
+        let id = JobId::new();
+        store
+            .enqueue(id, &spec("echo", priority, 1), Duration::ZERO)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let Claim::Claimed { job, .. } = claim(&store, 3).await else {
+            panic!("claim")
+        };
+        assert_eq!(job.status, JobStatus::Starting);
+        order.push(job.id);
+    }
+    assert_eq!(order, [ids[3], ids[1], ids[0]]);
+    assert!(
+        matches!(claim(&store, 3).await, Claim::Full),
+        "the cap of 3 holds"
+    );
+    let Claim::Claimed { job, .. } = claim(&store, 4).await else {
+        panic!("claim")
+    };
+    assert_eq!(job.id, ids[2]);
+    assert!(matches!(
+        claim(&store, 10).await,
+        Claim::Empty { next_due_in: None }
+    ));
+}
+
+#[tokio::test]
+async fn a_stale_attempt_can_write_nothing() {
+    let (_server, store) = store().await;
+    let id = JobId::new();
+    store
+        .enqueue(id, &spec("echo", 0, 3), Duration::ZERO)
+        .await
+        .unwrap();
+    let (_, first) = claimed(&store).await;
+    assert!(store.start_attempt(&first).await.unwrap().is_some());
+
+    // The supervisor gives up on attempt 1 (say, it timed out): retry at once.
+    let status = store
+        .finish_attempt(
+            &first,
+            Outcome::TimedOut,
+            None,
+            Some("too slow"),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Scheduled));
+
+    // The zombie runner of attempt 1 wakes up late.
+    assert_eq!(store.heartbeat(&first).await.unwrap(), Heartbeat::Stale);
+    assert!(!store
+        .report(&first, &Report::Result(json!("late")))
+        .await
+        .unwrap());
+    assert!(store.start_attempt(&first).await.unwrap().is_none());
+
+    // Attempt 2 runs; the zombie still can't touch it, even with its old token.
+    store.release(&first).await.unwrap();
+    let (_, second) = claimed(&store).await;
+    assert_eq!(second.attempt, 2);
+    let forged = jobs::AttemptRef {
+        attempt: 2,
+        ..first.clone()
+    };
+    assert!(!store.record_machine(&forged, "m", "r").await.unwrap());
+    assert!(store.start_attempt(&forged).await.unwrap().is_none());
+    assert!(store.start_attempt(&second).await.unwrap().is_some());
+    assert!(!store
+        .report(&forged, &Report::Result(json!("forged")))
+        .await
+        .unwrap());
+    assert!(store
+        .report(&second, &Report::Result(json!("real")))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .report(&second, &Report::Result(json!("twice")))
+            .await
+            .unwrap(),
+        "one report per attempt"
+    );
+    let status = store
+        .finish_attempt(&second, Outcome::Succeeded, Some(0), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Succeeded));
+    assert_eq!(
+        store
+            .finish_attempt(&first, Outcome::Crashed, None, None, Duration::ZERO)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.result, Some(json!("real")));
+    assert_eq!(job.attempts.len(), 2);
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::TimedOut));
+    assert_eq!(job.attempts[0].error.as_deref(), Some("too slow"));
+    assert_eq!(job.attempts[1].outcome, Some(Outcome::Succeeded));
+}
+
+#[tokio::test]
+async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
+    let (_server, store) = store().await;
+    let id = JobId::new();
+    store
+        .enqueue(id, &spec("fail", 0, 2), Duration::ZERO)
+        .await
+        .unwrap();
+
+    let (_, first) = claimed(&store).await;
+    let status = store
+        .finish_attempt(
+            &first,
+            Outcome::Crashed,
+            Some(3),
+            None,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Scheduled));
+    store.release(&first).await.unwrap();
+    match claim(&store, 10).await {
+        Claim::Empty {
+            next_due_in: Some(due),
+        } => assert!(due <= Duration::from_millis(300), "{due:?}"),
+        other => panic!("the job waits for its backoff, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (_, second) = claimed(&store).await;
+    let status = store
+        .finish_attempt(&second, Outcome::Crashed, Some(3), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Failed), "two attempts were allowed");
+    store.release(&second).await.unwrap();
+    assert_eq!(
+        store.list(Some(JobStatus::Failed), 10).await.unwrap()[0].id,
+        id
+    );
+
+    assert_eq!(store.retry(id).await.unwrap(), RetryResult::Queued);
+    assert_eq!(store.retry(id).await.unwrap(), RetryResult::NotFinished);
+    let (job, third) = claimed(&store).await;
+    assert_eq!(third.attempt, 3);
+    assert_eq!(job.attempts.len(), 3, "history is kept");
+    // A fresh budget of two: one failure schedules a retry again.
+    let status = store
+        .finish_attempt(
+            &third,
+            Outcome::Crashed,
+            Some(3),
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Scheduled));
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let (_server, store) = store().await;
+    let id = JobId::new();
+    store
+        .enqueue(id, &spec("fail", 0, 5), Duration::ZERO)
+        .await
+        .unwrap();
+    let (_, attempt) = claimed(&store).await;
+    store.start_attempt(&attempt).await.unwrap();
+    let report = Report::Error {
+        message: "bad input".into(),
+        permanent: true,
+    };
+    assert!(store.report(&attempt, &report).await.unwrap());
+    let status = store
+        .finish_attempt(&attempt, Outcome::Error, Some(1), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Failed));
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().error.as_deref(),
+        Some("bad input")
+    );
+}
+
+#[tokio::test]
+async fn cancel_in_each_state() {
+    let (_server, store) = store().await;
+    let queued = JobId::new();
+    let scheduled = JobId::new();
+    let running = JobId::new();
+    store
+        .enqueue(running, &spec("sleep", -1, 1), Duration::ZERO)
+        .await
+        .unwrap();
+    store
+        .enqueue(queued, &spec("sleep", 0, 1), Duration::ZERO)
+        .await
+        .unwrap();
+    store
+        .enqueue(scheduled, &spec("sleep", 0, 1), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let (job, attempt) = claimed(&store).await;
+    assert_eq!(job.id, running);
+    store.start_attempt(&attempt).await.unwrap();
+
+    assert_eq!(store.cancel(queued).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(
+        store.cancel(scheduled).await.unwrap(),
+        CancelResult::Cancelled
+    );
+    assert_eq!(
+        store.cancel(running).await.unwrap(),
+        CancelResult::Cancelling
+    );
+    assert_eq!(
+        store.heartbeat(&attempt).await.unwrap(),
+        Heartbeat::CancelRequested
+    );
+    assert_eq!(
+        store.cancel(JobId::new()).await.unwrap(),
+        CancelResult::Missing
+    );
+    // Nothing is left to claim: both waiting jobs are gone from the queues.
+    assert!(matches!(
+        claim(&store, 10).await,
+        Claim::Empty { next_due_in: None }
+    ));
+
+    let status = store
+        .finish_attempt(&attempt, Outcome::Cancelled, None, None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(status, Some(JobStatus::Cancelled));
+    assert_eq!(
+        store.cancel(running).await.unwrap(),
+        CancelResult::AlreadyFinished
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts[&JobStatus::Cancelled], 3);
+    assert_eq!(counts[&JobStatus::Queued], 0);
+    assert_eq!(counts[&JobStatus::Scheduled], 0);
+}

@@ -1,0 +1,309 @@
+//! `spawn_system()`: the real system on random loopback ports, for tests.
+//!
+//! Each test gets its own Valkey-compatible server (a child process), its
+//! own mock Machines API and its own dispatcher, so tests never share
+//! state. Machines are real `runner` processes (the binary this package
+//! builds), exactly as in `dispatcher dev`.
+
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dispatcher::configuration::Settings;
+use dispatcher::shutdown::Shutdown;
+use dispatcher::startup::Application;
+use dispatcher::valkey::LocalValkey;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use jobs::{Store, StoreConfig};
+use machines::{ClientConfig, ListFilter, Machine, MachinesClient};
+use mock_machines::{MockConfig, MockServer, Stats};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const FLY_TOKEN: &str = "test-fly-token";
+pub const APP: &str = "test-app";
+
+/// Knobs a test may turn.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub max_machines: u32,
+    pub api_tokens: Vec<String>,
+    pub body_limit: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_machines: 8,
+            api_tokens: Vec::new(),
+            body_limit: 1 << 20,
+        }
+    }
+}
+
+pub struct TestSystem {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub mock: MockServer,
+    pub machines: MachinesClient,
+    pub shutdown: Shutdown,
+    app: tokio::task::JoinHandle<anyhow::Result<()>>,
+    valkey: LocalValkey,
+    _dir: TempDir,
+}
+
+pub async fn spawn_system() -> TestSystem {
+    spawn_system_with(Options::default()).await
+}
+
+pub async fn spawn_system_with(options: Options) -> TestSystem {
+    // Quiet by default; TEST_LOG=1 shows the system's logs.
+    if std::env::var_os("TEST_LOG").is_some() {
+        dispatcher::telemetry::init(dispatcher::telemetry::LogFormat::Human);
+    }
+    let dir = TempDir::new();
+    let valkey = start_valkey(&dir).await;
+
+    let mock = MockServer::start(
+        MockConfig {
+            token: FLY_TOKEN.into(),
+            rate_limits: false,
+            ..MockConfig::default()
+        },
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
+    let settings = settings(&options, &valkey.url(), machines_config.clone());
+    let app = Application::build(settings)
+        .await
+        .expect("dispatcher starts");
+    let addr: SocketAddr = app.local_addr();
+    let shutdown = Shutdown::new();
+    let app = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    let store = Store::connect(StoreConfig::new(valkey.url()))
+        .await
+        .unwrap();
+    TestSystem {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        store,
+        mock,
+        machines: MachinesClient::new(machines_config),
+        shutdown,
+        app,
+        valkey,
+        _dir: dir,
+    }
+}
+
+fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Settings {
+    use clap::Parser;
+    // Parse real flags so tests exercise the same defaults as the binary.
+    let mut argv = vec![
+        "dispatcher".to_string(),
+        "dev".to_string(),
+        format!("--valkey-url={store_url}"),
+        format!("--max-machines={}", options.max_machines),
+        format!("--body-limit-bytes={}", options.body_limit),
+        "--lease-secs=5".to_string(),
+    ];
+    if !options.api_tokens.is_empty() {
+        argv.push(format!("--api-tokens={}", options.api_tokens.join(",")));
+    }
+    let cli = dispatcher::cli::Cli::parse_from(argv);
+    let dispatcher::cli::Command::Dev(args) = cli.command else {
+        unreachable!()
+    };
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    args.common.settings(
+        listen,
+        machines,
+        "local/runner:test".into(),
+        vec![env!("CARGO_BIN_EXE_runner").to_string()],
+        store_url.to_string(),
+    )
+}
+
+async fn start_valkey(dir: &TempDir) -> LocalValkey {
+    // A free port can be taken between probing and binding: try a few.
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if let Ok(server) = LocalValkey::start(port, &dir.path.join("valkey"), true).await {
+            return server;
+        }
+    }
+    panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
+}
+
+impl TestSystem {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Submits a job and checks the 202 answer; returns the job.
+    pub async fn submit(&self, body: Value) -> Value {
+        let response = self
+            .http
+            .post(self.url("/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            202,
+            "submit {body}: {:?}",
+            response.text().await
+        );
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let job: Value = response.json().await.unwrap();
+        assert_eq!(location, format!("/jobs/{}", job["id"].as_str().unwrap()));
+        job
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Polls until the job is in `status` (panics after `within`).
+    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} not {status} within {within:?}: {job:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn machines(&self, include_deleted: bool) -> Vec<Machine> {
+        let filter = ListFilter {
+            include_deleted,
+            ..ListFilter::default()
+        };
+        self.machines.list(&filter).await.unwrap()
+    }
+
+    pub fn mock_stats(&self) -> Stats {
+        self.mock.stats()
+    }
+
+    /// Every machine the mock ever booted is destroyed (after a settle time
+    /// for the supervisor's final destroy call).
+    pub async fn assert_all_machines_destroyed(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let live = self.machines(false).await;
+            if live.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "machines left: {live:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for machine in self.machines(true).await {
+            assert_eq!(
+                machine.state,
+                machines::MachineState::Destroyed,
+                "{machine:#?}"
+            );
+        }
+    }
+
+    /// Records every status a job passes through, from the store's events.
+    pub async fn record_statuses(&self) -> StatusRecorder {
+        let subscriber = self.store.subscriber().await.unwrap();
+        let rx = subscriber.message_rx();
+        subscriber
+            .subscribe(self.store.events_channel())
+            .await
+            .unwrap();
+        StatusRecorder {
+            _subscriber: subscriber,
+            rx,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.app).await;
+        self.mock.shutdown().await;
+    }
+}
+
+pub struct StatusRecorder {
+    _subscriber: SubscriberClient,
+    rx: tokio::sync::broadcast::Receiver<fred::types::Message>,
+}
+
+impl StatusRecorder {
+    /// Collects the statuses of job `id` until it reaches `last`.
+    pub async fn until(mut self, id: &str, last: &str, within: Duration) -> Vec<String> {
+        let rx = &mut self.rx;
+        let mut seen = Vec::new();
+        let collect = async {
+            while let Ok(message) = rx.recv().await {
+                let text: String = message.value.convert().unwrap();
+                let event: Value = serde_json::from_str(&text).unwrap();
+                if event["id"] == id && event["type"] == "status" {
+                    let status = event["status"].as_str().unwrap().to_string();
+                    let done = status == last;
+                    seen.push(status);
+                    if done {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, collect).await;
+        seen
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "machine-jobs-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
