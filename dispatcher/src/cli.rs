@@ -80,6 +80,16 @@ pub struct CommonArgs {
     /// over once it runs out.
     #[arg(long, env = "LEASE_SECS", default_value_t = 30)]
     pub lease_secs: u64,
+    /// Slack after a job's timeout before the dispatcher stops its machine
+    /// (the runner's own guard fires at the timeout itself).
+    #[arg(long, env = "TIMEOUT_GRACE_SECS", default_value_t = 10)]
+    pub timeout_grace_secs: u64,
+    /// A runner silent this long, on a machine that is not running, is lost.
+    #[arg(long, env = "LOST_AFTER_SECS", default_value_t = 30)]
+    pub lost_after_secs: u64,
+    /// How long Machines API calls are retried (429, 5xx, connection errors).
+    #[arg(long, env = "MACHINES_RETRY_SECS", default_value_t = 60)]
+    pub machines_retry_secs: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 }
@@ -180,7 +190,7 @@ impl CommonArgs {
     pub fn settings(
         &self,
         listen: SocketAddr,
-        machines: ClientConfig,
+        mut machines: ClientConfig,
         image: String,
         runner_exec: Vec<String>,
         runner_store_url: String,
@@ -199,6 +209,7 @@ impl CommonArgs {
             },
             ..JobDefaults::default()
         };
+        machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);
         let runner_log_format = match self.log_format {
             LogFormat::Human => "human",
             LogFormat::Json => "json",
@@ -213,8 +224,9 @@ impl CommonArgs {
                 runner_store_url,
                 max_machines: self.max_machines,
                 lease: Duration::from_secs(self.lease_secs.max(3)),
-                timeout_grace: Duration::from_secs(10),
+                timeout_grace: Duration::from_secs(self.timeout_grace_secs),
                 heartbeat: Duration::from_secs(1),
+                lost_after: Duration::from_secs(self.lost_after_secs.max(1)),
                 runner_env: vec![("LOG_FORMAT".into(), runner_log_format.into())],
             },
             api: ApiSettings {

@@ -37,6 +37,9 @@ pub struct LaunchSettings {
     /// machine (the runner's own guard fires first and reports why).
     pub timeout_grace: Duration,
     pub heartbeat: Duration,
+    /// An attempt whose runner has not heartbeat for this long, and whose
+    /// machine is not running, is `lost`.
+    pub lost_after: Duration,
     /// Extra environment for the runner (e.g. `LOG_FORMAT`).
     pub runner_env: Vec<(String, String)>,
 }

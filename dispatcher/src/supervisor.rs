@@ -45,6 +45,8 @@ struct Ending {
 enum Signal {
     Reported,
     MachineDown,
+    /// The runner went silent and the machine is not running.
+    Silent,
     CancelRequested,
     Deadline,
 }
@@ -143,11 +145,16 @@ async fn watch(
                 _ => {}
             },
             _ = tokio::time::sleep_until(deadline) => break Signal::Deadline,
-            _ = renew.tick() => {
-                if let Err(e) = shared.store.renew(attempt, shared.launch.lease).await {
-                    tracing::warn!(error = %e, "lease renewal failed");
+            _ = renew.tick() => match shared.store.renew(attempt, shared.launch.lease).await {
+                Ok(Some(silent)) if silent > shared.launch.lost_after => {
+                    if !machine_running(&shared.machines, machine_id).await {
+                        break Signal::Silent;
+                    }
                 }
-            }
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!("the attempt's slot is gone; finishing anyway"),
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            },
         }
     };
 
@@ -158,7 +165,7 @@ async fn watch(
             let _ = tokio::time::timeout(Duration::from_secs(30), &mut down).await;
             judge(shared, attempt, machine_id).await
         }
-        Signal::MachineDown => judge(shared, attempt, machine_id).await,
+        Signal::MachineDown | Signal::Silent => judge(shared, attempt, machine_id).await,
         Signal::CancelRequested | Signal::Deadline => {
             // A report that raced the cancel or deadline wins: the work is done.
             if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
@@ -240,6 +247,16 @@ async fn wait_until_down(machines: &MachinesClient, id: &str) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Whether the API says the machine is (still) up. Unknown counts as up:
+/// only a clear answer may declare an attempt lost.
+async fn machine_running(machines: &MachinesClient, id: &str) -> bool {
+    match machines.get(id).await {
+        Ok(machine) => !machine.state.is_down(),
+        Err(e) if e.is_not_found() => false,
+        Err(_) => true,
     }
 }
 

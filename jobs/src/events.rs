@@ -14,6 +14,8 @@ pub enum EventKind {
     Status,
     /// The runner reported a result or an error for `attempt`.
     Report,
+    /// The runner reported progress for `attempt`.
+    Progress,
     /// Someone asked to cancel the job while it is on a machine.
     Cancel,
     /// A machine slot became free.

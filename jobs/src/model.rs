@@ -257,6 +257,15 @@ pub struct Attempt {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// How far the running handler says it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0..=100.
+    pub percent: u8,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
 /// A job as `GET /jobs/{id}` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -269,6 +278,8 @@ pub struct Job {
     pub timeout_secs: u64,
     pub backoff: Backoff,
     pub machine: MachineSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,6 +374,13 @@ impl Job {
                 .map_err(|e| InvalidValue(format!("job field \"backoff\": {e}")))?,
             machine: serde_json::from_value(parse_json("machine")?)
                 .map_err(|e| InvalidValue(format!("job field \"machine\": {e}")))?,
+            progress: fields
+                .get("progress")
+                .and_then(|p| p.parse().ok())
+                .map(|percent| Progress {
+                    percent,
+                    message: fields.get("progress_message").cloned().unwrap_or_default(),
+                }),
             result: json("result")?,
             error: fields.get("error").cloned(),
             created_at: millis_to_time(number("created_at")?),

@@ -140,6 +140,7 @@ struct Scripts {
     start_attempt: Script,
     heartbeat: Script,
     report: Script,
+    progress: Script,
     finish_attempt: Script,
     release: Script,
     renew: Script,
@@ -159,6 +160,7 @@ impl Scripts {
             start_attempt: with_prelude(include_str!("scripts/start_attempt.lua")),
             heartbeat: with_prelude(include_str!("scripts/heartbeat.lua")),
             report: with_prelude(include_str!("scripts/report.lua")),
+            progress: with_prelude(include_str!("scripts/progress.lua")),
             finish_attempt: with_prelude(include_str!("scripts/finish_attempt.lua")),
             release: with_prelude(include_str!("scripts/release.lua")),
             renew: with_prelude(include_str!("scripts/renew.lua")),
@@ -368,6 +370,15 @@ impl Store {
         Ok(recorded == 1)
     }
 
+    /// Records the handler's progress (`percent` is clamped to 0..=100).
+    /// `false` when the attempt is no longer current.
+    pub async fn progress(&self, a: &AttemptRef, percent: u8, message: &str) -> Result<bool> {
+        let mut args = attempt_args(a);
+        args.extend([percent.min(100).to_string(), message.to_string()]);
+        let recorded: i64 = self.run(&self.scripts.progress, args).await?;
+        Ok(recorded == 1)
+    }
+
     /// What the runner reported for this attempt, read from the record
     /// (the truth; pub/sub messages may be missed).
     pub async fn report_kind(&self, a: &AttemptRef) -> Result<Option<ReportKind>> {
@@ -412,15 +423,17 @@ impl Store {
         Ok(())
     }
 
-    /// Extends the lease on an attempt's slot. `false` when it is gone.
-    pub async fn renew(&self, a: &AttemptRef, lease: Duration) -> Result<bool> {
+    /// Extends the lease on an attempt's slot and returns how long ago the
+    /// runner last heartbeat (or the attempt was claimed). `None` when the
+    /// slot is gone.
+    pub async fn renew(&self, a: &AttemptRef, lease: Duration) -> Result<Option<Duration>> {
         let args = vec![
             a.job_id.to_string(),
             a.attempt.to_string(),
             lease.as_millis().to_string(),
         ];
-        let renewed: i64 = self.run(&self.scripts.renew, args).await?;
-        Ok(renewed == 1)
+        let silent_ms: i64 = self.run(&self.scripts.renew, args).await?;
+        Ok((silent_ms >= 0).then(|| Duration::from_millis(silent_ms as u64)))
     }
 
     pub async fn cancel(&self, id: JobId) -> Result<CancelResult> {

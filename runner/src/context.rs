@@ -1,31 +1,46 @@
 //! [`Context`]: what a handler gets besides its params.
 
-use jobs::JobId;
+use jobs::{AttemptRef, JobId, Store};
 use tokio::sync::watch;
 
 /// The handler's view of its attempt.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Context {
-    job_id: JobId,
-    attempt: u32,
+    store: Store,
+    attempt: AttemptRef,
     cancelled: watch::Receiver<bool>,
 }
 
 impl Context {
-    pub(crate) fn new(job_id: JobId, attempt: u32, cancelled: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(store: Store, attempt: AttemptRef, cancelled: watch::Receiver<bool>) -> Self {
         Self {
-            job_id,
+            store,
             attempt,
             cancelled,
         }
     }
 
     pub fn job_id(&self) -> JobId {
-        self.job_id
+        self.attempt.job_id
     }
 
+    /// The attempt number, from 1.
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.attempt.attempt
+    }
+
+    /// Reports progress (`percent` is clamped to 0..=100), shown by
+    /// `GET /jobs/{id}`. A failure to record it is logged, not fatal.
+    pub async fn progress(&self, percent: u8, message: impl Into<String>) {
+        match self
+            .store
+            .progress(&self.attempt, percent, &message.into())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("progress not recorded: the attempt is no longer current"),
+            Err(e) => tracing::warn!(error = %e, "progress not recorded"),
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {

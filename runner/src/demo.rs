@@ -7,6 +7,8 @@
 //! | `sleep` | `{"ms": N}` | sleeps N ms (stops early when cancelled), returns `{"slept_ms": N}` |
 //! | `fail` | `{"permanent": bool, "message": "..."}` | returns an error, permanent if asked |
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
+//! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
+//! | `allocate` | `{"mb": N, "hold_ms": M}` | fills N MiB of memory and holds it M ms (to see OOM kills) |
 
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ pub(crate) fn register(runner: Runner) -> Runner {
         .handler("sleep", sleep)
         .handler("fail", fail)
         .handler("crash", crash)
+        .handler("flaky", flaky)
+        .handler("allocate", allocate)
 }
 
 async fn echo(_: Context, params: Value) -> Result<Value, JobError> {
@@ -57,4 +61,32 @@ async fn fail(_: Context, params: Value) -> Result<Value, JobError> {
 async fn crash(_: Context, params: Value) -> Result<Value, JobError> {
     let code = params.get("code").and_then(Value::as_i64).unwrap_or(3) as i32;
     std::process::exit(code)
+}
+
+async fn flaky(ctx: Context, params: Value) -> Result<Value, JobError> {
+    let succeed_on = params
+        .get("succeed_on_attempt")
+        .and_then(Value::as_u64)
+        .unwrap_or(2);
+    if u64::from(ctx.attempt()) < succeed_on {
+        return Err(JobError::retryable(format!(
+            "attempt {} fails on purpose (succeeds on attempt {succeed_on})",
+            ctx.attempt()
+        )));
+    }
+    Ok(json!({"attempt": ctx.attempt()}))
+}
+
+async fn allocate(_: Context, params: Value) -> Result<Value, JobError> {
+    let mb = params.get("mb").and_then(Value::as_u64).unwrap_or(64) as usize;
+    let hold_ms = params
+        .get("hold_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(1000);
+    // Touch every page so the memory is really resident.
+    let block = vec![1u8; mb << 20];
+    tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+    Ok(
+        json!({"allocated_mb": mb, "checksum": block.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>()}),
+    )
 }

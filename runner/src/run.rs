@@ -125,7 +125,7 @@ impl Runner {
                 permanent: true,
             },
             Some(handler) => {
-                let ctx = Context::new(job.id, attempt.attempt, cancel_rx);
+                let ctx = Context::new(store.clone(), attempt.clone(), cancel_rx);
                 let timeout = Duration::from_secs(job.timeout_secs);
                 match tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await {
                     Ok(Ok(value)) => Report::Result(value),

@@ -31,6 +31,8 @@ pub struct Options {
     pub max_machines: u32,
     pub api_tokens: Vec<String>,
     pub body_limit: usize,
+    /// More `dispatcher` flags, e.g. `--timeout-grace-secs=1`.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             max_machines: 8,
             api_tokens: Vec::new(),
             body_limit: 1 << 20,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -117,6 +120,7 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
     if !options.api_tokens.is_empty() {
         argv.push(format!("--api-tokens={}", options.api_tokens.join(",")));
     }
+    argv.extend(options.extra_args.iter().cloned());
     let cli = dispatcher::cli::Cli::parse_from(argv);
     let dispatcher::cli::Command::Dev(args) = cli.command else {
         unreachable!()
@@ -206,6 +210,23 @@ impl TestSystem {
             ..ListFilter::default()
         };
         self.machines.list(&filter).await.unwrap()
+    }
+
+    /// Changes the mock's fault injection (`POST /_mock/faults`).
+    pub async fn set_faults(&self, faults: Value) {
+        let response = self
+            .http
+            .post(format!("{}/_mock/faults", self.mock.base_url()))
+            .bearer_auth(FLY_TOKEN)
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
     }
 
     pub fn mock_stats(&self) -> Stats {

@@ -27,6 +27,7 @@ local key = job_key(id)
 local n = tostring(tonumber(hget(key, 'attempt')) + 1)
 local a = 'a:' .. n .. ':'
 redis.call('HSET', key, 'attempt', n, 'token', ARGV[5], a .. 'claimed_at', int(NOW), a .. 'owner', ARGV[3])
+redis.call('HDEL', key, 'progress', 'progress_message')
 redis.call('ZADD', P .. 'in_flight', int(NOW + tonumber(ARGV[4])), id .. '/' .. n)
 set_status(id, key, 'queued', 'starting')
 return cjson.encode({ claimed = hgetall(key) })
