@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use jobs::{MachineSpec, StoreConfig};
 use machines::ClientConfig;
 
-use crate::configuration::{default_owner, ApiSettings, JobDefaults, LaunchSettings, Settings};
+use crate::configuration::{
+    default_owner, ApiSettings, JobDefaults, LaunchSettings, Settings, UpkeepSettings,
+};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -78,7 +80,7 @@ pub struct CommonArgs {
     pub region: Option<String>,
     /// Lease on an in-flight attempt; a dead dispatcher's attempts are taken
     /// over once it runs out.
-    #[arg(long, env = "LEASE_SECS", default_value_t = 30)]
+    #[arg(long, env = "LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,
     /// Slack after a job's timeout before the dispatcher stops its machine
     /// (the runner's own guard fires at the timeout itself).
@@ -90,6 +92,22 @@ pub struct CommonArgs {
     /// How long Machines API calls are retried (429, 5xx, connection errors).
     #[arg(long, env = "MACHINES_RETRY_SECS", default_value_t = 60)]
     pub machines_retry_secs: u64,
+    /// How often to sweep for orphaned machines and purge old jobs.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    pub sweep_interval_secs: u64,
+    /// Job machines no attempt owns are destroyed once this old.
+    #[arg(long, env = "ORPHAN_GRACE_SECS", default_value_t = 120)]
+    pub orphan_grace_secs: u64,
+    /// Finished jobs are kept this long (default 7 days), then removed.
+    #[arg(long, env = "RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// After SIGTERM, in-flight HTTP requests get this long to finish;
+    /// fly.toml's `kill_timeout` must be longer.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = crate::startup::SHUTDOWN_GRACE.as_secs())]
+    pub shutdown_grace_secs: u64,
+    /// Test hook: pause between creating a machine and recording it.
+    #[arg(long, hide = true)]
+    pub test_pause_after_create_ms: Option<u64>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 }
@@ -227,8 +245,15 @@ impl CommonArgs {
                 timeout_grace: Duration::from_secs(self.timeout_grace_secs),
                 heartbeat: Duration::from_secs(1),
                 lost_after: Duration::from_secs(self.lost_after_secs.max(1)),
+                pause_after_create: self.test_pause_after_create_ms.map(Duration::from_millis),
                 runner_env: vec![("LOG_FORMAT".into(), runner_log_format.into())],
             },
+            upkeep: UpkeepSettings {
+                sweep_every: Duration::from_secs(self.sweep_interval_secs.max(1)),
+                orphan_grace: Duration::from_secs(self.orphan_grace_secs),
+                retention: Duration::from_secs(self.retention_secs),
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             api: ApiSettings {
                 tokens: self
                     .api_tokens

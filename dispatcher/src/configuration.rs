@@ -14,7 +14,10 @@ pub struct Settings {
     pub store: StoreConfig,
     pub machines: ClientConfig,
     pub launch: LaunchSettings,
+    pub upkeep: UpkeepSettings,
     pub api: ApiSettings,
+    /// After SIGTERM: how long in-flight HTTP requests get to finish.
+    pub shutdown_grace: Duration,
     /// This dispatcher's name in leases and logs.
     pub owner: String,
 }
@@ -42,6 +45,21 @@ pub struct LaunchSettings {
     pub lost_after: Duration,
     /// Extra environment for the runner (e.g. `LOG_FORMAT`).
     pub runner_env: Vec<(String, String)>,
+    /// Test hook: sleep between creating a machine and recording it, so a
+    /// test can kill the dispatcher exactly there.
+    pub pause_after_create: Option<Duration>,
+}
+
+/// Background upkeep: orphaned machines and old job records.
+#[derive(Clone, Debug)]
+pub struct UpkeepSettings {
+    /// How often the sweeper lists job machines and purges old records.
+    pub sweep_every: Duration,
+    /// A job machine no in-flight attempt owns is destroyed once it is at
+    /// least this old (so a machine between "create" and "record" is safe).
+    pub orphan_grace: Duration,
+    /// Finished jobs are kept this long, then removed.
+    pub retention: Duration,
 }
 
 /// Limits and defaults of the HTTP API.

@@ -112,7 +112,7 @@ impl EventHub {
     }
 
     fn dispatch(&self, event: JobEvent) {
-        let wakes_launcher = matches!(event.kind, EventKind::Slot)
+        let wakes_launcher = matches!(event.kind, EventKind::Slot | EventKind::Lease)
             || (event.kind == EventKind::Status && event.status == Some(JobStatus::Queued));
         if wakes_launcher {
             self.launcher.notify_one();

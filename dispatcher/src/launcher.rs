@@ -1,34 +1,79 @@
-//! The launcher: claims queued jobs while machine slots are free and hands
-//! each claimed attempt to a [`supervisor`](crate::supervisor).
+//! The launcher: claims queued jobs while machine slots are free, takes
+//! over attempts whose dispatcher died (the reaper), and runs one
+//! [`supervisor`](crate::supervisor) per attempt.
 //!
 //! It sleeps until something may have changed: a job was queued, a slot
-//! was freed (both announced by the store's events), a scheduled job comes
-//! due, or a one-second safety tick in case an event was missed.
+//! was freed or a lease handed back (all announced by the store's events),
+//! a scheduled job comes due, or a one-second safety tick in case an event
+//! was missed.
+//!
+//! On shutdown it hands every lease back, so a peer's reaper takes the
+//! attempts over at once, and stops its supervisors. Their machines keep
+//! running: the attempts are not lost, only their watcher changes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs::Claim;
-use tokio::task::JoinSet;
+use jobs::{AttemptRef, Claim, TakeOver};
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::shutdown::Shutdown;
-use crate::supervisor::{self, Supervision};
+use crate::supervisor::{self, Start, Supervision};
 
 /// Longest sleep between claims when nothing announces work.
 const SAFETY_TICK: Duration = Duration::from_secs(1);
+/// Expired leases are looked for at most this often.
+const REAP_EVERY: Duration = Duration::from_millis(250);
 
-/// Runs until `shutdown`; returns the supervisors still at work so the
-/// caller can decide how long to wait for them.
-pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) -> JoinSet<()> {
+/// The supervisors this dispatcher runs, and the attempt each one owns.
+#[derive(Default)]
+struct Supervisors {
+    tasks: JoinSet<()>,
+    owned: HashMap<Id, AttemptRef>,
+}
+
+impl Supervisors {
+    fn spawn(
+        &mut self,
+        attempt: AttemptRef,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = self.tasks.spawn(task);
+        self.owned.insert(handle.id(), attempt);
+    }
+
+    fn reap_finished(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "a supervisor panicked; its lease will expire and a reaper takes over");
+                    }
+                    e.id()
+                }
+            };
+            self.owned.remove(&id);
+        }
+    }
+}
+
+pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
     let wakeup = shared.hub.launcher_wakeup();
-    let mut supervisors = JoinSet::new();
+    let mut supervisors = Supervisors::default();
+    let mut last_reap = Instant::now() - REAP_EVERY;
     loop {
         if shutdown.is_triggered() {
             break;
         }
-        // Reap finished supervisors so the set does not grow.
-        while supervisors.try_join_next().is_some() {}
+        supervisors.reap_finished();
+        if last_reap.elapsed() >= REAP_EVERY {
+            last_reap = Instant::now();
+            reap(&shared, &mut supervisors).await;
+        }
 
         let claim = shared
             .store
@@ -40,10 +85,11 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) -> JoinSet<()> {
             .await;
         let sleep = match claim {
             Ok(Claim::Claimed { job, attempt }) => {
-                let span = tracing::info_span!("attempt", job = %job.id, attempt = attempt.attempt, kind = %job.kind);
+                let span = attempt_span(&attempt, job.kind.as_str());
                 span.in_scope(|| tracing::info!("starting"));
-                supervisors
-                    .spawn(supervisor::supervise(shared.clone(), *job, attempt).instrument(span));
+                let task =
+                    supervisor::supervise(shared.clone(), *job, attempt.clone(), Start::Fresh);
+                supervisors.spawn(attempt, task.instrument(span));
                 continue;
             }
             Ok(Claim::Full) => SAFETY_TICK,
@@ -61,5 +107,79 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) -> JoinSet<()> {
             _ = shutdown.wait() => {}
         }
     }
-    supervisors
+    hand_back(&shared, supervisors).await;
+}
+
+/// Takes over attempts whose lease expired: their dispatcher died, hung,
+/// or handed them back on its way out.
+async fn reap(shared: &Arc<Supervision>, supervisors: &mut Supervisors) {
+    let expired = match shared.store.expired_leases(100).await {
+        Ok(expired) => expired,
+        Err(e) => {
+            tracing::debug!(error = %e, "looking for expired leases failed");
+            return;
+        }
+    };
+    for (job_id, attempt) in expired {
+        let taken = shared
+            .store
+            .take_over(job_id, attempt, &shared.owner, shared.launch.lease)
+            .await;
+        let Ok(Some(TakeOver {
+            job,
+            current,
+            token,
+            ..
+        })) = taken
+        else {
+            continue;
+        };
+        let attempt = AttemptRef {
+            job_id,
+            attempt,
+            token,
+        };
+        let kind = job.as_ref().map_or("?", |j| j.kind.as_str()).to_string();
+        let span = attempt_span(&attempt, &kind);
+        span.in_scope(|| tracing::warn!(current, "took over an attempt whose lease expired"));
+        match job {
+            Some(job) if current => {
+                let task =
+                    supervisor::supervise(shared.clone(), *job, attempt.clone(), Start::Resume);
+                supervisors.spawn(attempt, task.instrument(span));
+            }
+            job => {
+                let machine = job
+                    .and_then(|j| j.attempts.into_iter().find(|a| a.number == attempt.attempt))
+                    .and_then(|a| a.machine_id);
+                let task = supervisor::clean_up(shared.clone(), job_id, attempt.clone(), machine);
+                supervisors.spawn(attempt, task.instrument(span));
+            }
+        }
+    }
+}
+
+/// Shutdown: every lease goes back to the pool at once, then the
+/// supervisors stop. A peer resumes each attempt where it stands.
+async fn hand_back(shared: &Supervision, mut supervisors: Supervisors) {
+    supervisors.reap_finished();
+    if supervisors.owned.is_empty() {
+        return;
+    }
+    tracing::info!(
+        attempts = supervisors.owned.len(),
+        "handing leases back to peers"
+    );
+    // Stop first, so no renewal can extend a lease after it was handed back.
+    supervisors.tasks.abort_all();
+    while supervisors.tasks.join_next().await.is_some() {}
+    for attempt in supervisors.owned.values() {
+        if let Err(e) = shared.store.hand_back(attempt).await {
+            tracing::warn!(job = %attempt.job_id, error = %e, "could not hand the lease back; it will expire");
+        }
+    }
+}
+
+fn attempt_span(attempt: &AttemptRef, kind: &str) -> tracing::Span {
+    tracing::info_span!("attempt", job = %attempt.job_id, attempt = attempt.attempt, kind)
 }

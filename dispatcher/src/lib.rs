@@ -17,6 +17,7 @@
 //! - [`supervisor`]: boots the attempt's machine, learns how it ended (the
 //!   runner's report, or the machine's exit for crashes), enforces the
 //!   timeout and cancellation, records the outcome, destroys the machine.
+//! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
@@ -34,5 +35,6 @@ pub mod routes;
 pub mod shutdown;
 pub mod startup;
 pub mod supervisor;
+pub mod sweeper;
 pub mod telemetry;
 pub mod valkey;

@@ -15,9 +15,10 @@ use crate::launcher;
 use crate::routes::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
+use crate::sweeper;
 
-/// How long in-flight supervisors get to finish after shutdown begins.
-/// fly.toml's `kill_timeout` must leave room for it.
+/// Default time in-flight HTTP requests get after SIGTERM
+/// (`--shutdown-grace-secs`); fly.toml's `kill_timeout` must be longer.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 pub struct Application {
@@ -46,8 +47,10 @@ impl Application {
         self.listener.local_addr().expect("bound listener")
     }
 
-    /// Serves the API and runs the launcher until `shutdown` triggers, then
-    /// finishes in-flight requests and gives supervisors a grace period.
+    /// Serves the API and runs the launcher and the sweeper until
+    /// `shutdown` triggers. Then: new jobs are refused (503), the launcher
+    /// hands its leases back to peers, and in-flight HTTP requests get
+    /// `shutdown_grace` to finish.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -62,38 +65,36 @@ impl Application {
             launch: settings.launch.clone(),
             owner: settings.owner.clone(),
         });
-        let launcher = tokio::spawn(launcher::run(supervision, shutdown.clone()));
+        let launcher = tokio::spawn(launcher::run(supervision.clone(), shutdown.clone()));
+        let sweeper = tokio::spawn(sweeper::run(
+            supervision,
+            settings.upkeep.clone(),
+            shutdown.clone(),
+        ));
 
         let state = AppState {
             store: store.clone(),
             api: Arc::new(settings.api.clone()),
             launcher_wakeup: hub.launcher_wakeup(),
+            shutdown: shutdown.clone(),
         };
         tracing::info!(addr = %listener.local_addr()?, owner = %settings.owner, "dispatcher listening");
         let stopping = shutdown.clone();
-        axum::serve(listener, routes::router(state))
-            .with_graceful_shutdown(async move { stopping.wait().await })
-            .await?;
-
-        let mut supervisors = launcher.await?;
-        if !supervisors.is_empty() {
-            tracing::info!(
-                in_flight = supervisors.len(),
-                "waiting for in-flight attempts"
-            );
-            let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-                while supervisors.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!(
-                    left = supervisors.len(),
-                    "grace period over; leaving attempts to their leases"
-                );
-                supervisors.abort_all();
-            }
+        let server = axum::serve(listener, routes::router(state))
+            .with_graceful_shutdown(async move { stopping.wait().await });
+        let grace = settings.shutdown_grace;
+        let deadline = async {
+            shutdown.wait().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = async { server.await } => served?,
+            _ = deadline => tracing::warn!(?grace, "requests still open after the grace period; closing"),
         }
+        launcher.await?;
+        sweeper.await?;
         store.quit().await;
+        tracing::info!("dispatcher stopped");
         Ok(())
     }
 }

@@ -8,16 +8,21 @@
 //! 3. Turn that into the attempt's [`Outcome`] and finish the attempt,
 //!    which moves the job on (succeeded, retry later, dead letter, ...).
 //! 4. Destroy the machine, retrying until it is gone, and free the slot.
+//!
+//! A supervisor can also resume an attempt another dispatcher started and
+//! abandoned (it died, or handed the lease back on shutdown): it picks up
+//! the recorded machine, or finds it by its metadata when the crash came
+//! between "create" and "record", and carries on from step 2.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use jobs::{AttemptRef, EventKind, Job, Outcome, ReportKind, Store, StoreError};
+use jobs::{AttemptRef, EventKind, Job, JobId, Outcome, ReportKind, Store, StoreError};
 use machines::{
-    CreateMachineRequest, GoDuration, Guest, Init, MachineConfig, MachinesClient, Restart,
-    RestartPolicy, StopConfig, StopRequest, WaitOutcome,
+    CreateMachineRequest, GoDuration, Guest, Init, ListFilter, MachineConfig, MachineState,
+    MachinesClient, Restart, RestartPolicy, StopConfig, StopRequest, WaitOutcome,
 };
 use tokio::time::Instant;
 
@@ -41,6 +46,15 @@ struct Ending {
     error: Option<String>,
 }
 
+/// Where a supervisor starts.
+#[derive(Debug)]
+pub enum Start {
+    /// A freshly claimed attempt: create its machine.
+    Fresh,
+    /// An attempt taken over from another dispatcher.
+    Resume,
+}
+
 /// What the supervisor saw first.
 enum Signal {
     Reported,
@@ -54,31 +68,26 @@ enum Signal {
 /// Sees `attempt` of `job` through to the end. Never panics on API or
 /// store errors: every path ends with the machine destroyed.
 /// Logs carry the job, attempt and kind through the launcher's span.
-pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef) {
+pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, start: Start) {
     // Subscribe before anything happens so no event can slip by.
     let mut events = shared.hub.subscribe(job.id);
 
-    let request = machine_request(&shared, &job, &attempt);
-    let (ending, machine_id) = match shared.machines.create(&request).await {
-        Err(e) => {
-            tracing::warn!(error = %e, "machine could not be created");
-            let ending = Ending {
-                outcome: Outcome::BootFailed,
-                exit_code: None,
-                error: Some(format!("machine could not be created: {e}")),
-            };
-            (ending, None)
-        }
-        Ok(machine) => {
-            tracing::info!(machine = %machine.id, region = %machine.region, "machine created");
-            let recorded = with_store_retries(|| {
-                shared
-                    .store
-                    .record_machine(&attempt, &machine.id, &machine.region)
-            })
-            .await;
+    let known = match start {
+        Start::Fresh => None,
+        Start::Resume => resumable_machine(&shared, &job, &attempt).await,
+    };
+    let machine = match known {
+        Some(id) => Ok((id, String::new())),
+        None => create_machine(&shared, &job, &attempt).await,
+    };
+    let (ending, machine_id) = match machine {
+        Err(ending) => (ending, None),
+        Ok((machine_id, region)) => {
+            let recorded =
+                with_store_retries(|| shared.store.record_machine(&attempt, &machine_id, &region))
+                    .await;
             let ending = match recorded {
-                Ok(true) => watch(&shared, &job, &attempt, &machine.id, &mut events).await,
+                Ok(true) => watch(&shared, &job, &attempt, &machine_id, &mut events).await,
                 // Cancelled or superseded meanwhile: finishing is a no-op.
                 _ => Ending {
                     outcome: Outcome::Cancelled,
@@ -86,7 +95,7 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef) 
                     error: None,
                 },
             };
-            (ending, Some(machine.id))
+            (ending, Some(machine_id))
         }
     };
 
@@ -120,6 +129,120 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef) 
     if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
         tracing::error!(error = %e, "could not free the machine slot");
     }
+}
+
+/// Step 1: create the attempt's machine. The client has already retried
+/// 429/5xx; a failure here ends the attempt as `boot_failed`.
+/// Returns the machine's id and region.
+async fn create_machine(
+    shared: &Supervision,
+    job: &Job,
+    attempt: &AttemptRef,
+) -> Result<(String, String), Ending> {
+    match shared
+        .machines
+        .create(&machine_request(shared, job, attempt))
+        .await
+    {
+        Ok(machine) => {
+            tracing::info!(machine = %machine.id, region = %machine.region, "machine created");
+            if let Some(pause) = shared.launch.pause_after_create {
+                tracing::warn!(?pause, "test hook: pausing between create and record");
+                tokio::time::sleep(pause).await;
+            }
+            Ok((machine.id, machine.region))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "machine could not be created");
+            Err(Ending {
+                outcome: Outcome::BootFailed,
+                exit_code: None,
+                error: Some(format!("machine could not be created: {e}")),
+            })
+        }
+    }
+}
+
+/// The machine of an attempt taken over: the recorded one, else the one
+/// carrying the attempt's metadata (the previous owner died between
+/// "create" and "record"). `None` means it was never created.
+async fn resumable_machine(
+    shared: &Supervision,
+    job: &Job,
+    attempt: &AttemptRef,
+) -> Option<String> {
+    let recorded = job
+        .attempts
+        .iter()
+        .find(|a| a.number == attempt.attempt)
+        .and_then(|a| a.machine_id.clone());
+    if recorded.is_some() {
+        return recorded;
+    }
+    let found = find_machine(&shared.machines, &shared.store, job.id, attempt.attempt).await;
+    if let Some(id) = &found {
+        tracing::info!(machine = %id, "adopted a machine created but never recorded");
+    }
+    found
+}
+
+/// Finds an attempt's machine by its metadata: a live one if any, else a
+/// destroyed one (it ran and ended; its exit and the runner's report tell
+/// how), else `None` (it was never created).
+pub async fn find_machine(
+    machines: &MachinesClient,
+    store: &Store,
+    job: JobId,
+    attempt: u32,
+) -> Option<String> {
+    let filter = ListFilter {
+        include_deleted: true,
+        metadata: vec![
+            ("job_id".into(), job.to_string()),
+            ("attempt".into(), attempt.to_string()),
+            ("jobs_namespace".into(), store.namespace().to_string()),
+        ],
+        ..ListFilter::default()
+    };
+    let found = (|| machines.list(&filter))
+        .retry(ExponentialBuilder::default().with_max_times(5))
+        .await;
+    match found {
+        Ok(list) => list
+            .iter()
+            .find(|m| m.state != MachineState::Destroyed)
+            .or(list.first())
+            .map(|m| m.id.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for the attempt's machine");
+            None
+        }
+    }
+}
+
+/// An attempt taken over that is no longer current (its job moved on
+/// before the previous owner could clean up): destroy its machine, if any,
+/// and free the slot.
+pub async fn clean_up(
+    shared: Arc<Supervision>,
+    job: JobId,
+    attempt: AttemptRef,
+    machine: Option<String>,
+) {
+    let machine = match machine {
+        Some(id) => Some(id),
+        None => find_machine(&shared.machines, &shared.store, job, attempt.attempt).await,
+    };
+    if let Some(id) = &machine {
+        destroy(&shared.machines, id).await;
+    }
+    if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
+        tracing::error!(error = %e, "could not free the machine slot");
+    }
+    tracing::info!(
+        machine = machine.as_deref().unwrap_or("-"),
+        "cleaned up an abandoned attempt"
+    );
 }
 
 /// Step 2 and 3: wait for the end of a running machine and judge it.
@@ -340,6 +463,10 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
     // manages (or destroys) them; `role=job` is how the sweeper finds them.
     let metadata = BTreeMap::from([
         ("role".to_string(), "job".to_string()),
+        (
+            "jobs_namespace".to_string(),
+            shared.store.namespace().to_string(),
+        ),
         ("job_id".to_string(), job.id.to_string()),
         ("attempt".to_string(), attempt.attempt.to_string()),
         ("dispatcher".to_string(), shared.owner.clone()),

@@ -85,9 +85,14 @@ impl LocalValkey {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops the server now (SIGKILL) and waits for it.
-    pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
+    /// Stops the server cleanly (SIGTERM: it flushes its append-only file)
+    /// and waits for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on the pid of a child we spawned and still own.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let _ = self.child.wait().await;
     }
 }
 

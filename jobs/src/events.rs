@@ -20,6 +20,8 @@ pub enum EventKind {
     Cancel,
     /// A machine slot became free.
     Slot,
+    /// A dispatcher handed an attempt back; a peer should take it over.
+    Lease,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

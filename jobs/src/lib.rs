@@ -23,5 +23,5 @@ pub use events::{EventKind, JobEvent};
 pub use model::*;
 pub use store::{
     AttemptRef, CancelResult, Claim, Heartbeat, Report, ReportKind, RetryResult, Store,
-    StoreConfig, StoreError,
+    StoreConfig, StoreError, TakeOver,
 };

@@ -12,6 +12,7 @@
 //! | `queue` | zset | queued jobs, scored by priority then arrival |
 //! | `scheduled` | zset | delayed or backing-off jobs, scored by run time |
 //! | `in_flight` | zset | `{id}/{attempt}` holding a machine slot, scored by lease deadline |
+//! | `finished` | zset | terminal jobs, scored by when they finished (for retention) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
 //!
@@ -98,6 +99,20 @@ pub enum Heartbeat {
     Stale,
 }
 
+/// An attempt a reaper took over from a dead (or departing) dispatcher.
+#[derive(Debug)]
+pub struct TakeOver {
+    pub job_id: JobId,
+    pub attempt: u32,
+    /// The job, unless its record is gone (purged).
+    pub job: Option<Box<Job>>,
+    /// Whether the attempt is still the job's current one (then the new
+    /// owner supervises it; otherwise it only cleans up its machine).
+    pub current: bool,
+    /// The fencing token, to act for the attempt.
+    pub token: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelResult {
     Cancelled,
@@ -144,6 +159,9 @@ struct Scripts {
     finish_attempt: Script,
     release: Script,
     renew: Script,
+    take_over: Script,
+    hand_back: Script,
+    purge: Script,
     cancel: Script,
     retry: Script,
 }
@@ -164,6 +182,9 @@ impl Scripts {
             finish_attempt: with_prelude(include_str!("scripts/finish_attempt.lua")),
             release: with_prelude(include_str!("scripts/release.lua")),
             renew: with_prelude(include_str!("scripts/renew.lua")),
+            take_over: with_prelude(include_str!("scripts/take_over.lua")),
+            hand_back: with_prelude(include_str!("scripts/hand_back.lua")),
+            purge: with_prelude(include_str!("scripts/purge.lua")),
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
         }
@@ -436,6 +457,86 @@ impl Store {
         Ok((silent_ms >= 0).then(|| Duration::from_millis(silent_ms as u64)))
     }
 
+    /// In-flight attempts whose lease ran out by this machine's clock
+    /// (candidates: [`Store::take_over`] decides by the server's clock).
+    pub async fn expired_leases(&self, limit: usize) -> Result<Vec<(JobId, u32)>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let members: Vec<String> = self
+            .client
+            .zrangebyscore(
+                self.in_flight_key(),
+                "-inf",
+                now,
+                false,
+                Some((0, limit as i64)),
+            )
+            .await?;
+        Ok(members.iter().filter_map(|m| parse_member(m)).collect())
+    }
+
+    /// Takes over an attempt whose lease expired; `None` when another
+    /// dispatcher was first or the lease was renewed meanwhile.
+    pub async fn take_over(
+        &self,
+        id: JobId,
+        attempt: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<TakeOver>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            current: bool,
+            #[serde(default)]
+            job: Option<Fields>,
+        }
+        let args = vec![
+            format!("{id}/{attempt}"),
+            owner.to_string(),
+            lease.as_millis().to_string(),
+        ];
+        let text: Option<String> = self.run(&self.scripts.take_over, args).await?;
+        let Some(text) = text else { return Ok(None) };
+        let answer: Answer = serde_json::from_str(&text)?;
+        let token = answer
+            .job
+            .as_ref()
+            .and_then(|f| f.get("token").cloned())
+            .unwrap_or_default();
+        let job = answer
+            .job
+            .map(|fields| Job::from_fields(&fields))
+            .transpose()?;
+        Ok(Some(TakeOver {
+            job_id: id,
+            attempt,
+            job: job.map(Box::new),
+            current: answer.current,
+            token,
+        }))
+    }
+
+    /// Lets the lease on an attempt expire now so a peer takes it over.
+    pub async fn hand_back(&self, a: &AttemptRef) -> Result<()> {
+        let args = vec![a.job_id.to_string(), a.attempt.to_string()];
+        let _: i64 = self.run(&self.scripts.hand_back, args).await?;
+        Ok(())
+    }
+
+    /// Whether this attempt holds a machine slot (the sweeper's question).
+    pub async fn holds_slot(&self, id: JobId, attempt: u32) -> Result<bool> {
+        let score: Option<f64> = self
+            .client
+            .zscore(self.in_flight_key(), format!("{id}/{attempt}"))
+            .await?;
+        Ok(score.is_some())
+    }
+
+    /// Removes up to `limit` jobs that finished more than `retention` ago.
+    pub async fn purge(&self, retention: Duration, limit: usize) -> Result<u64> {
+        let args = vec![retention.as_millis().to_string(), limit.to_string()];
+        self.run(&self.scripts.purge, args).await
+    }
+
     pub async fn cancel(&self, id: JobId) -> Result<CancelResult> {
         let answer: String = self.run(&self.scripts.cancel, vec![id.to_string()]).await?;
         Ok(match answer.as_str() {
@@ -453,6 +554,10 @@ impl Store {
             "not_finished" => RetryResult::NotFinished,
             _ => RetryResult::Missing,
         })
+    }
+
+    fn in_flight_key(&self) -> String {
+        format!("{}in_flight", self.prefix)
     }
 
     fn job_key(&self, id: JobId) -> String {
@@ -484,6 +589,12 @@ fn builder(fred_config: &Config, config: &StoreConfig) -> Builder {
 
 fn attempt_args(a: &AttemptRef) -> Vec<String> {
     vec![a.job_id.to_string(), a.attempt.to_string(), a.token.clone()]
+}
+
+/// `"{id}/{attempt}"`, an `in_flight` member.
+fn parse_member(member: &str) -> Option<(JobId, u32)> {
+    let (id, attempt) = member.rsplit_once('/')?;
+    Some((id.parse().ok()?, attempt.parse().ok()?))
 }
 
 fn job_from_json(text: &str) -> Result<Job> {

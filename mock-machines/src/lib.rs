@@ -8,22 +8,52 @@
 //!
 //! # Design
 //!
-//! - [`server`]: [`MockServer`], the shared state (machines by app behind
+//! - `server`: [`MockServer`], the shared state (machines by app behind
 //!   one mutex, never held across an `.await`) and the accept loop.
-//! - [`routes`]: the HTTP handlers, one module per concern (machines,
-//!   lifecycle, wait, lease, mock controls); [`auth`] checks tokens.
-//! - [`state`]: one machine's record; every state change goes through
+//! - `routes`: the HTTP handlers, one module per concern (machines,
+//!   lifecycle, wait, lease, mock controls); `auth` checks tokens.
+//! - `state`: one machine's record; every state change goes through
 //!   `MachineEntry::set_state`, which feeds `wait` and the counters.
-//! - [`supervisor`]: the task behind each boot: latency, launch, exit,
+//! - `supervisor`: the task behind each boot: latency, launch, exit,
 //!   restart policy, `auto_destroy`.
-//! - [`guest`]: a main process, real ([`process`]) or virtual
-//!   ([`Boot::Virtual`]), behind one signal/await interface; [`watchdog`]
-//!   enforces `guest.memory_mb` by RSS; [`launch`] picks the command and
+//! - `guest`: a main process, real (`process`) or virtual
+//!   ([`Boot::Virtual`]), behind one signal/await interface; `watchdog`
+//!   enforces `guest.memory_mb` by RSS; `launch` picks the command and
 //!   environment.
-//! - Realism: [`ratelimit`] (Fly's per-action token buckets), the latency
+//! - Realism: `ratelimit` (Fly's per-action token buckets), the latency
 //!   model in [`config`], and [`faults`] (settable at run time through
 //!   `POST /_mock/faults`).
 //! - [`cli`]: the `mock-machines` binary's entry point.
+//!
+//! # Usage
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use mock_machines::{MockConfig, MockServer};
+//!
+//! let config = MockConfig {
+//!     token: "secret".into(),
+//!     rate_limits: false, // on by default, as on Fly
+//!     ..MockConfig::default()
+//! };
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = MockServer::start(config, listener).await?;
+//! // Point a client at server.base_url() (no `/v1`) with token "secret".
+//! println!("{} live machines", server.stats().live);
+//! server.shutdown().await; // kills and reaps every machine's processes
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where the published facts are uncertain
+//!
+//! The mock picks one behaviour and documents it where it is implemented:
+//! 412 for deleting a running machine without `force`/`kill` and for
+//! starting a machine that is not stopped; 409 for calls blocked by
+//! someone else's lease; 412 with `status: insufficient_capacity` for
+//! capacity errors; 404 for a `wait` on a destroyed machine that can no
+//! longer reach the wanted state; `settled` = started, stopped, suspended,
+//! failed or destroyed.
 //!
 //! [Fly.io Machines API]: https://fly.io/docs/machines/api/
 

@@ -4,7 +4,7 @@
 //! | kind | params | does |
 //! | --- | --- | --- |
 //! | `echo` | anything | returns the params |
-//! | `sleep` | `{"ms": N}` | sleeps N ms (stops early when cancelled), returns `{"slept_ms": N}` |
+//! | `sleep` | `{"ms": N, "trace_dir": D}` | sleeps N ms (stops early when cancelled), returns `{"slept_ms": N}`; with `trace_dir`, first writes an empty file `D/{job}-{attempt}-{pid}` |
 //! | `fail` | `{"permanent": bool, "message": "..."}` | returns an error, permanent if asked |
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
@@ -35,6 +35,13 @@ async fn sleep(ctx: Context, params: Value) -> Result<Value, JobError> {
         .get("ms")
         .and_then(Value::as_u64)
         .ok_or_else(|| JobError::permanent("sleep needs {\"ms\": <non-negative integer>}"))?;
+    // `trace_dir` leaves one file per execution, so tests can check from
+    // the runner's side that no job ran twice.
+    if let Some(dir) = params.get("trace_dir").and_then(Value::as_str) {
+        let name = format!("{}-{}-{}", ctx.job_id(), ctx.attempt(), std::process::id());
+        std::fs::write(std::path::Path::new(dir).join(name), b"")
+            .map_err(|e| JobError::permanent(format!("trace_dir: {e}")))?;
+    }
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({"slept_ms": ms})),
         _ = ctx.cancelled() => Err(JobError::retryable("cancelled while sleeping")),

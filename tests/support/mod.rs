@@ -313,7 +313,7 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let path = std::env::temp_dir().join(format!(
             "machine-jobs-test-{}",
             uuid::Uuid::new_v4().simple()

@@ -31,6 +31,9 @@ pub struct AppState {
     pub api: Arc<ApiSettings>,
     /// Poked after a submit so this dispatcher's launcher reacts at once.
     pub launcher_wakeup: Arc<Notify>,
+    /// Once triggered, new jobs are refused with 503 so clients retry
+    /// against a peer.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// Liveness path, unauthenticated (fly.toml's health check uses it).

@@ -53,8 +53,11 @@ local function schedule(id, key, from, at)
   set_status(id, key, from, 'scheduled')
 end
 
+-- Terminal jobs are indexed by when they finished, so `purge` can remove
+-- them once their retention has passed.
 local function finish(id, key, from, to)
   redis.call('HSET', key, 'finished_at', int(NOW))
+  redis.call('ZADD', P .. 'finished', int(NOW), id)
   set_status(id, key, from, to)
 end
 

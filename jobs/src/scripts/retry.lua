@@ -8,5 +8,6 @@ if not status then return 'missing' end
 if status ~= 'failed' and status ~= 'cancelled' then return 'not_finished' end
 redis.call('HSET', key, 'attempt_base', hget(key, 'attempt'))
 redis.call('HDEL', key, 'error', 'result', 'finished_at', 'cancel_requested')
+redis.call('ZREM', P .. 'finished', id)
 push_queue(id, key, status)
 return 'queued'

@@ -42,7 +42,12 @@ impl Mock {
     }
 
     /// An authenticated request to `path` (relative to the server).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_with(method, path, body, &[]).await
     }
 
@@ -74,7 +79,11 @@ impl Mock {
     /// Creates a machine in `app` and returns its JSON (asserting 200).
     pub async fn create(&self, app: &str, body: Value) -> Value {
         let (status, machine) = self
-            .call(Method::POST, &format!("/v1/apps/{app}/machines"), Some(body))
+            .call(
+                Method::POST,
+                &format!("/v1/apps/{app}/machines"),
+                Some(body),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "create failed: {machine}");
         machine
@@ -99,7 +108,9 @@ impl Mock {
 
     /// Waits (asserting success) until the machine reaches `state`.
     pub async fn wait_for(&self, app: &str, id: &str, state: &str) -> Value {
-        let (status, body) = self.wait(app, id, &format!("state={state}&timeout=30")).await;
+        let (status, body) = self
+            .wait(app, id, &format!("state={state}&timeout=30"))
+            .await;
         assert_eq!(status, StatusCode::OK, "waiting for {state}: {body}");
         body
     }
@@ -145,7 +156,11 @@ pub fn last_exit(machine: &Value) -> Value {
 pub fn live_group_members(pgid: i32) -> Vec<i32> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -168,7 +183,10 @@ pub async fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>
         if let Some(value) = check() {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,14 @@
+-- Removes jobs that finished more than `retention_ms` ago, with every index entry, so
+-- nothing grows without bound. Returns how many were removed.
+-- ARGV: prefix, retention_ms, limit.
+local cutoff = NOW - tonumber(ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', int(cutoff), 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local key = job_key(id)
+  local status = hget(key, 'status')
+  if status then redis.call('ZREM', P .. 'status:' .. status, id) end
+  redis.call('DEL', key)
+  redis.call('ZREM', P .. 'jobs', id)
+  redis.call('ZREM', P .. 'finished', id)
+end
+return #ids

@@ -1,0 +1,152 @@
+//! The sweeper: orphaned job machines are destroyed after a grace period
+//! (and nothing else is touched), and finished jobs are removed once their
+//! retention has passed.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use machines::{CreateMachineRequest, Init, MachineConfig, MachineState};
+use serde_json::json;
+use support::{spawn_system_with, Options, TestSystem};
+
+async fn system() -> TestSystem {
+    spawn_system_with(Options {
+        extra_args: vec![
+            "--sweep-interval-secs=1".into(),
+            "--orphan-grace-secs=1".into(),
+            "--retention-secs=2".into(),
+        ],
+        ..Options::default()
+    })
+    .await
+}
+
+async fn boot(system: &TestSystem, metadata: &[(&str, &str)]) -> String {
+    let request = CreateMachineRequest {
+        config: MachineConfig {
+            image: "local/sleeper".into(),
+            init: Some(Init {
+                exec: Some(vec!["sleep".into(), "300".into()]),
+                ..Init::default()
+            }),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..MachineConfig::default()
+        },
+        ..CreateMachineRequest::default()
+    };
+    system.machines.create(&request).await.unwrap().id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_job_machines_are_destroyed_and_others_are_left_alone() {
+    let system = system().await;
+    let job_id = jobs::JobId::new().to_string();
+    let orphan = boot(
+        &system,
+        &[
+            ("role", "job"),
+            ("jobs_namespace", "jobs"),
+            ("job_id", &job_id),
+            ("attempt", "1"),
+        ],
+    )
+    .await;
+    let web = boot(&system, &[("role", "web"), ("fly_process_group", "app")]).await;
+    let other_namespace = boot(
+        &system,
+        &[
+            ("role", "job"),
+            ("jobs_namespace", "staging"),
+            ("job_id", &job_id),
+            ("attempt", "1"),
+        ],
+    )
+    .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = system.machines.get(&orphan).await.unwrap().state;
+        if state == MachineState::Destroyed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphan is still {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Two more sweeps pass; the machines it did not create are still there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for id in [&web, &other_namespace] {
+        assert_eq!(
+            system.machines.get(id).await.unwrap().state,
+            MachineState::Started,
+            "{id}"
+        );
+        system.machines.destroy(id, true).await.unwrap();
+    }
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_removed_after_their_retention() {
+    let system = system().await;
+    let job = system.submit(json!({"kind": "echo"})).await;
+    let id = job["id"].as_str().unwrap();
+    system
+        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .await;
+    let waiting = system
+        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = system
+            .http
+            .get(system.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} was kept past its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let counts = system.store.counts().await.unwrap();
+    assert_eq!(
+        counts[&jobs::JobStatus::Succeeded],
+        0,
+        "the index entry went with it"
+    );
+    let listed: serde_json::Value = system
+        .http
+        .get(system.url("/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [waiting["id"].as_str().unwrap()],
+        "unfinished jobs are kept"
+    );
+    system.stop().await;
+}
