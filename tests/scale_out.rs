@@ -63,7 +63,14 @@ impl Cluster {
         let port = free_port().await;
         let log = std::fs::File::create(self.dir.path.join(format!("{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-            .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "serve",
+                "--no-auth",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
             .args(extra)
             .env("VALKEY_URL", self.store.url())
             .env("FLY_APP_NAME", APP)

@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// The store URL job machines use, when it differs from --valkey-url.
     #[arg(long, env = "RUNNER_VALKEY_URL", hide_env_values = true)]
     pub runner_valkey_url: Option<String>,
+    /// Serve the API without tokens. Refused otherwise: a public job API
+    /// lets anyone boot machines on your account.
+    #[arg(long, env = "DISPATCHER_NO_AUTH")]
+    pub no_auth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +182,9 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.common.api_tokens.iter().all(|t| t.is_empty()) && !args.no_auth {
+        anyhow::bail!("set DISPATCHER_API_TOKENS (or --api-tokens); pass --no-auth to serve the API without tokens");
+    }
     let image = args
         .image
         .clone()

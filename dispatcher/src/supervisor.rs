@@ -478,11 +478,11 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
         config: MachineConfig {
             image: launch.image.clone(),
             env,
-            guest: Some(Guest {
-                cpu_kind: job.machine.cpu_kind.clone(),
-                cpus: job.machine.cpus,
-                memory_mb: job.machine.memory_mb,
-            }),
+            guest: Some(Guest::new(
+                &job.machine.cpu_kind,
+                job.machine.cpus,
+                job.machine.memory_mb,
+            )),
             auto_destroy: true,
             restart: Some(Restart {
                 policy: RestartPolicy::No,

@@ -60,12 +60,42 @@ pub struct MachineConfig {
     pub extra: serde_json::Map<String, Value>,
 }
 
-/// CPU and memory of a machine (`guest` in the API).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// CPU and memory of a machine (`guest` in the API). Fly fills in
+/// missing parts (`{"memory_mb": 512}` is a shared CPU); so do we.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Guest {
+    #[serde(default = "Guest::default_cpu_kind")]
     pub cpu_kind: String,
+    #[serde(default = "Guest::default_cpus")]
     pub cpus: u32,
+    #[serde(default = "Guest::default_memory_mb")]
     pub memory_mb: u32,
+    /// Other guest fields (`kernel_args`, `gpu_kind`, ...), kept as sent.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl Guest {
+    pub fn new(cpu_kind: impl Into<String>, cpus: u32, memory_mb: u32) -> Self {
+        Self {
+            cpu_kind: cpu_kind.into(),
+            cpus,
+            memory_mb,
+            extra: Default::default(),
+        }
+    }
+
+    fn default_cpu_kind() -> String {
+        "shared".into()
+    }
+
+    fn default_cpus() -> u32 {
+        1
+    }
+
+    fn default_memory_mb() -> u32 {
+        256
+    }
 }
 
 /// `restart.policy`: what the platform does when the main process exits.
@@ -88,7 +118,7 @@ pub enum RestartPolicy {
 }
 
 /// `init`: `exec` overrides both the image's ENTRYPOINT and CMD.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Init {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<Vec<String>>,
@@ -98,6 +128,9 @@ pub struct Init {
     pub cmd: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub tty: bool,
+    /// Other init fields (`swap_size_mb`, `kernel_args`, ...), kept as sent.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
