@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
 use jobs::{
-    Backoff, CancelResult, Claim, Heartbeat, JobId, JobSpec, JobStatus, Kind, MachineSpec, Outcome,
-    Report, RetryResult, Store, StoreConfig,
+    Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Heartbeat, Idempotency, JobId, JobSpec,
+    JobStatus, Kind, ListFilter, MachineSpec, Outcome, Report, RetryResult, Store, StoreConfig,
 };
 use serde_json::json;
 
@@ -43,12 +43,25 @@ fn spec(kind: &str, priority: i32, max_attempts: u32) -> JobSpec {
             cpus: 1,
             memory_mb: 256,
             region: None,
+            image: None,
+            env: Default::default(),
         },
     }
 }
 
+async fn enqueue(store: &Store, id: JobId, spec: &JobSpec, delay: Duration) -> jobs::Job {
+    let options = EnqueueOptions {
+        delay,
+        ..EnqueueOptions::default()
+    };
+    match store.enqueue(id, spec, &options).await.unwrap() {
+        Enqueued::Created(job) => *job,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
 async fn claim(store: &Store, cap: u32) -> Claim {
-    store.claim(cap, "test", LEASE).await.unwrap()
+    store.claim(cap, "{}", "test", LEASE).await.unwrap()
 }
 
 async fn claimed(store: &Store) -> (jobs::Job, jobs::AttemptRef) {
@@ -64,10 +77,7 @@ async fn claims_follow_priority_then_arrival_and_respect_the_cap() {
     let mut ids = Vec::new();
     for priority in [5, 0, 5, -3] {
         let id = JobId::new();
-        store
-            .enqueue(id, &spec("echo", priority, 1), Duration::ZERO)
-            .await
-            .unwrap();
+        enqueue(&store, id, &spec("echo", priority, 1), Duration::ZERO).await;
         ids.push(id);
     }
     let mut order = Vec::new();
@@ -97,10 +107,7 @@ async fn claims_follow_priority_then_arrival_and_respect_the_cap() {
 async fn a_stale_attempt_can_write_nothing() {
     let (_server, store) = store().await;
     let id = JobId::new();
-    store
-        .enqueue(id, &spec("echo", 0, 3), Duration::ZERO)
-        .await
-        .unwrap();
+    enqueue(&store, id, &spec("echo", 0, 3), Duration::ZERO).await;
     let (_, first) = claimed(&store).await;
     assert!(store.start_attempt(&first).await.unwrap().is_some());
 
@@ -176,10 +183,7 @@ async fn a_stale_attempt_can_write_nothing() {
 async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
     let (_server, store) = store().await;
     let id = JobId::new();
-    store
-        .enqueue(id, &spec("fail", 0, 2), Duration::ZERO)
-        .await
-        .unwrap();
+    enqueue(&store, id, &spec("fail", 0, 2), Duration::ZERO).await;
 
     let (_, first) = claimed(&store).await;
     let status = store
@@ -209,7 +213,18 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
     assert_eq!(status, Some(JobStatus::Failed), "two attempts were allowed");
     store.release(&second).await.unwrap();
     assert_eq!(
-        store.list(Some(JobStatus::Failed), 10).await.unwrap()[0].id,
+        store
+            .list(
+                &ListFilter {
+                    status: Some(JobStatus::Failed),
+                    ..ListFilter::default()
+                },
+                10
+            )
+            .await
+            .unwrap()
+            .jobs[0]
+            .id,
         id
     );
 
@@ -236,10 +251,7 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
 async fn permanent_errors_are_not_retried() {
     let (_server, store) = store().await;
     let id = JobId::new();
-    store
-        .enqueue(id, &spec("fail", 0, 5), Duration::ZERO)
-        .await
-        .unwrap();
+    enqueue(&store, id, &spec("fail", 0, 5), Duration::ZERO).await;
     let (_, attempt) = claimed(&store).await;
     store.start_attempt(&attempt).await.unwrap();
     let report = Report::Error {
@@ -264,18 +276,15 @@ async fn cancel_in_each_state() {
     let queued = JobId::new();
     let scheduled = JobId::new();
     let running = JobId::new();
-    store
-        .enqueue(running, &spec("sleep", -1, 1), Duration::ZERO)
-        .await
-        .unwrap();
-    store
-        .enqueue(queued, &spec("sleep", 0, 1), Duration::ZERO)
-        .await
-        .unwrap();
-    store
-        .enqueue(scheduled, &spec("sleep", 0, 1), Duration::from_secs(3600))
-        .await
-        .unwrap();
+    enqueue(&store, running, &spec("sleep", -1, 1), Duration::ZERO).await;
+    enqueue(&store, queued, &spec("sleep", 0, 1), Duration::ZERO).await;
+    enqueue(
+        &store,
+        scheduled,
+        &spec("sleep", 0, 1),
+        Duration::from_secs(3600),
+    )
+    .await;
     let (job, attempt) = claimed(&store).await;
     assert_eq!(job.id, running);
     store.start_attempt(&attempt).await.unwrap();
@@ -316,4 +325,108 @@ async fn cancel_in_each_state() {
     assert_eq!(counts[&JobStatus::Cancelled], 3);
     assert_eq!(counts[&JobStatus::Queued], 0);
     assert_eq!(counts[&JobStatus::Scheduled], 0);
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_job_or_conflict() {
+    let (_server, store) = store().await;
+    let options = |hash: &str| EnqueueOptions {
+        idempotency: Some(Idempotency {
+            key: "order-42".into(),
+            request_hash: hash.into(),
+            ttl: Duration::from_secs(60),
+        }),
+        ..EnqueueOptions::default()
+    };
+    let first = JobId::new();
+    let Enqueued::Created(job) = store
+        .enqueue(first, &spec("echo", 0, 1), &options("a"))
+        .await
+        .unwrap()
+    else {
+        panic!("first submit creates")
+    };
+    assert_eq!(job.idempotency_key.as_deref(), Some("order-42"));
+    match store
+        .enqueue(JobId::new(), &spec("echo", 0, 1), &options("a"))
+        .await
+        .unwrap()
+    {
+        Enqueued::Existing(id) => assert_eq!(id, first),
+        other => panic!("a repeat returns the first job, got {other:?}"),
+    }
+    match store
+        .enqueue(JobId::new(), &spec("echo", 0, 1), &options("b"))
+        .await
+        .unwrap()
+    {
+        Enqueued::Conflict(id) => assert_eq!(id, first),
+        other => panic!("another request under the key conflicts, got {other:?}"),
+    }
+    let all = store.list(&ListFilter::default(), 10).await.unwrap();
+    assert_eq!(all.jobs.len(), 1, "nothing else was stored");
+}
+
+#[tokio::test]
+async fn kind_caps_hold_back_only_their_kind() {
+    let (_server, store) = store().await;
+    for kind in ["report", "report", "echo"] {
+        enqueue(&store, JobId::new(), &spec(kind, 0, 1), Duration::ZERO).await;
+    }
+    let caps = r#"{"report": 1}"#;
+    let mut kinds = Vec::new();
+    let mut attempts = Vec::new();
+    while let Claim::Claimed { job, attempt } = store.claim(10, caps, "test", LEASE).await.unwrap()
+    {
+        kinds.push(job.kind.to_string());
+        attempts.push(attempt);
+    }
+    assert_eq!(
+        kinds,
+        ["report", "echo"],
+        "the second report waits for the first"
+    );
+    store.release(&attempts[0]).await.unwrap();
+    let Claim::Claimed { job, .. } = store.claim(10, caps, "test", LEASE).await.unwrap() else {
+        panic!("a freed report slot lets the next report run")
+    };
+    assert_eq!(job.kind.as_str(), "report");
+}
+
+#[tokio::test]
+async fn listing_pages_are_stable_and_filter_by_status_and_kind() {
+    let (_server, store) = store().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 2 == 0 { "even" } else { "odd" };
+        let id = JobId::new();
+        enqueue(&store, id, &spec(kind, 0, 1), Duration::ZERO).await;
+        ids.push(id);
+    }
+    let mut seen = Vec::new();
+    let mut filter = ListFilter::default();
+    loop {
+        let page = store.list(&filter, 3).await.unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        // A job added mid-pagination does not shift later pages.
+        if seen.len() == 3 {
+            enqueue(&store, JobId::new(), &spec("odd", 0, 1), Duration::ZERO).await;
+        }
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+    }
+    let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
+    assert_eq!(seen, newest_first);
+
+    let even = ListFilter {
+        kind: Some(Kind::parse("even").unwrap()),
+        status: Some(JobStatus::Queued),
+        ..ListFilter::default()
+    };
+    let page = store.list(&even, 10).await.unwrap();
+    assert_eq!(page.jobs.len(), 4);
+    assert!(page.jobs.iter().all(|j| j.kind.as_str() == "even"));
+    assert!(page.next.is_none());
 }

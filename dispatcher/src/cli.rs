@@ -2,6 +2,7 @@
 //! system on a laptop). Every flag has an environment fallback, so a
 //! `fly.toml` `[env]` section or secrets configure it.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -78,6 +79,18 @@ pub struct CommonArgs {
     /// Default region of job machines (the API's choice when unset).
     #[arg(long, env = "JOB_REGION")]
     pub region: Option<String>,
+    /// Per-kind machine caps on top of --max-machines, e.g. `report=2,pdf=4`.
+    #[arg(long, env = "KIND_CAPS", value_delimiter = ',', value_parser = parse_kind_cap)]
+    pub kind_caps: Vec<(String, u32)>,
+    /// Images a job's `machine.image` may name (comma-separated).
+    #[arg(long, env = "ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+    /// How long an idempotency key is remembered.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
+    pub idempotency_ttl_secs: u64,
+    /// Signs callback POSTs with HMAC-SHA256 (header `x-signature-256`).
+    #[arg(long, env = "CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
     /// Lease on an in-flight attempt; a dead dispatcher's attempts are taken
     /// over once it runs out.
     #[arg(long, env = "LEASE_SECS", default_value_t = 15)]
@@ -231,7 +244,15 @@ impl CommonArgs {
                 cpus: self.cpus,
                 memory_mb: self.memory_mb,
                 region: self.region.clone(),
+                image: None,
+                env: Default::default(),
             },
+            allowed_images: self
+                .allowed_images
+                .iter()
+                .filter(|i| !i.is_empty())
+                .cloned()
+                .collect(),
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);
@@ -253,6 +274,11 @@ impl CommonArgs {
                 heartbeat: Duration::from_secs(1),
                 lost_after: Duration::from_secs(self.lost_after_secs.max(1)),
                 pause_after_create: self.test_pause_after_create_ms.map(Duration::from_millis),
+                kind_caps: serde_json::to_string(
+                    &self.kind_caps.iter().cloned().collect::<BTreeMap<_, _>>(),
+                )
+                .expect("caps serialize"),
+                callback_secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 runner_env: vec![("LOG_FORMAT".into(), runner_log_format.into())],
             },
             upkeep: UpkeepSettings {
@@ -270,10 +296,22 @@ impl CommonArgs {
                     .collect(),
                 body_limit: self.body_limit_bytes,
                 defaults,
+                idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             },
             owner: default_owner(),
         }
     }
+}
+
+/// `kind=N`, as `--kind-caps` takes it.
+fn parse_kind_cap(text: &str) -> Result<(String, u32), String> {
+    let (kind, cap) = text.split_once('=').ok_or("expected kind=N")?;
+    let kind = jobs::Kind::parse(kind.trim()).map_err(|e| e.to_string())?;
+    let cap = cap
+        .trim()
+        .parse()
+        .map_err(|_| format!("{cap:?} is not a number"))?;
+    Ok((kind.to_string(), cap))
 }
 
 /// The loopback address dev binds to when its API runs without a token.

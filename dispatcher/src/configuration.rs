@@ -45,6 +45,11 @@ pub struct LaunchSettings {
     pub lost_after: Duration,
     /// Extra environment for the runner (e.g. `LOG_FORMAT`).
     pub runner_env: Vec<(String, String)>,
+    /// Per-kind machine caps as a JSON object (`{}` when none), on top of
+    /// `max_machines`.
+    pub kind_caps: String,
+    /// Signs callback POSTs (HMAC-SHA256); unsigned when `None`.
+    pub callback_secret: Option<String>,
     /// Test hook: sleep between creating a machine and recording it, so a
     /// test can kill the dispatcher exactly there.
     pub pause_after_create: Option<Duration>,
@@ -70,6 +75,8 @@ pub struct ApiSettings {
     pub tokens: Vec<String>,
     pub body_limit: usize,
     pub defaults: JobDefaults,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
 }
 
 /// Values a job gets when its request leaves them out.
@@ -80,6 +87,8 @@ pub struct JobDefaults {
     pub max_timeout_secs: u64,
     pub backoff: Backoff,
     pub machine: MachineSpec,
+    /// Images a job may ask for besides the runner's default.
+    pub allowed_images: Vec<String>,
 }
 
 impl Default for JobDefaults {
@@ -94,7 +103,10 @@ impl Default for JobDefaults {
                 cpus: 1,
                 memory_mb: 256,
                 region: None,
+                image: None,
+                env: Default::default(),
             },
+            allowed_images: Vec::new(),
         }
     }
 }

@@ -79,6 +79,7 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
             .store
             .claim(
                 shared.launch.max_machines,
+                &shared.launch.kind_caps,
                 &shared.owner,
                 shared.launch.lease,
             )

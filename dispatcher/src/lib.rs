@@ -17,6 +17,8 @@
 //! - [`supervisor`]: boots the attempt's machine, learns how it ended (the
 //!   runner's report, or the machine's exit for crashes), enforces the
 //!   timeout and cancellation, records the outcome, destroys the machine.
+//! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
+//! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
@@ -24,6 +26,7 @@
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 
 pub mod auth;
+pub mod callbacks;
 pub mod cli;
 pub mod configuration;
 pub mod dev;
@@ -32,6 +35,7 @@ pub mod launcher;
 pub mod request;
 pub mod retry;
 pub mod routes;
+pub mod schedules;
 pub mod shutdown;
 pub mod startup;
 pub mod supervisor;

@@ -1,8 +1,10 @@
 //! `POST /jobs` bodies: parsed and validated here, so that only a valid
 //! [`JobSpec`] ever reaches the store.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use jobs::{Backoff, JobSpec, Kind, MachineSpec};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,8 +35,17 @@ pub struct JobRequest {
     pub backoff: Option<BackoffRequest>,
     #[serde(default)]
     pub delay_secs: Option<u64>,
+    /// RFC 3339 time to run at (instead of `delay_secs`).
+    #[serde(default)]
+    pub run_at: Option<String>,
     #[serde(default)]
     pub machine: Option<MachineRequest>,
+    /// Same as the `Idempotency-Key` header.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Receives one POST with the final job view.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +63,23 @@ pub struct MachineRequest {
     pub cpus: Option<u32>,
     pub memory_mb: Option<u32>,
     pub region: Option<String>,
+    pub image: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
 }
+
+/// A validated submission: the spec plus how to store it.
+#[derive(Debug)]
+pub struct Submission {
+    pub spec: JobSpec,
+    pub delay: Duration,
+    pub callback_url: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Variables the runner sets itself; a job's `machine.env` may not
+/// override them (nor anything Fly injects).
+const RESERVED_ENV_PREFIXES: [&str; 3] = ["JOB_", "JOBS_", "FLY_"];
+const RESERVED_ENV: [&str; 3] = ["LOG_FORMAT", "RUST_LOG", "PRIMARY_REGION"];
 
 /// A request that parsed but makes no sense; names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,8 +113,12 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 impl JobRequest {
-    /// Validates and fills defaults. Returns the spec and the start delay.
-    pub fn into_spec(self, defaults: &JobDefaults) -> Result<(JobSpec, Duration), FieldError> {
+    /// Validates and fills defaults. `now` anchors `run_at`.
+    pub fn into_submission(
+        self,
+        defaults: &JobDefaults,
+        now: DateTime<Utc>,
+    ) -> Result<Submission, FieldError> {
         let kind = Kind::parse(&self.kind).map_err(|e| field_error("kind", e.0))?;
         let params = self
             .params
@@ -110,12 +141,27 @@ impl JobRequest {
             1,
             defaults.max_timeout_secs,
         )?;
-        let delay_secs = in_range(
-            "delay_secs",
-            self.delay_secs.unwrap_or(0),
-            0,
-            MAX_DELAY_SECS,
-        )?;
+        let delay = match (self.delay_secs, &self.run_at) {
+            (Some(_), Some(_)) => {
+                return Err(field_error(
+                    "run_at",
+                    "give either delay_secs or run_at, not both",
+                ))
+            }
+            (Some(secs), None) => {
+                Duration::from_secs(in_range("delay_secs", secs, 0, MAX_DELAY_SECS)?)
+            }
+            (None, Some(at)) => {
+                let at: DateTime<Utc> = DateTime::parse_from_rfc3339(at)
+                    .map_err(|e| field_error("run_at", format!("not an RFC 3339 time: {e}")))?
+                    .into();
+                // A time in the past runs now.
+                let delay = (at - now).to_std().unwrap_or_default();
+                in_range("run_at", delay.as_secs(), 0, MAX_DELAY_SECS)?;
+                delay
+            }
+            (None, None) => Duration::ZERO,
+        };
         let backoff = match self.backoff {
             None => defaults.backoff,
             Some(b) => {
@@ -138,7 +184,9 @@ impl JobRequest {
                 }
             }
         };
-        let machine = machine_spec(self.machine, &defaults.machine)?;
+        let machine = machine_spec(self.machine, defaults)?;
+        let idempotency_key = self.idempotency_key.map(idempotency_key).transpose()?;
+        let callback_url = self.callback_url.map(callback_url).transpose()?;
         let spec = JobSpec {
             kind,
             params,
@@ -148,22 +196,77 @@ impl JobRequest {
             backoff,
             machine,
         };
-        Ok((spec, Duration::from_secs(delay_secs)))
+        Ok(Submission {
+            spec,
+            delay,
+            callback_url,
+            idempotency_key,
+        })
     }
 }
 
+impl Submission {
+    /// Stores the job. `request_hash` tells a repeat of this request
+    /// apart from another one under the same idempotency key.
+    pub async fn enqueue(
+        self,
+        store: &jobs::Store,
+        request_hash: String,
+        idempotency_ttl: Duration,
+    ) -> Result<jobs::Enqueued, jobs::StoreError> {
+        let idempotency = self.idempotency_key.map(|key| jobs::Idempotency {
+            key,
+            request_hash,
+            ttl: idempotency_ttl,
+        });
+        let options = jobs::EnqueueOptions {
+            delay: self.delay,
+            callback_url: self.callback_url,
+            idempotency,
+        };
+        store
+            .enqueue(jobs::JobId::new(), &self.spec, &options)
+            .await
+    }
+}
+
+/// Idempotency keys: 1 to 255 visible ASCII characters.
+pub fn idempotency_key(key: String) -> Result<String, FieldError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(field_error(
+            "idempotency_key",
+            "use 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(key)
+}
+
+fn callback_url(url: String) -> Result<String, FieldError> {
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| field_error("callback_url", format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(field_error(
+            "callback_url",
+            "must be an http(s) URL with a host",
+        ));
+    }
+    Ok(url)
+}
+
 /// Sizes the Machines API accepts: shared CPUs 1–8 with 256 MB steps up to
-/// 2 GB per CPU; performance CPUs 1–16 with 2–8 GB per CPU.
+/// 2 GB per CPU; performance CPUs 1–16 with 2–8 GB per CPU. Images must be
+/// on the allow-list; env may not touch the runner's own variables.
 fn machine_spec(
     request: Option<MachineRequest>,
-    defaults: &MachineSpec,
+    defaults: &JobDefaults,
 ) -> Result<MachineSpec, FieldError> {
+    let fallback = &defaults.machine;
     let Some(request) = request else {
-        return Ok(defaults.clone());
+        return Ok(fallback.clone());
     };
     let cpu_kind = request
         .cpu_kind
-        .unwrap_or_else(|| defaults.cpu_kind.clone());
+        .unwrap_or_else(|| fallback.cpu_kind.clone());
     let (cpu_choices, mb_per_cpu): (&[u32], (u32, u32)) = match cpu_kind.as_str() {
         "shared" => (&[1, 2, 4, 6, 8], (256, 2048)),
         "performance" => (&[1, 2, 4, 8, 16], (2048, 8192)),
@@ -174,7 +277,7 @@ fn machine_spec(
             ))
         }
     };
-    let cpus = request.cpus.unwrap_or(defaults.cpus);
+    let cpus = request.cpus.unwrap_or(fallback.cpus);
     if !cpu_choices.contains(&cpus) {
         return Err(field_error(
             "machine.cpus",
@@ -183,7 +286,7 @@ fn machine_spec(
     }
     let memory_mb = request
         .memory_mb
-        .unwrap_or(defaults.memory_mb.max(mb_per_cpu.0 * cpus));
+        .unwrap_or(fallback.memory_mb.max(mb_per_cpu.0 * cpus));
     let (min, max) = (mb_per_cpu.0 * cpus, mb_per_cpu.1 * cpus);
     if memory_mb % 256 != 0 || memory_mb < min || memory_mb > max {
         return Err(field_error(
@@ -199,13 +302,49 @@ fn machine_spec(
                 format!("{r:?} is not a region code like \"iad\""),
             ))
         }
-        None => defaults.region.clone(),
+        None => fallback.region.clone(),
     };
+    let image = match request.image {
+        Some(image) if defaults.allowed_images.contains(&image) => Some(image),
+        Some(image) => {
+            return Err(field_error(
+                "machine.image",
+                format!("{image:?} is not on this dispatcher's allow-list (ALLOWED_IMAGES)"),
+            ))
+        }
+        None => fallback.image.clone(),
+    };
+    let env = request.env.unwrap_or_default();
+    for name in env.keys() {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(field_error(
+                "machine.env",
+                format!("{name:?} is not a variable name (A-Z, 0-9, _)"),
+            ));
+        }
+        if RESERVED_ENV.contains(&name.as_str())
+            || RESERVED_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            return Err(field_error(
+                "machine.env",
+                format!("{name} is set by the runner or the platform"),
+            ));
+        }
+    }
     Ok(MachineSpec {
         cpu_kind,
         cpus,
         memory_mb,
         region,
+        image,
+        env,
     })
 }
 
@@ -217,7 +356,14 @@ mod tests {
     fn parse(body: Value) -> Result<(JobSpec, Duration), FieldError> {
         let request: JobRequest =
             serde_json::from_value(body).map_err(|e| field_error("body", e.to_string()))?;
-        request.into_spec(&JobDefaults::default())
+        let defaults = JobDefaults {
+            allowed_images: vec!["registry.fly.io/ml:v1".into()],
+            ..JobDefaults::default()
+        };
+        let now = "2026-01-01T00:00:00Z".parse().unwrap();
+        request
+            .into_submission(&defaults, now)
+            .map(|s| (s.spec, s.delay))
     }
 
     #[test]
@@ -250,6 +396,35 @@ mod tests {
                 json!({"kind": "x", "backoff": {"base_ms": 0}}),
                 "backoff.base_ms",
             ),
+            (
+                json!({"kind": "x", "machine": {"image": "evil/miner"}}),
+                "machine.image",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"JOB_TOKEN": "x"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"FLY_APP_NAME": "x"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"lower": "x"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "delay_secs": 5, "run_at": "2026-01-01T00:00:10Z"}),
+                "run_at",
+            ),
+            (json!({"kind": "x", "run_at": "tomorrow"}), "run_at"),
+            (
+                json!({"kind": "x", "callback_url": "ftp://x"}),
+                "callback_url",
+            ),
+            (
+                json!({"kind": "x", "idempotency_key": ""}),
+                "idempotency_key",
+            ),
         ];
         for (body, field) in cases {
             assert_eq!(parse(body.clone()).unwrap_err().field, field, "{body}");
@@ -257,10 +432,26 @@ mod tests {
     }
 
     #[test]
+    fn run_at_becomes_a_delay() {
+        let (_, delay) =
+            parse(json!({"kind": "x", "run_at": "2026-01-01T00:01:30+00:00"})).unwrap();
+        assert_eq!(delay, Duration::from_secs(90));
+        let (_, delay) = parse(json!({"kind": "x", "run_at": "2025-12-31T00:00:00Z"})).unwrap();
+        assert_eq!(delay, Duration::ZERO, "a time in the past runs now");
+    }
+
+    #[test]
+    fn allowed_images_and_plain_env_pass() {
+        let body = json!({"kind": "x", "machine": {"image": "registry.fly.io/ml:v1", "env": {"MODEL": "small"}}});
+        let (spec, _) = parse(body).unwrap();
+        assert_eq!(spec.machine.image.as_deref(), Some("registry.fly.io/ml:v1"));
+        assert_eq!(spec.machine.env["MODEL"], "small");
+    }
+
+    #[test]
     fn accepts_valid_machine_sizes() {
-        let (spec, _) =
-            parse(json!({"kind": "x", "machine": {"cpus": 2, "memory_mb": 1024, "region": "ams"}}))
-                .unwrap();
+        let body = json!({"kind": "x", "machine": {"cpus": 2, "memory_mb": 1024, "region": "ams"}});
+        let (spec, _) = parse(body).unwrap();
         assert_eq!((spec.machine.cpus, spec.machine.memory_mb), (2, 1024));
         assert_eq!(spec.machine.region.as_deref(), Some("ams"));
     }

@@ -9,13 +9,14 @@ use jobs::Store;
 use machines::MachinesClient;
 use tokio::net::TcpListener;
 
+use crate::callbacks::Callbacks;
 use crate::configuration::Settings;
 use crate::hub::EventHub;
 use crate::launcher;
 use crate::routes::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
-use crate::sweeper;
+use crate::{schedules, sweeper};
 
 /// Default time in-flight HTTP requests get after SIGTERM
 /// (`--shutdown-grace-secs`); fly.toml's `kill_timeout` must be longer.
@@ -58,12 +59,14 @@ impl Application {
             store,
         } = self;
         let hub = EventHub::start(&store, shutdown.clone()).await?;
+        let callbacks = Callbacks::new(settings.launch.callback_secret.clone());
         let supervision = Arc::new(Supervision {
             store: store.clone(),
             machines: MachinesClient::new(settings.machines.clone()),
             hub: hub.clone(),
             launch: settings.launch.clone(),
             owner: settings.owner.clone(),
+            callbacks: callbacks.clone(),
         });
         let launcher = tokio::spawn(launcher::run(supervision.clone(), shutdown.clone()));
         let sweeper = tokio::spawn(sweeper::run(
@@ -72,11 +75,20 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let api = Arc::new(settings.api.clone());
+        let scheduler = tokio::spawn(schedules::run(
+            store.clone(),
+            api.clone(),
+            hub.launcher_wakeup(),
+            shutdown.clone(),
+        ));
         let state = AppState {
             store: store.clone(),
-            api: Arc::new(settings.api.clone()),
+            api,
             launcher_wakeup: hub.launcher_wakeup(),
             shutdown: shutdown.clone(),
+            hub: hub.clone(),
+            callbacks,
         };
         tracing::info!(addr = %listener.local_addr()?, owner = %settings.owner, "dispatcher listening");
         let stopping = shutdown.clone();
@@ -93,6 +105,7 @@ impl Application {
         }
         launcher.await?;
         sweeper.await?;
+        scheduler.await?;
         store.quit().await;
         tracing::info!("dispatcher stopped");
         Ok(())

@@ -36,6 +36,7 @@ pub struct Supervision {
     pub hub: EventHub,
     pub launch: LaunchSettings,
     pub owner: String,
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 /// How the attempt ended, before it is written down.
@@ -111,6 +112,13 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
         )
     })
     .await;
+    if let Ok(Some(status)) = &finished {
+        if status.is_terminal() && job.callback_url.is_some() {
+            if let Ok(Some(done)) = shared.store.get(job.id).await {
+                shared.callbacks.deliver(&done);
+            }
+        }
+    }
     match finished {
         Ok(Some(status)) => tracing::info!(
             outcome = %ending.outcome,
@@ -441,7 +449,10 @@ where
 /// The create request for an attempt's machine.
 fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> CreateMachineRequest {
     let launch = &shared.launch;
-    let mut env: BTreeMap<String, String> = launch.runner_env.iter().cloned().collect();
+    // The job's own variables first: the runner's below always win (and
+    // the API refuses requests that try to set them).
+    let mut env = job.machine.env.clone();
+    env.extend(launch.runner_env.iter().cloned());
     env.extend([
         ("JOB_ID".to_string(), job.id.to_string()),
         ("JOB_ATTEMPT".to_string(), attempt.attempt.to_string()),
@@ -476,7 +487,11 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
         region: job.machine.region.clone(),
         skip_secrets: true,
         config: MachineConfig {
-            image: launch.image.clone(),
+            image: job
+                .machine
+                .image
+                .clone()
+                .unwrap_or_else(|| launch.image.clone()),
             env,
             guest: Some(Guest::new(
                 &job.machine.cpu_kind,

@@ -201,6 +201,12 @@ pub struct MachineSpec {
     pub memory_mb: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Another image than the runner's default (from an allow-list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Extra environment for the job's machine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// A validated job, ready to be stored.
@@ -291,6 +297,10 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
     pub attempts: Vec<Attempt>,
     /// Attempts before the last manual retry; they don't count against
     /// `max_attempts`.
@@ -388,6 +398,8 @@ impl Job {
             run_at: time("run_at"),
             finished_at: time("finished_at"),
             cancel_requested: fields.contains_key("cancel_requested"),
+            idempotency_key: fields.get("idempotency_key").cloned(),
+            callback_url: fields.get("callback_url").cloned(),
             attempts: attempts.into_values().collect(),
             attempt_base: number("attempt_base")? as u32,
         })

@@ -7,8 +7,11 @@
 //! | key | type | what |
 //! | --- | --- | --- |
 //! | `job:{id}` | hash | the job; attempt fields as `a:{n}:{field}` |
-//! | `jobs` | zset | every job, scored by creation time (ms) |
-//! | `status:{status}` | zset | jobs in that status, scored by creation time |
+//! | `jobs` | zset | every job (score 0, ordered by id = creation order) |
+//! | `kind:{kind}` | zset | jobs of a kind (same ordering) |
+//! | `status:{status}`, `status:{status}:{kind}` | zset | jobs in a status (of a kind) |
+//! | `idempotency:{key}` | string | `{job id} {request hash}`, expires after the retention window |
+//! | `in_flight_kind`, `in_flight_kinds` | hash | kind of each in-flight attempt; machines in flight per kind (for caps) |
 //! | `queue` | zset | queued jobs, scored by priority then arrival |
 //! | `scheduled` | zset | delayed or backing-off jobs, scored by run time |
 //! | `in_flight` | zset | `{id}/{attempt}` holding a machine slot, scored by lease deadline |
@@ -67,6 +70,52 @@ pub enum Claim {
     Full,
     /// Nothing queued. `next_due_in` says when a scheduled job comes due.
     Empty { next_due_in: Option<Duration> },
+}
+
+/// How to store a new job besides its spec.
+#[derive(Clone, Debug, Default)]
+pub struct EnqueueOptions {
+    pub delay: Duration,
+    /// Receives one POST with the final job view.
+    pub callback_url: Option<String>,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    /// Identifies the request, so a different one under the same key is
+    /// told apart from a repeat.
+    pub request_hash: String,
+    /// How long the key is remembered.
+    pub ttl: Duration,
+}
+
+/// What [`Store::enqueue`] did.
+#[derive(Debug)]
+pub enum Enqueued {
+    Created(Box<Job>),
+    /// The same request was submitted before under this idempotency key.
+    Existing(JobId),
+    /// Another request was submitted before under this idempotency key.
+    Conflict(JobId),
+}
+
+/// Which jobs [`Store::list`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<JobStatus>,
+    pub kind: Option<crate::Kind>,
+    /// Only jobs older than this one (the previous page's cursor).
+    pub after: Option<JobId>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    /// The cursor of the next page, when there may be one.
+    pub next: Option<JobId>,
 }
 
 /// What the handler returned, as the runner reports it.
@@ -148,7 +197,7 @@ impl StoreConfig {
     }
 }
 
-struct Scripts {
+pub(crate) struct Scripts {
     enqueue: Script,
     claim: Script,
     record_machine: Script,
@@ -162,6 +211,7 @@ struct Scripts {
     take_over: Script,
     hand_back: Script,
     purge: Script,
+    pub(crate) advance_schedule: Script,
     cancel: Script,
     retry: Script,
 }
@@ -185,6 +235,7 @@ impl Scripts {
             take_over: with_prelude(include_str!("scripts/take_over.lua")),
             hand_back: with_prelude(include_str!("scripts/hand_back.lua")),
             purge: with_prelude(include_str!("scripts/purge.lua")),
+            advance_schedule: with_prelude(include_str!("scripts/advance_schedule.lua")),
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
         }
@@ -193,11 +244,11 @@ impl Scripts {
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    pub(crate) client: Client,
     fred_config: Config,
     config: StoreConfig,
     prefix: Arc<str>,
-    scripts: Arc<Scripts>,
+    pub(crate) scripts: Arc<Scripts>,
 }
 
 impl Store {
@@ -242,7 +293,27 @@ impl Store {
     }
 
     /// Stores a new job: `queued`, or `scheduled` when `delay` is non-zero.
-    pub async fn enqueue(&self, id: JobId, spec: &JobSpec, delay: Duration) -> Result<Job> {
+    /// With an idempotency key, a repeat of the same request returns the
+    /// first job and a different request under the same key is refused.
+    pub async fn enqueue(
+        &self,
+        id: JobId,
+        spec: &JobSpec,
+        options: &EnqueueOptions,
+    ) -> Result<Enqueued> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            job: Option<Fields>,
+            #[serde(default)]
+            existing: Option<String>,
+            #[serde(default)]
+            conflict: Option<String>,
+        }
+        let (idempotency_key, request_hash, ttl) = match &options.idempotency {
+            Some(i) => (i.key.clone(), i.request_hash.clone(), i.ttl),
+            None => (String::new(), String::new(), Duration::ZERO),
+        };
         let args = vec![
             id.to_string(),
             spec.kind.to_string(),
@@ -252,10 +323,27 @@ impl Store {
             spec.timeout_secs.to_string(),
             serde_json::to_string(&spec.backoff)?,
             serde_json::to_string(&spec.machine)?,
-            delay.as_millis().to_string(),
+            options.delay.as_millis().to_string(),
+            options.callback_url.clone().unwrap_or_default(),
+            idempotency_key,
+            request_hash,
+            ttl.as_millis().to_string(),
         ];
         let text: String = self.run(&self.scripts.enqueue, args).await?;
-        job_from_json(&text)
+        let answer: Answer = serde_json::from_str(&text)?;
+        let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
+        if let Some(fields) = answer.job {
+            return Ok(Enqueued::Created(Box::new(Job::from_fields(&fields)?)));
+        }
+        if let Some(first) = answer.existing {
+            return Ok(Enqueued::Existing(parse_id(first)?));
+        }
+        match answer.conflict {
+            Some(first) => Ok(Enqueued::Conflict(parse_id(first)?)),
+            None => Err(StoreError::Corrupt(InvalidValue(format!(
+                "unexpected enqueue answer {text}"
+            )))),
+        }
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<Job>> {
@@ -266,25 +354,44 @@ impl Store {
         Ok(Some(Job::from_fields(&fields)?))
     }
 
-    /// Newest first, optionally only those in `status`.
-    pub async fn list(&self, status: Option<JobStatus>, limit: usize) -> Result<Vec<Job>> {
-        let index = match status {
-            Some(status) => format!("{}status:{status}", self.prefix),
-            None => format!("{}jobs", self.prefix),
+    /// Newest first, optionally only those in `status` and/or of `kind`.
+    /// `after` is the last id of the previous page: pages are stable while
+    /// jobs are added, since ids only grow.
+    pub async fn list(&self, filter: &ListFilter, limit: usize) -> Result<Page> {
+        let index = match (&filter.status, &filter.kind) {
+            (None, None) => format!("{}jobs", self.prefix),
+            (Some(status), None) => format!("{}status:{status}", self.prefix),
+            (None, Some(kind)) => format!("{}kind:{kind}", self.prefix),
+            (Some(status), Some(kind)) => format!("{}status:{status}:{kind}", self.prefix),
         };
-        let stop = limit.max(1) as i64 - 1;
-        let ids: Vec<String> = self.client.zrevrange(index, 0, stop, false).await?;
+        let max = match filter.after {
+            Some(after) => format!("({after}"),
+            None => "+".to_string(),
+        };
+        let limit = limit.max(1);
+        let ids: Vec<String> = self
+            .client
+            .zrevrangebylex(index, max, "-", Some((0, limit as i64)))
+            .await?;
         let pipeline = self.client.pipeline();
         for id in &ids {
             let _: () = pipeline.hgetall(format!("{}job:{id}", self.prefix)).await?;
         }
-        let records: Vec<Fields> = pipeline.all().await?;
+        let records: Vec<Fields> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipeline.all().await?
+        };
         // A job removed between the two reads is simply left out.
-        records
+        let jobs = records
             .iter()
             .filter(|fields| !fields.is_empty())
             .map(|fields| Job::from_fields(fields).map_err(StoreError::from))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let next = (ids.len() == limit)
+            .then(|| ids.last().and_then(|id| id.parse().ok()))
+            .flatten();
+        Ok(Page { jobs, next })
     }
 
     /// How many jobs are in each status.
@@ -300,7 +407,14 @@ impl Store {
     }
 
     /// Takes the next job if a machine slot is free; see [`Claim`].
-    pub async fn claim(&self, max_in_flight: u32, owner: &str, lease: Duration) -> Result<Claim> {
+    /// `kind_caps` is a JSON object of per-kind machine caps (`{}` for none).
+    pub async fn claim(
+        &self,
+        max_in_flight: u32,
+        kind_caps: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim> {
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default)]
@@ -316,6 +430,7 @@ impl Store {
             owner.to_string(),
             lease.as_millis().to_string(),
             token.clone(),
+            kind_caps.to_string(),
         ];
         let text: String = self.run(&self.scripts.claim, args).await?;
         let answer: Answer = serde_json::from_str(&text)?;
@@ -556,6 +671,11 @@ impl Store {
         })
     }
 
+    /// A key in this store's namespace.
+    pub(crate) fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     fn in_flight_key(&self) -> String {
         format!("{}in_flight", self.prefix)
     }
@@ -565,7 +685,7 @@ impl Store {
     }
 
     /// Runs a transition script. The key prefix always goes first.
-    async fn run<R: FromValue>(&self, script: &Script, args: Vec<String>) -> Result<R> {
+    pub(crate) async fn run<R: FromValue>(&self, script: &Script, args: Vec<String>) -> Result<R> {
         let mut all = Vec::with_capacity(args.len() + 1);
         all.push(self.prefix.to_string());
         all.extend(args);

@@ -53,6 +53,7 @@ pub struct TestSystem {
     pub mock: MockServer,
     pub machines: MachinesClient,
     pub shutdown: Shutdown,
+    settings: Settings,
     app: tokio::task::JoinHandle<anyhow::Result<()>>,
     valkey: LocalValkey,
     _dir: TempDir,
@@ -83,7 +84,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
 
     let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
     let settings = settings(&options, &valkey.url(), machines_config.clone());
-    let app = Application::build(settings)
+    let app = Application::build(settings.clone())
         .await
         .expect("dispatcher starts");
     let addr: SocketAddr = app.local_addr();
@@ -100,6 +101,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
         mock,
         machines: MachinesClient::new(machines_config),
         shutdown,
+        settings,
         app,
         valkey,
         _dir: dir,
@@ -152,6 +154,17 @@ async fn start_valkey(dir: &TempDir) -> LocalValkey {
 }
 
 impl TestSystem {
+    /// Starts another dispatcher on the same store and mock (a peer, as
+    /// with `fly scale count 2`). It runs until the returned handle fires.
+    pub async fn spawn_peer(&self) -> Shutdown {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("peer starts");
+        let shutdown = Shutdown::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        shutdown
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -1,23 +1,36 @@
 //! The `/jobs` routes.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use jobs::{CancelResult, JobId, JobStatus, RetryResult};
+use futures::Stream;
+use jobs::{CancelResult, Enqueued, EventKind, Job, JobId, JobStatus, ListFilter, RetryResult};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
 use super::{ApiError, AppState};
-use crate::request::JobRequest;
+use crate::request::{idempotency_key, JobRequest};
 
 pub const DEFAULT_LIST_LIMIT: usize = 50;
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// Longest `?wait=` a long-poll may ask for, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// Consumers re-read the record this often in case a pub/sub message was
+/// missed (it is best effort).
+const REREAD_EVERY: Duration = Duration::from_secs(1);
 
 /// `POST /jobs`: validate, store, answer 202. Nothing slow happens here:
-/// the launcher picks the job up.
+/// the launcher picks the job up. A repeat under the same idempotency key
+/// answers 200 with the first job; a different request under it, 409.
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -41,25 +54,68 @@ pub async fn submit(
         ));
     }
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let request = parse_json::<JobRequest>(&body)?;
-    let (spec, delay) = request.into_spec(&state.api.defaults).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).with_field(e.field)
-    })?;
-    let job = state.store.enqueue(JobId::new(), &spec, delay).await?;
-    tracing::info!(job = %job.id, kind = %job.kind, status = %job.status, "job submitted");
-    state.launcher_wakeup.notify_one();
-    let location = format!("/jobs/{}", job.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(job),
+    let mut request = parse_json::<JobRequest>(&body)?;
+    let header_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| unprocessable("Idempotency-Key", "must be visible ASCII".into()))?;
+    match (&header_key, &request.idempotency_key) {
+        (Some(h), Some(f)) if h != f => {
+            return Err(unprocessable(
+                "idempotency_key",
+                "differs from the Idempotency-Key header".into(),
+            ))
+        }
+        (Some(h), _) => {
+            request.idempotency_key =
+                Some(idempotency_key(h.clone()).map_err(|e| unprocessable(&e.field, e.message))?)
+        }
+        _ => {}
+    }
+    let submission = request
+        .into_submission(&state.api.defaults, chrono::Utc::now())
+        .map_err(|e| unprocessable(&e.field, e.message))?;
+    // The raw body identifies the request: a retry sends the same bytes.
+    let request_hash = crate::callbacks::hex(&Sha256::digest(&body));
+    match submission
+        .enqueue(&state.store, request_hash, state.api.idempotency_ttl)
+        .await?
+    {
+        Enqueued::Created(job) => {
+            tracing::info!(job = %job.id, kind = %job.kind, status = %job.status, "job submitted");
+            state.launcher_wakeup.notify_one();
+            let location = format!("/jobs/{}", job.id);
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(job),
+            )
+                .into_response())
+        }
+        Enqueued::Existing(id) => {
+            let location = format!("/jobs/{id}");
+            let job = find(&state, id).await?;
+            Ok((StatusCode::OK, [(header::LOCATION, location)], Json(job)).into_response())
+        }
+        Enqueued::Conflict(id) => Err(ApiError::conflict(format!(
+            "idempotency key already used by job {id} for a different request"
+        ))
+        .with_field("idempotency_key")),
+    }
+}
+
+pub(crate) fn unprocessable(field: &str, message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("{field}: {message}"),
     )
-        .into_response())
+    .with_field(field)
 }
 
 /// Parses a JSON body; syntax errors are 400, well-formed JSON of the
 /// wrong shape is 422, and both name the field when there is one.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -90,45 +146,157 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     Ok(value)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    /// Long-poll: answer as soon as the job is finished, or after this
+    /// many seconds (at most [`MAX_WAIT_SECS`]).
+    wait: Option<u64>,
+}
+
+/// `GET /jobs/{id}`, optionally long-polling with `?wait=N`.
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    match state.store.get(id).await? {
-        Some(job) => Ok(Json(job).into_response()),
-        None => Err(ApiError::not_found(format!("no job {id}"))),
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let wait = query.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("wait is at most {MAX_WAIT_SECS} seconds"),
+        )
+        .with_field("wait"));
     }
+    // Subscribe before reading, so a change in between is not missed.
+    let mut events = state.hub.subscribe(id);
+    let mut job = find(&state, id).await?;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    while !job.status.is_terminal() && Instant::now() < deadline {
+        let next = deadline.min(Instant::now() + REREAD_EVERY);
+        let _ = tokio::time::timeout_at(next, events.recv()).await;
+        job = find(&state, id).await?;
+    }
+    Ok(Json(job).into_response())
+}
+
+/// `GET /jobs/{id}/events`: Server-Sent Events. Each event carries the
+/// whole job view: `status` on every status change (the first one at
+/// once), `progress` when the handler reports progress, and `done` once
+/// the job is finished, after which the stream ends.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_id(&id)?;
+    let subscription = state.hub.subscribe(id);
+    let first = find(&state, id).await?;
+
+    struct Cursor {
+        state: AppState,
+        subscription: crate::hub::Subscription,
+        last: Option<Job>,
+        pending: Option<Job>,
+        done: bool,
+    }
+    let cursor = Cursor {
+        state,
+        subscription,
+        last: None,
+        pending: Some(first),
+        done: false,
+    };
+    let stream = futures::stream::unfold(cursor, move |mut c| async move {
+        loop {
+            if c.done {
+                return None;
+            }
+            if let Some(job) = c.pending.take() {
+                let name = match &c.last {
+                    _ if job.status.is_terminal() => "done",
+                    Some(last) if last.status == job.status => "progress",
+                    _ => "status",
+                };
+                c.done = job.status.is_terminal();
+                let event = Event::default()
+                    .event(name)
+                    .json_data(&job)
+                    .expect("a job serializes");
+                c.last = Some(job);
+                return Some((Ok(event), c));
+            }
+            let wake = tokio::time::timeout(REREAD_EVERY, c.subscription.recv()).await;
+            if let Ok(Some(e)) = &wake {
+                if !matches!(
+                    e.kind,
+                    EventKind::Status | EventKind::Progress | EventKind::Report
+                ) {
+                    continue;
+                }
+            }
+            let Ok(Some(job)) = c.state.store.get(id).await else {
+                continue;
+            };
+            let changed = c
+                .last
+                .as_ref()
+                .is_none_or(|last| last.status != job.status || last.progress != job.progress);
+            if changed {
+                c.pending = Some(job);
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
+    kind: Option<String>,
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 /// `GET /jobs`: newest first. `?status=failed` lists the dead letters.
+/// Pages are stable: follow `next_cursor` until it is null.
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let status = query
-        .status
-        .map(|s| s.parse::<JobStatus>())
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).with_field("status"))?;
+    let bad = |field: &str, message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
+    };
+    let filter = ListFilter {
+        status: query
+            .status
+            .map(|s| s.parse::<JobStatus>())
+            .transpose()
+            .map_err(|e| bad("status", e.to_string()))?,
+        kind: query
+            .kind
+            .map(|k| jobs::Kind::parse(&k))
+            .transpose()
+            .map_err(|e| bad("kind", e.to_string()))?,
+        after: query
+            .cursor
+            .map(|c| c.parse::<JobId>())
+            .transpose()
+            .map_err(|_| bad("cursor", "not a cursor from a previous page".into()))?,
+    };
     let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return Err(bad(
+            "limit",
             format!("limit must be between 1 and {MAX_LIST_LIMIT}"),
-        )
-        .with_field("limit"));
+        ));
     }
-    let jobs = state.store.list(status, limit).await?;
-    Ok(Json(json!({ "jobs": jobs })).into_response())
+    let page = state.store.list(&filter, limit).await?;
+    Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next })).into_response())
 }
 
 /// `POST /jobs/{id}/cancel` and `DELETE /jobs/{id}`.
@@ -142,16 +310,20 @@ pub async fn cancel(
         // The supervisor stops the machine; the job ends `cancelled`.
         CancelResult::Cancelling => StatusCode::ACCEPTED,
         CancelResult::AlreadyFinished => {
-            let job = state.store.get(id).await?;
-            let status = job.map_or("finished".to_string(), |j| j.status.to_string());
+            let job = find(&state, id).await?;
             return Err(ApiError::conflict(format!(
-                "job {id} already {status}; nothing to cancel"
+                "job {id} already {}; nothing to cancel",
+                job.status
             )));
         }
         CancelResult::Missing => return Err(ApiError::not_found(format!("no job {id}"))),
     };
     tracing::info!(job = %id, "cancel requested");
-    job_response(&state, id, status).await
+    let job = find(&state, id).await?;
+    if job.status.is_terminal() {
+        state.callbacks.deliver(&job);
+    }
+    Ok((status, Json(job)).into_response())
 }
 
 /// `POST /jobs/{id}/retry`: failed or cancelled jobs only.
@@ -164,7 +336,7 @@ pub async fn retry(
         RetryResult::Queued => {
             tracing::info!(job = %id, "retried by request");
             state.launcher_wakeup.notify_one();
-            job_response(&state, id, StatusCode::OK).await
+            Ok(Json(find(&state, id).await?).into_response())
         }
         RetryResult::NotFinished => Err(ApiError::conflict(format!(
             "job {id} is neither failed nor cancelled; only those can be retried"
@@ -173,15 +345,12 @@ pub async fn retry(
     }
 }
 
-async fn job_response(
-    state: &AppState,
-    id: JobId,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
-    match state.store.get(id).await? {
-        Some(job) => Ok((status, Json(job)).into_response()),
-        None => Err(ApiError::not_found(format!("no job {id}"))),
-    }
+pub(crate) async fn find(state: &AppState, id: JobId) -> Result<Job, ApiError> {
+    state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
 fn parse_id(id: &str) -> Result<JobId, ApiError> {

@@ -3,15 +3,17 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /jobs` | submit a job (202 + `Location`) |
-//! | `GET /jobs` | list jobs, newest first (`status`, `limit`) |
-//! | `GET /jobs/{id}` | one job with its attempts |
+//! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `limit`, `cursor`) |
+//! | `GET /jobs/{id}` | one job with its attempts; `?wait=N` long-polls |
+//! | `GET /jobs/{id}/events` | Server-Sent Events: status, progress, done |
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
+//! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
 //! | `GET /healthz` | liveness and store reachability (no auth) |
 
 mod error;
 mod health;
-mod jobs;
+pub(crate) mod jobs;
 
 use std::sync::Arc;
 
@@ -34,6 +36,9 @@ pub struct AppState {
     /// Once triggered, new jobs are refused with 503 so clients retry
     /// against a peer.
     pub shutdown: crate::shutdown::Shutdown,
+    /// Job events, for long-polls and SSE streams.
+    pub hub: crate::hub::EventHub,
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 /// Liveness path, unauthenticated (fly.toml's health check uses it).
@@ -45,6 +50,15 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/retry", post(jobs::retry))
+        .route("/jobs/{id}/events", get(jobs::events))
+        .route(
+            "/schedules",
+            post(crate::schedules::create).get(crate::schedules::list),
+        )
+        .route(
+            "/schedules/{id}",
+            get(crate::schedules::get).delete(crate::schedules::delete),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.api.clone(),
             crate::auth::require_token,

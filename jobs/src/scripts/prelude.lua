@@ -30,12 +30,26 @@ local function publish(event)
   redis.call('PUBLISH', P .. 'events', cjson.encode(event))
 end
 
+-- Listing indexes are sorted sets with score 0, ordered by member: job
+-- ids are UUIDv7, so that order is creation order and a page cursor is
+-- simply the last id seen.
+local function status_indexes(key, status)
+  local kind = hget(key, 'kind')
+  return P .. 'status:' .. status, P .. 'status:' .. status .. ':' .. kind
+end
+
 -- The one place where a job's status changes: it keeps the per-status
 -- indexes right and tells every listener.
 local function set_status(id, key, from, to)
   redis.call('HSET', key, 'status', to, 'updated_at', int(NOW))
-  if from then redis.call('ZREM', P .. 'status:' .. from, id) end
-  redis.call('ZADD', P .. 'status:' .. to, hget(key, 'created_at'), id)
+  if from then
+    local by_status, by_status_kind = status_indexes(key, from)
+    redis.call('ZREM', by_status, id)
+    redis.call('ZREM', by_status_kind, id)
+  end
+  local by_status, by_status_kind = status_indexes(key, to)
+  redis.call('ZADD', by_status, 0, id)
+  redis.call('ZADD', by_status_kind, 0, id)
   publish({ id = id, type = 'status', status = to, attempt = tonumber(hget(key, 'attempt')) })
 end
 

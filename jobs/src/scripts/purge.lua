@@ -6,7 +6,13 @@ local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', int(cutoff), 'L
 for _, id in ipairs(ids) do
   local key = job_key(id)
   local status = hget(key, 'status')
-  if status then redis.call('ZREM', P .. 'status:' .. status, id) end
+  if status then
+    local by_status, by_status_kind = status_indexes(key, status)
+    redis.call('ZREM', by_status, id)
+    redis.call('ZREM', by_status_kind, id)
+  end
+  local kind = hget(key, 'kind')
+  if kind then redis.call('ZREM', P .. 'kind:' .. kind, id) end
   redis.call('DEL', key)
   redis.call('ZREM', P .. 'jobs', id)
   redis.call('ZREM', P .. 'finished', id)
