@@ -19,11 +19,14 @@ pub const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
 
 /// The JSON body of `POST /jobs`, as sent. Unknown fields are refused so
 /// a typo (`max_attempt`) is an error, not a silently ignored option.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
+    /// Which handler runs the job: `[a-z0-9][a-z0-9_.-]{0,63}`.
     pub kind: String,
+    /// Handed to the handler as is (default `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub params: Option<Value>,
     #[serde(default)]
     pub priority: Option<i32>,
@@ -48,7 +51,7 @@ pub struct JobRequest {
     pub callback_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffRequest {
     pub base_ms: Option<u64>,
@@ -56,7 +59,7 @@ pub struct BackoffRequest {
     pub jitter: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRequest {
     pub cpu_kind: Option<String>,

@@ -32,15 +32,18 @@ use crate::shutdown::Shutdown;
 /// The shortest interval `every_secs` accepts.
 pub const MIN_EVERY_SECS: u64 = 1;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     #[serde(default)]
     pub name: Option<String>,
+    /// 5 fields, or 6 with seconds first; UTC. Exclusive with `every_secs`.
     #[serde(default)]
     pub cron: Option<String>,
     #[serde(default)]
     pub every_secs: Option<u64>,
+    /// The body of the `POST /jobs` each tick submits.
+    #[schema(value_type = Object)]
     pub job: Value,
 }
 
@@ -114,6 +117,8 @@ fn check_template(job: &Value, api: &ApiSettings) -> Result<(), ApiError> {
 }
 
 /// `POST /schedules`.
+#[utoipa::path(post, path = "/schedules", tag = "schedules", request_body = ScheduleRequest,
+    responses((status = 201, body = Schedule), (status = 422, body = ApiError)))]
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let request: ScheduleRequest = parse_json(&body)?;
     let cadence = Cadence::parse(request.cron.as_deref(), request.every_secs)?;
@@ -149,12 +154,17 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
 }
 
 /// `GET /schedules`.
+#[utoipa::path(get, path = "/schedules", tag = "schedules",
+    responses((status = 200, description = "`{\"schedules\": [Schedule]}`", body = Object)))]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let schedules = state.store.list_schedules().await?;
     Ok(Json(json!({ "schedules": schedules })).into_response())
 }
 
 /// `GET /schedules/{id}`.
+#[utoipa::path(get, path = "/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses((status = 200, body = Schedule), (status = 404, body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -163,6 +173,9 @@ pub async fn get(
 }
 
 /// `DELETE /schedules/{id}`: no more ticks; jobs already submitted stay.
+#[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses((status = 204, description = "deleted"), (status = 404, body = ApiError)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

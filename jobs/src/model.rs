@@ -11,10 +11,13 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(Uuid);
 
@@ -51,8 +54,9 @@ impl FromStr for JobId {
 pub struct InvalidValue(pub String);
 
 /// A job kind: which handler runs it. `[a-z0-9][a-z0-9_.-]{0,63}`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
 pub struct Kind(String);
 
 impl Kind {
@@ -92,7 +96,9 @@ impl<'de> Deserialize<'de> for Kind {
 
 /// Where a job is in its life. Every change happens in exactly one script
 /// of [`crate::Store`]; the names say what the job is waiting for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its run time: delayed, or backing off before a retry.
@@ -154,7 +160,7 @@ impl FromStr for JobStatus {
 }
 
 /// How one attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -194,7 +200,7 @@ impl fmt::Display for Outcome {
 }
 
 /// The machine a job's attempts run on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MachineSpec {
     pub cpu_kind: String,
     pub cpus: u32,
@@ -222,7 +228,7 @@ pub struct JobSpec {
 }
 
 /// Exponential backoff between attempts, capped, with full jitter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Backoff {
     pub base_ms: u64,
     pub max_ms: u64,
@@ -240,7 +246,7 @@ impl Default for Backoff {
 }
 
 /// One attempt to run a job, as the API shows it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     pub number: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,7 +270,7 @@ pub struct Attempt {
 }
 
 /// How far the running handler says it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// 0..=100.
     pub percent: u8,
@@ -273,11 +279,12 @@ pub struct Progress {
 }
 
 /// A job as `GET /jobs/{id}` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     pub id: JobId,
     pub kind: Kind,
     pub status: JobStatus,
+    #[schema(value_type = Object)]
     pub params: Value,
     pub priority: i32,
     pub max_attempts: u32,
@@ -287,6 +294,7 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -23,7 +23,7 @@ use crate::model::{millis_to_time, JobId};
 use crate::store::{Result, Store};
 
 /// A schedule as stored and shown.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +33,7 @@ pub struct Schedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every_secs: Option<u64>,
     /// The body of the `POST /jobs` each tick submits.
+    #[schema(value_type = Object)]
     pub job: Value,
     pub created_at: DateTime<Utc>,
     /// Filled in when read: when the next tick is due.

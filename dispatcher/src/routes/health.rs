@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 
 use super::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "the store answers"), (status = 503, description = "the store does not answer")))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({"status": "ok"}))),

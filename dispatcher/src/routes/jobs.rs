@@ -31,6 +31,17 @@ const REREAD_EVERY: Duration = Duration::from_secs(1);
 /// `POST /jobs`: validate, store, answer 202. Nothing slow happens here:
 /// the launcher picks the job up. A repeat under the same idempotency key
 /// answers 200 with the first job; a different request under it, 409.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "same as the idempotency_key field")),
+    responses(
+        (status = 202, description = "stored; runs when a machine slot is free", body = Job),
+        (status = 200, description = "a repeat under the same idempotency key: the first job", body = Job),
+        (status = 400, description = "malformed JSON", body = ApiError),
+        (status = 409, description = "idempotency key used for another request", body = ApiError),
+        (status = 413, description = "body too large", body = ApiError),
+        (status = 415, description = "not JSON", body = ApiError),
+        (status = 422, description = "invalid job; `field` names the problem", body = ApiError),
+        (status = 503, description = "shutting down or store unavailable", body = ApiError)))]
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -146,8 +157,9 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     Ok(value)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// Long-poll: answer as soon as the job is finished, or after this
     /// many seconds (at most [`MAX_WAIT_SECS`]).
@@ -155,6 +167,9 @@ pub struct GetQuery {
 }
 
 /// `GET /jobs/{id}`, optionally long-polling with `?wait=N`.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "job id"), GetQuery),
+    responses((status = 200, body = Job), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -186,6 +201,11 @@ pub async fn get(
 /// whole job view: `status` on every status change (the first one at
 /// once), `progress` when the handler reports progress, and `done` once
 /// the job is finished, after which the stream ends.
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses(
+        (status = 200, description = "text/event-stream of `status`, `progress` and `done` events, each with the job as data", content_type = "text/event-stream", body = Job),
+        (status = 404, body = ApiError)))]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -251,8 +271,9 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     status: Option<String>,
     kind: Option<String>,
@@ -263,6 +284,8 @@ pub struct ListQuery {
 
 /// `GET /jobs`: newest first. `?status=failed` lists the dead letters.
 /// Pages are stable: follow `next_cursor` until it is null.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "`{\"jobs\": [Job], \"next_cursor\": id or null}`", body = Object), (status = 400, body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -299,8 +322,31 @@ pub async fn list(
     Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next })).into_response())
 }
 
-/// `POST /jobs/{id}/cancel` and `DELETE /jobs/{id}`.
-pub async fn cancel(
+/// `POST /jobs/{id}/cancel`.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses(
+        (status = 200, description = "cancelled before it ran", body = Job),
+        (status = 202, description = "its machine is being stopped", body = Job),
+        (status = 404, body = ApiError),
+        (status = 409, description = "already finished", body = ApiError)))]
+pub async fn cancel(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
+    cancel_job(state, id).await
+}
+
+/// `DELETE /jobs/{id}`: the same as cancel.
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses(
+        (status = 200, description = "cancelled before it ran", body = Job),
+        (status = 202, description = "its machine is being stopped", body = Job),
+        (status = 404, body = ApiError),
+        (status = 409, description = "already finished", body = ApiError)))]
+pub async fn delete(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
+    cancel_job(state, id).await
+}
+
+async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -327,6 +373,9 @@ pub async fn cancel(
 }
 
 /// `POST /jobs/{id}/retry`: failed or cancelled jobs only.
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ApiError), (status = 409, description = "not failed or cancelled", body = ApiError)))]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -10,6 +10,7 @@
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
 //! | `GET /healthz` | liveness and store reachability (no auth) |
+//! | `GET /openapi.json` | the OpenAPI 3 description of all of the above (no auth) |
 
 mod error;
 mod health;
@@ -18,7 +19,7 @@ pub(crate) mod jobs;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use tokio::sync::Notify;
 
@@ -44,29 +45,73 @@ pub struct AppState {
 /// Liveness path, unauthenticated (fly.toml's health check uses it).
 pub const HEALTH_PATH: &str = "/healthz";
 
+/// The OpenAPI document's frame; paths and schemas come from the
+/// handlers' annotations as the router registers them.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "machine-jobs dispatcher", description = "Runs each background job on a fresh Fly Machine."),
+    components(schemas(::jobs::Job, ::jobs::Schedule, ApiError)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The routes and their OpenAPI description, built together so they can
+/// never drift apart: a route exists only through its annotated handler.
+pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
+    use crate::schedules;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    let (protected, mut doc) =
+        OpenApiRouter::<AppState>::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+            .routes(routes!(jobs::submit, jobs::list))
+            .routes(routes!(jobs::get, jobs::delete))
+            .routes(routes!(jobs::cancel))
+            .routes(routes!(jobs::retry))
+            .routes(routes!(jobs::events))
+            .routes(routes!(schedules::create, schedules::list))
+            .routes(routes!(schedules::get, schedules::delete))
+            .split_for_parts();
+    let (open, health_doc) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(health::healthz))
+        .split_for_parts();
+    doc.merge(health_doc);
+    (open, protected, doc)
+}
+
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/jobs", post(jobs::submit).get(jobs::list))
-        .route("/jobs/{id}", get(jobs::get).delete(jobs::cancel))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/jobs/{id}/retry", post(jobs::retry))
-        .route("/jobs/{id}/events", get(jobs::events))
-        .route(
-            "/schedules",
-            post(crate::schedules::create).get(crate::schedules::list),
-        )
-        .route(
-            "/schedules/{id}",
-            get(crate::schedules::get).delete(crate::schedules::delete),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            state.api.clone(),
-            crate::auth::require_token,
-        ));
+    let (open, protected, doc) = routes();
+    let protected = protected.layer(axum::middleware::from_fn_with_state(
+        state.api.clone(),
+        crate::auth::require_token,
+    ));
     Router::new()
-        .route(HEALTH_PATH, get(health::healthz))
+        .merge(open)
+        .route(OPENAPI_PATH, get(move || async move { axum::Json(doc) }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.api.body_limit))
         .with_state(state)
 }
+
+/// Where the OpenAPI document is served (no auth: it holds no data).
+pub const OPENAPI_PATH: &str = "/openapi.json";

@@ -1,0 +1,98 @@
+//! The OpenAPI description: generated from the handlers as the router
+//! registers them, served at /openapi.json, every documented operation
+//! really routed, and a committed copy (`dispatcher/openapi.json`) that
+//! must match, so an API change shows up in review.
+//! Regenerate it with `UPDATE_OPENAPI=1 cargo test --test openapi`.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use support::spawn_system;
+
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dispatcher/openapi.json");
+
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_description_matches_the_routes() {
+    let system = spawn_system().await;
+    let doc: Value = system
+        .http
+        .get(system.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+
+    let expected: BTreeSet<(String, String)> = [
+        ("POST", "/jobs"),
+        ("GET", "/jobs"),
+        ("GET", "/jobs/{id}"),
+        ("DELETE", "/jobs/{id}"),
+        ("POST", "/jobs/{id}/cancel"),
+        ("POST", "/jobs/{id}/retry"),
+        ("GET", "/jobs/{id}/events"),
+        ("POST", "/schedules"),
+        ("GET", "/schedules"),
+        ("GET", "/schedules/{id}"),
+        ("DELETE", "/schedules/{id}"),
+        ("GET", "/healthz"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(operations(&doc), expected);
+
+    // Every documented operation is routed: the fallback's "no such route"
+    // never answers it.
+    for (method, path) in operations(&doc) {
+        let path = path.replace("{id}", "0190a3f4-0000-7000-8000-000000000000");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = system
+            .http
+            .request(method.clone(), system.url(&path))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains("no such route"),
+            "{method} {path} is documented but not routed"
+        );
+    }
+    let job = &doc["components"]["schemas"]["Job"]["properties"];
+    for field in ["id", "status", "attempts", "result", "progress"] {
+        assert!(job.get(field).is_some(), "Job schema lacks {field}");
+    }
+
+    let generated = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(SNAPSHOT, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "dispatcher/openapi.json is out of date; run UPDATE_OPENAPI=1 cargo test --test openapi and review the diff"
+    );
+    system.stop().await;
+}
