@@ -165,15 +165,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_nothing_is_stored() {
     let (status, error) = send_raw(&system, json_ct, big).await;
     assert_eq!(status, 413, "{error}");
 
-    let listed: Value = system
-        .http
-        .get(system.url("/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = system.get_json("/jobs").await;
     assert_eq!(listed["jobs"], json!([]), "a refused job was stored");
     assert_eq!(system.mock_stats().created, 0);
     system.stop().await;
@@ -229,15 +221,7 @@ async fn list_is_newest_first_with_a_limit() {
         assert_eq!(job["status"], "scheduled");
         ids.push(job["id"].as_str().unwrap().to_string());
     }
-    let listed: Value = system
-        .http
-        .get(system.url("/jobs?limit=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = system.get_json("/jobs?limit=2").await;
     let got: Vec<&str> = listed["jobs"]
         .as_array()
         .unwrap()

@@ -81,15 +81,7 @@ async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
         job["error"].as_str().unwrap().contains("code 42"),
         "{job:#}"
     );
-    let dead: Value = system
-        .http
-        .get(system.url("/jobs?status=failed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dead: Value = system.get_json("/jobs?status=failed").await;
     assert_eq!(dead["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(dead["jobs"][0]["id"], job["id"]);
 

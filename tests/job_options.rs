@@ -227,14 +227,8 @@ async fn long_poll_returns_when_the_job_finishes() {
         .await;
     let started = Instant::now();
     let polled: Value = system
-        .http
-        .get(system.url(&format!("/jobs/{}?wait=30", id(&job))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/jobs/{}?wait=30", id(&job)))
+        .await;
     assert_eq!(polled["status"], "succeeded");
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -247,14 +241,8 @@ async fn long_poll_returns_when_the_job_finishes() {
         .await;
     let started = Instant::now();
     let polled: Value = system
-        .http
-        .get(system.url(&format!("/jobs/{}?wait=1", id(&waiting))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/jobs/{}?wait=1", id(&waiting)))
+        .await;
     assert_eq!(polled["status"], "scheduled");
     assert!(started.elapsed() >= Duration::from_millis(900));
     let too_long = system
@@ -428,15 +416,7 @@ async fn schedules_fire_once_per_tick_across_three_dispatchers() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
 
-    let listed: Value = system
-        .http
-        .get(system.url("/jobs?kind=echo&limit=100"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = system.get_json("/jobs?kind=echo&limit=100").await;
     let mut ticks: Vec<i64> = listed["jobs"]
         .as_array()
         .unwrap()

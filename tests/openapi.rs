@@ -31,15 +31,7 @@ fn operations(doc: &Value) -> BTreeSet<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_description_matches_the_routes() {
     let system = spawn_system().await;
-    let doc: Value = system
-        .http
-        .get(system.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = system.get_json("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 
     let expected: BTreeSet<(String, String)> = [

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
-use mock_machines::{MockConfig, MockServer};
+use mock_machines::MockServer;
 use serde_json::{json, Value};
-use support::{TempDir, APP, FLY_TOKEN};
-use tokio::net::TcpListener;
+use support::{free_port, start_mock, start_valkey, TempDir, APP, FLY_TOKEN};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -38,17 +37,8 @@ impl Cluster {
     async fn start() -> Self {
         let dir = TempDir::new();
         let store_dir = dir.path.join("valkey");
-        let store = start_store(&store_dir, None).await;
-        let mock = MockServer::start(
-            MockConfig {
-                token: FLY_TOKEN.into(),
-                rate_limits: false,
-                ..MockConfig::default()
-            },
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await
-        .unwrap();
+        let store = start_valkey(&store_dir, None).await;
+        let mock = start_mock().await;
         Self {
             store,
             store_dir,
@@ -167,30 +157,6 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A store with AOF on, on `port` (a free one when `None`).
-async fn start_store(dir: &Path, port: Option<u16>) -> LocalValkey {
-    for _ in 0..5 {
-        let port = match port {
-            Some(port) => port,
-            None => free_port().await,
-        };
-        if let Ok(server) = LocalValkey::start(port, dir, true).await {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not start a Valkey-compatible server");
 }
 
 fn kill_9(dispatcher: &Dispatcher) {
@@ -349,7 +315,7 @@ async fn jobs_finish_across_a_valkey_restart() {
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.store = start_store(&cluster.store_dir, Some(port)).await;
+    cluster.store = start_valkey(&cluster.store_dir, Some(port)).await;
 
     let jobs = cluster
         .wait_all(&dispatcher, &ids, Duration::from_secs(120))

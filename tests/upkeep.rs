@@ -128,15 +128,7 @@ async fn finished_jobs_are_removed_after_their_retention() {
         0,
         "the index entry went with it"
     );
-    let listed: serde_json::Value = system
-        .http
-        .get(system.url("/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = system.get_json("/jobs").await;
     let listed: Vec<&str> = listed["jobs"]
         .as_array()
         .unwrap()

@@ -112,15 +112,7 @@ async fn retryable_failure_uses_every_attempt_then_dead_letters() {
     // Each attempt had its own machine.
     assert_ne!(attempts[0]["machine_id"], attempts[1]["machine_id"]);
 
-    let dead: Value = system
-        .http
-        .get(system.url("/jobs?status=failed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dead: Value = system.get_json("/jobs?status=failed").await;
     assert_eq!(dead["jobs"][0]["id"], id);
     system.assert_all_machines_destroyed().await;
     system.stop().await;

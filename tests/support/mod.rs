@@ -69,18 +69,8 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
         dispatcher::telemetry::init(dispatcher::telemetry::LogFormat::Human);
     }
     let dir = TempDir::new();
-    let valkey = start_valkey(&dir).await;
-
-    let mock = MockServer::start(
-        MockConfig {
-            token: FLY_TOKEN.into(),
-            rate_limits: false,
-            ..MockConfig::default()
-        },
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let valkey = start_valkey(&dir.path.join("valkey"), None).await;
+    let mock = start_mock().await;
 
     let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
     let settings = settings(&options, &valkey.url(), machines_config.clone());
@@ -137,20 +127,43 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
     )
 }
 
-async fn start_valkey(dir: &TempDir) -> LocalValkey {
-    // A free port can be taken between probing and binding: try a few.
+/// A Valkey-compatible server with AOF, its files in `dir`, on `port` (a
+/// free one when `None`; a free port can be taken between probing and
+/// binding, so a few tries).
+pub async fn start_valkey(dir: &std::path::Path, port: Option<u16>) -> LocalValkey {
     for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if let Ok(server) = LocalValkey::start(port, &dir.path.join("valkey"), true).await {
+        let port = match port {
+            Some(port) => port,
+            None => free_port().await,
+        };
+        if let Ok(server) = LocalValkey::start(port, dir, true).await {
             return server;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
+}
+
+pub async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The mock Machines API on a free port, rate limits off (tests create
+/// machines faster than Fly's 1/s per app).
+pub async fn start_mock() -> MockServer {
+    let config = MockConfig {
+        token: FLY_TOKEN.into(),
+        rate_limits: false,
+        ..MockConfig::default()
+    };
+    MockServer::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap()
 }
 
 impl TestSystem {
@@ -188,6 +201,12 @@ impl TestSystem {
         let job: Value = response.json().await.unwrap();
         assert_eq!(location, format!("/jobs/{}", job["id"].as_str().unwrap()));
         job
+    }
+
+    /// `GET path`, parsed as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
     }
 
     pub async fn job(&self, id: &str) -> Value {
