@@ -3,20 +3,30 @@
 use jobs::{AttemptRef, JobId, Store};
 use tokio::sync::watch;
 
-/// The handler's view of its attempt.
+use crate::StopReason;
+
+/// The handler's view of its attempt: who it is, a way to report progress,
+/// and the signal to stop. Cheap to clone (to hand to spawned tasks).
 #[derive(Clone)]
 pub struct Context {
     store: Store,
     attempt: AttemptRef,
-    cancelled: watch::Receiver<bool>,
+    stop: watch::Receiver<Option<StopReason>>,
+    span: tracing::Span,
 }
 
 impl Context {
-    pub(crate) fn new(store: Store, attempt: AttemptRef, cancelled: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        attempt: AttemptRef,
+        stop: watch::Receiver<Option<StopReason>>,
+        span: tracing::Span,
+    ) -> Self {
         Self {
             store,
             attempt,
-            cancelled,
+            stop,
+            span,
         }
     }
 
@@ -29,8 +39,17 @@ impl Context {
         self.attempt.attempt
     }
 
+    /// The `attempt` span (fields `job` and `attempt`) the handler runs in.
+    /// The handler's own logs are already inside it; instrument tasks it
+    /// spawns with it (`task.instrument(ctx.span().clone())`) so their logs
+    /// say which job they belong to as well.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// Reports progress (`percent` is clamped to 0..=100), shown by
-    /// `GET /jobs/{id}`. A failure to record it is logged, not fatal.
+    /// `GET /jobs/{id}` as `"progress": {"percent": .., "message": ..}`. A
+    /// failure to record it is logged, not fatal: progress is advisory.
     pub async fn progress(&self, percent: u8, message: impl Into<String>) {
         match self
             .store
@@ -43,15 +62,24 @@ impl Context {
         }
     }
 
+    /// Whether the handler was asked to stop; see [`Context::cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        *self.cancelled.borrow()
+        self.stop.borrow().is_some()
     }
 
-    /// Resolves once the job is cancelled or the attempt is no longer
-    /// current; long handlers `select!` on it to stop early.
+    /// Why the handler was asked to stop, if it was.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once the handler should stop: the job was cancelled, the
+    /// attempt is no longer current, the machine is stopping, or the job's
+    /// timeout is near ([`crate::wrap_up_window`] before it). Long handlers
+    /// `select!` on it to return early, with a result or an error.
     pub async fn cancelled(&self) {
-        let mut rx = self.cancelled.clone();
-        // An error means the runner is shutting down: treat it as cancelled.
-        let _ = rx.wait_for(|c| *c).await;
+        let mut rx = self.stop.clone();
+        // An error means the attempt is over (the sender is gone): a task
+        // that outlives its handler must stop too.
+        let _ = rx.wait_for(Option::is_some).await;
     }
 }

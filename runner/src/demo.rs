@@ -4,7 +4,7 @@
 //! | kind | params | does |
 //! | --- | --- | --- |
 //! | `echo` | anything | returns the params |
-//! | `sleep` | `{"ms": N, "trace_dir": D}` | sleeps N ms (stops early when cancelled), returns `{"slept_ms": N}`; with `trace_dir`, first writes an empty file `D/{job}-{attempt}-{pid}` |
+//! | `sleep` | `{"ms": N, "trace_dir": D}` | sleeps N ms (stops early when asked to stop), returns `{"slept_ms": N}`; with `trace_dir`, first writes an empty file `D/{job}-{attempt}-{pid}` |
 //! | `fail` | `{"permanent": bool, "message": "..."}` | returns an error, permanent if asked |
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
@@ -44,7 +44,10 @@ async fn sleep(ctx: Context, params: Value) -> Result<Value, JobError> {
     }
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({"slept_ms": ms})),
-        _ = ctx.cancelled() => Err(JobError::retryable("cancelled while sleeping")),
+        _ = ctx.cancelled() => Err(JobError::retryable(match ctx.stop_reason() {
+            Some(reason) => format!("stopped while sleeping: {reason}"),
+            None => "stopped while sleeping".to_string(),
+        })),
     }
 }
 

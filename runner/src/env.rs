@@ -21,6 +21,16 @@ pub struct RunnerEnv {
     pub heartbeat_ms: u64,
 }
 
+/// The variables a command does not inherit from the runner: with the
+/// token and the store's URL job code could write to the store, and the
+/// other two are the runner's business only.
+pub(crate) const RUNNER_ONLY: [&str; 4] = [
+    "JOB_TOKEN",
+    "JOBS_STORE_URL",
+    "JOBS_NAMESPACE",
+    "JOB_HEARTBEAT_MS",
+];
+
 #[derive(Debug, thiserror::Error)]
 #[error("incomplete environment: {0}")]
 pub struct EnvError(String);

@@ -1,35 +1,70 @@
-//! The runner: the program booted in every job machine.
+//! The runner: the program booted in every job machine, and the library to
+//! write job handlers with.
 //!
+//! ## What it does
 //! It reads which attempt it is from its environment ([`RunnerEnv`]),
 //! claims that attempt in the job store (`starting` → `running`), runs the
-//! handler registered for the job's kind while it heartbeats, reports the
-//! result or error, and exits. Heartbeats, fencing and result writing live
-//! here, never in handler code: a handler is just
-//! `async fn(Context, Value) -> Result<Value, JobError>`.
+//! handler registered for the job's kind while a watchdog heartbeats,
+//! reports the result or error, and exits with one of the [`exit`] codes.
+//! Heartbeats, fencing and result writing live here, never in handler code:
+//! a handler only computes, so it cannot get the protocol wrong, and job
+//! code never holds the attempt's token.
+//!
+//! ## Handlers in Rust
+//! A handler is an async function of a [`Context`] and its params that
+//! returns a result or a [`JobError`]. The params are anything
+//! [`FromParams`]: the raw [`serde_json::Value`], or [`Json<T>`] for any
+//! `T: Deserialize` (params that don't fit fail the attempt permanently,
+//! naming the field). The result is anything `Serialize`.
 //!
 //! ```no_run
-//! use runner::{Context, JobError, Runner};
-//! use serde_json::{json, Value};
+//! use runner::{Context, JobError, Json, Runner};
+//! use serde::{Deserialize, Serialize};
 //!
-//! async fn thumbnail(ctx: Context, params: Value) -> Result<Value, JobError> {
-//!     tracing::info!(job = %ctx.job_id(), "making a thumbnail");
-//!     Ok(json!({"done": params}))
+//! #[derive(Deserialize)]
+//! struct Resize { image: String, width: u32 }
+//!
+//! #[derive(Serialize)]
+//! struct Resized { path: String }
+//!
+//! async fn resize(ctx: Context, Json(p): Json<Resize>) -> Result<Resized, JobError> {
+//!     ctx.progress(50, "resizing").await;
+//!     tracing::info!(image = %p.image, "resizing");
+//!     Ok(Resized { path: format!("{}-{}w.png", p.image, p.width) })
 //! }
 //!
 //! fn main() {
-//!     Runner::new().handler("thumbnail", thumbnail).main()
+//!     Runner::new().handler("resize", resize).main()
 //! }
 //! ```
 //!
-//! Exit codes: see [`exit`].
+//! ## Commands, in any language
+//! A kind may instead run a program ([`Runner::command`], or configuration
+//! read by [`Runner::main`]: see [`Commands`]); [`command`] documents the
+//! contract: params on stdin, the result as the last JSON line on stdout,
+//! `PROGRESS` lines on stderr, exit code 65 for a permanent failure.
+//!
+//! ## Stopping
+//! [`Context::cancelled`] resolves when the job is cancelled, when the
+//! machine is being stopped (SIGTERM), when the attempt was superseded, and
+//! [`wrap_up_window`] before the job's timeout, so a handler can save its
+//! work and return. At the timeout itself the runner stops waiting, drops
+//! the handler (killing a command's process group) and reports the timeout.
 
+pub mod command;
+mod config;
 mod context;
 pub mod demo;
 mod env;
 mod error;
+mod extract;
 mod run;
+mod stop;
 
+pub use config::{Commands, ConfigError, COMMANDS_VAR, CONFIG_VAR, DEFAULT_CONFIG_PATH};
 pub use context::Context;
 pub use env::{EnvError, RunnerEnv};
 pub use error::JobError;
+pub use extract::{FromParams, Json};
 pub use run::{exit, Runner};
+pub use stop::{wrap_up_window, StopReason};

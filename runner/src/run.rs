@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use jobs::{Heartbeat, Report, Store, StoreConfig};
+use futures::FutureExt;
+use jobs::{Report, Store, StoreConfig};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{Context, JobError, RunnerEnv};
+use crate::extract::{erase, FromParams, Handler};
+use crate::stop::{watch_attempt, wrap_up_window};
+use crate::{Commands, ConfigError, Context, EnvError, JobError, RunnerEnv, StopReason};
 
 /// The runner's exit codes. The dispatcher does not rely on them (it reads
 /// the report from the store), but they make a machine's log readable.
@@ -25,12 +29,19 @@ pub mod exit {
     pub const STALE: i32 = 3;
     /// The job store could not be reached.
     pub const STORE_UNAVAILABLE: i32 = 75;
-    /// The environment is incomplete (see [`crate::RunnerEnv`]).
+    /// The environment is incomplete (see [`crate::RunnerEnv`]) or the
+    /// command configuration is invalid (see [`crate::Commands`]).
     pub const BAD_ENVIRONMENT: i32 = 78;
 }
 
-type Handler =
-    Arc<dyn Fn(Context, Value) -> BoxFuture<'static, Result<Value, JobError>> + Send + Sync>;
+/// Why the runner cannot start ([`exit::BAD_ENVIRONMENT`]).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 /// Handlers by kind, and the loop that runs one attempt.
 #[derive(Clone, Default)]
@@ -48,25 +59,62 @@ impl Runner {
         crate::demo::register(Self::new())
     }
 
-    /// Registers `handler` for jobs of `kind`.
-    pub fn handler<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    /// Registers `handler` for jobs of `kind` (replacing an earlier one).
+    ///
+    /// Its second argument is anything [`FromParams`]: [`Value`] for the
+    /// params as they are, [`crate::Json<T>`] to deserialize them (params
+    /// that don't fit fail the attempt permanently). It returns anything
+    /// [`Serialize`] as the job's result.
+    pub fn handler<F, P, Fut, R>(mut self, kind: &str, handler: F) -> Self
     where
-        F: Fn(Context, Value) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Value, JobError>> + Send + 'static,
+        F: Fn(Context, P) -> Fut + Send + Sync + 'static,
+        P: FromParams,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+        R: Serialize,
     {
-        let handler: Handler = Arc::new(move |ctx, params| Box::pin(handler(ctx, params)));
-        self.handlers.insert(kind.to_string(), handler);
+        self.handlers.insert(kind.to_string(), erase(handler));
         self
     }
 
-    /// Reads the environment, runs the attempt and exits the process with
-    /// one of the [`exit`] codes. Call it from your `main`.
+    /// Runs jobs of `kind` with a command: `argv` is the program and its
+    /// arguments. See [`crate::command`] for the contract with it.
+    ///
+    /// # Panics
+    /// When `argv` is empty: a command needs a program.
+    pub fn command<S: Into<String>>(self, kind: &str, argv: impl IntoIterator<Item = S>) -> Self {
+        let argv: Arc<[String]> = argv.into_iter().map(Into::into).collect();
+        assert!(!argv.is_empty(), "the command for kind {kind:?} is empty");
+        self.handler(kind, move |ctx, params: Value| {
+            let argv = Arc::clone(&argv);
+            async move { crate::command::run(&argv, ctx, params).await }
+        })
+    }
+
+    /// Adds configured commands. A configured kind that already has a
+    /// handler (in Rust, or a command added in code) is refused with
+    /// [`ConfigError::Conflict`]: code and configuration would disagree on
+    /// what the kind does, and neither should win silently.
+    pub fn commands(mut self, commands: Commands) -> Result<Self, ConfigError> {
+        for (kind, argv) in commands {
+            if self.handlers.contains_key(&kind) {
+                return Err(ConfigError::Conflict(kind));
+            }
+            self = self.command(&kind, argv);
+        }
+        Ok(self)
+    }
+
+    /// Reads the environment and the command configuration, runs the
+    /// attempt and exits the process with one of the [`exit`] codes. Call it
+    /// from your `main`. SIGTERM or SIGINT (the machine being stopped) asks
+    /// the handler to stop ([`StopReason::Shutdown`]).
     pub fn main(self) -> ! {
+        keep_secrets_from_peers();
         init_logging();
-        let env = match RunnerEnv::from_env() {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::error!(error = %e, "runner cannot start");
+        let (runner, env) = match self.configure() {
+            Ok(configured) => configured,
+            Err(error) => {
+                tracing::error!(%error, "runner cannot start");
                 std::process::exit(exit::BAD_ENVIRONMENT);
             }
         };
@@ -75,18 +123,34 @@ impl Runner {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let code = runtime.block_on(self.run(env));
+        let code = runtime.block_on(async {
+            let shutdown = stop_signal();
+            runner.run_until(env, shutdown).await
+        });
         std::process::exit(code)
+    }
+
+    /// The environment and this runner with the configured commands.
+    fn configure(self) -> Result<(Self, RunnerEnv), StartError> {
+        let env = RunnerEnv::from_env()?;
+        let runner = self.commands(Commands::from_env()?)?;
+        Ok((runner, env))
     }
 
     /// Runs one attempt and returns the exit code. Every log line carries
     /// the job id and attempt number.
     pub async fn run(&self, env: RunnerEnv) -> i32 {
-        let span = tracing::info_span!("attempt", job = %env.attempt.job_id, attempt = env.attempt.attempt);
-        self.run_attempt(env).instrument(span).await
+        self.run_until(env, futures::future::pending().boxed())
+            .await
     }
 
-    async fn run_attempt(&self, env: RunnerEnv) -> i32 {
+    /// [`Runner::run`], asking the handler to stop when `shutdown` resolves.
+    async fn run_until(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
+        let span = tracing::info_span!("attempt", job = %env.attempt.job_id, attempt = env.attempt.attempt);
+        self.run_attempt(env, shutdown).instrument(span).await
+    }
+
+    async fn run_attempt(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
         let attempt = env.attempt.clone();
         let mut config = StoreConfig::new(&env.store_url);
         config.namespace = env.namespace.clone();
@@ -111,13 +175,19 @@ impl Runner {
         let started = Instant::now();
         tracing::info!(kind = %job.kind, timeout_secs = job.timeout_secs, "attempt started");
 
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            store.clone(),
-            attempt.clone(),
-            Duration::from_millis(env.heartbeat_ms.max(10)),
-            cancel_tx,
-        ));
+        let timeout = Duration::from_secs(job.timeout_secs);
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let watchdog = tokio::spawn(
+            watch_attempt(
+                store.clone(),
+                attempt.clone(),
+                Duration::from_millis(env.heartbeat_ms.max(10)),
+                timeout.saturating_sub(wrap_up_window(timeout)),
+                shutdown,
+                stop_tx,
+            )
+            .in_current_span(),
+        );
 
         let report = match self.handlers.get(job.kind.as_str()) {
             None => Report::Error {
@@ -125,40 +195,31 @@ impl Runner {
                 permanent: true,
             },
             Some(handler) => {
-                let ctx = Context::new(store.clone(), attempt.clone(), cancel_rx);
-                let timeout = Duration::from_secs(job.timeout_secs);
-                match tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await {
-                    Ok(Ok(value)) => Report::Result(value),
-                    Ok(Err(e)) => Report::Error {
-                        message: e.to_string(),
-                        permanent: e.is_permanent(),
-                    },
-                    Err(_) => Report::TimedOut {
-                        message: format!(
-                            "timed out after {}s (runner's own guard)",
-                            job.timeout_secs
-                        ),
-                    },
-                }
+                let span = tracing::Span::current();
+                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span);
+                let outcome = tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await;
+                let stopped = *stop_rx.borrow();
+                report_for(outcome.ok(), stopped, job.timeout_secs)
             }
         };
-        heartbeat.abort();
+        watchdog.abort();
 
-        let (outcome, code) = match &report {
-            Report::Result(_) => ("succeeded", exit::SUCCEEDED),
-            Report::Error { .. } => ("error", exit::HANDLER_FAILED),
-            Report::TimedOut { .. } => ("timed_out", exit::HANDLER_FAILED),
+        let (outcome, code, error) = match &report {
+            Report::Result(_) => ("succeeded", exit::SUCCEEDED, None),
+            Report::Error { message, .. } => ("error", exit::HANDLER_FAILED, Some(message)),
+            Report::TimedOut { message } => ("timed_out", exit::HANDLER_FAILED, Some(message)),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         match store.report(&attempt, &report).await {
             Ok(true) => {
-                tracing::info!(outcome, duration_ms, "attempt finished");
+                tracing::info!(outcome, duration_ms, error, "attempt finished");
                 code
             }
             Ok(false) => {
                 tracing::warn!(
                     outcome,
                     duration_ms,
+                    error,
                     "attempt no longer current; report discarded"
                 );
                 exit::STALE
@@ -171,23 +232,64 @@ impl Runner {
     }
 }
 
-/// Tells the store we are alive, and learns of cancellation from it.
-async fn heartbeat_loop(
-    store: Store,
-    attempt: jobs::AttemptRef,
-    every: Duration,
-    cancel: watch::Sender<bool>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match store.heartbeat(&attempt).await {
-            Ok(Heartbeat::Alive) => {}
-            Ok(Heartbeat::CancelRequested) | Ok(Heartbeat::Stale) => {
-                let _ = cancel.send(true);
+/// What to report for a handler's outcome (`None`: still running at the
+/// timeout). A retryable error after the wrap-up signal is the timeout
+/// showing through the handler, and is reported as such.
+fn report_for(
+    outcome: Option<Result<Value, JobError>>,
+    stopped: Option<StopReason>,
+    timeout_secs: u64,
+) -> Report {
+    match outcome {
+        Some(Ok(value)) => Report::Result(value),
+        Some(Err(JobError::Retryable(message))) if stopped == Some(StopReason::Deadline) => {
+            Report::TimedOut {
+                message: format!(
+                    "stopped before the {timeout_secs}s timeout (the runner's wrap-up signal): {message}"
+                ),
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+        Some(Err(e)) => Report::Error {
+            message: e.to_string(),
+            permanent: e.is_permanent(),
+        },
+        None => Report::TimedOut {
+            message: format!("timed out after {timeout_secs}s (runner's own guard)"),
+        },
+    }
+}
+
+/// The runner's memory and environment hold the attempt's token. A
+/// non-dumpable process's `/proc/<pid>/environ` and `mem` are readable by
+/// root only, so a command running as the runner's (non-root) user cannot
+/// take the token from there either.
+fn keep_secrets_from_peers() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no
+    // memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT: how the platform stops a
+/// machine. Registered at once, so a signal that comes early still counts.
+fn stop_signal() -> BoxFuture<'static, ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("got SIGTERM"),
+                _ = int.recv() => tracing::info!("got SIGINT"),
+            }
+        }
+        .boxed(),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; a machine stop will kill the handler outright");
+            futures::future::pending().boxed()
         }
     }
 }
@@ -204,5 +306,59 @@ fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reports_follow_the_outcome() {
+        assert_eq!(
+            report_for(Some(Ok(json!(1))), None, 5),
+            Report::Result(json!(1))
+        );
+        assert_eq!(
+            report_for(Some(Err(JobError::permanent("bad"))), None, 5),
+            Report::Error {
+                message: "bad".into(),
+                permanent: true
+            }
+        );
+        assert!(matches!(report_for(None, None, 5), Report::TimedOut { .. }));
+    }
+
+    #[test]
+    fn a_retryable_error_at_the_wrap_up_signal_is_a_timeout() {
+        let stopped = Some(StopReason::Deadline);
+        let Report::TimedOut { message } =
+            report_for(Some(Err(JobError::retryable("gave up"))), stopped, 30)
+        else {
+            panic!("not a timeout")
+        };
+        assert!(message.ends_with(": gave up"), "{message}");
+        // A result, or a permanent error, still counts as such.
+        assert_eq!(
+            report_for(Some(Ok(json!(2))), stopped, 30),
+            Report::Result(json!(2))
+        );
+        assert!(matches!(
+            report_for(Some(Err(JobError::permanent("no"))), stopped, 30),
+            Report::Error {
+                permanent: true,
+                ..
+            }
+        ));
+        // Other reasons to stop don't make an error a timeout.
+        assert!(matches!(
+            report_for(
+                Some(Err(JobError::retryable("x"))),
+                Some(StopReason::Cancelled),
+                30
+            ),
+            Report::Error { .. }
+        ));
     }
 }

@@ -1,0 +1,182 @@
+//! Command mode end to end: jobs submitted over HTTP run as Python and
+//! shell programs under the shipped `runner` binary, on machines booted
+//! through the (mock) Machines API, with the commands configured by
+//! `RUNNER_COMMANDS` as a job image would set it.
+
+mod support;
+
+#[path = "../runner/tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::{processes_with, wait_until};
+use serde_json::{json, Value};
+use support::{spawn_system, TestSystem};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+const REPORT_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/report.py");
+
+/// Prints the job variables a command can see.
+const ENV_PY: &str = r#"
+import json, os
+names = ["JOB_ID", "JOB_ATTEMPT", "JOB_TOKEN", "JOBS_STORE_URL", "JOBS_NAMESPACE", "JOB_HEARTBEAT_MS"]
+print(json.dumps({name: os.environ.get(name) for name in names}))
+"#;
+
+/// Reports progress, then waits for the file `params.go` to exist.
+const STEPS_PY: &str = r#"
+import json, os, sys, time
+params = json.load(sys.stdin)
+print("PROGRESS 40 halfway", file=sys.stderr, flush=True)
+while not os.path.exists(params["go"]):
+    time.sleep(0.02)
+print(json.dumps({"steps": 2}))
+"#;
+
+/// Starts a background child named `stray-{job id}`, then waits for it.
+const ENDLESS_SH: &str = r#"sh -c 'sleep 300; :' "stray-$JOB_ID" & wait"#;
+
+// One test only: it sets an environment variable before any other thread
+// of this test binary exists.
+#[test]
+fn command_jobs_run_on_machines() {
+    // The mock boots each machine as a local process that inherits this
+    // process's environment: the counterpart of `ENV RUNNER_COMMANDS=...`
+    // in a job image.
+    let commands = json!({
+        "report": ["python3", REPORT_PY],
+        "env": ["python3", "-c", ENV_PY],
+        "steps": ["python3", "-c", STEPS_PY],
+        "endless": ["sh", "-c", ENDLESS_SH],
+    });
+    std::env::set_var("RUNNER_COMMANDS", commands.to_string());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let system = spawn_system().await;
+            tokio::join!(
+                python_report(&system),
+                permanent_exit_code(&system),
+                job_code_cannot_reach_the_store(&system),
+                progress_while_running(&system),
+                cancel_kills_the_process_group(&system),
+                timeout_kills_the_process_group(&system),
+            );
+            system.assert_all_machines_destroyed().await;
+            system.stop().await;
+        });
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_string()
+}
+
+async fn python_report(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "report", "params": {"month": "2026-10", "regions": ["eu", "us"]}}))
+        .await;
+    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    assert_eq!(
+        job["result"],
+        json!({"month": "2026-10", "totals": {"eu": 5620, "us": 5760}, "total": 11380})
+    );
+    assert_eq!(
+        job["progress"],
+        json!({"percent": 100, "message": "summed us"})
+    );
+    assert_eq!(job["attempts"][0]["exit_code"], 0);
+}
+
+async fn permanent_exit_code(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "report", "params": {"month": 10}, "max_attempts": 3}))
+        .await;
+    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    assert_eq!(job["attempts"][0]["outcome"], "error");
+    assert_eq!(
+        job["error"],
+        r#"exit code 65: params.month must be a month like "2026-10", got 10"#
+    );
+}
+
+async fn job_code_cannot_reach_the_store(system: &TestSystem) {
+    let job = system.submit(json!({"kind": "env"})).await;
+    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    assert_eq!(
+        job["result"],
+        json!({
+            "JOB_ID": id(&job), "JOB_ATTEMPT": "1",
+            "JOB_TOKEN": null, "JOBS_STORE_URL": null, "JOBS_NAMESPACE": null, "JOB_HEARTBEAT_MS": null,
+        })
+    );
+}
+
+async fn progress_while_running(system: &TestSystem) {
+    let go = std::env::temp_dir().join(format!("runner-go-{}", uuid::Uuid::new_v4()));
+    let job = system
+        .submit(json!({"kind": "steps", "params": {"go": go}}))
+        .await;
+    let id = id(&job);
+    wait_until("progress shown", || async {
+        !system.job(&id).await["progress"].is_null()
+    })
+    .await;
+    let running = system.job(&id).await;
+    assert_eq!(running["status"], "running");
+    assert_eq!(
+        running["progress"],
+        json!({"percent": 40, "message": "halfway"})
+    );
+    std::fs::write(&go, b"").unwrap();
+    let job = system.wait_for(&id, "succeeded", WITHIN).await;
+    let _ = std::fs::remove_file(&go);
+    assert_eq!(job["result"], json!({"steps": 2}));
+}
+
+/// Waits until the job's background child runs, and returns its marker.
+async fn stray_of(job: &Value) -> String {
+    let marker = format!("stray-{}", id(job));
+    wait_until("the command's child runs", || async {
+        !processes_with(&marker).is_empty()
+    })
+    .await;
+    marker
+}
+
+async fn gone(marker: &str) {
+    wait_until("the command's child is killed", || async {
+        processes_with(marker).is_empty()
+    })
+    .await;
+}
+
+async fn cancel_kills_the_process_group(system: &TestSystem) {
+    let job = system.submit(json!({"kind": "endless"})).await;
+    let marker = stray_of(&job).await;
+    let response = system
+        .http
+        .post(system.url(&format!("/jobs/{}/cancel", id(&job))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job = system.wait_for(&id(&job), "cancelled", WITHIN).await;
+    assert_eq!(job["attempts"][0]["outcome"], "cancelled");
+    gone(&marker).await;
+}
+
+async fn timeout_kills_the_process_group(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "endless", "timeout_secs": 1, "max_attempts": 1}))
+        .await;
+    let marker = stray_of(&job).await;
+    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    assert_eq!(job["attempts"][0]["outcome"], "timed_out");
+    gone(&marker).await;
+}
