@@ -38,14 +38,7 @@ fn spec(kind: &str, priority: i32, max_attempts: u32) -> JobSpec {
         max_attempts,
         timeout_secs: 60,
         backoff: Backoff::default(),
-        machine: MachineSpec {
-            cpu_kind: "shared".into(),
-            cpus: 1,
-            memory_mb: 256,
-            region: None,
-            image: None,
-            env: Default::default(),
-        },
+        machine: MachineSpec::default(),
     }
 }
 

@@ -98,14 +98,7 @@ impl Default for JobDefaults {
             timeout_secs: 600,
             max_timeout_secs: 24 * 3600,
             backoff: Backoff::default(),
-            machine: MachineSpec {
-                cpu_kind: "shared".into(),
-                cpus: 1,
-                memory_mb: 256,
-                region: None,
-                image: None,
-                env: Default::default(),
-            },
+            machine: MachineSpec::default(),
             allowed_images: Vec::new(),
         }
     }

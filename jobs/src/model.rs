@@ -227,6 +227,22 @@ pub struct JobSpec {
     pub machine: MachineSpec,
 }
 
+/// The smallest machine Fly offers (`shared-cpu-1x`, 256 MB) in the
+/// nearest region with the default image: the dispatcher's default size
+/// unless configured otherwise.
+impl Default for MachineSpec {
+    fn default() -> Self {
+        Self {
+            cpu_kind: "shared".into(),
+            cpus: 1,
+            memory_mb: 256,
+            region: None,
+            image: None,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
 /// Exponential backoff between attempts, capped, with full jitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Backoff {

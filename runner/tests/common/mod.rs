@@ -37,14 +37,7 @@ pub fn spec(kind: &str, params: Value) -> JobSpec {
         max_attempts: 1,
         timeout_secs: 30,
         backoff: Backoff::default(),
-        machine: MachineSpec {
-            cpu_kind: "shared".into(),
-            cpus: 1,
-            memory_mb: 256,
-            region: None,
-            image: None,
-            env: Default::default(),
-        },
+        machine: MachineSpec::default(),
     }
 }
 
