@@ -358,26 +358,16 @@ async fn listing_filters_by_kind_and_pages_with_a_cursor() {
             .await;
     }
     let mut seen = Vec::new();
-    let mut url = system.url("/jobs?kind=echo&status=scheduled&limit=2");
+    let mut path = "/jobs?kind=echo&status=scheduled&limit=2".to_string();
     loop {
-        let page: Value = system
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = system.get_json(&path).await;
         for job in page["jobs"].as_array().unwrap() {
             assert_eq!(job["kind"], "echo");
             seen.push(job["params"]["i"].as_i64().unwrap());
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => {
-                url = system.url(&format!(
-                    "/jobs?kind=echo&status=scheduled&limit=2&cursor={cursor}"
-                ))
+                path = format!("/jobs?kind=echo&status=scheduled&limit=2&cursor={cursor}")
             }
             None => break,
         }
