@@ -46,6 +46,7 @@ async fn the_description_matches_the_routes() {
         ("GET", "/schedules"),
         ("GET", "/schedules/{id}"),
         ("DELETE", "/schedules/{id}"),
+        ("GET", "/metrics"),
         ("GET", "/healthz"),
     ]
     .into_iter()

@@ -20,6 +20,8 @@
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
+//! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
+//!   this process's counters and histograms.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
@@ -32,6 +34,7 @@ pub mod configuration;
 pub mod dev;
 pub mod hub;
 pub mod launcher;
+pub mod metrics;
 pub mod request;
 pub mod retry;
 pub mod routes;

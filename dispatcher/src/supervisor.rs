@@ -70,6 +70,7 @@ enum Signal {
 /// store errors: every path ends with the machine destroyed.
 /// Logs carry the job, attempt and kind through the launcher's span.
 pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, start: Start) {
+    let began = std::time::Instant::now();
     // Subscribe before anything happens so no event can slip by.
     let mut events = shared.hub.subscribe(job.id);
 
@@ -118,6 +119,9 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                 shared.callbacks.deliver(&done);
             }
         }
+    }
+    if let Ok(Some(status)) = &finished {
+        crate::metrics::attempt_finished(ending.outcome, began.elapsed(), !status.is_terminal());
     }
     match finished {
         Ok(Some(status)) => tracing::info!(

@@ -9,12 +9,14 @@
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
+//! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `GET /healthz` | liveness and store reachability (no auth) |
 //! | `GET /openapi.json` | the OpenAPI 3 description of all of the above (no auth) |
 
 mod error;
 mod health;
 pub(crate) mod jobs;
+mod metrics;
 
 use std::sync::Arc;
 
@@ -90,6 +92,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(jobs::events))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
+            .routes(routes!(metrics::metrics))
             .split_for_parts();
     let (open, health_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::healthz))
