@@ -26,20 +26,26 @@
 //!   supervisors and the launcher, so nothing polls.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
+//! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
+//!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
 
 pub mod auth;
 pub mod callbacks;
 pub mod cli;
+pub mod client;
 pub mod configuration;
 pub mod dev;
 pub mod hub;
+pub mod jobs_command;
 pub mod launcher;
 pub mod metrics;
+pub mod output;
 pub mod request;
 pub mod retry;
 pub mod routes;
 pub mod schedules;
 pub mod shutdown;
+pub mod sse;
 pub mod startup;
 pub mod supervisor;
 pub mod sweeper;

@@ -53,6 +53,8 @@ pub struct TestSystem {
     pub mock: MockServer,
     pub machines: MachinesClient,
     pub shutdown: Shutdown,
+    /// The first of `Options::api_tokens`: the helpers below send it.
+    pub token: Option<String>,
     settings: Settings,
     app: tokio::task::JoinHandle<anyhow::Result<()>>,
     valkey: LocalValkey,
@@ -91,6 +93,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
         mock,
         machines: MachinesClient::new(machines_config),
         shutdown,
+        token: options.api_tokens.first().cloned(),
         settings,
         app,
         valkey,
@@ -182,11 +185,19 @@ impl TestSystem {
         format!("{}{path}", self.base)
     }
 
+    /// A request carrying the system's API token, when it has one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Submits a job and checks the 202 answer; returns the job.
     pub async fn submit(&self, body: Value) -> Value {
         let response = self
-            .http
-            .post(self.url("/jobs"))
+            .request(reqwest::Method::POST, "/jobs")
             .json(&body)
             .send()
             .await
@@ -205,14 +216,17 @@ impl TestSystem {
 
     /// `GET path`, parsed as JSON (whatever the status).
     pub async fn get_json(&self, path: &str) -> Value {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
         response.json().await.unwrap()
     }
 
     pub async fn job(&self, id: &str) -> Value {
         let response = self
-            .http
-            .get(self.url(&format!("/jobs/{id}")))
+            .request(reqwest::Method::GET, &format!("/jobs/{id}"))
             .send()
             .await
             .unwrap();
