@@ -17,6 +17,7 @@
 //! - [`supervisor`]: boots the attempt's machine, learns how it ended (the
 //!   runner's report, or the machine's exit for crashes), enforces the
 //!   timeout and cancellation, records the outcome, destroys the machine.
+//! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
@@ -34,6 +35,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod client;
 pub mod configuration;
+pub mod dashboard;
 pub mod dev;
 pub mod hub;
 pub mod jobs_command;

@@ -107,8 +107,9 @@ pub fn page(page: &JobPage) -> String {
             out,
             "{:<36}  {:<20}  {:<9}  {:>8}  {}",
             job.id,
-            job.kind,
-            job.status,
+            // `as_str`: their `Display` ignores the column width.
+            job.kind.as_str(),
+            job.status.as_str(),
             job.attempts.len(),
             timestamp(job.created_at)
         );

@@ -118,6 +118,8 @@ pub struct Stats {
     pub queued_by_kind: BTreeMap<String, u64>,
     /// Attempts holding a machine slot.
     pub in_flight: u64,
+    /// Jobs that reached a final status in the last hour (throughput).
+    pub finished_last_hour: u64,
 }
 
 /// One page of jobs, newest first.
@@ -406,8 +408,9 @@ impl Store {
         Ok(Page { jobs, next })
     }
 
-    /// Jobs per status, queued jobs per kind and machines in flight, in
-    /// one round trip: the gauges of `/metrics`, right across dispatchers.
+    /// Jobs per status, queued jobs per kind, machines in flight and the
+    /// last hour's throughput, in one round trip: the gauges of `/metrics`
+    /// and the dashboard's summary, right across dispatchers.
     pub async fn stats(&self) -> Result<Stats> {
         let statuses = JobStatus::ALL.iter().map(|s| s.to_string()).collect();
         let text: String = self.run(&self.scripts.stats, statuses).await?;

@@ -8,7 +8,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
 use jobs::{CancelResult, Enqueued, EventKind, Job, JobId, JobStatus, ListFilter, RetryResult};
@@ -166,16 +166,25 @@ pub struct GetQuery {
     wait: Option<u64>,
 }
 
-/// `GET /jobs/{id}`, optionally long-polling with `?wait=N`.
+/// `GET /jobs/{id}`, optionally long-polling with `?wait=N`. A browser
+/// (`Accept: text/html`) gets the dashboard's job page instead.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "job id"), GetQuery),
-    responses((status = 200, body = Job), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses(
+        (status = 200, description = "the job; HTML (the dashboard's job page) when `Accept` names text/html",
+            content((Job = "application/json"), (String = "text/html"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    if super::wants_html(&headers) {
+        let job = find(&state, id).await?;
+        return Ok(Html(crate::dashboard::pages::job_page(&job)).into_response());
+    }
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {

@@ -13,4 +13,5 @@ return cjson.encode({
   by_status = by_status,
   queued_by_kind = queued_by_kind,
   in_flight = redis.call('ZCARD', P .. 'in_flight'),
+  finished_last_hour = redis.call('ZCOUNT', P .. 'finished', NOW - 3600000, '+inf'),
 })
