@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-use support::{spawn_system_with, Options};
+use support::{send_json, spawn_system_with, Options};
 
 const TOKEN: &str = "dashboard-test-token";
 const WITHIN: Duration = Duration::from_secs(60);
@@ -97,13 +97,7 @@ async fn login_cookie_content_negotiation_and_escaping() {
     assert_eq!(index.status(), 200);
     let html = index.text().await.unwrap();
     assert!(html.contains(&format!("data-job=\"{id}\" data-status=\"succeeded\"")));
-    let listed: Value = with_session("/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = send_json(with_session("/jobs")).await;
     assert_eq!(listed["jobs"][0]["id"], id.as_str());
 
     // One path, two representations: HTML for browsers, JSON by default.
@@ -131,13 +125,7 @@ async fn login_cookie_content_negotiation_and_escaping() {
     }
 
     // The dashboard's filters: a bad status names the field.
-    let bad: Value = with_session("/?status=sleeping")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bad: Value = send_json(with_session("/?status=sleeping")).await;
     assert_eq!(bad["field"], "status");
     let filtered = with_session("/?status=failed&kind=echo")
         .send()

@@ -87,7 +87,7 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
         let sleep = match claim {
             Ok(Claim::Claimed { job, attempt }) => {
                 let span = attempt_span(&attempt, job.kind.as_str());
-                span.in_scope(|| tracing::info!("starting"));
+                span.in_scope(|| tracing::info!(status = %job.status, "attempt claimed; creating its machine"));
                 crate::metrics::job_claimed(time_in_queue(
                     &job,
                     attempt.attempt,

@@ -147,6 +147,11 @@ pub async fn start_valkey(dir: &std::path::Path, port: Option<u16>) -> LocalValk
     panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
 }
 
+/// Sends `request` and parses the answer as JSON (whatever the status).
+pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .await

@@ -373,8 +373,8 @@ async fn cancel_job(
         }
         CancelResult::Missing => return Err(ApiError::not_found(format!("no job {id}"))),
     };
-    tracing::info!(job = %id, "cancel requested");
     let job = find(&state, id).await?;
+    tracing::info!(job = %id, attempt = job.attempts.len(), status = %job.status, "cancel requested");
     if job.status.is_terminal() {
         state.callbacks.deliver(&job);
     }
@@ -392,9 +392,10 @@ pub async fn retry(
     let id = parse_id(&id)?;
     match state.store.retry(id).await? {
         RetryResult::Queued => {
-            tracing::info!(job = %id, "retried by request");
             state.launcher_wakeup.notify_one();
-            Ok(Json(find(&state, id).await?).into_response())
+            let job = find(&state, id).await?;
+            tracing::info!(job = %id, status = %job.status, "retried by request");
+            Ok(Json(job).into_response())
         }
         RetryResult::NotFinished => Err(ApiError::conflict(format!(
             "job {id} is neither failed nor cancelled; only those can be retried"
