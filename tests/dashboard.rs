@@ -95,6 +95,9 @@ async fn login_cookie_content_negotiation_and_escaping() {
         .await
         .unwrap();
     assert_eq!(index.status(), 200);
+    let policy = index.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'sha256-"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     let html = index.text().await.unwrap();
     assert!(html.contains(&format!("data-job=\"{id}\" data-status=\"succeeded\"")));
     let listed: Value = send_json(with_session("/jobs")).await;

@@ -1,6 +1,17 @@
-//! HTML building blocks for the dashboard: escaping and the page frame.
-//! Pages are plain `format!` output; everything that comes from a user
-//! (kinds, params, results, errors, ids) goes through [`escape`].
+//! HTML building blocks for the dashboard: escaping, the page frame and
+//! the headers every page is sent with. Pages are plain `format!` output;
+//! everything that comes from a user (kinds, params, results, errors, ids)
+//! goes through [`escape`].
+
+use std::sync::LazyLock;
+
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+const CSS: &str = include_str!("dashboard.css");
+const JS: &str = include_str!("dashboard.js");
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -40,9 +51,48 @@ pub fn page(title: &str, body: &str) -> String {
 </html>
 "#,
         title = escape(title),
-        css = include_str!("dashboard.css"),
-        js = include_str!("dashboard.js"),
+        css = CSS,
+        js = JS,
     )
+}
+
+/// Only our own inlined script and stylesheet may run, only this origin
+/// may be fetched or posted to, and no other site may frame the pages:
+/// should some user text ever slip through unescaped, it still cannot run.
+static CONTENT_SECURITY_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let hash = |text: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text));
+    let policy = format!(
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        hash(JS),
+        hash(CSS)
+    );
+    HeaderValue::from_str(&policy).expect("a valid header")
+});
+
+/// Adds the security headers to HTML responses (a `map_response` layer).
+pub async fn secure_html(mut response: Response) -> Response {
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY.clone(),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
 }
 
 #[cfg(test)]

@@ -118,6 +118,9 @@ pub fn router(state: AppState) -> Router {
         .route(OPENAPI_PATH, get(move || async move { axum::Json(doc) }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(
+            crate::dashboard::html::secure_html,
+        ))
         .layer(DefaultBodyLimit::max(state.api.body_limit))
         .with_state(state)
 }
