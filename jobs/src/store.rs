@@ -9,7 +9,7 @@
 //! | `job:{id}` | hash | the job; attempt fields as `a:{n}:{field}` |
 //! | `jobs` | zset | every job (score 0, ordered by id = creation order) |
 //! | `kind:{kind}` | zset | jobs of a kind (same ordering) |
-//! | `kinds` | set | every kind ever submitted (for per-kind queue depths) |
+//! | `kinds` | set | every kind ever queued (for per-kind queue depths) |
 //! | `status:{status}`, `status:{status}:{kind}` | zset | jobs in a status (of a kind) |
 //! | `idempotency:{key}` | string | `{job id} {request hash}`, expires after the retention window |
 //! | `in_flight_kind`, `in_flight_kinds` | hash | kind of each in-flight attempt; machines in flight per kind (for caps) |

@@ -26,7 +26,6 @@ if ARGV[11] ~= '' then redis.call('HSET', key, 'callback_url', ARGV[11]) end
 if ARGV[12] ~= '' then redis.call('HSET', key, 'idempotency_key', ARGV[12]) end
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', P .. 'kind:' .. ARGV[3], 0, id)
-redis.call('SADD', P .. 'kinds', ARGV[3])
 local delay = tonumber(ARGV[10])
 if delay > 0 then
   schedule(id, key, nil, NOW + delay)
