@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-use support::{send_json, spawn_system_with, Options};
+use support::{send_json, send_text, spawn_system_with, Options};
 
 const TOKEN: &str = "dashboard-test-token";
 const WITHIN: Duration = Duration::from_secs(60);
@@ -130,14 +130,30 @@ async fn login_cookie_content_negotiation_and_escaping() {
     // The dashboard's filters: a bad status names the field.
     let bad: Value = send_json(with_session("/?status=sleeping")).await;
     assert_eq!(bad["field"], "status");
-    let filtered = with_session("/?status=failed&kind=echo")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let filtered = send_text(with_session("/?status=failed&kind=echo")).await;
     assert!(!filtered.contains(&id), "a succeeded job is filtered out");
+
+    // A page holds 100 jobs; the "older jobs" link keeps the filters.
+    for i in 0..101 {
+        system
+            .submit(json!({"kind": "later", "params": {"i": i}, "delay_secs": 3600}))
+            .await;
+    }
+    let first = send_text(with_session("/?kind=later&status=scheduled")).await;
+    assert_eq!(first.matches("data-status=\"scheduled\"").count(), 100);
+    let older = first
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("an older-jobs link")
+        .replace("&amp;", "&");
+    assert!(
+        older.contains("status=scheduled") && older.contains("kind=later"),
+        "{older}"
+    );
+    let second = send_text(with_session(&older)).await;
+    assert_eq!(second.matches("data-status=\"scheduled\"").count(), 1);
+    assert!(!second.contains("id=\"older\""), "the last page");
 
     // Logging out clears the cookie.
     let logout = http

@@ -152,6 +152,11 @@ pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// Sends `request` and returns the answer's body as text.
+pub async fn send_text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 pub async fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .await

@@ -5,9 +5,9 @@
 
 use std::fmt::Write as _;
 
-use jobs::{Job, JobStatus, Stats};
+use jobs::{Job, JobStatus, Page, Stats};
 
-use super::html::{escape, page};
+use super::html::{self, escape};
 use crate::output::{attempt_phases, duration, timestamp};
 
 /// The index page's filters, as the form submits them.
@@ -17,8 +17,10 @@ pub struct Filter {
     pub kind: Option<String>,
 }
 
-/// `/`: the summary, the filter form and the newest jobs.
-pub fn jobs_page(filter: &Filter, jobs: &[Job], stats: &Stats) -> String {
+/// `/`: the summary, the filter form and a page of jobs, newest first,
+/// with a link to the next page.
+pub fn jobs_page(filter: &Filter, page: &Page, stats: &Stats) -> String {
+    let jobs = &page.jobs;
     let mut body = summary(stats);
     body.push_str(&filter_form(filter));
     body.push_str("<p id=\"flash\" role=\"status\"></p>\n");
@@ -46,7 +48,22 @@ pub fn jobs_page(filter: &Filter, jobs: &[Job], stats: &Stats) -> String {
         body.push_str("<tr><td colspan=\"7\">no jobs</td></tr>\n");
     }
     body.push_str("</tbody>\n</table>\n");
-    page("jobs", &body)
+    if let Some(next) = page.next {
+        let mut query = format!("cursor={next}");
+        if let Some(status) = filter.status {
+            let _ = write!(query, "&status={status}");
+        }
+        if let Some(kind) = &filter.kind {
+            // Kinds are [a-z0-9_.-]: nothing to percent-encode.
+            let _ = write!(query, "&kind={kind}");
+        }
+        let _ = writeln!(
+            body,
+            "<p><a id=\"older\" href=\"/?{}\">older jobs</a></p>",
+            escape(&query)
+        );
+    }
+    html::page("jobs", &body)
 }
 
 fn summary(stats: &Stats) -> String {
@@ -169,7 +186,7 @@ pub fn job_page(job: &Job) -> String {
     }
     body.push_str(&attempts_table(job));
     body.push_str("</section>\n");
-    page(&format!("{} {}", job.kind, job.id), &body)
+    html::page(&format!("{} {}", job.kind, job.id), &body)
 }
 
 fn attempts_table(job: &Job) -> String {
@@ -206,7 +223,7 @@ pub fn login_page(error: Option<&str>) -> String {
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\">{}</p>", escape(e))
     });
-    page(
+    html::page(
         "log in",
         &format!(
             "<h1>Log in</h1>\n{error}<form method=\"post\" action=\"/login\">\
@@ -246,7 +263,11 @@ mod tests {
             status: None,
             kind: Some("\"><script>".into()),
         };
-        let list = jobs_page(&filter, &[job], &Stats::default());
+        let page = Page {
+            jobs: vec![job],
+            next: None,
+        };
+        let list = jobs_page(&filter, &page, &Stats::default());
         assert!(!list.contains("\"><script>"));
         assert!(list.contains("<td>echo</td>"));
     }

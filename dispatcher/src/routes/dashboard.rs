@@ -6,9 +6,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
-use jobs::{JobStatus, ListFilter};
 use serde::Deserialize;
 
+use super::jobs::list_filter;
 use super::{ApiError, AppState};
 use crate::auth::COOKIE;
 use crate::dashboard::pages::{self, Filter};
@@ -23,6 +23,8 @@ pub struct IndexQuery {
     status: Option<String>,
     /// Only jobs of this kind (empty: any).
     kind: Option<String>,
+    /// The next page: the `older jobs` link's cursor.
+    cursor: Option<String>,
 }
 
 /// `GET /`: the dashboard.
@@ -36,32 +38,19 @@ pub async fn index(
     query: Result<Query<IndexQuery>, QueryRejection>,
 ) -> Result<Html<String>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let bad = |field: &str, message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
+    // The form sends empty fields for "any".
+    let given = |value: Option<String>| {
+        value
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     };
-    let status = query
-        .status
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<JobStatus>())
-        .transpose()
-        .map_err(|e| bad("status", e.to_string()))?;
-    let kind = query
-        .kind
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| jobs::Kind::parse(k.trim()))
-        .transpose()
-        .map_err(|e| bad("kind", e.to_string()))?;
-    let list = ListFilter {
-        status,
-        kind: kind.clone(),
-        after: None,
-    };
+    let list = list_filter(given(query.status), given(query.kind), given(query.cursor))?;
     let (page, stats) = tokio::try_join!(state.store.list(&list, PAGE_SIZE), state.store.stats())?;
     let filter = Filter {
-        status,
-        kind: kind.map(|k| k.to_string()),
+        status: list.status,
+        kind: list.kind.as_ref().map(|k| k.to_string()),
     };
-    Ok(Html(pages::jobs_page(&filter, &page.jobs, &stats)))
+    Ok(Html(pages::jobs_page(&filter, &page, &stats)))
 }
 
 /// `GET /login`: the form (straight to the dashboard when no tokens are

@@ -300,35 +300,43 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let bad = |field: &str, message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
-    };
-    let filter = ListFilter {
-        status: query
-            .status
-            .map(|s| s.parse::<JobStatus>())
-            .transpose()
-            .map_err(|e| bad("status", e.to_string()))?,
-        kind: query
-            .kind
-            .map(|k| jobs::Kind::parse(&k))
-            .transpose()
-            .map_err(|e| bad("kind", e.to_string()))?,
-        after: query
-            .cursor
-            .map(|c| c.parse::<JobId>())
-            .transpose()
-            .map_err(|_| bad("cursor", "not a cursor from a previous page".into()))?,
-    };
+    let filter = list_filter(query.status, query.kind, query.cursor)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(bad(
-            "limit",
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
             format!("limit must be between 1 and {MAX_LIST_LIMIT}"),
-        ));
+        )
+        .with_field("limit"));
     }
     let page = state.store.list(&filter, limit).await?;
     Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next })).into_response())
+}
+
+/// The filters of a job listing, as the API and the dashboard take them;
+/// a bad one is a 400 naming it.
+pub(crate) fn list_filter(
+    status: Option<String>,
+    kind: Option<String>,
+    cursor: Option<String>,
+) -> Result<ListFilter, ApiError> {
+    let bad = |field: &str, message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
+    };
+    Ok(ListFilter {
+        status: status
+            .map(|s| s.parse::<JobStatus>())
+            .transpose()
+            .map_err(|e| bad("status", e.to_string()))?,
+        kind: kind
+            .map(|k| jobs::Kind::parse(&k))
+            .transpose()
+            .map_err(|e| bad("kind", e.to_string()))?,
+        after: cursor
+            .map(|c| c.parse::<JobId>())
+            .transpose()
+            .map_err(|_| bad("cursor", "not a cursor from a previous page".into()))?,
+    })
 }
 
 /// `POST /jobs/{id}/cancel`.
