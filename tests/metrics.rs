@@ -151,6 +151,14 @@ async fn metrics_follow_jobs_as_they_run() {
         1.0,
         "{text}"
     );
+    for line in [
+        "# HELP dispatcher_jobs ",
+        "# TYPE dispatcher_jobs gauge",
+        "# TYPE dispatcher_queue_wait_seconds histogram",
+        "# HELP machines_api_requests_total ",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
     // Labels carry templates, never machine ids.
     for attempt in flaky["attempts"].as_array().unwrap() {
         let machine = attempt["machine_id"].as_str().unwrap();

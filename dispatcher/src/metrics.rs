@@ -55,6 +55,8 @@ fn exporter() -> &'static Exporter {
         if let Err(e) = metrics::set_global_recorder(recorder) {
             tracing::warn!(error = %e, "another metrics recorder is installed; /metrics shows only the store's gauges");
         }
+        describe();
+        machines::metrics::describe();
         let upkeep = handle.clone();
         std::thread::spawn(move || loop {
             std::thread::sleep(UPKEEP_EVERY);
@@ -65,6 +67,21 @@ fn exporter() -> &'static Exporter {
             scrape: Mutex::new(()),
         }
     })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(JOBS, "Jobs in each status, across all dispatchers");
+    describe_gauge!(QUEUE_DEPTH, "Jobs queued for a machine slot, per kind");
+    describe_gauge!(MACHINES_IN_FLIGHT, "Attempts holding a machine slot");
+    describe_counter!(ATTEMPTS, "Finished attempts, by outcome");
+    describe_counter!(RETRIES, "Failed attempts that were given another try");
+    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time from due to claimed");
+    describe_histogram!(
+        ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Time from claim to recorded end, machine boot included, by outcome"
+    );
 }
 
 /// Installs the recorder; call once at startup so counts start at once.

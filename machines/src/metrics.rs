@@ -21,6 +21,24 @@ pub const REQUESTS: &str = "machines_api_requests_total";
 pub const RETRIES: &str = "machines_api_retries_total";
 pub const RETRY_WAIT: &str = "machines_api_retry_wait_seconds";
 
+/// Gives the metrics their help texts; call once after installing a
+/// recorder.
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "Machines API HTTP exchanges, retries included, by route template and status"
+    );
+    metrics::describe_counter!(
+        RETRIES,
+        "Machines API calls tried again, by reason (rate_limited, server_error, unreachable)"
+    );
+    metrics::describe_histogram!(
+        RETRY_WAIT,
+        metrics::Unit::Seconds,
+        "Time slept before each Machines API retry (rate_limited: rate-limit waits)"
+    );
+}
+
 /// One HTTP exchange; `status` is `None` when no answer came.
 pub(crate) fn record_call(method: &Method, endpoint: &'static str, status: Option<u16>) {
     let status = status.map_or("error".to_string(), |s| s.to_string());
