@@ -115,8 +115,8 @@ pub fn job_claimed(waited: Duration) {
     metrics::histogram!(QUEUE_WAIT).record(waited.as_secs_f64());
 }
 
-/// An attempt ended; `took` runs from its claim (machine boot included)
-/// to its recorded end. `retrying` when the job will get another attempt.
+/// An attempt ended; `took` runs from its claim (machine boot included;
+/// for a taken-over attempt, from the takeover) to its recorded end. `retrying` when the job will get another attempt.
 pub fn attempt_finished(outcome: Outcome, took: Duration, retrying: bool) {
     let outcome = outcome.as_str();
     metrics::counter!(ATTEMPTS, "outcome" => outcome).increment(1);
