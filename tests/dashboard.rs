@@ -123,7 +123,9 @@ async fn login_cookie_content_negotiation_and_escaping() {
         if let Some(accept) = accept {
             request = request.header(ACCEPT, accept);
         }
-        let job: Value = request.send().await.unwrap().json().await.unwrap();
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["vary"], "accept");
+        let job: Value = response.json().await.unwrap();
         assert_eq!(job["id"], id.as_str(), "Accept: {accept:?}");
     }
 

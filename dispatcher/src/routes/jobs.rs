@@ -181,9 +181,11 @@ pub async fn get(
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    // The answer depends on `Accept`: caches must keep the two apart.
+    let vary = [(header::VARY, "accept")];
     if super::wants_html(&headers) {
         let job = find(&state, id).await?;
-        return Ok(Html(crate::dashboard::pages::job_page(&job)).into_response());
+        return Ok((vary, Html(crate::dashboard::pages::job_page(&job))).into_response());
     }
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let wait = query.wait.unwrap_or(0);
@@ -203,7 +205,7 @@ pub async fn get(
         let _ = tokio::time::timeout_at(next, events.recv()).await;
         job = find(&state, id).await?;
     }
-    Ok(Json(job).into_response())
+    Ok((vary, Json(job)).into_response())
 }
 
 /// `GET /jobs/{id}/events`: Server-Sent Events. Each event carries the
