@@ -182,7 +182,7 @@ async fn send(request: reqwest::RequestBuilder) -> Value {
 /// Waits for chromedriver's `/status` to say it is ready; false if it
 /// exited (its port was taken) or never got ready.
 async fn ready(http: &reqwest::Client, base: &str, driver: &mut Child) -> bool {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if let Ok(Some(_)) = driver.try_wait() {
             return false;
         }
