@@ -46,6 +46,11 @@ async fn the_description_matches_the_routes() {
         ("GET", "/schedules"),
         ("GET", "/schedules/{id}"),
         ("DELETE", "/schedules/{id}"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("POST", "/logout"),
         ("GET", "/healthz"),
     ]
     .into_iter()

@@ -314,7 +314,7 @@ async fn cancel_in_each_state() {
         store.cancel(running).await.unwrap(),
         CancelResult::AlreadyFinished
     );
-    let counts = store.counts().await.unwrap();
+    let counts = store.stats().await.unwrap().by_status;
     assert_eq!(counts[&JobStatus::Cancelled], 3);
     assert_eq!(counts[&JobStatus::Queued], 0);
     assert_eq!(counts[&JobStatus::Scheduled], 0);

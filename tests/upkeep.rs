@@ -122,7 +122,7 @@ async fn finished_jobs_are_removed_after_their_retention() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let counts = system.store.counts().await.unwrap();
+    let counts = system.store.stats().await.unwrap().by_status;
     assert_eq!(
         counts[&jobs::JobStatus::Succeeded],
         0,

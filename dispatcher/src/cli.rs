@@ -1,9 +1,11 @@
-//! The `dispatcher` command line: `serve` (production) and `dev` (the whole
-//! system on a laptop). Every flag has an environment fallback, so a
+//! The `dispatcher` command line: `serve` (production), `dev` (the whole
+//! system on a laptop) and `jobs` (a client of a running dispatcher, in
+//! [`crate::jobs_command`]). Every flag has an environment fallback, so a
 //! `fly.toml` `[env]` section or secrets configure it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -34,6 +36,9 @@ pub enum Command {
     /// Start everything locally: a Valkey-compatible server (when none
     /// answers at --valkey-url), the mock Machines API and the dispatcher.
     Dev(DevArgs),
+    /// Submit, show, list, cancel, retry and wait for jobs of a running
+    /// dispatcher (`--url`/`DISPATCHER_URL`, `--token`/`DISPATCHER_TOKEN`).
+    Jobs(crate::jobs_command::JobsArgs),
 }
 
 /// Flags shared by `serve` and `dev`.
@@ -176,22 +181,24 @@ pub struct DevArgs {
     pub machines_port: u16,
 }
 
-pub fn main() -> anyhow::Result<()> {
+pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let log_format = match &cli.command {
-        Command::Serve(args) => args.common.log_format,
-        Command::Dev(args) => args.common.log_format,
-    };
-    telemetry::init(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Dev(args) => crate::dev::run(args).await,
+    match cli.command {
+        Command::Serve(args) => {
+            telemetry::init(args.common.log_format);
+            runtime.block_on(serve(args))?;
         }
-    })
+        Command::Dev(args) => {
+            telemetry::init(args.common.log_format);
+            runtime.block_on(crate::dev::run(args))?;
+        }
+        // A client prints its answers on stdout: no log lines among them.
+        Command::Jobs(args) => return Ok(runtime.block_on(crate::jobs_command::run(args))),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -87,7 +87,12 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
         let sleep = match claim {
             Ok(Claim::Claimed { job, attempt }) => {
                 let span = attempt_span(&attempt, job.kind.as_str());
-                span.in_scope(|| tracing::info!("starting"));
+                span.in_scope(|| tracing::info!(status = %job.status, "attempt claimed; creating its machine"));
+                crate::metrics::job_claimed(time_in_queue(
+                    &job,
+                    attempt.attempt,
+                    chrono::Utc::now(),
+                ));
                 let task =
                     supervisor::supervise(shared.clone(), *job, attempt.clone(), Start::Fresh);
                 supervisors.spawn(attempt, task.instrument(span));
@@ -183,4 +188,22 @@ async fn hand_back(shared: &Supervision, mut supervisors: Supervisors) {
 
 fn attempt_span(attempt: &AttemptRef, kind: &str) -> tracing::Span {
     tracing::info_span!("attempt", job = %attempt.job_id, attempt = attempt.attempt, kind)
+}
+
+/// How long a claimed job waited since it became due: since it was
+/// submitted, its `run_at` came, or its previous attempt ended (a retry),
+/// whichever is latest.
+fn time_in_queue(job: &jobs::Job, attempt: u32, now: chrono::DateTime<chrono::Utc>) -> Duration {
+    let previous_end = job
+        .attempts
+        .iter()
+        .filter(|a| a.number < attempt)
+        .filter_map(|a| a.finished_at)
+        .max();
+    let due = [Some(job.created_at), job.run_at, previous_end]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+    (now - due).to_std().unwrap_or_default()
 }

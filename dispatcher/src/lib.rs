@@ -17,26 +17,37 @@
 //! - [`supervisor`]: boots the attempt's machine, learns how it ended (the
 //!   runner's report, or the machine's exit for crashes), enforces the
 //!   timeout and cancellation, records the outcome, destroys the machine.
+//! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
+//! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
+//!   this process's counters and histograms.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
+//! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
+//!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
 
 pub mod auth;
 pub mod callbacks;
 pub mod cli;
+pub mod client;
 pub mod configuration;
+pub mod dashboard;
 pub mod dev;
 pub mod hub;
+pub mod jobs_command;
 pub mod launcher;
+pub mod metrics;
+pub mod output;
 pub mod request;
 pub mod retry;
 pub mod routes;
 pub mod schedules;
 pub mod shutdown;
+pub mod sse;
 pub mod startup;
 pub mod supervisor;
 pub mod sweeper;

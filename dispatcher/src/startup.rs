@@ -58,6 +58,7 @@ impl Application {
             settings,
             store,
         } = self;
+        crate::metrics::install();
         let hub = EventHub::start(&store, shutdown.clone()).await?;
         let callbacks = Callbacks::new(settings.launch.callback_secret.clone());
         let supervision = Arc::new(Supervision {

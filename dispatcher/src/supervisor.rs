@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use jobs::{AttemptRef, EventKind, Job, JobId, Outcome, ReportKind, Store, StoreError};
+use jobs::{AttemptRef, EventKind, Job, JobId, JobStatus, Outcome, ReportKind, Store, StoreError};
 use machines::{
     CreateMachineRequest, GoDuration, Guest, Init, ListFilter, MachineConfig, MachineState,
     MachinesClient, Restart, RestartPolicy, StopConfig, StopRequest, WaitOutcome,
@@ -70,6 +70,7 @@ enum Signal {
 /// store errors: every path ends with the machine destroyed.
 /// Logs carry the job, attempt and kind through the launcher's span.
 pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, start: Start) {
+    let began = std::time::Instant::now();
     // Subscribe before anything happens so no event can slip by.
     let mut events = shared.hub.subscribe(job.id);
 
@@ -118,6 +119,9 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                 shared.callbacks.deliver(&done);
             }
         }
+    }
+    if let Ok(Some(status)) = &finished {
+        crate::metrics::attempt_finished(ending.outcome, began.elapsed(), !status.is_terminal());
     }
     match finished {
         Ok(Some(status)) => tracing::info!(
@@ -267,14 +271,26 @@ async fn watch(
     tokio::pin!(down);
     let mut renew = tokio::time::interval(shared.launch.lease / 3);
 
+    let mut events_open = true;
     let signal = loop {
+        // Events first: when the machine is already down, the runner's
+        // queued events (running, its report) are still seen in order.
         tokio::select! {
-            _ = &mut down => break Signal::MachineDown,
-            event = events.recv() => match event {
+            biased;
+            event = events.recv(), if events_open => match event {
+                // The hub is gone (shutting down): the machine's end still comes.
+                None => events_open = false,
                 Some(e) if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => break Signal::Reported,
                 Some(e) if e.kind == EventKind::Cancel => break Signal::CancelRequested,
+                Some(e) if e.kind == EventKind::Status
+                    && e.status == Some(JobStatus::Running)
+                    && e.attempt == Some(attempt.attempt) =>
+                {
+                    tracing::info!(machine = machine_id, status = %JobStatus::Running, "attempt running");
+                }
                 _ => {}
             },
+            _ = &mut down => break Signal::MachineDown,
             _ = tokio::time::sleep_until(deadline) => break Signal::Deadline,
             _ = renew.tick() => match shared.store.renew(attempt, shared.launch.lease).await {
                 Ok(Some(silent)) if silent > shared.launch.lost_after => {

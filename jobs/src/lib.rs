@@ -26,5 +26,5 @@ pub use model::*;
 pub use schedules::Schedule;
 pub use store::{
     AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Heartbeat, Idempotency, ListFilter,
-    Page, Report, ReportKind, RetryResult, Store, StoreConfig, StoreError, TakeOver,
+    Page, Report, ReportKind, RetryResult, Stats, Store, StoreConfig, StoreError, TakeOver,
 };

@@ -9,6 +9,7 @@
 //! | `job:{id}` | hash | the job; attempt fields as `a:{n}:{field}` |
 //! | `jobs` | zset | every job (score 0, ordered by id = creation order) |
 //! | `kind:{kind}` | zset | jobs of a kind (same ordering) |
+//! | `kinds` | set | every kind ever queued (for per-kind queue depths) |
 //! | `status:{status}`, `status:{status}:{kind}` | zset | jobs in a status (of a kind) |
 //! | `idempotency:{key}` | string | `{job id} {request hash}`, expires after the retention window |
 //! | `in_flight_kind`, `in_flight_kinds` | hash | kind of each in-flight attempt; machines in flight per kind (for caps) |
@@ -108,6 +109,17 @@ pub struct ListFilter {
     pub kind: Option<crate::Kind>,
     /// Only jobs older than this one (the previous page's cursor).
     pub after: Option<JobId>,
+}
+
+/// What [`Store::stats`] counts.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Stats {
+    pub by_status: BTreeMap<JobStatus, u64>,
+    pub queued_by_kind: BTreeMap<String, u64>,
+    /// Attempts holding a machine slot.
+    pub in_flight: u64,
+    /// Jobs that reached a final status in the last hour (throughput).
+    pub finished_last_hour: u64,
 }
 
 /// One page of jobs, newest first.
@@ -214,6 +226,7 @@ pub(crate) struct Scripts {
     pub(crate) advance_schedule: Script,
     cancel: Script,
     retry: Script,
+    stats: Script,
 }
 
 impl Scripts {
@@ -238,6 +251,7 @@ impl Scripts {
             advance_schedule: with_prelude(include_str!("scripts/advance_schedule.lua")),
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
+            stats: with_prelude(include_str!("scripts/stats.lua")),
         }
     }
 }
@@ -394,16 +408,13 @@ impl Store {
         Ok(Page { jobs, next })
     }
 
-    /// How many jobs are in each status.
-    pub async fn counts(&self) -> Result<BTreeMap<JobStatus, u64>> {
-        let pipeline = self.client.pipeline();
-        for status in JobStatus::ALL {
-            let _: () = pipeline
-                .zcard(format!("{}status:{status}", self.prefix))
-                .await?;
-        }
-        let counts: Vec<u64> = pipeline.all().await?;
-        Ok(JobStatus::ALL.into_iter().zip(counts).collect())
+    /// Jobs per status, queued jobs per kind, machines in flight and the
+    /// last hour's throughput, in one round trip: the gauges of `/metrics`
+    /// and the dashboard's summary, right across dispatchers.
+    pub async fn stats(&self) -> Result<Stats> {
+        let statuses = JobStatus::ALL.iter().map(|s| s.to_string()).collect();
+        let text: String = self.run(&self.scripts.stats, statuses).await?;
+        Ok(serde_json::from_str(&text)?)
     }
 
     /// Takes the next job if a machine slot is free; see [`Claim`].

@@ -12,6 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::metrics;
 use crate::types::*;
 
 /// Where the API is and how patient to be with it.
@@ -83,7 +84,7 @@ impl MachinesError {
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
             Self::Transport(_) => None,
@@ -134,11 +135,23 @@ impl MachinesClient {
     }
 
     pub async fn create(&self, request: &CreateMachineRequest) -> Result<Machine, MachinesError> {
-        self.call(Method::POST, "", None, |r| r.json(request)).await
+        self.call(
+            Method::POST,
+            Route::new("/v1/apps/{app}/machines", None),
+            None,
+            |r| r.json(request),
+        )
+        .await
     }
 
     pub async fn get(&self, id: &str) -> Result<Machine, MachinesError> {
-        self.call(Method::GET, &format!("/{id}"), None, |r| r).await
+        self.call(
+            Method::GET,
+            Route::new("/v1/apps/{app}/machines/{id}", Some(id)),
+            None,
+            |r| r,
+        )
+        .await
     }
 
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Machine>, MachinesError> {
@@ -152,7 +165,13 @@ impl MachinesClient {
         for (key, value) in &filter.metadata {
             query.push((format!("metadata.{key}"), value.clone()));
         }
-        self.call(Method::GET, "", None, |r| r.query(&query)).await
+        self.call(
+            Method::GET,
+            Route::new("/v1/apps/{app}/machines", None),
+            None,
+            |r| r.query(&query),
+        )
+        .await
     }
 
     /// Blocks until the machine reaches one of `states` or `timeout_secs`
@@ -170,9 +189,12 @@ impl MachinesClient {
         query.push(("timeout", timeout_secs.to_string()));
         let extra = Duration::from_secs(timeout_secs);
         match self
-            .call::<WaitResponse>(Method::GET, &format!("/{id}/wait"), Some(extra), |r| {
-                r.query(&query)
-            })
+            .call::<WaitResponse>(
+                Method::GET,
+                Route::new("/v1/apps/{app}/machines/{id}/wait", Some(id)),
+                Some(extra),
+                |r| r.query(&query),
+            )
             .await
         {
             Ok(answer) => Ok(WaitOutcome::Reached(answer)),
@@ -183,9 +205,12 @@ impl MachinesClient {
     }
 
     pub async fn stop(&self, id: &str, request: &StopRequest) -> Result<(), MachinesError> {
-        self.call::<serde_json::Value>(Method::POST, &format!("/{id}/stop"), None, |r| {
-            r.json(request)
-        })
+        self.call::<serde_json::Value>(
+            Method::POST,
+            Route::new("/v1/apps/{app}/machines/{id}/stop", Some(id)),
+            None,
+            |r| r.json(request),
+        )
         .await
         .map(drop)
     }
@@ -194,9 +219,12 @@ impl MachinesClient {
         let body = SignalRequest {
             signal: signal.to_string(),
         };
-        self.call::<serde_json::Value>(Method::POST, &format!("/{id}/signal"), None, |r| {
-            r.json(&body)
-        })
+        self.call::<serde_json::Value>(
+            Method::POST,
+            Route::new("/v1/apps/{app}/machines/{id}/signal", Some(id)),
+            None,
+            |r| r.json(&body),
+        )
         .await
         .map(drop)
     }
@@ -206,7 +234,12 @@ impl MachinesClient {
     pub async fn destroy(&self, id: &str, force: bool) -> Result<(), MachinesError> {
         let query = [("force", force.to_string())];
         match self
-            .call::<serde_json::Value>(Method::DELETE, &format!("/{id}"), None, |r| r.query(&query))
+            .call::<serde_json::Value>(
+                Method::DELETE,
+                Route::new("/v1/apps/{app}/machines/{id}", Some(id)),
+                None,
+                |r| r.query(&query),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -217,32 +250,46 @@ impl MachinesClient {
 
     pub async fn events(&self, id: &str, limit: u32) -> Result<Vec<MachineEvent>, MachinesError> {
         let query = [("limit", limit.to_string())];
-        self.call(Method::GET, &format!("/{id}/events"), None, |r| {
-            r.query(&query)
-        })
+        self.call(
+            Method::GET,
+            Route::new("/v1/apps/{app}/machines/{id}/events", Some(id)),
+            None,
+            |r| r.query(&query),
+        )
         .await
     }
 
     /// One API call with retries. `build` adds query and body to a fresh
-    /// request for every try.
+    /// request for every try. Every try is counted by route template and
+    /// status, every retry by its reason and wait ([`crate::metrics`]).
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        route: Route<'_>,
         extra_timeout: Option<Duration>,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, MachinesError> {
         let config = &self.config;
-        let url = format!("{}/v1/apps/{}/machines{path}", config.base_url, config.app);
+        let path = route.path(&config.app);
+        let url = format!("{}{path}", config.base_url);
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
+        let endpoint = route.template;
         let once = || async {
             let request = self
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(&config.token)
                 .timeout(timeout);
-            let response = build(request).send().await?;
-            decode(response).await
+            match build(request).send().await {
+                Ok(response) => {
+                    metrics::record_call(&method, endpoint, Some(response.status().as_u16()));
+                    decode(response).await
+                }
+                Err(e) => {
+                    metrics::record_call(&method, endpoint, None);
+                    Err(e.into())
+                }
+            }
         };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(config.min_backoff)
@@ -258,9 +305,33 @@ impl MachinesClient {
                     .map(|d| d.min(config.retry_deadline))
             })
             .notify(|e, delay| {
+                metrics::record_retry(&method, endpoint, e, delay);
                 tracing::debug!(%method, path, error = %e, ?delay, "retrying Machines API call");
             })
             .await
+    }
+}
+
+/// An API path: a fixed template such as
+/// `/v1/apps/{app}/machines/{id}/wait` and the machine id filling it.
+/// Metrics carry the template, never the id, so their label sets stay small.
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    template: &'static str,
+    id: Option<&'a str>,
+}
+
+impl<'a> Route<'a> {
+    fn new(template: &'static str, id: Option<&'a str>) -> Self {
+        Self { template, id }
+    }
+
+    fn path(&self, app: &str) -> String {
+        let path = self.template.replace("{app}", app);
+        match self.id {
+            Some(id) => path.replace("{id}", id),
+            None => path,
+        }
     }
 }
 

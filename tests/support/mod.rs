@@ -53,6 +53,8 @@ pub struct TestSystem {
     pub mock: MockServer,
     pub machines: MachinesClient,
     pub shutdown: Shutdown,
+    /// The first of `Options::api_tokens`: the helpers below send it.
+    pub token: Option<String>,
     settings: Settings,
     app: tokio::task::JoinHandle<anyhow::Result<()>>,
     valkey: LocalValkey,
@@ -91,6 +93,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
         mock,
         machines: MachinesClient::new(machines_config),
         shutdown,
+        token: options.api_tokens.first().cloned(),
         settings,
         app,
         valkey,
@@ -144,6 +147,16 @@ pub async fn start_valkey(dir: &std::path::Path, port: Option<u16>) -> LocalValk
     panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
 }
 
+/// Sends `request` and parses the answer as JSON (whatever the status).
+pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Sends `request` and returns the answer's body as text.
+pub async fn send_text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 pub async fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .await
@@ -182,11 +195,19 @@ impl TestSystem {
         format!("{}{path}", self.base)
     }
 
+    /// A request carrying the system's API token, when it has one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Submits a job and checks the 202 answer; returns the job.
     pub async fn submit(&self, body: Value) -> Value {
         let response = self
-            .http
-            .post(self.url("/jobs"))
+            .request(reqwest::Method::POST, "/jobs")
             .json(&body)
             .send()
             .await
@@ -205,14 +226,17 @@ impl TestSystem {
 
     /// `GET path`, parsed as JSON (whatever the status).
     pub async fn get_json(&self, path: &str) -> Value {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
         response.json().await.unwrap()
     }
 
     pub async fn job(&self, id: &str) -> Value {
         let response = self
-            .http
-            .get(self.url(&format!("/jobs/{id}")))
+            .request(reqwest::Method::GET, &format!("/jobs/{id}"))
             .send()
             .await
             .unwrap();

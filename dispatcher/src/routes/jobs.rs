@@ -8,7 +8,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
 use jobs::{CancelResult, Enqueued, EventKind, Job, JobId, JobStatus, ListFilter, RetryResult};
@@ -166,16 +166,27 @@ pub struct GetQuery {
     wait: Option<u64>,
 }
 
-/// `GET /jobs/{id}`, optionally long-polling with `?wait=N`.
+/// `GET /jobs/{id}`, optionally long-polling with `?wait=N`. A browser
+/// (`Accept: text/html`) gets the dashboard's job page instead.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "job id"), GetQuery),
-    responses((status = 200, body = Job), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses(
+        (status = 200, description = "the job; HTML (the dashboard's job page) when `Accept` names text/html",
+            content((Job = "application/json"), (String = "text/html"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    // The answer depends on `Accept`: caches must keep the two apart.
+    let vary = [(header::VARY, "accept")];
+    if super::wants_html(&headers) {
+        let job = find(&state, id).await?;
+        return Ok((vary, Html(crate::dashboard::pages::job_page(&job))).into_response());
+    }
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
@@ -194,7 +205,7 @@ pub async fn get(
         let _ = tokio::time::timeout_at(next, events.recv()).await;
         job = find(&state, id).await?;
     }
-    Ok(Json(job).into_response())
+    Ok((vary, Json(job)).into_response())
 }
 
 /// `GET /jobs/{id}/events`: Server-Sent Events. Each event carries the
@@ -291,35 +302,43 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let bad = |field: &str, message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
-    };
-    let filter = ListFilter {
-        status: query
-            .status
-            .map(|s| s.parse::<JobStatus>())
-            .transpose()
-            .map_err(|e| bad("status", e.to_string()))?,
-        kind: query
-            .kind
-            .map(|k| jobs::Kind::parse(&k))
-            .transpose()
-            .map_err(|e| bad("kind", e.to_string()))?,
-        after: query
-            .cursor
-            .map(|c| c.parse::<JobId>())
-            .transpose()
-            .map_err(|_| bad("cursor", "not a cursor from a previous page".into()))?,
-    };
+    let filter = list_filter(query.status, query.kind, query.cursor)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(bad(
-            "limit",
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
             format!("limit must be between 1 and {MAX_LIST_LIMIT}"),
-        ));
+        )
+        .with_field("limit"));
     }
     let page = state.store.list(&filter, limit).await?;
     Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next })).into_response())
+}
+
+/// The filters of a job listing, as the API and the dashboard take them;
+/// a bad one is a 400 naming it.
+pub(crate) fn list_filter(
+    status: Option<String>,
+    kind: Option<String>,
+    cursor: Option<String>,
+) -> Result<ListFilter, ApiError> {
+    let bad = |field: &str, message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
+    };
+    Ok(ListFilter {
+        status: status
+            .map(|s| s.parse::<JobStatus>())
+            .transpose()
+            .map_err(|e| bad("status", e.to_string()))?,
+        kind: kind
+            .map(|k| jobs::Kind::parse(&k))
+            .transpose()
+            .map_err(|e| bad("kind", e.to_string()))?,
+        after: cursor
+            .map(|c| c.parse::<JobId>())
+            .transpose()
+            .map_err(|_| bad("cursor", "not a cursor from a previous page".into()))?,
+    })
 }
 
 /// `POST /jobs/{id}/cancel`.
@@ -364,8 +383,8 @@ async fn cancel_job(
         }
         CancelResult::Missing => return Err(ApiError::not_found(format!("no job {id}"))),
     };
-    tracing::info!(job = %id, "cancel requested");
     let job = find(&state, id).await?;
+    tracing::info!(job = %id, attempt = job.attempts.len(), status = %job.status, "cancel requested");
     if job.status.is_terminal() {
         state.callbacks.deliver(&job);
     }
@@ -383,9 +402,10 @@ pub async fn retry(
     let id = parse_id(&id)?;
     match state.store.retry(id).await? {
         RetryResult::Queued => {
-            tracing::info!(job = %id, "retried by request");
             state.launcher_wakeup.notify_one();
-            Ok(Json(find(&state, id).await?).into_response())
+            let job = find(&state, id).await?;
+            tracing::info!(job = %id, status = %job.status, "retried by request");
+            Ok(Json(job).into_response())
         }
         RetryResult::NotFinished => Err(ApiError::conflict(format!(
             "job {id} is neither failed nor cancelled; only those can be retried"

@@ -9,12 +9,17 @@
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
+//! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
+//! | `GET /` | the dashboard (HTML); `/jobs/{id}` too when a browser asks for HTML |
+//! | `GET`/`POST /login`, `POST /logout` | the dashboard's session cookie (no auth) |
 //! | `GET /healthz` | liveness and store reachability (no auth) |
 //! | `GET /openapi.json` | the OpenAPI 3 description of all of the above (no auth) |
 
+mod dashboard;
 mod error;
 mod health;
 pub(crate) mod jobs;
+mod metrics;
 
 use std::sync::Arc;
 
@@ -90,11 +95,15 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(jobs::events))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
+            .routes(routes!(metrics::metrics))
+            .routes(routes!(dashboard::index))
             .split_for_parts();
-    let (open, health_doc) = OpenApiRouter::<AppState>::new()
+    let (open, open_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::healthz))
+        .routes(routes!(dashboard::login_form, dashboard::login))
+        .routes(routes!(dashboard::logout))
         .split_for_parts();
-    doc.merge(health_doc);
+    doc.merge(open_doc);
     (open, protected, doc)
 }
 
@@ -109,8 +118,23 @@ pub fn router(state: AppState) -> Router {
         .route(OPENAPI_PATH, get(move || async move { axum::Json(doc) }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(
+            crate::dashboard::html::secure_html,
+        ))
         .layer(DefaultBodyLimit::max(state.api.body_limit))
         .with_state(state)
+}
+
+/// Whether the client asked for HTML: browsers put `text/html` in
+/// `Accept`; API clients send `application/json`, `*/*` or nothing, so
+/// JSON stays the default.
+pub fn wants_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.split(';').next().unwrap_or("").trim() == "text/html")
 }
 
 /// Where the OpenAPI document is served (no auth: it holds no data).

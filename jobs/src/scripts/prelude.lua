@@ -54,7 +54,11 @@ local function set_status(id, key, from, to)
 end
 
 -- Lower priority runs first; within a priority, first in first out.
+-- `kinds` remembers every kind that was ever queued, for the per-kind
+-- queue depths of /metrics (jobs stored before it existed join on their
+-- next trip through the queue).
 local function push_queue(id, key, from)
+  redis.call('SADD', P .. 'kinds', hget(key, 'kind'))
   local seq = redis.call('INCR', P .. 'seq')
   local score = (tonumber(hget(key, 'priority')) + 1000) * 1e12 + seq
   redis.call('ZADD', P .. 'queue', int(score), id)

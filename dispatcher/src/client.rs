@@ -1,0 +1,179 @@
+//! [`ApiClient`]: a typed client of the dispatcher's own HTTP API, used by
+//! the `dispatcher jobs ...` commands. It speaks the same JSON as the
+//! routes ([`jobs::Job`]), so the two cannot drift apart silently.
+
+use jobs::{Job, JobStatus};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The dispatcher answered with an error body.
+    #[error("{status}: {message}{}", field.as_deref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
+    Api {
+        status: StatusCode,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("talking to the dispatcher")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected answer from the dispatcher: {0}")]
+    Decode(String),
+}
+
+/// One page of `GET /jobs`.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /jobs`.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// What a job stream tells about the job (see [`ApiClient::follow`]).
+pub enum Update {
+    /// The job changed status or reported progress.
+    Changed(Job),
+    /// The job is finished; the stream ends.
+    Done(Job),
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// `base` is e.g. `http://127.0.0.1:8080`; `token` one of the
+    /// dispatcher's API tokens, when it has any.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    pub async fn submit(&self, kind: &str, params: Value) -> Result<Job, ClientError> {
+        let body = serde_json::json!({ "kind": kind, "params": params });
+        self.send(self.request(Method::POST, "/jobs").json(&body))
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::GET, &format!("/jobs/{id}")))
+            .await
+    }
+
+    pub async fn list(&self, query: &ListQuery) -> Result<JobPage, ClientError> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(status) = query.status {
+            pairs.push(("status", status.to_string()));
+        }
+        if let Some(kind) = &query.kind {
+            pairs.push(("kind", kind.clone()));
+        }
+        if let Some(limit) = query.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(cursor) = &query.cursor {
+            pairs.push(("cursor", cursor.clone()));
+        }
+        self.send(self.request(Method::GET, "/jobs").query(&pairs))
+            .await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &format!("/jobs/{id}/cancel")))
+            .await
+    }
+
+    pub async fn retry(&self, id: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &format!("/jobs/{id}/retry")))
+            .await
+    }
+
+    /// Follows `GET /jobs/{id}/events` (Server-Sent Events), calling
+    /// `on_update` for each event, and returns the finished job.
+    pub async fn follow(
+        &self,
+        id: &str,
+        mut on_update: impl FnMut(&Update),
+    ) -> Result<Job, ClientError> {
+        let mut response = self
+            .request(Method::GET, &format!("/jobs/{id}/events"))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        let mut events = crate::sse::Parser::default();
+        while let Some(chunk) = response.chunk().await? {
+            for event in events.push(&chunk) {
+                let job: Job = serde_json::from_str(&event.data)
+                    .map_err(|e| ClientError::Decode(format!("event {}: {e}", event.name)))?;
+                let update = if event.name == "done" {
+                    Update::Done(job)
+                } else {
+                    Update::Changed(job)
+                };
+                on_update(&update);
+                if let Update::Done(job) = update {
+                    return Ok(job);
+                }
+            }
+        }
+        Err(ClientError::Decode(
+            "the event stream ended before the job finished".into(),
+        ))
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        let text = response.text().await?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// The dispatcher's `{"error": ..., "field": ...}` body, or the raw text.
+async fn api_error(response: reqwest::Response) -> ClientError {
+    #[derive(Deserialize)]
+    struct Body {
+        error: String,
+        field: Option<String>,
+    }
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let (message, field) = match serde_json::from_str::<Body>(&text) {
+        Ok(body) => (body.error, body.field),
+        Err(_) => (text, None),
+    };
+    ClientError::Api {
+        status,
+        message,
+        field,
+    }
+}

@@ -1,0 +1,99 @@
+//! The dashboard in a real browser: headless Chromium (Debian's package,
+//! driven through chromedriver) logs in with an API token, sees a finished
+//! job in the jobs table, clicks Cancel on a sleeping job and watches the
+//! live table show it cancelled, then opens a job's page. Fails, never
+//! skips, when Chromium is missing (`scripts/ensure-chromium` installs it).
+
+mod support;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{spawn_system_with, Options};
+use webdriver::Browser;
+
+const TOKEN: &str = "browser-test-token";
+const WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_jobs_and_cancels_one() {
+    let browser = Browser::start().await;
+    let system = spawn_system_with(Options {
+        api_tokens: vec![TOKEN.into()],
+        ..Options::default()
+    })
+    .await;
+    let echo = system
+        .submit(json!({"kind": "echo", "params": {"greeting": "<b>hello</b>"}}))
+        .await;
+    let echo = echo["id"].as_str().unwrap().to_string();
+    let echo_job = system.wait_for(&echo, "succeeded", WITHIN).await;
+    let sleeper = system
+        .submit(json!({"kind": "sleep", "params": {"ms": 120_000}}))
+        .await;
+    let sleeper = sleeper["id"].as_str().unwrap().to_string();
+    system.wait_for(&sleeper, "running", WITHIN).await;
+
+    // Without a session the dashboard sends the browser to the login form.
+    browser.goto(&system.url("/")).await;
+    let token = browser.wait_for("input[name=token]", WITHIN).await;
+    assert!(browser.current_url().await.ends_with("/login"));
+    token.type_text(TOKEN).await;
+    browser
+        .wait_for("form[action=\"/login\"] button", WITHIN)
+        .await
+        .click()
+        .await;
+
+    // The jobs table: the finished job, and the sleeping one with Cancel.
+    let finished = browser
+        .wait_for(&format!("tr[data-job=\"{echo}\"]"), WITHIN)
+        .await;
+    assert_eq!(
+        finished.attribute("data-status").await.as_deref(),
+        Some("succeeded")
+    );
+    assert!(finished.text().await.contains("succeeded"));
+    let summary = browser.wait_for("#summary", WITHIN).await.text().await;
+    assert!(summary.contains("1\nrunning"), "{summary}");
+    browser
+        .wait_for(
+            &format!("tr[data-job=\"{sleeper}\"] button[data-action=cancel]"),
+            WITHIN,
+        )
+        .await
+        .click()
+        .await;
+
+    // The live table catches up: the row shows the job cancelled.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let row = browser
+            .wait_for(&format!("tr[data-job=\"{sleeper}\"]"), WITHIN)
+            .await;
+        if row.attribute("data-status").await.as_deref() == Some("cancelled") {
+            assert!(row.text().await.contains("cancelled"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the row never showed cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(system.job(&sleeper).await["status"], "cancelled");
+
+    // The job page: result (escaped, shown as text) and the attempt.
+    browser.goto(&system.url(&format!("/jobs/{echo}"))).await;
+    let result = browser.wait_for("#result", WITHIN).await.text().await;
+    assert!(result.contains("<b>hello</b>"), "{result}");
+    let attempts = browser.wait_for("#attempts", WITHIN).await.text().await;
+    let machine = echo_job["attempts"][0]["machine_id"].as_str().unwrap();
+    assert!(attempts.contains(machine), "{attempts}");
+    assert!(attempts.contains("succeeded"), "{attempts}");
+
+    browser.close().await;
+    system.stop().await;
+}
