@@ -5,7 +5,7 @@
 //! count every command a Lua script runs inside itself, so a transition
 //! that is one script call would count as a dozen. `MONITOR` tags those
 //! inner commands `[0 lua]`; everything else is a round trip some client
-//! made. The bench's own probes are left out by their address.
+//! made, and its address tells which client made it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,20 @@ pub struct Counted {
     pub total: u64,
     /// By command name (lower case), for the profile.
     pub by_name: BTreeMap<String, u64>,
+    /// By client address (`127.0.0.1:port`), to tell clients apart.
+    pub by_client: BTreeMap<String, u64>,
+}
+
+impl Counted {
+    /// Every client address seen.
+    pub fn clients(&self) -> Vec<String> {
+        self.by_client.keys().cloned().collect()
+    }
+
+    /// Commands of the clients in `clients`.
+    pub fn of(&self, clients: &[String]) -> u64 {
+        clients.iter().filter_map(|c| self.by_client.get(c)).sum()
+    }
 }
 
 pub struct CommandCounter {
@@ -69,9 +83,11 @@ impl CommandCounter {
                     continue;
                 }
                 let name = rest.split('"').nth(1).unwrap_or("?").to_lowercase();
+                let client = client.unwrap_or("").trim_end_matches(']').to_string();
                 let mut counted = feed.lock().expect("counter lock");
                 counted.total += 1;
                 *counted.by_name.entry(name).or_default() += 1;
+                *counted.by_client.entry(client).or_default() += 1;
             }
         });
         Ok(Self {

@@ -41,7 +41,9 @@ pub struct FleetResult {
     /// finished before it ended.
     pub window: Duration,
     pub machines_calls_per_job: f64,
-    pub valkey_commands_per_job: f64,
+    /// Store commands per job sent by the dispatcher, and by the runners.
+    pub dispatcher_commands_per_job: f64,
+    pub runner_commands_per_job: f64,
     /// All commands of the run by name (for the profile).
     pub commands_by_name: std::collections::BTreeMap<String, u64>,
 }
@@ -85,7 +87,7 @@ fn virtual_runner(store: Store) -> Boot {
 }
 
 async fn measure(system: &System, sizes: &FleetSizes) -> anyhow::Result<FleetResult> {
-    let commands_before = system.valkey_commands().await?.total;
+    let commands_before = system.valkey_commands().await?;
     let calls_before = system.machines_api_calls();
     let started = Instant::now();
     submit_all(system, sizes).await?;
@@ -137,7 +139,9 @@ async fn measure(system: &System, sizes: &FleetSizes) -> anyhow::Result<FleetRes
         idle_cpu_percent: 100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
         window,
         machines_calls_per_job: (system.machines_api_calls() - calls_before) as f64 / jobs,
-        valkey_commands_per_job: (commands.total - commands_before) as f64 / jobs,
+        dispatcher_commands_per_job: (commands.dispatcher - commands_before.dispatcher) as f64
+            / jobs,
+        runner_commands_per_job: (commands.runners - commands_before.runners) as f64 / jobs,
         commands_by_name: commands.by_name,
     })
 }

@@ -49,6 +49,17 @@ struct Args {
     /// Jobs in the fleet scenario (default 10,000; 200 with --quick).
     #[arg(long)]
     fleet_jobs: Option<u64>,
+    /// Run only these parts (default: all), e.g. `--only fleet` while
+    /// profiling one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Submit,
+    EndToEnd,
+    Fleet,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,19 +78,29 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    runtime.block_on(async move {
         let host = host::Host::describe();
         eprintln!("bench on {host}");
         let (submit_sizes, end_to_end_sizes, mut fleet_sizes) = sizes(args.quick);
         if let Some(jobs) = args.fleet_jobs {
             fleet_sizes.jobs = jobs;
         }
-        eprintln!("1/3 submit throughput");
-        let submit = submit::run(&binaries, &submit_sizes).await?;
-        eprintln!("2/3 end to end and detection");
-        let end_to_end = end_to_end::run(&binaries, &end_to_end_sizes).await?;
-        eprintln!("3/3 fleet of {} virtual machines", fleet_sizes.jobs);
-        let fleet = fleet::run(&binaries, &fleet_sizes).await?;
+        let runs = |part| args.only.is_empty() || args.only.contains(&part);
+        let mut submit = None;
+        if runs(Part::Submit) {
+            eprintln!("submit throughput");
+            submit = Some(submit::run(&binaries, &submit_sizes).await?);
+        }
+        let mut end_to_end = None;
+        if runs(Part::EndToEnd) {
+            eprintln!("end to end and detection");
+            end_to_end = Some(end_to_end::run(&binaries, &end_to_end_sizes).await?);
+        }
+        let mut fleet = None;
+        if runs(Part::Fleet) {
+            eprintln!("fleet of {} virtual machines", fleet_sizes.jobs);
+            fleet = Some(fleet::run(&binaries, &fleet_sizes).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
@@ -88,10 +109,12 @@ fn main() -> anyhow::Result<()> {
             fleet,
         };
         println!("{}", table::render(&results));
-        eprintln!(
-            "fleet: store commands by name: {:?}",
-            results.fleet.commands_by_name
-        );
+        if let Some(fleet) = &results.fleet {
+            eprintln!(
+                "fleet: store commands by name: {:?}",
+                fleet.commands_by_name
+            );
+        }
         anyhow::Ok(())
     })
 }

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -18,7 +17,7 @@ use mock_machines::{Boot, MockConfig, MockServer};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::commands::{CommandCounter, Counted};
+use crate::commands::CommandCounter;
 use crate::usage::Usage;
 
 const FLY_TOKEN: &str = "bench-token";
@@ -46,15 +45,26 @@ pub struct Binaries {
     pub log_dir: Option<PathBuf>,
 }
 
+/// Store commands, by who sent them.
+pub struct Commands {
+    pub dispatcher: u64,
+    /// Runners on the bench's store connection: virtual machines only.
+    pub runners: u64,
+    /// Every client's, by command name.
+    pub by_name: std::collections::BTreeMap<String, u64>,
+}
+
 pub struct System {
     pub base: String,
     /// The bench's own connection to the store (events; virtual runners).
     pub store: Store,
-    /// The bench's connection for its polls, whose commands it counts so
-    /// they can be left out of the system's.
+    /// The bench's connection for its polls.
     probe: Client,
-    probe_commands: AtomicU64,
     commands: CommandCounter,
+    /// Client addresses of `store` and `probe`: whatever the counter saw
+    /// after each connected and before the dispatcher started.
+    store_clients: Vec<String>,
+    probe_clients: Vec<String>,
     pub mock: MockServer,
     pub machines: MachinesClient,
     dispatcher: Child,
@@ -70,10 +80,15 @@ impl System {
             free_port().await?
         ));
         let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
-        let store = Store::connect(StoreConfig::new(valkey.url())).await?;
         let commands = CommandCounter::start(valkey.port()).await?;
+        let store = Store::connect(StoreConfig::new(valkey.url())).await?;
+        store.ping().await?;
+        let store_clients = commands.snapshot().await?.clients();
         let probe = Client::new(Config::from_url(&valkey.url())?, None, None, None);
         probe.init().await?;
+        probe.ping::<()>(None).await?;
+        let mut probe_clients = commands.snapshot().await?.clients();
+        probe_clients.retain(|c| !store_clients.contains(c));
         let boot = match options.boot {
             BootWith::Process => Boot::Process,
             BootWith::Virtual(build) => build(store.clone()),
@@ -98,8 +113,9 @@ impl System {
             base,
             store,
             probe,
-            probe_commands: AtomicU64::new(0),
             commands,
+            store_clients,
+            probe_clients,
             machines: MachinesClient::new(ClientConfig::new(mock.base_url(), APP, FLY_TOKEN)),
             mock,
             dispatcher,
@@ -112,39 +128,30 @@ impl System {
         Usage::of(self.dispatcher.id().context("the dispatcher exited")?)
     }
 
-    /// The commands clients of the system (dispatcher, runners) have
-    /// sent so far; the bench's own polls are left out.
-    pub async fn valkey_commands(&self) -> anyhow::Result<Counted> {
-        let mut counted = self.commands.snapshot().await?;
-        let own = self.probe_commands.load(Ordering::Relaxed);
-        counted.total -= own;
-        // Every probe is a ZCARD.
-        if let Some(zcard) = counted.by_name.get_mut("zcard") {
-            *zcard -= own;
-        }
-        Ok(counted)
+    /// The commands sent so far by the dispatcher, and by the bench's
+    /// store connection (which virtual machines' runners share).
+    pub async fn valkey_commands(&self) -> anyhow::Result<Commands> {
+        let counted = self.commands.snapshot().await?;
+        let runners = counted.of(&self.store_clients);
+        let bench = runners + counted.of(&self.probe_clients);
+        Ok(Commands {
+            dispatcher: counted.total - bench,
+            runners,
+            by_name: counted.by_name,
+        })
     }
 
     /// How many jobs are in `status` now.
     pub async fn jobs_in(&self, status: JobStatus) -> anyhow::Result<u64> {
         let key = format!("{{{}}}:status:{status}", self.store.namespace());
-        self.probe(self.probe.zcard(key)).await
+        Ok(self.probe.zcard(key).await?)
     }
 
     /// Machine slots still held (`in_flight`): each is freed once its
     /// supervisor has destroyed the machine, its last step.
     pub async fn slots_held(&self) -> anyhow::Result<u64> {
         let key = format!("{{{}}}:in_flight", self.store.namespace());
-        self.probe(self.probe.zcard(key)).await
-    }
-
-    /// Sends one command on the probe connection, counting it.
-    async fn probe<T>(
-        &self,
-        command: impl std::future::Future<Output = Result<T, fred::error::Error>>,
-    ) -> anyhow::Result<T> {
-        self.probe_commands.fetch_add(1, Ordering::Relaxed);
-        Ok(command.await?)
+        Ok(self.probe.zcard(key).await?)
     }
 
     /// Machines API calls the mock has answered, all routes together.
@@ -179,13 +186,13 @@ fn spawn_dispatcher(
             );
         }
     }
-    let log = match &binaries.log_dir {
+    let (stdout, stderr) = match &binaries.log_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
-            let path = dir.join(format!("dispatcher-{port}.log"));
-            Stdio::from(std::fs::File::create(&path)?)
+            let log = std::fs::File::create(dir.join(format!("dispatcher-{port}.log")))?;
+            (Stdio::from(log.try_clone()?), Stdio::from(log))
         }
-        None => Stdio::null(),
+        None => (Stdio::null(), Stdio::null()),
     };
     let child = Command::new(&binary)
         .arg("serve")
@@ -198,8 +205,8 @@ fn spawn_dispatcher(
         .arg(path_text(&runner)?)
         .args(["--max-machines", &max_machines.to_string()])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
+        .stdout(stdout)
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;

@@ -39,6 +39,7 @@ pub struct LaunchSettings {
     /// Slack on top of a job's timeout before the dispatcher kills the
     /// machine (the runner's own guard fires first and reports why).
     pub timeout_grace: Duration,
+    /// How often runners heartbeat (`JOB_HEARTBEAT_MS`).
     pub heartbeat: Duration,
     /// An attempt whose runner has not heartbeat for this long, and whose
     /// machine is not running, is `lost`.

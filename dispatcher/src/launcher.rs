@@ -5,7 +5,10 @@
 //! It sleeps until something may have changed: a job was queued, a slot
 //! was freed or a lease handed back (all announced by the store's events),
 //! a scheduled job comes due, or a one-second safety tick in case an event
-//! was missed.
+//! was missed. While every slot is taken, a newly queued job changes
+//! nothing, so then only a freed slot (or the tick) wakes it: intake does
+//! not cost a claim per job when the fleet is full or launching is off
+//! (`--max-machines 0`).
 //!
 //! On shutdown it hands every lease back, so a peer's reaper takes the
 //! attempts over at once, and stops its supervisors. Their machines keep
@@ -63,6 +66,7 @@ impl Supervisors {
 
 pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
     let wakeup = shared.hub.launcher_wakeup();
+    let slot_freed = shared.hub.slot_freed();
     let mut supervisors = Supervisors::default();
     let mut last_reap = Instant::now() - REAP_EVERY;
     loop {
@@ -84,6 +88,7 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
                 shared.launch.lease,
             )
             .await;
+        let full = matches!(claim, Ok(Claim::Full));
         let sleep = match claim {
             Ok(Claim::Claimed { job, attempt }) => {
                 let span = attempt_span(&attempt, job.kind.as_str());
@@ -103,7 +108,8 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
             }
         };
         tokio::select! {
-            _ = wakeup.notified() => {}
+            _ = wakeup.notified(), if !full => {}
+            _ = slot_freed.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.wait() => {}
         }

@@ -7,7 +7,9 @@
 //!    catches crashes and OOM kills), a cancel request, or the deadline.
 //! 3. Turn that into the attempt's [`Outcome`] and finish the attempt,
 //!    which moves the job on (succeeded, retry later, dead letter, ...).
-//! 4. Destroy the machine, retrying until it is gone, and free the slot.
+//! 4. Destroy the machine, retrying until it is gone (unless the API
+//!    already showed it destroyed: `auto_destroy` does that when the
+//!    runner exits), and free the slot.
 //!
 //! A supervisor can also resume an attempt another dispatcher started and
 //! abandoned (it died, or handed the lease back on shutdown): it picks up
@@ -45,6 +47,8 @@ struct Ending {
     outcome: Outcome,
     exit_code: Option<i32>,
     error: Option<String>,
+    /// The API showed the machine destroyed, so no destroy call is needed.
+    machine_destroyed: bool,
 }
 
 /// Where a supervisor starts.
@@ -94,6 +98,7 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                     outcome: Outcome::Cancelled,
                     exit_code: None,
                     error: None,
+                    machine_destroyed: false,
                 },
             };
             (ending, Some(machine_id))
@@ -131,8 +136,12 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
         Err(e) => tracing::error!(error = %e, "could not record the attempt's end"),
     }
 
-    if let Some(id) = &machine_id {
-        destroy(&shared.machines, id).await;
+    match &machine_id {
+        Some(id) if ending.machine_destroyed => {
+            tracing::info!(machine = %id, "machine destroyed itself (auto_destroy)")
+        }
+        Some(id) => destroy(&shared.machines, id).await,
+        None => {}
     }
     if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
         tracing::error!(error = %e, "could not free the machine slot");
@@ -166,6 +175,7 @@ async fn create_machine(
                 outcome: Outcome::BootFailed,
                 exit_code: None,
                 error: Some(format!("machine could not be created: {e}")),
+                machine_destroyed: false,
             })
         }
     }
@@ -304,9 +314,8 @@ async fn watch(
                 return judge(shared, attempt, machine_id).await;
             }
             stop(&shared.machines, machine_id).await;
-            let exit_code = exit_of(&shared.machines, machine_id)
-                .await
-                .map(|e| e.exit_code);
+            let remains = remains_of(&shared.machines, machine_id).await;
+            let exit_code = remains.exit.map(|e| e.exit_code);
             match signal {
                 Signal::Deadline => Ending {
                     outcome: Outcome::TimedOut,
@@ -315,11 +324,13 @@ async fn watch(
                         "timed out after {}s; machine stopped",
                         job.timeout_secs
                     )),
+                    machine_destroyed: remains.destroyed,
                 },
                 _ => Ending {
                     outcome: Outcome::Cancelled,
                     exit_code,
                     error: Some("cancelled by request; machine stopped".into()),
+                    machine_destroyed: remains.destroyed,
                 },
             }
         }
@@ -328,7 +339,7 @@ async fn watch(
 
 /// Reads the runner's report and the machine's exit and names the outcome.
 async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> Ending {
-    let exit = exit_of(&shared.machines, machine_id).await;
+    let Remains { exit, destroyed } = remains_of(&shared.machines, machine_id).await;
     let exit_code = exit.as_ref().map(|e| e.exit_code);
     let report = with_store_retries(|| shared.store.report_kind(attempt)).await;
     let outcome = match report {
@@ -360,6 +371,7 @@ async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> 
         outcome,
         exit_code,
         error,
+        machine_destroyed: destroyed,
     }
 }
 
@@ -391,13 +403,26 @@ async fn machine_running(machines: &MachinesClient, id: &str) -> bool {
     }
 }
 
-/// The newest exit event of the machine, if the API still knows it.
-async fn exit_of(machines: &MachinesClient, id: &str) -> Option<machines::ExitEvent> {
+/// What the API still knows of a machine that went down.
+struct Remains {
+    /// Its newest exit event.
+    exit: Option<machines::ExitEvent>,
+    /// Whether it is destroyed already (`auto_destroy` after the exit).
+    destroyed: bool,
+}
+
+async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
     match machines.get(id).await {
-        Ok(machine) => machine.last_exit().cloned(),
+        Ok(machine) => Remains {
+            exit: machine.last_exit().cloned(),
+            destroyed: machine.state == MachineState::Destroyed,
+        },
         Err(e) => {
             tracing::debug!(machine = id, error = %e, "no exit event");
-            None
+            Remains {
+                exit: None,
+                destroyed: false,
+            }
         }
     }
 }
