@@ -242,11 +242,13 @@ impl Scripts {
     }
 }
 
+/// Cheap to clone (every HTTP request clones one): the client is a handle
+/// and the rest is shared.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) client: Client,
-    fred_config: Config,
-    config: StoreConfig,
+    fred_config: Arc<Config>,
+    config: Arc<StoreConfig>,
     prefix: Arc<str>,
     pub(crate) scripts: Arc<Scripts>,
 }
@@ -260,9 +262,9 @@ impl Store {
         client.init().await?;
         Ok(Self {
             client,
-            fred_config,
+            fred_config: Arc::new(fred_config),
             prefix: format!("{{{}}}:", config.namespace).into(),
-            config,
+            config: Arc::new(config),
             scripts: Arc::new(Scripts::load()),
         })
     }
