@@ -67,6 +67,7 @@ impl Supervisors {
 pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
     let wakeup = shared.hub.launcher_wakeup();
     let slot_freed = shared.hub.slot_freed();
+    let renewer = tokio::spawn(shared.leases.clone().run());
     let mut supervisors = Supervisors::default();
     let mut last_reap = Instant::now() - REAP_EVERY;
     loop {
@@ -114,6 +115,11 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
             _ = shutdown.wait() => {}
         }
     }
+    // Stop renewing first, so no renewal can extend a lease after it was
+    // handed back (a renewal already sent runs before the hand-backs: one
+    // connection keeps the order).
+    renewer.abort();
+    let _ = renewer.await;
     hand_back(&shared, supervisors).await;
 }
 
@@ -177,7 +183,6 @@ async fn hand_back(shared: &Supervision, mut supervisors: Supervisors) {
         attempts = supervisors.owned.len(),
         "handing leases back to peers"
     );
-    // Stop first, so no renewal can extend a lease after it was handed back.
     supervisors.tasks.abort_all();
     while supervisors.tasks.join_next().await.is_some() {}
     for attempt in supervisors.owned.values() {

@@ -22,6 +22,8 @@
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
+//! - [`leases`]: renews every lease this dispatcher holds in one store
+//!   call per few hundred attempts, so a large fleet stays cheap.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 
@@ -32,6 +34,7 @@ pub mod configuration;
 pub mod dev;
 pub mod hub;
 pub mod launcher;
+pub mod leases;
 pub mod request;
 pub mod retry;
 pub mod routes;

@@ -30,12 +30,14 @@ use tokio::time::Instant;
 
 use crate::configuration::LaunchSettings;
 use crate::hub::{EventHub, Subscription};
+use crate::leases::{Leases, Renewal};
 
 /// Everything supervisors share.
 pub struct Supervision {
     pub store: Store,
     pub machines: MachinesClient,
     pub hub: EventHub,
+    pub leases: Arc<Leases>,
     pub launch: LaunchSettings,
     pub owner: String,
     pub callbacks: crate::callbacks::Callbacks,
@@ -275,7 +277,7 @@ async fn watch(
         Instant::now() + Duration::from_secs(job.timeout_secs) + shared.launch.timeout_grace;
     let down = wait_until_down(&shared.machines, machine_id);
     tokio::pin!(down);
-    let mut renew = tokio::time::interval(shared.launch.lease / 3);
+    let mut lease = shared.leases.hold(attempt.job_id, attempt.attempt);
 
     let signal = loop {
         tokio::select! {
@@ -286,15 +288,14 @@ async fn watch(
                 _ => {}
             },
             _ = tokio::time::sleep_until(deadline) => break Signal::Deadline,
-            _ = renew.tick() => match shared.store.renew(attempt, shared.launch.lease).await {
-                Ok(Some(silent)) if silent > shared.launch.lost_after => {
+            renewal = lease.renewed() => match renewal {
+                Renewal::Renewed { silent } if silent > shared.launch.lost_after => {
                     if !machine_running(&shared.machines, machine_id).await {
                         break Signal::Silent;
                     }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => tracing::warn!("the attempt's slot is gone; finishing anyway"),
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                Renewal::Renewed { .. } | Renewal::Failed => {}
+                Renewal::Gone => tracing::warn!("the attempt's slot is gone; finishing anyway"),
             },
         }
     };

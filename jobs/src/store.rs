@@ -561,17 +561,26 @@ impl Store {
         Ok(())
     }
 
-    /// Extends the lease on an attempt's slot and returns how long ago the
-    /// runner last heartbeat (or the attempt was claimed). `None` when the
+    /// Extends the leases on the slots of `attempts` (`(job, attempt)`
+    /// pairs) in one round trip, and returns for each how long ago its
+    /// runner last heartbeat (or the attempt was claimed): `None` when the
     /// slot is gone.
-    pub async fn renew(&self, a: &AttemptRef, lease: Duration) -> Result<Option<Duration>> {
-        let args = vec![
-            a.job_id.to_string(),
-            a.attempt.to_string(),
-            lease.as_millis().to_string(),
-        ];
-        let silent_ms: i64 = self.run(&self.scripts.renew, args).await?;
-        Ok((silent_ms >= 0).then(|| Duration::from_millis(silent_ms as u64)))
+    pub async fn renew(
+        &self,
+        attempts: &[(JobId, u32)],
+        lease: Duration,
+    ) -> Result<Vec<Option<Duration>>> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Vec::with_capacity(attempts.len() + 1);
+        args.push(lease.as_millis().to_string());
+        args.extend(attempts.iter().map(|(id, n)| format!("{id}/{n}")));
+        let ages: Vec<i64> = self.run(&self.scripts.renew, args).await?;
+        Ok(ages
+            .into_iter()
+            .map(|ms| (ms >= 0).then(|| Duration::from_millis(ms as u64)))
+            .collect())
     }
 
     /// In-flight attempts whose lease ran out by this machine's clock
