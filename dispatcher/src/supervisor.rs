@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::configuration::LaunchSettings;
 use crate::hub::{EventHub, Subscription};
-use crate::leases::{Leases, Renewal};
+use crate::leases::{Held, Leases, Renewal};
 
 /// Everything supervisors share.
 pub struct Supervision {
@@ -78,6 +78,9 @@ enum Signal {
 pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, start: Start) {
     // Subscribe before anything happens so no event can slip by.
     let mut events = shared.hub.subscribe(job.id);
+    // Renewed from the start: creating the machine can take longer than
+    // a lease when the Machines API is slow or many attempts start at once.
+    let mut lease = shared.leases.hold(attempt.job_id, attempt.attempt);
 
     let known = match start {
         Start::Fresh => None,
@@ -94,7 +97,17 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                 with_store_retries(|| shared.store.record_machine(&attempt, &machine_id, &region))
                     .await;
             let ending = match recorded {
-                Ok(true) => watch(&shared, &job, &attempt, &machine_id, &mut events).await,
+                Ok(true) => {
+                    watch(
+                        &shared,
+                        &job,
+                        &attempt,
+                        &machine_id,
+                        &mut events,
+                        &mut lease,
+                    )
+                    .await
+                }
                 // Cancelled or superseded meanwhile: finishing is a no-op.
                 _ => Ending {
                     outcome: Outcome::Cancelled,
@@ -272,12 +285,12 @@ async fn watch(
     attempt: &AttemptRef,
     machine_id: &str,
     events: &mut Subscription,
+    lease: &mut Held,
 ) -> Ending {
     let deadline =
         Instant::now() + Duration::from_secs(job.timeout_secs) + shared.launch.timeout_grace;
     let down = wait_until_down(&shared.machines, machine_id);
     tokio::pin!(down);
-    let mut lease = shared.leases.hold(attempt.job_id, attempt.attempt);
 
     let signal = loop {
         tokio::select! {
