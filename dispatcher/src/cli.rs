@@ -46,6 +46,8 @@ pub struct CommonArgs {
     #[arg(long, env = "JOBS_NAMESPACE", default_value = "jobs")]
     pub namespace: String,
     /// Machines in flight at once, across all dispatchers on this store.
+    /// 0 launches nothing: jobs are accepted and queued (intake only, e.g.
+    /// while draining the fleet), and attempts in flight still finish.
     #[arg(long, env = "MAX_MACHINES", default_value_t = 10)]
     pub max_machines: u32,
     /// Comma-separated API tokens. When set, every route but /healthz needs
