@@ -51,6 +51,8 @@ pub struct CommonArgs {
     #[arg(long, env = "JOBS_NAMESPACE", default_value = "jobs")]
     pub namespace: String,
     /// Machines in flight at once, across all dispatchers on this store.
+    /// 0 launches nothing: jobs are accepted and queued (intake only, e.g.
+    /// while draining the fleet), and attempts in flight still finish.
     #[arg(long, env = "MAX_MACHINES", default_value_t = 10)]
     pub max_machines: u32,
     /// Comma-separated API tokens. When set, every route but /healthz needs
@@ -107,6 +109,12 @@ pub struct CommonArgs {
     /// A runner silent this long, on a machine that is not running, is lost.
     #[arg(long, env = "LOST_AFTER_SECS", default_value_t = 30)]
     pub lost_after_secs: u64,
+    /// How often runners heartbeat (at most a third of --lost-after-secs).
+    /// Each heartbeat is a store command, so this sets the store traffic
+    /// of a long job; a cancel reaches the runner at once either way (its
+    /// machine is stopped).
+    #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 5)]
+    pub heartbeat_secs: u64,
     /// How long Machines API calls are retried (429, 5xx, connection errors).
     #[arg(long, env = "MACHINES_RETRY_SECS", default_value_t = 60)]
     pub machines_retry_secs: u64,
@@ -263,6 +271,7 @@ impl CommonArgs {
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);
+        let lost_after = Duration::from_secs(self.lost_after_secs.max(1));
         let runner_log_format = match self.log_format {
             LogFormat::Human => "human",
             LogFormat::Json => "json",
@@ -278,8 +287,8 @@ impl CommonArgs {
                 max_machines: self.max_machines,
                 lease: Duration::from_secs(self.lease_secs.max(3)),
                 timeout_grace: Duration::from_secs(self.timeout_grace_secs),
-                heartbeat: Duration::from_secs(1),
-                lost_after: Duration::from_secs(self.lost_after_secs.max(1)),
+                heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)).min(lost_after / 3),
+                lost_after,
                 pause_after_create: self.test_pause_after_create_ms.map(Duration::from_millis),
                 kind_caps: serde_json::to_string(
                     &self.kind_caps.iter().cloned().collect::<BTreeMap<_, _>>(),

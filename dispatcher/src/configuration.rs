@@ -34,11 +34,12 @@ pub struct LaunchSettings {
     pub runner_store_url: String,
     /// Machines in flight at once, across all dispatchers sharing the store.
     pub max_machines: u32,
-    /// A supervisor renews its lease on an attempt well before this runs out.
+    /// Leases on attempts are renewed every third of this ([`crate::leases`]).
     pub lease: Duration,
     /// Slack on top of a job's timeout before the dispatcher kills the
     /// machine (the runner's own guard fires first and reports why).
     pub timeout_grace: Duration,
+    /// How often runners heartbeat (`JOB_HEARTBEAT_MS`).
     pub heartbeat: Duration,
     /// An attempt whose runner has not heartbeat for this long, and whose
     /// machine is not running, is `lost`.

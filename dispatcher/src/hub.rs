@@ -2,7 +2,10 @@
 //! channel, fanned out in memory.
 //!
 //! Supervisors and long-polls subscribe to one job's events; the launcher
-//! is woken whenever a job is queued or a machine slot frees up. Pub/sub
+//! is woken when a job is queued ([`EventHub::launcher_wakeup`]) and,
+//! separately, when a machine slot frees up ([`EventHub::slot_freed`]):
+//! while every slot is taken, only the second can give it work, so it
+//! need not claim once per submitted job. Pub/sub
 //! is best effort, so every consumer re-reads the record before acting and
 //! has a slow path (the Machines API, a periodic tick) for missed messages.
 
@@ -23,6 +26,7 @@ pub struct EventHub {
     senders: Arc<Mutex<Senders>>,
     next_id: Arc<AtomicU64>,
     launcher: Arc<Notify>,
+    slots: Arc<Notify>,
 }
 
 /// Events of one job until dropped.
@@ -62,6 +66,7 @@ impl EventHub {
             senders: Arc::default(),
             next_id: Arc::default(),
             launcher: Arc::new(Notify::new()),
+            slots: Arc::new(Notify::new()),
         };
         let mut messages = subscriber.message_rx();
         let fan_out = hub.clone();
@@ -79,6 +84,7 @@ impl EventHub {
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "event hub lagged");
                             fan_out.launcher.notify_one();
+                            fan_out.slots.notify_one();
                         }
                         Err(_) => break,
                     },
@@ -106,16 +112,24 @@ impl EventHub {
         }
     }
 
-    /// Notified when there may be work for the launcher.
+    /// Notified when there may be work for the launcher: a job was
+    /// queued, or a lease handed back.
     pub fn launcher_wakeup(&self) -> Arc<Notify> {
         self.launcher.clone()
     }
 
+    /// Notified when a machine slot was freed, or a lease handed back.
+    pub fn slot_freed(&self) -> Arc<Notify> {
+        self.slots.clone()
+    }
+
     fn dispatch(&self, event: JobEvent) {
-        let wakes_launcher = matches!(event.kind, EventKind::Slot | EventKind::Lease)
-            || (event.kind == EventKind::Status && event.status == Some(JobStatus::Queued));
-        if wakes_launcher {
+        let queued = event.kind == EventKind::Status && event.status == Some(JobStatus::Queued);
+        if queued || event.kind == EventKind::Lease {
             self.launcher.notify_one();
+        }
+        if matches!(event.kind, EventKind::Slot | EventKind::Lease) {
+            self.slots.notify_one();
         }
         let senders = self.senders.lock().expect("hub lock");
         if let Some(list) = senders.get(&event.id) {

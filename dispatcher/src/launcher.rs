@@ -5,7 +5,10 @@
 //! It sleeps until something may have changed: a job was queued, a slot
 //! was freed or a lease handed back (all announced by the store's events),
 //! a scheduled job comes due, or a one-second safety tick in case an event
-//! was missed.
+//! was missed. While every slot is taken, a newly queued job changes
+//! nothing, so then only a freed slot (or the tick) wakes it: intake does
+//! not cost a claim per job when the fleet is full or launching is off
+//! (`--max-machines 0`).
 //!
 //! On shutdown it hands every lease back, so a peer's reaper takes the
 //! attempts over at once, and stops its supervisors. Their machines keep
@@ -63,6 +66,8 @@ impl Supervisors {
 
 pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
     let wakeup = shared.hub.launcher_wakeup();
+    let slot_freed = shared.hub.slot_freed();
+    let renewer = tokio::spawn(shared.leases.clone().run());
     let mut supervisors = Supervisors::default();
     let mut last_reap = Instant::now() - REAP_EVERY;
     loop {
@@ -84,6 +89,7 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
                 shared.launch.lease,
             )
             .await;
+        let full = matches!(claim, Ok(Claim::Full));
         let sleep = match claim {
             Ok(Claim::Claimed { job, attempt }) => {
                 let span = attempt_span(&attempt, job.kind.as_str());
@@ -108,11 +114,17 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
             }
         };
         tokio::select! {
-            _ = wakeup.notified() => {}
+            _ = wakeup.notified(), if !full => {}
+            _ = slot_freed.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.wait() => {}
         }
     }
+    // Stop renewing first, so no renewal can extend a lease after it was
+    // handed back (a renewal already sent runs before the hand-backs: one
+    // connection keeps the order).
+    renewer.abort();
+    let _ = renewer.await;
     hand_back(&shared, supervisors).await;
 }
 
@@ -176,7 +188,6 @@ async fn hand_back(shared: &Supervision, mut supervisors: Supervisors) {
         attempts = supervisors.owned.len(),
         "handing leases back to peers"
     );
-    // Stop first, so no renewal can extend a lease after it was handed back.
     supervisors.tasks.abort_all();
     while supervisors.tasks.join_next().await.is_some() {}
     for attempt in supervisors.owned.values() {

@@ -25,6 +25,8 @@
 //!   this process's counters and histograms.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
+//! - [`leases`]: renews every lease this dispatcher holds in one store
+//!   call per few hundred attempts, so a large fleet stays cheap.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 //! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
@@ -40,6 +42,7 @@ pub mod dev;
 pub mod hub;
 pub mod jobs_command;
 pub mod launcher;
+pub mod leases;
 pub mod metrics;
 pub mod output;
 pub mod request;

@@ -13,6 +13,7 @@ use crate::callbacks::Callbacks;
 use crate::configuration::Settings;
 use crate::hub::EventHub;
 use crate::launcher;
+use crate::leases::Leases;
 use crate::routes::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
@@ -65,6 +66,7 @@ impl Application {
             store: store.clone(),
             machines: MachinesClient::new(settings.machines.clone()),
             hub: hub.clone(),
+            leases: Leases::new(store.clone(), settings.launch.lease),
             launch: settings.launch.clone(),
             owner: settings.owner.clone(),
             callbacks: callbacks.clone(),

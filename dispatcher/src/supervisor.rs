@@ -7,7 +7,9 @@
 //!    catches crashes and OOM kills), a cancel request, or the deadline.
 //! 3. Turn that into the attempt's [`Outcome`] and finish the attempt,
 //!    which moves the job on (succeeded, retry later, dead letter, ...).
-//! 4. Destroy the machine, retrying until it is gone, and free the slot.
+//! 4. Destroy the machine, retrying until it is gone (unless the API
+//!    already showed it destroyed: `auto_destroy` does that when the
+//!    runner exits), and free the slot.
 //!
 //! A supervisor can also resume an attempt another dispatcher started and
 //! abandoned (it died, or handed the lease back on shutdown): it picks up
@@ -28,12 +30,14 @@ use tokio::time::Instant;
 
 use crate::configuration::LaunchSettings;
 use crate::hub::{EventHub, Subscription};
+use crate::leases::{Held, Leases, Renewal};
 
 /// Everything supervisors share.
 pub struct Supervision {
     pub store: Store,
     pub machines: MachinesClient,
     pub hub: EventHub,
+    pub leases: Arc<Leases>,
     pub launch: LaunchSettings,
     pub owner: String,
     pub callbacks: crate::callbacks::Callbacks,
@@ -45,6 +49,8 @@ struct Ending {
     outcome: Outcome,
     exit_code: Option<i32>,
     error: Option<String>,
+    /// The API showed the machine destroyed, so no destroy call is needed.
+    machine_destroyed: bool,
 }
 
 /// Where a supervisor starts.
@@ -73,6 +79,9 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
     let began = std::time::Instant::now();
     // Subscribe before anything happens so no event can slip by.
     let mut events = shared.hub.subscribe(job.id);
+    // Renewed from the start: creating the machine can take longer than
+    // a lease when the Machines API is slow or many attempts start at once.
+    let mut lease = shared.leases.hold(attempt.job_id, attempt.attempt);
 
     let known = match start {
         Start::Fresh => None,
@@ -89,12 +98,23 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                 with_store_retries(|| shared.store.record_machine(&attempt, &machine_id, &region))
                     .await;
             let ending = match recorded {
-                Ok(true) => watch(&shared, &job, &attempt, &machine_id, &mut events).await,
+                Ok(true) => {
+                    watch(
+                        &shared,
+                        &job,
+                        &attempt,
+                        &machine_id,
+                        &mut events,
+                        &mut lease,
+                    )
+                    .await
+                }
                 // Cancelled or superseded meanwhile: finishing is a no-op.
                 _ => Ending {
                     outcome: Outcome::Cancelled,
                     exit_code: None,
                     error: None,
+                    machine_destroyed: false,
                 },
             };
             (ending, Some(machine_id))
@@ -135,8 +155,12 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
         Err(e) => tracing::error!(error = %e, "could not record the attempt's end"),
     }
 
-    if let Some(id) = &machine_id {
-        destroy(&shared.machines, id).await;
+    match &machine_id {
+        Some(id) if ending.machine_destroyed => {
+            tracing::info!(machine = %id, "machine destroyed itself (auto_destroy)")
+        }
+        Some(id) => destroy(&shared.machines, id).await,
+        None => {}
     }
     if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
         tracing::error!(error = %e, "could not free the machine slot");
@@ -170,6 +194,7 @@ async fn create_machine(
                 outcome: Outcome::BootFailed,
                 exit_code: None,
                 error: Some(format!("machine could not be created: {e}")),
+                machine_destroyed: false,
             })
         }
     }
@@ -264,12 +289,12 @@ async fn watch(
     attempt: &AttemptRef,
     machine_id: &str,
     events: &mut Subscription,
+    lease: &mut Held,
 ) -> Ending {
     let deadline =
         Instant::now() + Duration::from_secs(job.timeout_secs) + shared.launch.timeout_grace;
     let down = wait_until_down(&shared.machines, machine_id);
     tokio::pin!(down);
-    let mut renew = tokio::time::interval(shared.launch.lease / 3);
 
     let mut events_open = true;
     let signal = loop {
@@ -292,15 +317,14 @@ async fn watch(
             },
             _ = &mut down => break Signal::MachineDown,
             _ = tokio::time::sleep_until(deadline) => break Signal::Deadline,
-            _ = renew.tick() => match shared.store.renew(attempt, shared.launch.lease).await {
-                Ok(Some(silent)) if silent > shared.launch.lost_after => {
+            renewal = lease.renewed() => match renewal {
+                Renewal::Renewed { silent } if silent > shared.launch.lost_after => {
                     if !machine_running(&shared.machines, machine_id).await {
                         break Signal::Silent;
                     }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => tracing::warn!("the attempt's slot is gone; finishing anyway"),
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                Renewal::Renewed { .. } | Renewal::Failed => {}
+                Renewal::Gone => tracing::warn!("the attempt's slot is gone; finishing anyway"),
             },
         }
     };
@@ -320,9 +344,8 @@ async fn watch(
                 return judge(shared, attempt, machine_id).await;
             }
             stop(&shared.machines, machine_id).await;
-            let exit_code = exit_of(&shared.machines, machine_id)
-                .await
-                .map(|e| e.exit_code);
+            let remains = remains_of(&shared.machines, machine_id).await;
+            let exit_code = remains.exit.map(|e| e.exit_code);
             match signal {
                 Signal::Deadline => Ending {
                     outcome: Outcome::TimedOut,
@@ -331,11 +354,13 @@ async fn watch(
                         "timed out after {}s; machine stopped",
                         job.timeout_secs
                     )),
+                    machine_destroyed: remains.destroyed,
                 },
                 _ => Ending {
                     outcome: Outcome::Cancelled,
                     exit_code,
                     error: Some("cancelled by request; machine stopped".into()),
+                    machine_destroyed: remains.destroyed,
                 },
             }
         }
@@ -344,7 +369,7 @@ async fn watch(
 
 /// Reads the runner's report and the machine's exit and names the outcome.
 async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> Ending {
-    let exit = exit_of(&shared.machines, machine_id).await;
+    let Remains { exit, destroyed } = remains_of(&shared.machines, machine_id).await;
     let exit_code = exit.as_ref().map(|e| e.exit_code);
     let report = with_store_retries(|| shared.store.report_kind(attempt)).await;
     let outcome = match report {
@@ -376,6 +401,7 @@ async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> 
         outcome,
         exit_code,
         error,
+        machine_destroyed: destroyed,
     }
 }
 
@@ -407,13 +433,26 @@ async fn machine_running(machines: &MachinesClient, id: &str) -> bool {
     }
 }
 
-/// The newest exit event of the machine, if the API still knows it.
-async fn exit_of(machines: &MachinesClient, id: &str) -> Option<machines::ExitEvent> {
+/// What the API still knows of a machine that went down.
+struct Remains {
+    /// Its newest exit event.
+    exit: Option<machines::ExitEvent>,
+    /// Whether it is destroyed already (`auto_destroy` after the exit).
+    destroyed: bool,
+}
+
+async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
     match machines.get(id).await {
-        Ok(machine) => machine.last_exit().cloned(),
+        Ok(machine) => Remains {
+            exit: machine.last_exit().cloned(),
+            destroyed: machine.state == MachineState::Destroyed,
+        },
         Err(e) => {
             tracing::debug!(machine = id, error = %e, "no exit event");
-            None
+            Remains {
+                exit: None,
+                destroyed: false,
+            }
         }
     }
 }

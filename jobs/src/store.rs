@@ -256,11 +256,13 @@ impl Scripts {
     }
 }
 
+/// Cheap to clone (every HTTP request clones one): the client is a handle
+/// and the rest is shared.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) client: Client,
-    fred_config: Config,
-    config: StoreConfig,
+    fred_config: Arc<Config>,
+    config: Arc<StoreConfig>,
     prefix: Arc<str>,
     pub(crate) scripts: Arc<Scripts>,
 }
@@ -274,9 +276,9 @@ impl Store {
         client.init().await?;
         Ok(Self {
             client,
-            fred_config,
+            fred_config: Arc::new(fred_config),
             prefix: format!("{{{}}}:", config.namespace).into(),
-            config,
+            config: Arc::new(config),
             scripts: Arc::new(Scripts::load()),
         })
     }
@@ -570,17 +572,26 @@ impl Store {
         Ok(())
     }
 
-    /// Extends the lease on an attempt's slot and returns how long ago the
-    /// runner last heartbeat (or the attempt was claimed). `None` when the
+    /// Extends the leases on the slots of `attempts` (`(job, attempt)`
+    /// pairs) in one round trip, and returns for each how long ago its
+    /// runner last heartbeat (or the attempt was claimed): `None` when the
     /// slot is gone.
-    pub async fn renew(&self, a: &AttemptRef, lease: Duration) -> Result<Option<Duration>> {
-        let args = vec![
-            a.job_id.to_string(),
-            a.attempt.to_string(),
-            lease.as_millis().to_string(),
-        ];
-        let silent_ms: i64 = self.run(&self.scripts.renew, args).await?;
-        Ok((silent_ms >= 0).then(|| Duration::from_millis(silent_ms as u64)))
+    pub async fn renew(
+        &self,
+        attempts: &[(JobId, u32)],
+        lease: Duration,
+    ) -> Result<Vec<Option<Duration>>> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Vec::with_capacity(attempts.len() + 1);
+        args.push(lease.as_millis().to_string());
+        args.extend(attempts.iter().map(|(id, n)| format!("{id}/{n}")));
+        let ages: Vec<i64> = self.run(&self.scripts.renew, args).await?;
+        Ok(ages
+            .into_iter()
+            .map(|ms| (ms >= 0).then(|| Duration::from_millis(ms as u64)))
+            .collect())
     }
 
     /// In-flight attempts whose lease ran out by this machine's clock

@@ -146,21 +146,42 @@ impl Runner {
 
     /// [`Runner::run`], asking the handler to stop when `shutdown` resolves.
     async fn run_until(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
-        let span = tracing::info_span!("attempt", job = %env.attempt.job_id, attempt = env.attempt.attempt);
-        self.run_attempt(env, shutdown).instrument(span).await
-    }
-
-    async fn run_attempt(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
-        let attempt = env.attempt.clone();
         let mut config = StoreConfig::new(&env.store_url);
         config.namespace = env.namespace.clone();
         let store = match Store::connect(config).await {
             Ok(store) => store,
             Err(e) => {
-                tracing::error!(error = %e, "cannot reach the job store");
+                tracing::error!(job = %env.attempt.job_id, error = %e, "cannot reach the job store");
                 return exit::STORE_UNAVAILABLE;
             }
         };
+        self.run_in_process(&store, env, shutdown).await
+    }
+
+    /// Runs one attempt through an existing store connection, asking the
+    /// handler to stop when `shutdown` resolves, and returns the exit code.
+    /// For hosts that run many attempts in one process (the mock's virtual
+    /// machines): a connection per attempt would not scale to thousands.
+    /// `env.store_url` and `env.namespace` are not used; `store` decides.
+    pub async fn run_in_process(
+        &self,
+        store: &Store,
+        env: RunnerEnv,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> i32 {
+        let span = tracing::info_span!("attempt", job = %env.attempt.job_id, attempt = env.attempt.attempt);
+        self.run_attempt(store.clone(), env, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_attempt(
+        &self,
+        store: Store,
+        env: RunnerEnv,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> i32 {
+        let attempt = env.attempt.clone();
         let job = match store.start_attempt(&attempt).await {
             Ok(Some(job)) => job,
             Ok(None) => {

@@ -1,0 +1,162 @@
+//! `bench`: starts the real system locally and prints one table of how
+//! fast it is. See `bench/README.md` for what each number means and how
+//! to reproduce it; `scripts/bench` builds the binaries and runs it.
+//!
+//! 1. [`submit`]: `POST /jobs` throughput and latency, launching off.
+//! 2. and 3. [`end_to_end`]: jobs/s and latency with a runner process per
+//!    job, and how fast a runner's exit becomes a terminal status.
+//! 4. [`fleet`]: thousands of sleeping jobs on virtual machines: the
+//!    dispatcher's memory, idle CPU, and API and store calls per job.
+
+mod api;
+mod commands;
+mod end_to_end;
+mod fleet;
+mod host;
+mod latency;
+mod submit;
+mod system;
+mod table;
+mod usage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::end_to_end::EndToEndSizes;
+use crate::fleet::FleetSizes;
+use crate::submit::SubmitSizes;
+use crate::system::Binaries;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Benchmarks the dispatcher and prints one table."
+)]
+struct Args {
+    /// Tiny sizes, to check the benchmark works (CI): about a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Where the `dispatcher` and `runner` binaries are; defaults to this
+    /// binary's own directory.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Keep each dispatcher's log in this directory.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Jobs in the fleet scenario (default 10,000; 200 with --quick).
+    #[arg(long)]
+    fleet_jobs: Option<u64>,
+    /// Run only these parts (default: all), e.g. `--only fleet` while
+    /// profiling one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Submit,
+    EndToEnd,
+    Fleet,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench binary has no directory")?
+            .to_path_buf(),
+    };
+    let binaries = Binaries {
+        dir,
+        log_dir: args.log_dir,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let host = host::Host::describe();
+        eprintln!("bench on {host}");
+        let (submit_sizes, end_to_end_sizes, mut fleet_sizes) = sizes(args.quick);
+        if let Some(jobs) = args.fleet_jobs {
+            fleet_sizes.jobs = jobs;
+        }
+        let runs = |part| args.only.is_empty() || args.only.contains(&part);
+        let mut submit = None;
+        if runs(Part::Submit) {
+            eprintln!("submit throughput");
+            submit = Some(submit::run(&binaries, &submit_sizes).await?);
+        }
+        let mut end_to_end = None;
+        if runs(Part::EndToEnd) {
+            eprintln!("end to end and detection");
+            end_to_end = Some(end_to_end::run(&binaries, &end_to_end_sizes).await?);
+        }
+        let mut fleet = None;
+        if runs(Part::Fleet) {
+            eprintln!("fleet of {} virtual machines", fleet_sizes.jobs);
+            fleet = Some(fleet::run(&binaries, &fleet_sizes).await?);
+        }
+        let results = table::Results {
+            host,
+            quick: args.quick,
+            submit,
+            end_to_end,
+            fleet,
+        };
+        println!("{}", table::render(&results));
+        if let Some(fleet) = &results.fleet {
+            eprintln!(
+                "fleet: store commands by name: {:?}",
+                fleet.commands_by_name
+            );
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {
+    let connections = vec![1, 16, 64];
+    if quick {
+        return (
+            SubmitSizes {
+                connections,
+                duration: Duration::from_secs(10),
+                max_requests: 200,
+            },
+            EndToEndSizes {
+                throughput: vec![(4, 20), (16, 20)],
+                sequential_jobs: 10,
+                limit: Duration::from_secs(60),
+            },
+            FleetSizes {
+                jobs: 200,
+                sleep: Duration::from_secs(5),
+                window: Duration::from_secs(2),
+                limit: Duration::from_secs(60),
+            },
+        );
+    }
+    (
+        SubmitSizes {
+            connections,
+            duration: Duration::from_secs(8),
+            max_requests: 1_000_000,
+        },
+        EndToEndSizes {
+            throughput: vec![(4, 400), (16, 1000)],
+            sequential_jobs: 200,
+            limit: Duration::from_secs(300),
+        },
+        FleetSizes {
+            jobs: 10_000,
+            sleep: Duration::from_secs(60),
+            window: Duration::from_secs(10),
+            limit: Duration::from_secs(300),
+        },
+    )
+}

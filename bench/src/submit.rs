@@ -1,0 +1,91 @@
+//! Part 1, intake: `POST /jobs` requests/s and latency at several
+//! connection counts, with launching off (`--max-machines 0`) so only the
+//! request path is measured.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::api;
+use crate::latency::Latencies;
+use crate::system::{Binaries, BootWith, System, SystemOptions};
+
+pub struct SubmitSizes {
+    pub connections: Vec<usize>,
+    /// Each level runs this long, or until `max_requests` were sent.
+    pub duration: Duration,
+    pub max_requests: u64,
+}
+
+pub struct SubmitResult {
+    pub connections: usize,
+    pub requests: u64,
+    pub per_second: f64,
+    pub latencies: Latencies,
+}
+
+pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec<SubmitResult>> {
+    let system = System::start(
+        binaries,
+        SystemOptions {
+            max_machines: 0,
+            boot: BootWith::Process,
+        },
+    )
+    .await?;
+    let mut results = Vec::new();
+    let mut stored = 0;
+    for &connections in &sizes.connections {
+        let result = level(&system.base, connections, sizes).await?;
+        stored += result.requests;
+        results.push(result);
+    }
+    let queued = system.jobs_in(jobs::JobStatus::Queued).await?;
+    system.stop().await;
+    anyhow::ensure!(
+        queued == stored,
+        "{stored} submits were accepted but {queued} jobs are queued"
+    );
+    Ok(results)
+}
+
+/// `connections` clients, each on its own connection, submitting back to
+/// back until the time or the request budget runs out.
+async fn level(
+    base: &str,
+    connections: usize,
+    sizes: &SubmitSizes,
+) -> anyhow::Result<SubmitResult> {
+    let per_connection = sizes.max_requests.div_ceil(connections as u64);
+    let started = Instant::now();
+    let deadline = started + sizes.duration;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let base = base.to_string();
+        clients.spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()?;
+            let job = json!({"kind": "echo", "params": {"bench": true}});
+            let mut latencies = Latencies::default();
+            while latencies.count() < per_connection && Instant::now() < deadline {
+                let sent = Instant::now();
+                api::submit(&http, &base, &job).await?;
+                latencies.record(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Latencies::default();
+    while let Some(done) = clients.join_next().await {
+        latencies.add(&done??);
+    }
+    let elapsed = started.elapsed();
+    Ok(SubmitResult {
+        connections,
+        requests: latencies.count(),
+        per_second: latencies.count() as f64 / elapsed.as_secs_f64(),
+        latencies,
+    })
+}

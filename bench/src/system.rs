@@ -1,0 +1,234 @@
+//! [`System`]: the real system on loopback ports, one per scenario: a
+//! Valkey-compatible server, the mock Machines API in this process (zero
+//! latency, rate limits and memory enforcement off) and the release
+//! `dispatcher serve` binary as its own process, so its memory and CPU
+//! can be read from `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use dispatcher::valkey::LocalValkey;
+use fred::prelude::*;
+use jobs::{JobStatus, Store, StoreConfig};
+use machines::{ClientConfig, MachinesClient};
+use mock_machines::{Boot, MockConfig, MockServer};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::commands::CommandCounter;
+use crate::usage::Usage;
+
+const FLY_TOKEN: &str = "bench-token";
+const APP: &str = "bench";
+
+/// What a scenario needs from the system.
+pub struct SystemOptions {
+    /// `--max-machines`; 0 launches nothing (intake only).
+    pub max_machines: u32,
+    /// How the mock boots machines: real runner processes or virtual ones.
+    /// Virtual guests need the store, so they are built from it.
+    pub boot: BootWith,
+}
+
+pub enum BootWith {
+    Process,
+    Virtual(Box<dyn FnOnce(Store) -> Boot>),
+}
+
+/// Where the binaries are and where logs go.
+#[derive(Clone)]
+pub struct Binaries {
+    pub dir: PathBuf,
+    /// When set, the dispatcher's log goes to a file here.
+    pub log_dir: Option<PathBuf>,
+}
+
+/// Store commands, by who sent them.
+pub struct Commands {
+    pub dispatcher: u64,
+    /// Runners on the bench's store connection: virtual machines only.
+    pub runners: u64,
+    /// Every client's, by command name.
+    pub by_name: std::collections::BTreeMap<String, u64>,
+}
+
+pub struct System {
+    pub base: String,
+    /// The bench's own connection to the store (events; virtual runners).
+    pub store: Store,
+    /// The bench's connection for its polls.
+    probe: Client,
+    commands: CommandCounter,
+    /// Client addresses of `store` and `probe`: whatever the counter saw
+    /// after each connected and before the dispatcher started.
+    store_clients: Vec<String>,
+    probe_clients: Vec<String>,
+    pub mock: MockServer,
+    pub machines: MachinesClient,
+    dispatcher: Child,
+    valkey: LocalValkey,
+    data_dir: PathBuf,
+}
+
+impl System {
+    pub async fn start(binaries: &Binaries, options: SystemOptions) -> anyhow::Result<Self> {
+        let data_dir = std::env::temp_dir().join(format!(
+            "dispatcher-bench-{}-{}",
+            std::process::id(),
+            free_port().await?
+        ));
+        let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
+        let commands = CommandCounter::start(valkey.port()).await?;
+        let store = Store::connect(StoreConfig::new(valkey.url())).await?;
+        store.ping().await?;
+        let store_clients = commands.snapshot().await?.clients();
+        let probe = Client::new(Config::from_url(&valkey.url())?, None, None, None);
+        probe.init().await?;
+        probe.ping::<()>(None).await?;
+        let mut probe_clients = commands.snapshot().await?.clients();
+        probe_clients.retain(|c| !store_clients.contains(c));
+        let boot = match options.boot {
+            BootWith::Process => Boot::Process,
+            BootWith::Virtual(build) => build(store.clone()),
+        };
+        let mock = MockServer::start(
+            MockConfig {
+                token: FLY_TOKEN.into(),
+                rate_limits: false,
+                enforce_memory: false,
+                boot,
+                ..MockConfig::default()
+            },
+            TcpListener::bind("127.0.0.1:0").await?,
+        )
+        .await?;
+        let port = free_port().await?;
+        let dispatcher =
+            spawn_dispatcher(binaries, options.max_machines, &valkey.url(), &mock, port)?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(&base).await?;
+        Ok(Self {
+            base,
+            store,
+            probe,
+            commands,
+            store_clients,
+            probe_clients,
+            machines: MachinesClient::new(ClientConfig::new(mock.base_url(), APP, FLY_TOKEN)),
+            mock,
+            dispatcher,
+            valkey,
+            data_dir,
+        })
+    }
+
+    pub fn dispatcher_usage(&self) -> anyhow::Result<Usage> {
+        Usage::of(self.dispatcher.id().context("the dispatcher exited")?)
+    }
+
+    /// The commands sent so far by the dispatcher, and by the bench's
+    /// store connection (which virtual machines' runners share).
+    pub async fn valkey_commands(&self) -> anyhow::Result<Commands> {
+        let counted = self.commands.snapshot().await?;
+        let runners = counted.of(&self.store_clients);
+        let bench = runners + counted.of(&self.probe_clients);
+        Ok(Commands {
+            dispatcher: counted.total - bench,
+            runners,
+            by_name: counted.by_name,
+        })
+    }
+
+    /// How many jobs are in `status` now.
+    pub async fn jobs_in(&self, status: JobStatus) -> anyhow::Result<u64> {
+        let key = format!("{{{}}}:status:{status}", self.store.namespace());
+        Ok(self.probe.zcard(key).await?)
+    }
+
+    /// Machine slots still held (`in_flight`): each is freed once its
+    /// supervisor has destroyed the machine, its last step.
+    pub async fn slots_held(&self) -> anyhow::Result<u64> {
+        let key = format!("{{{}}}:in_flight", self.store.namespace());
+        Ok(self.probe.zcard(key).await?)
+    }
+
+    /// Machines API calls the mock has answered, all routes together.
+    pub fn machines_api_calls(&self) -> u64 {
+        self.mock.stats().calls.values().sum()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.dispatcher.kill().await;
+        self.store.quit().await;
+        let _ = self.probe.quit().await;
+        self.mock.shutdown().await;
+        self.valkey.stop().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn spawn_dispatcher(
+    binaries: &Binaries,
+    max_machines: u32,
+    valkey_url: &str,
+    mock: &MockServer,
+    port: u16,
+) -> anyhow::Result<Child> {
+    let binary = binaries.dir.join("dispatcher");
+    let runner = binaries.dir.join("runner");
+    for needed in [&binary, &runner] {
+        if !needed.is_file() {
+            bail!(
+                "{} not found: build the binaries first (scripts/bench does)",
+                needed.display()
+            );
+        }
+    }
+    let (stdout, stderr) = match &binaries.log_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let log = std::fs::File::create(dir.join(format!("dispatcher-{port}.log")))?;
+            (Stdio::from(log.try_clone()?), Stdio::from(log))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    let child = Command::new(&binary)
+        .arg("serve")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--valkey-url", valkey_url])
+        .args(["--app", APP, "--fly-api-token", FLY_TOKEN, "--no-auth"])
+        .args(["--machines-api-url", &mock.base_url()])
+        .args(["--image", "local/runner:bench"])
+        .arg("--runner-exec")
+        .arg(path_text(&runner)?)
+        .args(["--max-machines", &max_machines.to_string()])
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    Ok(child)
+}
+
+fn path_text(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("binary path is not UTF-8")
+}
+
+async fn wait_healthy(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let answer = http.get(format!("{base}/healthz")).send().await;
+        if answer.is_ok_and(|a| a.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the dispatcher did not become healthy at {base} within 10 s")
+}
+
+async fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port())
+}

@@ -1,0 +1,143 @@
+//! The results as one markdown table, with the machine they were measured on.
+
+use std::fmt::Write as _;
+
+use crate::end_to_end::EndToEndResult;
+use crate::fleet::FleetResult;
+use crate::host::Host;
+use crate::submit::SubmitResult;
+
+pub struct Results {
+    pub host: Host,
+    pub quick: bool,
+    pub submit: Option<Vec<SubmitResult>>,
+    pub end_to_end: Option<EndToEndResult>,
+    pub fleet: Option<FleetResult>,
+}
+
+pub fn render(r: &Results) -> String {
+    let mut out = String::new();
+    let mode = if r.quick {
+        " (--quick: tiny sizes, not comparable)"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "Machine: {}{mode}\n", r.host);
+    let _ = writeln!(out, "| measure | value | target |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    let mut row = |measure: String, value: String, target: &str| {
+        let _ = writeln!(out, "| {measure} | {value} | {target} |");
+    };
+    for s in r.submit.iter().flatten() {
+        let target = if s.connections == 64 {
+            "≥ 10,000/s, p99 < 10 ms"
+        } else {
+            ""
+        };
+        row(
+            format!(
+                "submit, {} connections ({} requests)",
+                s.connections, s.requests
+            ),
+            format!(
+                "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                s.per_second,
+                s.latencies.ms(0.5),
+                s.latencies.ms(0.99)
+            ),
+            target,
+        );
+    }
+    if let Some(e) = &r.end_to_end {
+        end_to_end_rows(e, &mut row);
+    }
+    if let Some(f) = &r.fleet {
+        fleet_rows(f, &mut row);
+    }
+    out
+}
+
+fn end_to_end_rows(e: &EndToEndResult, row: &mut impl FnMut(String, String, &str)) {
+    for t in &e.throughput {
+        let target = if t.max_machines == 16 {
+            "≥ 300/s"
+        } else {
+            ""
+        };
+        row(
+            format!(
+                "end to end, `--max-machines {}` ({} echo jobs)",
+                t.max_machines, t.jobs
+            ),
+            format!("{:.0} jobs/s", t.per_second),
+            target,
+        );
+    }
+    row(
+        format!(
+            "sequential submit → succeeded ({} jobs)",
+            e.sequential.count()
+        ),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms",
+            e.sequential.ms(0.5),
+            e.sequential.ms(0.99)
+        ),
+        "p50 < 10 ms",
+    );
+    row(
+        format!(
+            "detection: runner exit → terminal status ({} jobs)",
+            e.detection.count()
+        ),
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms",
+            e.detection.ms(0.5),
+            e.detection.ms(0.99)
+        ),
+        "p50 < 5 ms",
+    );
+}
+
+fn fleet_rows(f: &FleetResult, row: &mut impl FnMut(String, String, &str)) {
+    row(
+        format!(
+            "fleet: {} virtual `sleep` jobs, time until all running",
+            f.jobs
+        ),
+        format!(
+            "{:.1} s ({:.0} jobs/s)",
+            f.ramp.as_secs_f64(),
+            f.jobs as f64 / f.ramp.as_secs_f64()
+        ),
+        "",
+    );
+    row(
+        "fleet: dispatcher peak RSS".into(),
+        format!("{:.1} MB", f.peak_rss as f64 / 1e6),
+        "< 200 MB",
+    );
+    row(
+        format!(
+            "fleet: dispatcher CPU while all sleep ({:.1} s window)",
+            f.window.as_secs_f64()
+        ),
+        format!("{:.1} % of one core", f.idle_cpu_percent),
+        "< 5 %",
+    );
+    row(
+        "fleet: Machines API calls per job".into(),
+        format!("{:.2}", f.machines_calls_per_job),
+        "≤ 4",
+    );
+    row(
+        "fleet: Valkey commands per job: dispatcher + runner".into(),
+        format!(
+            "{:.2} + {:.2} = {:.2}",
+            f.dispatcher_commands_per_job,
+            f.runner_commands_per_job,
+            f.dispatcher_commands_per_job + f.runner_commands_per_job
+        ),
+        "≤ 10",
+    );
+}
