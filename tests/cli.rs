@@ -1,5 +1,5 @@
 //! `dispatcher jobs ...`: the real binary against a running system with
-//! API tokens: submit and wait, get, list, cancel, retry, the exit codes
+//! API tokens: submit (with job options) and wait, get, list, cancel, retry, the exit codes
 //! of waited jobs, and clear errors for bad input.
 
 mod support;
@@ -188,6 +188,45 @@ async fn cancel_wait_and_retry() {
         stderr(&twice).contains("already cancelled"),
         "{}",
         stderr(&twice)
+    );
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_sets_job_options() {
+    let system = system().await;
+    let args = [
+        "submit",
+        "echo",
+        "--priority",
+        "-5",
+        "--max-attempts",
+        "2",
+        "--timeout-secs",
+        "30",
+        "--delay-secs",
+        "3600",
+        "--idempotency-key",
+        "nightly-2026-11-23",
+        "--json",
+    ];
+    let first = json(&jobs(&system, &args).await);
+    assert_eq!(first["status"], "scheduled", "{first:#}");
+    assert_eq!(first["priority"], -5);
+    assert_eq!(first["max_attempts"], 2);
+    assert_eq!(first["timeout_secs"], 30);
+    // The same key and body again: the first job, nothing new.
+    let again = json(&jobs(&system, &args).await);
+    assert_eq!(again["id"], first["id"]);
+    let listed = system.get_json("/jobs").await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed:#}");
+
+    let bad_time = jobs(&system, &["submit", "echo", "--run-at", "tomorrow"]).await;
+    assert_eq!(bad_time.status.code(), Some(1));
+    assert!(
+        stderr(&bad_time).contains("(field `run_at`)"),
+        "{}",
+        stderr(&bad_time)
     );
     system.stop().await;
 }

@@ -30,6 +30,40 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// Job options `submit` may set, by their `POST /jobs` field names; each
+/// left out takes the dispatcher's default.
+#[derive(Debug, Default, Clone, clap::Args, serde::Serialize)]
+pub struct SubmitOptions {
+    /// Lower runs first (FIFO within a priority).
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Attempts before the job is dead-lettered.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Each attempt's time limit.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Wait in `scheduled` this long before queueing.
+    #[arg(long, conflicts_with = "run_at")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<u64>,
+    /// RFC 3339 time to queue the job at.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// A second submit with the same key returns the first job.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Receives one POST with the final job view.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
 /// Filters of `GET /jobs`.
 #[derive(Debug, Default)]
 pub struct ListQuery {
@@ -65,8 +99,15 @@ impl ApiClient {
         }
     }
 
-    pub async fn submit(&self, kind: &str, params: Value) -> Result<Job, ClientError> {
-        let body = serde_json::json!({ "kind": kind, "params": params });
+    pub async fn submit(
+        &self,
+        kind: &str,
+        params: Value,
+        options: &SubmitOptions,
+    ) -> Result<Job, ClientError> {
+        let mut body = serde_json::to_value(options).expect("options serialize");
+        body["kind"] = kind.into();
+        body["params"] = params;
         self.send(self.request(Method::POST, "/jobs").json(&body))
             .await
     }

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jobs::{Job, JobStatus};
 use serde_json::Value;
 
-use crate::client::{ApiClient, ListQuery, Update};
+use crate::client::{ApiClient, ListQuery, SubmitOptions, Update};
 use crate::output;
 
 #[derive(Debug, Args)]
@@ -42,6 +42,8 @@ pub enum JobsCommand {
         /// The job's params, as JSON.
         #[arg(long, default_value = "{}", value_parser = parse_json)]
         params: Value,
+        #[command(flatten)]
+        options: SubmitOptions,
         /// Follow the job until it finishes, with a progress bar.
         #[arg(long)]
         wait: bool,
@@ -87,8 +89,13 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let client = ApiClient::new(&args.url, args.token.clone());
     let show = |job: &Job| print_job(job, args.json);
     match args.command {
-        JobsCommand::Submit { kind, params, wait } => {
-            let job = client.submit(&kind, params).await?;
+        JobsCommand::Submit {
+            kind,
+            params,
+            options,
+            wait,
+        } => {
+            let job = client.submit(&kind, params, &options).await?;
             if !wait {
                 show(&job);
                 return Ok(ExitCode::SUCCESS);
