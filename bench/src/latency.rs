@@ -34,4 +34,9 @@ impl Latencies {
     pub fn ms(&self, quantile: f64) -> f64 {
         self.0.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// `p50 X ms, p99 Y ms`, as the table shows every latency.
+    pub fn p50_p99(&self) -> String {
+        format!("p50 {:.2} ms, p99 {:.2} ms", self.ms(0.5), self.ms(0.99))
+    }
 }

@@ -39,12 +39,7 @@ pub fn render(r: &Results) -> String {
                 "submit, {} connections ({} requests)",
                 s.connections, s.requests
             ),
-            format!(
-                "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
-                s.per_second,
-                s.latencies.ms(0.5),
-                s.latencies.ms(0.99)
-            ),
+            format!("{:.0} req/s, {}", s.per_second, s.latencies.p50_p99()),
             target,
         );
     }
@@ -78,11 +73,7 @@ fn end_to_end_rows(e: &EndToEndResult, row: &mut impl FnMut(String, String, &str
             "sequential submit → succeeded ({} jobs)",
             e.sequential.count()
         ),
-        format!(
-            "p50 {:.2} ms, p99 {:.2} ms",
-            e.sequential.ms(0.5),
-            e.sequential.ms(0.99)
-        ),
+        e.sequential.p50_p99(),
         "p50 < 10 ms",
     );
     row(
@@ -90,11 +81,7 @@ fn end_to_end_rows(e: &EndToEndResult, row: &mut impl FnMut(String, String, &str
             "detection: runner exit → terminal status ({} jobs)",
             e.detection.count()
         ),
-        format!(
-            "p50 {:.2} ms, p99 {:.2} ms",
-            e.detection.ms(0.5),
-            e.detection.ms(0.99)
-        ),
+        e.detection.p50_p99(),
         "p50 < 5 ms",
     );
 }
