@@ -42,6 +42,16 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Asserts the command was refused (exit 1) with every one of `needles` in
+/// its stderr.
+fn assert_refused(output: &Output, needles: &[&str]) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "no {needle:?} in: {err}");
+    }
+}
+
 fn json(output: &Output) -> Value {
     assert!(output.status.success(), "{}", stderr(output));
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
@@ -182,13 +192,7 @@ async fn cancel_wait_and_retry() {
     // Cancelling a finished job: the API's 409 message, exit 1.
     system.wait_for(&id, "cancelled", WITHIN).await;
     let twice = jobs(&system, &["cancel", &id]).await;
-    assert_eq!(twice.status.code(), Some(1));
-    assert!(stderr(&twice).contains("409"), "{}", stderr(&twice));
-    assert!(
-        stderr(&twice).contains("already cancelled"),
-        "{}",
-        stderr(&twice)
-    );
+    assert_refused(&twice, &["409", "already cancelled"]);
     system.stop().await;
 }
 
@@ -222,12 +226,7 @@ async fn submit_sets_job_options() {
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed:#}");
 
     let bad_time = jobs(&system, &["submit", "echo", "--run-at", "tomorrow"]).await;
-    assert_eq!(bad_time.status.code(), Some(1));
-    assert!(
-        stderr(&bad_time).contains("(field `run_at`)"),
-        "{}",
-        stderr(&bad_time)
-    );
+    assert_refused(&bad_time, &["(field `run_at`)"]);
     system.stop().await;
 }
 
@@ -244,21 +243,10 @@ async fn bad_input_and_bad_tokens_get_clear_errors() {
     );
 
     let bad_kind = jobs(&system, &["submit", "Not A Kind!"]).await;
-    assert_eq!(bad_kind.status.code(), Some(1));
-    assert!(stderr(&bad_kind).contains("422"), "{}", stderr(&bad_kind));
-    assert!(
-        stderr(&bad_kind).contains("(field `kind`)"),
-        "{}",
-        stderr(&bad_kind)
-    );
+    assert_refused(&bad_kind, &["422", "(field `kind`)"]);
 
     let bad_id = jobs(&system, &["get", "nope"]).await;
-    assert_eq!(bad_id.status.code(), Some(1));
-    assert!(
-        stderr(&bad_id).contains("(field `id`)"),
-        "{}",
-        stderr(&bad_id)
-    );
+    assert_refused(&bad_id, &["(field `id`)"]);
 
     let no_token = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
         .args(["jobs", "list", "--url", &system.base])
@@ -266,7 +254,6 @@ async fn bad_input_and_bad_tokens_get_clear_errors() {
         .output()
         .await
         .unwrap();
-    assert_eq!(no_token.status.code(), Some(1));
-    assert!(stderr(&no_token).contains("401"), "{}", stderr(&no_token));
+    assert_refused(&no_token, &["401"]);
     system.stop().await;
 }
