@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use support::{spawn_system, spawn_system_with, Options, TestSystem};
 
 const WITHIN: Duration = Duration::from_secs(60);
+/// The mock's key for `wait` calls in its per-route counts.
+const WAIT: &str = "GET /v1/apps/{app}/machines/{id}/wait";
 
 fn attempts(job: &Value) -> &Vec<Value> {
     job["attempts"].as_array().expect("attempts array")
@@ -77,6 +79,10 @@ async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
         assert_eq!(attempt["outcome"], "crashed", "{attempt:#}");
         assert_eq!(attempt["exit_code"], 42);
     }
+    // Each crash was seen by the machine's watch, not by the runner's
+    // silence (which would take --lost-after-secs).
+    let stats = system.mock_stats();
+    assert!(stats.calls.get(WAIT).is_some_and(|&n| n >= 3), "{stats:#?}");
     assert!(
         job["error"].as_str().unwrap().contains("code 42"),
         "{job:#}"
@@ -122,6 +128,45 @@ async fn out_of_memory_is_reported_as_oom() {
     assert_eq!(attempt["outcome"], "oom", "{attempt:#}");
     assert!(attempt["error"].as_str().unwrap().contains("memory"));
     assert!(system.mock_stats().oom_kills >= 1);
+    system.assert_all_machines_destroyed().await;
+    system.stop().await;
+}
+
+/// With no watch slot free (a fleet larger than `--max-watches`), a crash
+/// and an OOM kill are still found: the runner falls silent, and one `get`
+/// confirms the machine is down and tells how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwatched_machines_crashing_are_found_by_their_silence() {
+    let system = spawn_system_with(Options {
+        extra_args: vec!["--max-watches=0".into(), "--lost-after-secs=1".into()],
+        ..Options::default()
+    })
+    .await;
+    let crash = system
+        .submit(json!({"kind": "crash", "params": {"code": 42}, "max_attempts": 1}))
+        .await;
+    let oom = system
+        .submit(json!({
+            "kind": "allocate", "params": {"mb": 700, "hold_ms": 5000},
+            "machine": {"memory_mb": 256}, "max_attempts": 1
+        }))
+        .await;
+    let crash = system.wait_for(&id(&crash), "failed", WITHIN).await;
+    let oom = system.wait_for(&id(&oom), "failed", WITHIN).await;
+    assert_eq!(attempts(&crash)[0]["outcome"], "crashed", "{crash:#}");
+    assert_eq!(attempts(&crash)[0]["exit_code"], 42);
+    assert_eq!(attempts(&oom)[0]["outcome"], "oom", "{oom:#}");
+    let stats = system.mock_stats();
+    assert_eq!(
+        stats.calls.get(WAIT),
+        None,
+        "nothing was watched: {stats:#?}"
+    );
+
+    // A job that reports still finishes at once, with its exit code.
+    let echo = system.submit(json!({"kind": "echo"})).await;
+    let echo = system.wait_for(&id(&echo), "succeeded", WITHIN).await;
+    assert_eq!(attempts(&echo)[0]["exit_code"], 0, "{echo:#}");
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }

@@ -18,6 +18,10 @@ use crate::configuration::{
 };
 use crate::telemetry::{self, LogFormat};
 
+/// Machines API calls other than watches (create, get, short waits,
+/// stop, destroy) that may be in flight at once.
+const OTHER_CALLS_IN_FLIGHT: usize = 256;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dispatcher",
@@ -115,6 +119,13 @@ pub struct CommonArgs {
     /// machine is stopped).
     #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Machines watched at once through a Machines API `wait` long-poll,
+    /// which learns of a crash or OOM kill the moment it happens. Each is
+    /// an open connection, so a large fleet watches only this many; the
+    /// others learn of a crash from their runner's silence
+    /// (--lost-after-secs). A finished job is seen at once either way.
+    #[arg(long, env = "MAX_WATCHES", default_value_t = 500)]
+    pub max_watches: usize,
     /// How long Machines API calls are retried (429, 5xx, connection errors).
     #[arg(long, env = "MACHINES_RETRY_SECS", default_value_t = 60)]
     pub machines_retry_secs: u64,
@@ -271,6 +282,8 @@ impl CommonArgs {
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);
+        // Watches never take the connections creates and destroys need.
+        machines.max_in_flight = self.max_watches + OTHER_CALLS_IN_FLIGHT;
         let lost_after = Duration::from_secs(self.lost_after_secs.max(1));
         let runner_log_format = match self.log_format {
             LogFormat::Human => "human",
@@ -289,6 +302,7 @@ impl CommonArgs {
                 timeout_grace: Duration::from_secs(self.timeout_grace_secs),
                 heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)).min(lost_after / 3),
                 lost_after,
+                max_watches: self.max_watches,
                 pause_after_create: self.test_pause_after_create_ms.map(Duration::from_millis),
                 kind_caps: serde_json::to_string(
                     &self.kind_caps.iter().cloned().collect::<BTreeMap<_, _>>(),

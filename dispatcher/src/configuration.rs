@@ -44,6 +44,8 @@ pub struct LaunchSettings {
     /// An attempt whose runner has not heartbeat for this long, and whose
     /// machine is not running, is `lost`.
     pub lost_after: Duration,
+    /// Machines watched at once with a `wait` long-poll ([`crate::supervisor`]).
+    pub max_watches: usize,
     /// Extra environment for the runner (e.g. `LOG_FORMAT`).
     pub runner_env: Vec<(String, String)>,
     /// Per-kind machine caps as a JSON object (`{}` when none), on top of

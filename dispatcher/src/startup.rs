@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use jobs::Store;
 use machines::MachinesClient;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::callbacks::Callbacks;
 use crate::configuration::Settings;
@@ -70,6 +71,7 @@ impl Application {
             launch: settings.launch.clone(),
             owner: settings.owner.clone(),
             callbacks: callbacks.clone(),
+            watches: Arc::new(Semaphore::new(settings.launch.max_watches)),
         });
         let launcher = tokio::spawn(launcher::run(supervision.clone(), shutdown.clone()));
         let sweeper = tokio::spawn(sweeper::run(

@@ -4,7 +4,11 @@
 //!    `init.exec`, `auto_destroy`, `restart: no`) and record its id.
 //! 2. Wait for whichever comes first: the runner's report (pub/sub, the
 //!    fast path), the machine going down (the Machines API `wait`, which
-//!    catches crashes and OOM kills), a cancel request, or the deadline.
+//!    catches crashes and OOM kills at once), the runner's silence on a
+//!    machine that is no longer running, a cancel request, or the deadline.
+//!    A `wait` is an open connection for the machine's whole life, so only
+//!    `--max-watches` machines get one; in a larger fleet the others learn
+//!    of a crash from the silence, a heartbeat interval or so later.
 //! 3. Turn that into the attempt's [`Outcome`] and finish the attempt,
 //!    which moves the job on (succeeded, retry later, dead letter, ...).
 //! 4. Destroy the machine, retrying until it is gone (unless the API
@@ -17,6 +21,8 @@
 //! between "create" and "record", and carries on from step 2.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +32,7 @@ use machines::{
     CreateMachineRequest, GoDuration, Guest, Init, ListFilter, MachineConfig, MachineState,
     MachinesClient, Restart, RestartPolicy, StopConfig, StopRequest, WaitOutcome,
 };
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::configuration::LaunchSettings;
@@ -41,6 +48,9 @@ pub struct Supervision {
     pub launch: LaunchSettings,
     pub owner: String,
     pub callbacks: crate::callbacks::Callbacks,
+    /// Free watch slots (`--max-watches`): machines watched at once with a
+    /// `wait` long-poll.
+    pub watches: Arc<Semaphore>,
 }
 
 /// How the attempt ended, before it is written down.
@@ -72,9 +82,34 @@ enum Signal {
     Deadline,
 }
 
+/// What a supervisor keeps of its job once the machine is asked for. The
+/// job itself (params, history) is dropped then, so ten thousand
+/// supervisors stay small.
+struct Terms {
+    timeout_secs: u64,
+    /// The wait before the next attempt, should this one fail.
+    retry_delay: Duration,
+    has_callback: bool,
+}
+
+impl Terms {
+    fn of(job: &Job, attempt: &AttemptRef) -> Self {
+        let failures = attempt.attempt.saturating_sub(job.attempt_base).max(1);
+        Self {
+            timeout_secs: job.timeout_secs,
+            retry_delay: crate::retry::delay(&job.backoff, failures),
+            has_callback: job.callback_url.is_some(),
+        }
+    }
+}
+
 /// Sees `attempt` of `job` through to the end. Never panics on API or
 /// store errors: every path ends with the machine destroyed.
 /// Logs carry the job, attempt and kind through the launcher's span.
+///
+/// Each step is boxed: a task is as large as its largest step, and only
+/// the watch lasts, so boxing keeps the thousands of sleeping supervisors
+/// of a large fleet to the watch's size.
 pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, start: Start) {
     let began = std::time::Instant::now();
     // Subscribe before anything happens so no event can slip by.
@@ -82,32 +117,26 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
     // Renewed from the start: creating the machine can take longer than
     // a lease when the Machines API is slow or many attempts start at once.
     let mut lease = shared.leases.hold(attempt.job_id, attempt.attempt);
+    let terms = Terms::of(&job, &attempt);
 
-    let known = match start {
-        Start::Fresh => None,
-        Start::Resume => resumable_machine(&shared, &job, &attempt).await,
-    };
-    let machine = match known {
-        Some(id) => Ok((id, String::new())),
-        None => create_machine(&shared, &job, &attempt).await,
-    };
+    let machine = Box::pin(machine_of(&shared, job, &attempt, start)).await;
     let (ending, machine_id) = match machine {
         Err(ending) => (ending, None),
         Ok((machine_id, region)) => {
-            let recorded =
-                with_store_retries(|| shared.store.record_machine(&attempt, &machine_id, &region))
-                    .await;
+            let recorded = Box::pin(with_store_retries(|| {
+                shared.store.record_machine(&attempt, &machine_id, &region)
+            }))
+            .await;
+            drop(region);
             let ending = match recorded {
                 Ok(true) => {
-                    watch(
-                        &shared,
-                        &job,
-                        &attempt,
-                        &machine_id,
-                        &mut events,
-                        &mut lease,
-                    )
-                    .await
+                    let watching = Watching {
+                        shared: &shared,
+                        terms: &terms,
+                        attempt: &attempt,
+                        machine_id: &machine_id,
+                    };
+                    Box::pin(watching.watch(&mut events, &mut lease)).await
                 }
                 // Cancelled or superseded meanwhile: finishing is a no-op.
                 _ => Ending {
@@ -120,27 +149,53 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
             (ending, Some(machine_id))
         }
     };
+    Box::pin(finish(&shared, &terms, &attempt, ending, machine_id, began)).await;
+}
 
-    let failures = attempt.attempt.saturating_sub(job.attempt_base).max(1);
-    let retry_delay = crate::retry::delay(&job.backoff, failures);
+/// Step 1: the attempt's machine, created afresh or, for an attempt taken
+/// over, the one already there. Consumes the job: nothing later needs it.
+async fn machine_of(
+    shared: &Supervision,
+    job: Job,
+    attempt: &AttemptRef,
+    start: Start,
+) -> Result<(String, String), Ending> {
+    let known = match start {
+        Start::Fresh => None,
+        Start::Resume => resumable_machine(shared, &job, attempt).await,
+    };
+    match known {
+        Some(id) => Ok((id, String::new())),
+        None => create_machine(shared, &job, attempt).await,
+    }
+}
+
+/// Step 3 and 4: writes the attempt's end down (which moves the job on),
+/// destroys the machine and frees the slot.
+async fn finish(
+    shared: &Supervision,
+    terms: &Terms,
+    attempt: &AttemptRef,
+    ending: Ending,
+    machine_id: Option<String>,
+    began: std::time::Instant,
+) {
     let finished = with_store_retries(|| {
         shared.store.finish_attempt(
-            &attempt,
+            attempt,
             ending.outcome,
             ending.exit_code,
             ending.error.as_deref(),
-            retry_delay,
+            terms.retry_delay,
         )
     })
     .await;
     if let Ok(Some(status)) = &finished {
-        if status.is_terminal() && job.callback_url.is_some() {
-            if let Ok(Some(done)) = shared.store.get(job.id).await {
+        if status.is_terminal() && terms.has_callback {
+            if let Ok(Some(done)) = shared.store.get(attempt.job_id).await {
                 shared.callbacks.deliver(&done);
             }
         }
-    }
-    if let Ok(Some(status)) = &finished {
         crate::metrics::attempt_finished(ending.outcome, began.elapsed(), !status.is_terminal());
     }
     match finished {
@@ -162,7 +217,7 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
         Some(id) => destroy(&shared.machines, id).await,
         None => {}
     }
-    if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
+    if let Err(e) = with_store_retries(|| shared.store.release(attempt)).await {
         tracing::error!(error = %e, "could not free the machine slot");
     }
 }
@@ -282,88 +337,142 @@ pub async fn clean_up(
     );
 }
 
-/// Step 2 and 3: wait for the end of a running machine and judge it.
-async fn watch(
-    shared: &Supervision,
-    job: &Job,
-    attempt: &AttemptRef,
-    machine_id: &str,
-    events: &mut Subscription,
-    lease: &mut Held,
-) -> Ending {
-    let deadline =
-        Instant::now() + Duration::from_secs(job.timeout_secs) + shared.launch.timeout_grace;
-    let down = wait_until_down(&shared.machines, machine_id);
-    tokio::pin!(down);
+/// One recorded machine being watched (steps 2 and 3).
+struct Watching<'a> {
+    shared: &'a Supervision,
+    terms: &'a Terms,
+    attempt: &'a AttemptRef,
+    machine_id: &'a str,
+}
 
-    let mut events_open = true;
-    let signal = loop {
-        // Events first: when the machine is already down, the runner's
-        // queued events (running, its report) are still seen in order.
-        tokio::select! {
-            biased;
-            event = events.recv(), if events_open => match event {
-                // The hub is gone (shutting down): the machine's end still comes.
-                None => events_open = false,
-                Some(e) if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => break Signal::Reported,
-                Some(e) if e.kind == EventKind::Cancel => break Signal::CancelRequested,
-                Some(e) if e.kind == EventKind::Status
-                    && e.status == Some(JobStatus::Running)
-                    && e.attempt == Some(attempt.attempt) =>
-                {
-                    tracing::info!(machine = machine_id, status = %JobStatus::Running, "attempt running");
-                }
-                _ => {}
-            },
-            _ = &mut down => break Signal::MachineDown,
-            _ = tokio::time::sleep_until(deadline) => break Signal::Deadline,
-            renewal = lease.renewed() => match renewal {
-                Renewal::Renewed { silent } if silent > shared.launch.lost_after => {
-                    if !machine_running(&shared.machines, machine_id).await {
-                        break Signal::Silent;
+impl Watching<'_> {
+    /// Waits for the end of the running machine and judges it.
+    ///
+    /// The machine is watched with a `wait` long-poll only while a watch
+    /// slot is free (`--max-watches`); none is waited for. Unwatched, a
+    /// crash shows as the runner's silence, confirmed with one `get`.
+    async fn watch(self, events: &mut Subscription, lease: &mut Held) -> Ending {
+        let shared = self.shared;
+        let deadline = Instant::now()
+            + Duration::from_secs(self.terms.timeout_secs)
+            + shared.launch.timeout_grace;
+        let slot = shared.watches.clone().try_acquire_owned().ok();
+        let mut down = slot
+            .is_some()
+            .then(|| Box::pin(wait_until_down(&shared.machines, self.machine_id)));
+        let signal = self.first_signal(deadline, events, lease, &mut down).await;
+        // Boxed: what follows is large and short-lived (see `supervise`).
+        let ending = Box::pin(self.conclude(signal, down)).await;
+        drop(slot);
+        ending
+    }
+
+    /// Waits for whichever comes first: the runner's report, the machine
+    /// going down, its runner's silence, a cancel request or the deadline.
+    async fn first_signal(
+        &self,
+        deadline: Instant,
+        events: &mut Subscription,
+        lease: &mut Held,
+        down: &mut Option<Pin<Box<impl Future<Output = ()>>>>,
+    ) -> Signal {
+        let (shared, attempt, machine_id) = (self.shared, self.attempt, self.machine_id);
+        let deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(deadline);
+        let mut events_open = true;
+        loop {
+            // Events first: when the machine is already down, the runner's
+            // queued events (running, its report) are still seen in order.
+            tokio::select! {
+                biased;
+                event = events.recv(), if events_open => match event {
+                    // The hub is gone (shutting down): the machine's end still comes.
+                    None => events_open = false,
+                    Some(e) if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => return Signal::Reported,
+                    Some(e) if e.kind == EventKind::Cancel => return Signal::CancelRequested,
+                    Some(e) if e.kind == EventKind::Status
+                        && e.status == Some(JobStatus::Running)
+                        && e.attempt == Some(attempt.attempt) =>
+                    {
+                        tracing::info!(machine = machine_id, status = %JobStatus::Running, "attempt running");
                     }
-                }
-                Renewal::Renewed { .. } | Renewal::Failed => {}
-                Renewal::Gone => tracing::warn!("the attempt's slot is gone; finishing anyway"),
-            },
+                    _ => {}
+                },
+                _ = until_down(down) => return Signal::MachineDown,
+                _ = &mut deadline => return Signal::Deadline,
+                renewal = lease.renewed() => match renewal {
+                    Renewal::Renewed { silent } if silent > shared.launch.lost_after => {
+                        if !Box::pin(machine_running(&shared.machines, machine_id)).await {
+                            return Signal::Silent;
+                        }
+                    }
+                    Renewal::Renewed { .. } | Renewal::Failed => {}
+                    Renewal::Gone => tracing::warn!("the attempt's slot is gone; finishing anyway"),
+                },
+            }
         }
-    };
+    }
 
-    match signal {
-        Signal::Reported => {
-            // The runner exits right after reporting; its exit code
-            // completes the record. Don't wait forever for it.
-            let _ = tokio::time::timeout(Duration::from_secs(30), &mut down).await;
-            judge(shared, attempt, machine_id).await
-        }
-        Signal::MachineDown | Signal::Silent => judge(shared, attempt, machine_id).await,
-        Signal::CancelRequested | Signal::Deadline => {
-            // A report that raced the cancel or deadline wins: the work is done.
-            if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
+    /// Turns what was seen first into the attempt's [`Ending`]; `down` is
+    /// the watch, if the machine had one.
+    async fn conclude(
+        &self,
+        signal: Signal,
+        down: Option<Pin<Box<impl Future<Output = ()>>>>,
+    ) -> Ending {
+        let (shared, attempt, machine_id) = (self.shared, self.attempt, self.machine_id);
+        match signal {
+            Signal::Reported => {
+                // The runner exits right after reporting; its exit code
+                // completes the record. Don't wait forever for it.
+                let exited = async {
+                    match down {
+                        Some(down) => down.await,
+                        None => wait_until_down(&shared.machines, machine_id).await,
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(30), exited).await;
+                judge(shared, attempt, machine_id).await
+            }
+            Signal::MachineDown | Signal::Silent => judge(shared, attempt, machine_id).await,
+            Signal::CancelRequested | Signal::Deadline => {
+                // A report that raced the cancel or deadline wins: the work is done.
+                if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
+                    stop(&shared.machines, machine_id).await;
+                    return judge(shared, attempt, machine_id).await;
+                }
                 stop(&shared.machines, machine_id).await;
-                return judge(shared, attempt, machine_id).await;
-            }
-            stop(&shared.machines, machine_id).await;
-            let remains = remains_of(&shared.machines, machine_id).await;
-            let exit_code = remains.exit.map(|e| e.exit_code);
-            match signal {
-                Signal::Deadline => Ending {
-                    outcome: Outcome::TimedOut,
+                let remains = remains_of(&shared.machines, machine_id).await;
+                let exit_code = remains.exit.map(|e| e.exit_code);
+                let (outcome, error) = match signal {
+                    Signal::Deadline => (
+                        Outcome::TimedOut,
+                        format!(
+                            "timed out after {}s; machine stopped",
+                            self.terms.timeout_secs
+                        ),
+                    ),
+                    _ => (
+                        Outcome::Cancelled,
+                        "cancelled by request; machine stopped".into(),
+                    ),
+                };
+                Ending {
+                    outcome,
                     exit_code,
-                    error: Some(format!(
-                        "timed out after {}s; machine stopped",
-                        job.timeout_secs
-                    )),
+                    error: Some(error),
                     machine_destroyed: remains.destroyed,
-                },
-                _ => Ending {
-                    outcome: Outcome::Cancelled,
-                    exit_code,
-                    error: Some("cancelled by request; machine stopped".into()),
-                    machine_destroyed: remains.destroyed,
-                },
+                }
             }
         }
+    }
+}
+
+/// Resolves when the watch sees the machine down; never, unwatched.
+async fn until_down(down: &mut Option<Pin<Box<impl Future<Output = ()>>>>) {
+    match down {
+        Some(down) => down.await,
+        None => std::future::pending().await,
     }
 }
 

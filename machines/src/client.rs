@@ -4,6 +4,12 @@
 //! connection error are retried with exponential backoff and jitter until a
 //! deadline; a `Retry-After` header replaces the computed delay. Other 4xx
 //! answers are the caller's mistake and are returned at once.
+//!
+//! At most [`ClientConfig::max_in_flight`] exchanges run at once; the rest
+//! queue in order. Each exchange is an HTTP/1.1 connection with its own
+//! buffers, so the cap bounds the client's memory and sockets (starting ten
+//! thousand machines at once would otherwise open ten thousand
+//! connections) and keeps a burst from hammering the API's rate limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +17,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::metrics;
 use crate::types::*;
@@ -29,6 +36,8 @@ pub struct ClientConfig {
     pub retry_deadline: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Exchanges in flight at once (a `wait` holds one while it blocks).
+    pub max_in_flight: usize,
 }
 
 impl ClientConfig {
@@ -45,6 +54,7 @@ impl ClientConfig {
             retry_deadline: Duration::from_secs(60),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_in_flight: 256,
         }
     }
 }
@@ -116,16 +126,18 @@ pub struct ListFilter {
 pub struct MachinesClient {
     http: reqwest::Client,
     config: Arc<ClientConfig>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl MachinesClient {
     pub fn new(config: ClientConfig) -> Self {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
+            .pool_max_idle_per_host(config.max_in_flight)
             .build()
             .expect("a TLS backend is compiled in");
         Self {
             http,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config: Arc::new(config),
         }
     }
@@ -275,6 +287,7 @@ impl MachinesClient {
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
         let endpoint = route.template;
         let once = || async {
+            let _permit = self.in_flight.acquire().await.expect("never closed");
             let request = self
                 .http
                 .request(method.clone(), &url)
@@ -362,4 +375,53 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, M
 
 fn status_text(status: StatusCode) -> String {
     status.canonical_reason().unwrap_or("error").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{routing::get, Json, Router};
+
+    use super::*;
+
+    /// A server that counts the requests it is answering at once.
+    async fn counting_server() -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
+        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let seen = counts.clone();
+        let app = Router::new().route(
+            "/v1/apps/{app}/machines/{id}/events",
+            get(move || {
+                let seen = seen.clone();
+                async move {
+                    let now = seen.0.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.1.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    seen.0.fetch_sub(1, Ordering::SeqCst);
+                    Json(Vec::<MachineEvent>::new())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, counts)
+    }
+
+    #[tokio::test]
+    async fn no_more_than_max_in_flight_calls_run_at_once() {
+        let (base, counts) = counting_server().await;
+        let mut config = ClientConfig::new(base, "app", "token");
+        config.max_in_flight = 3;
+        let client = MachinesClient::new(config);
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let client = client.clone();
+            calls.spawn(async move { client.events("1857156b526dd8", 5).await });
+        }
+        while let Some(answer) = calls.join_next().await {
+            assert!(answer.unwrap().unwrap().is_empty());
+        }
+        assert_eq!(counts.1.load(Ordering::SeqCst), 3, "peak concurrency");
+    }
 }
