@@ -387,6 +387,34 @@ async fn kind_caps_hold_back_only_their_kind() {
 }
 
 #[tokio::test]
+async fn slots_are_checked_many_at_once_in_order() {
+    let (_server, store) = store().await;
+    for _ in 0..2 {
+        enqueue(&store, JobId::new(), &spec("echo", 0, 1), Duration::ZERO).await;
+    }
+    let (a, a1) = claimed(&store).await;
+    let (b, b1) = claimed(&store).await;
+    store.release(&b1).await.unwrap();
+
+    let asked = [
+        (b.id, 1),
+        (a.id, 1),
+        (a.id, 2),
+        (JobId::new(), 1),
+        (a.id, 1),
+    ];
+    assert_eq!(
+        store.holds_slots(&asked).await.unwrap(),
+        [false, true, false, false, true]
+    );
+    assert_eq!(
+        store.holds_slots(&[(a.id, a1.attempt)]).await.unwrap(),
+        [true]
+    );
+    assert!(store.holds_slots(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn listing_pages_are_stable_and_filter_by_status_and_kind() {
     let (_server, store) = store().await;
     let mut ids = Vec::new();

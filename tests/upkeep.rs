@@ -23,8 +23,9 @@ async fn system() -> TestSystem {
     .await
 }
 
-async fn boot(system: &TestSystem, metadata: &[(&str, &str)]) -> String {
+async fn boot(system: &TestSystem, name: Option<String>, metadata: &[(&str, &str)]) -> String {
     let request = CreateMachineRequest {
+        name,
         config: MachineConfig {
             image: "local/sleeper".into(),
             init: Some(Init {
@@ -45,28 +46,18 @@ async fn boot(system: &TestSystem, metadata: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphaned_job_machines_are_destroyed_and_others_are_left_alone() {
     let system = system().await;
-    let job_id = jobs::JobId::new().to_string();
-    let orphan = boot(
+    let job = |namespace| [("role", "job"), ("jobs_namespace", namespace)];
+    // The sweeper reads whose a machine is from its name.
+    let name = || Some(format!("job-{}-1", jobs::JobId::new()));
+    let orphan = boot(&system, name(), &job("jobs")).await;
+    let web = boot(
         &system,
-        &[
-            ("role", "job"),
-            ("jobs_namespace", "jobs"),
-            ("job_id", &job_id),
-            ("attempt", "1"),
-        ],
+        None,
+        &[("role", "web"), ("fly_process_group", "app")],
     )
     .await;
-    let web = boot(&system, &[("role", "web"), ("fly_process_group", "app")]).await;
-    let other_namespace = boot(
-        &system,
-        &[
-            ("role", "job"),
-            ("jobs_namespace", "staging"),
-            ("job_id", &job_id),
-            ("attempt", "1"),
-        ],
-    )
-    .await;
+    let other_namespace = boot(&system, name(), &job("staging")).await;
+    let not_named_as_a_job = boot(&system, None, &job("jobs")).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -80,9 +71,9 @@ async fn orphaned_job_machines_are_destroyed_and_others_are_left_alone() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Two more sweeps pass; the machines it did not create are still there.
+    // Two more sweeps pass; the machines it must not touch are still there.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    for id in [&web, &other_namespace] {
+    for id in [&web, &other_namespace, &not_named_as_a_job] {
         assert_eq!(
             system.machines.get(id).await.unwrap().state,
             MachineState::Started,

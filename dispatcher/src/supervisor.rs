@@ -610,6 +610,13 @@ where
     call.retry(backoff).await
 }
 
+/// A job machine's name, one per attempt. The sweeper reads the attempt
+/// back from it (`sweeper::owner_of`): the summary lists it uses carry no
+/// metadata.
+pub(crate) fn machine_name(job: JobId, attempt: u32) -> String {
+    format!("job-{job}-{attempt}")
+}
+
 /// The create request for an attempt's machine.
 fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> CreateMachineRequest {
     let launch = &shared.launch;
@@ -647,7 +654,7 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
         ("dispatcher".to_string(), shared.owner.clone()),
     ]);
     CreateMachineRequest {
-        name: Some(format!("job-{}-{}", job.id, attempt.attempt)),
+        name: Some(machine_name(job.id, attempt.attempt)),
         region: job.machine.region.clone(),
         skip_secrets: true,
         config: MachineConfig {

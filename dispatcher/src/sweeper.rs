@@ -4,7 +4,14 @@
 //!   `role=job`, `jobs_namespace=…`) whose attempt holds no machine slot
 //!   are destroyed once older than the grace period. Machines without that
 //!   metadata (other process groups of the app, other deployments) are
-//!   never touched.
+//!   never touched, nor are those whose name is not a job machine's.
+//!
+//!   The sweep has to scale to ten thousand machines in flight. Listing
+//!   them in full (config and events) buffers tens of megabytes each
+//!   sweep, so it lists summaries, which carry no config: the attempt is
+//!   read from the machine's name (`job-{id}-{attempt}`). The slots are
+//!   checked a batch at a time in one store command, not one round trip
+//!   per machine.
 //! - Old records: finished jobs past their retention are removed with
 //!   their index entries.
 //!
@@ -22,6 +29,9 @@ use crate::supervisor::Supervision;
 
 /// Records removed per purge call, so one call never blocks the store long.
 const PURGE_BATCH: usize = 500;
+
+/// Attempts whose slots one store command checks.
+const CHECK_BATCH: usize = 500;
 
 pub async fn run(shared: Arc<Supervision>, upkeep: UpkeepSettings, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(upkeep.sweep_every);
@@ -45,6 +55,7 @@ pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usi
                 shared.store.namespace().to_string(),
             ),
         ],
+        summary: true,
         ..ListFilter::default()
     };
     let machines = match shared.machines.list(&filter).await {
@@ -54,25 +65,31 @@ pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usi
             return 0;
         }
     };
+    let candidates: Vec<(&Machine, (JobId, u32))> = machines
+        .iter()
+        .filter(|m| m.state != MachineState::Destroyed && older_than(m, upkeep.orphan_grace))
+        .filter_map(|m| Some((m, owner_of(&m.name)?)))
+        .collect();
     let mut destroyed = 0;
-    for machine in machines {
-        if machine.state == MachineState::Destroyed || !older_than(&machine, upkeep.orphan_grace) {
-            continue;
-        }
-        let Some((job, attempt)) = owner_of(&machine) else {
-            continue;
-        };
-        match shared.store.holds_slot(job, attempt).await {
-            Ok(false) => {
-                tracing::warn!(machine = %machine.id, %job, attempt, "destroying an orphaned machine");
-                if let Err(e) = shared.machines.destroy(&machine.id, true).await {
-                    tracing::warn!(machine = %machine.id, error = %e, "could not destroy an orphan");
-                } else {
-                    destroyed += 1;
-                }
+    for batch in candidates.chunks(CHECK_BATCH) {
+        let owners: Vec<(JobId, u32)> = batch.iter().map(|(_, owner)| *owner).collect();
+        let held = match shared.store.holds_slots(&owners).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::debug!(error = %e, "sweeper could not check slots");
+                continue;
             }
-            Ok(true) => {}
-            Err(e) => tracing::debug!(error = %e, "sweeper could not check a slot"),
+        };
+        for ((machine, (job, attempt)), held) in batch.iter().zip(held) {
+            if held {
+                continue;
+            }
+            tracing::warn!(machine = %machine.id, %job, attempt, "destroying an orphaned machine");
+            if let Err(e) = shared.machines.destroy(&machine.id, true).await {
+                tracing::warn!(machine = %machine.id, error = %e, "could not destroy an orphan");
+            } else {
+                destroyed += 1;
+            }
         }
     }
     destroyed
@@ -95,12 +112,11 @@ async fn purge_old_jobs(shared: &Supervision, upkeep: &UpkeepSettings) {
     }
 }
 
-fn owner_of(machine: &Machine) -> Option<(JobId, u32)> {
-    let metadata = &machine.config.metadata;
-    Some((
-        metadata.get("job_id")?.parse().ok()?,
-        metadata.get("attempt")?.parse().ok()?,
-    ))
+/// The attempt a job machine runs, from the name it was created with
+/// ([`crate::supervisor::machine_name`]).
+fn owner_of(name: &str) -> Option<(JobId, u32)> {
+    let (job, attempt) = name.strip_prefix("job-")?.rsplit_once('-')?;
+    Some((job.parse().ok()?, attempt.parse().ok()?))
 }
 
 fn older_than(machine: &Machine, age: std::time::Duration) -> bool {
@@ -110,5 +126,22 @@ fn older_than(machine: &Machine, age: std::time::Duration) -> bool {
             .is_ok_and(|elapsed| elapsed >= age),
         // Unknown age: wait for a record that tells.
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::machine_name;
+
+    #[test]
+    fn owners_come_from_job_machine_names() {
+        let job = JobId::new();
+        assert_eq!(owner_of(&machine_name(job, 3)), Some((job, 3)));
+        assert_eq!(owner_of(&format!("web-{job}-3")), None, "wrong prefix");
+        assert_eq!(owner_of("job-not-a-uuid-3"), None, "bad uuid");
+        assert_eq!(owner_of(&format!("job-{job}")), None, "no attempt");
+        assert_eq!(owner_of(&format!("job-{job}-")), None, "empty attempt");
+        assert_eq!(owner_of("aged-thunder-7371"), None, "generated name");
     }
 }

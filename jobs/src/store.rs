@@ -659,13 +659,16 @@ impl Store {
         Ok(())
     }
 
-    /// Whether this attempt holds a machine slot (the sweeper's question).
-    pub async fn holds_slot(&self, id: JobId, attempt: u32) -> Result<bool> {
-        let score: Option<f64> = self
-            .client
-            .zscore(self.in_flight_key(), format!("{id}/{attempt}"))
-            .await?;
-        Ok(score.is_some())
+    /// Which of these attempts hold a machine slot (the sweeper's
+    /// question), in order. One ZMSCORE, so the caller keeps batches to a
+    /// few hundred.
+    pub async fn holds_slots(&self, attempts: &[(JobId, u32)]) -> Result<Vec<bool>> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let members: Vec<String> = attempts.iter().map(|(id, n)| format!("{id}/{n}")).collect();
+        let scores: Vec<Option<f64>> = self.client.zmscore(self.in_flight_key(), members).await?;
+        Ok(scores.iter().map(Option::is_some).collect())
     }
 
     /// Removes up to `limit` jobs that finished more than `retention` ago.

@@ -120,6 +120,9 @@ pub struct ListFilter {
     pub region: Option<String>,
     /// `metadata.{key}=value`; all must match.
     pub metadata: Vec<(String, String)>,
+    /// `summary=true`: machines without config, events and checks, for
+    /// callers that list many and need only ids, names and states.
+    pub summary: bool,
 }
 
 #[derive(Clone)]
@@ -176,6 +179,9 @@ impl MachinesClient {
         }
         for (key, value) in &filter.metadata {
             query.push((format!("metadata.{key}"), value.clone()));
+        }
+        if filter.summary {
+            query.push(("summary".into(), "true".into()));
         }
         self.call(
             Method::GET,

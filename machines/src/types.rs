@@ -158,6 +158,7 @@ pub struct Machine {
     pub created_at: String,
     #[serde(default)]
     pub updated_at: String,
+    /// Empty (default) in a `summary` list, which leaves config out.
     #[serde(default)]
     pub config: MachineConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -530,5 +531,17 @@ mod tests {
         .unwrap();
         assert_eq!(m.state, MachineState::Unknown);
         assert!(m.config.extra.contains_key("dns"));
+    }
+
+    #[test]
+    fn summary_machines_parse_without_config_and_events() {
+        let m: Machine = serde_json::from_value(serde_json::json!({
+            "id": "1857156b526dd8", "name": "job-x-1", "state": "started",
+            "created_at": "2023-11-08T01:52:30Z"
+        }))
+        .unwrap();
+        assert_eq!(m.name, "job-x-1");
+        assert_eq!(m.config, MachineConfig::default());
+        assert!(m.events.is_empty());
     }
 }
