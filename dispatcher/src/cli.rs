@@ -110,7 +110,8 @@ pub struct CommonArgs {
     /// (the runner's own guard fires at the timeout itself).
     #[arg(long, env = "TIMEOUT_GRACE_SECS", default_value_t = 10)]
     pub timeout_grace_secs: u64,
-    /// A runner silent this long, on a machine that is not running, is lost.
+    /// A runner silent this long has its machine checked; if the machine
+    /// is down, the attempt ends as its exit says (crashed, oom, lost).
     #[arg(long, env = "LOST_AFTER_SECS", default_value_t = 30)]
     pub lost_after_secs: u64,
     /// How often runners heartbeat (at most a third of --lost-after-secs).
