@@ -69,6 +69,7 @@ async fn start(binaries: &Binaries, max_machines: u32) -> anyhow::Result<System>
         SystemOptions {
             max_machines,
             boot: BootWith::Process,
+            count_commands: false,
         },
     )
     .await

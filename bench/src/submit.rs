@@ -31,6 +31,7 @@ pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec
         SystemOptions {
             max_machines: 0,
             boot: BootWith::Process,
+            count_commands: false,
         },
     )
     .await?;

@@ -30,6 +30,11 @@ pub struct SystemOptions {
     /// How the mock boots machines: real runner processes or virtual ones.
     /// Virtual guests need the store, so they are built from it.
     pub boot: BootWith,
+    /// Count store commands through `MONITOR`. Only where the count is
+    /// wanted: the server formats every command, Lua's included, for the
+    /// feed, which costs it as much CPU as the commands themselves and
+    /// would slow what the other parts measure.
+    pub count_commands: bool,
 }
 
 pub enum BootWith {
@@ -54,17 +59,22 @@ pub struct Commands {
     pub by_name: std::collections::BTreeMap<String, u64>,
 }
 
+/// The `MONITOR` feed, and the client addresses of the bench's `store`
+/// and `probe` connections: whatever the counter saw after each connected
+/// and before the dispatcher started.
+struct Counting {
+    counter: CommandCounter,
+    store_clients: Vec<String>,
+    probe_clients: Vec<String>,
+}
+
 pub struct System {
     pub base: String,
     /// The bench's own connection to the store (events; virtual runners).
     pub store: Store,
     /// The bench's connection for its polls.
     probe: Client,
-    commands: CommandCounter,
-    /// Client addresses of `store` and `probe`: whatever the counter saw
-    /// after each connected and before the dispatcher started.
-    store_clients: Vec<String>,
-    probe_clients: Vec<String>,
+    counting: Option<Counting>,
     pub mock: MockServer,
     pub machines: MachinesClient,
     dispatcher: Child,
@@ -80,15 +90,29 @@ impl System {
             free_port().await?
         ));
         let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
-        let commands = CommandCounter::start(valkey.port()).await?;
+        let counter = match options.count_commands {
+            true => Some(CommandCounter::start(valkey.port()).await?),
+            false => None,
+        };
+        let clients = async || -> anyhow::Result<Vec<String>> {
+            Ok(match &counter {
+                Some(counter) => counter.snapshot().await?.clients(),
+                None => Vec::new(),
+            })
+        };
         let store = Store::connect(StoreConfig::new(valkey.url())).await?;
         store.ping().await?;
-        let store_clients = commands.snapshot().await?.clients();
+        let store_clients = clients().await?;
         let probe = Client::new(Config::from_url(&valkey.url())?, None, None, None);
         probe.init().await?;
         probe.ping::<()>(None).await?;
-        let mut probe_clients = commands.snapshot().await?.clients();
+        let mut probe_clients = clients().await?;
         probe_clients.retain(|c| !store_clients.contains(c));
+        let counting = counter.map(|counter| Counting {
+            counter,
+            store_clients,
+            probe_clients,
+        });
         let boot = match options.boot {
             BootWith::Process => Boot::Process,
             BootWith::Virtual(build) => build(store.clone()),
@@ -113,9 +137,7 @@ impl System {
             base,
             store,
             probe,
-            commands,
-            store_clients,
-            probe_clients,
+            counting,
             machines: MachinesClient::new(ClientConfig::new(mock.base_url(), APP, FLY_TOKEN)),
             mock,
             dispatcher,
@@ -131,9 +153,13 @@ impl System {
     /// The commands sent so far by the dispatcher, and by the bench's
     /// store connection (which virtual machines' runners share).
     pub async fn valkey_commands(&self) -> anyhow::Result<Commands> {
-        let counted = self.commands.snapshot().await?;
-        let runners = counted.of(&self.store_clients);
-        let bench = runners + counted.of(&self.probe_clients);
+        let counting = self
+            .counting
+            .as_ref()
+            .context("this system was started without counting commands")?;
+        let counted = counting.counter.snapshot().await?;
+        let runners = counted.of(&counting.store_clients);
+        let bench = runners + counted.of(&counting.probe_clients);
         Ok(Commands {
             dispatcher: counted.total - bench,
             runners,
