@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use jobs::JobId;
-use machines::{ListFilter, Machine, MachineState};
+use machines::{ListFilter, MachineState, MachineSummary};
 
 use crate::configuration::UpkeepSettings;
 use crate::shutdown::Shutdown;
@@ -55,17 +55,16 @@ pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usi
                 shared.store.namespace().to_string(),
             ),
         ],
-        summary: true,
         ..ListFilter::default()
     };
-    let machines = match shared.machines.list(&filter).await {
+    let machines = match shared.machines.list_summaries(&filter).await {
         Ok(machines) => machines,
         Err(e) => {
             tracing::warn!(error = %e, "sweeper could not list machines");
             return 0;
         }
     };
-    let candidates: Vec<(&Machine, (JobId, u32))> = machines
+    let candidates: Vec<(&MachineSummary, (JobId, u32))> = machines
         .iter()
         .filter(|m| m.state != MachineState::Destroyed && older_than(m, upkeep.orphan_grace))
         .filter_map(|m| Some((m, owner_of(&m.name)?)))
@@ -119,7 +118,7 @@ fn owner_of(name: &str) -> Option<(JobId, u32)> {
     Some((job.parse().ok()?, attempt.parse().ok()?))
 }
 
-fn older_than(machine: &Machine, age: std::time::Duration) -> bool {
+fn older_than(machine: &MachineSummary, age: std::time::Duration) -> bool {
     match machine.created_at.parse::<DateTime<Utc>>() {
         Ok(created) => (Utc::now() - created)
             .to_std()

@@ -120,9 +120,6 @@ pub struct ListFilter {
     pub region: Option<String>,
     /// `metadata.{key}=value`; all must match.
     pub metadata: Vec<(String, String)>,
-    /// `summary=true`: machines without config, events and checks, for
-    /// callers that list many and need only ids, names and states.
-    pub summary: bool,
 }
 
 #[derive(Clone)]
@@ -170,6 +167,23 @@ impl MachinesClient {
     }
 
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Machine>, MachinesError> {
+        self.list_as(filter, false).await
+    }
+
+    /// Lists with `summary=true`: no config, events or checks, so listing
+    /// thousands of machines stays small on the wire and in memory.
+    pub async fn list_summaries(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<MachineSummary>, MachinesError> {
+        self.list_as(filter, true).await
+    }
+
+    async fn list_as<T: DeserializeOwned>(
+        &self,
+        filter: &ListFilter,
+        summary: bool,
+    ) -> Result<Vec<T>, MachinesError> {
         let mut query: Vec<(String, String)> = Vec::new();
         if filter.include_deleted {
             query.push(("include_deleted".into(), "true".into()));
@@ -180,7 +194,7 @@ impl MachinesClient {
         for (key, value) in &filter.metadata {
             query.push((format!("metadata.{key}"), value.clone()));
         }
-        if filter.summary {
+        if summary {
             query.push(("summary".into(), "true".into()));
         }
         self.call(
