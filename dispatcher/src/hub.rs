@@ -9,47 +9,62 @@
 //! is best effort, so every consumer re-reads the record before acting and
 //! has a slow path (the Machines API, a periodic tick) for missed messages.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use fred::prelude::*;
 use jobs::{EventKind, JobEvent, JobId, JobStatus, Store, StoreError};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::shutdown::Shutdown;
 
-type Senders = HashMap<JobId, Vec<(u64, mpsc::UnboundedSender<JobEvent>)>>;
+type Mailboxes = HashMap<JobId, Vec<Arc<Mailbox>>>;
 
 #[derive(Clone)]
 pub struct EventHub {
-    senders: Arc<Mutex<Senders>>,
-    next_id: Arc<AtomicU64>,
+    mailboxes: Arc<Mutex<Mailboxes>>,
     launcher: Arc<Notify>,
     slots: Arc<Notify>,
+}
+
+/// One subscriber's queue. Empty, it is about a hundred bytes: a channel
+/// would allocate a block of slots up front, over a kilobyte, and a
+/// dispatcher with ten thousand machines in flight holds ten thousand
+/// subscriptions that mostly wait.
+#[derive(Default)]
+struct Mailbox {
+    queue: Mutex<VecDeque<JobEvent>>,
+    ready: Notify,
 }
 
 /// Events of one job until dropped.
 pub struct Subscription {
     hub: EventHub,
     job: JobId,
-    id: u64,
-    rx: mpsc::UnboundedReceiver<JobEvent>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Subscription {
-    pub async fn recv(&mut self) -> Option<JobEvent> {
-        self.rx.recv().await
+    /// The job's next event. Cancel-safe: an event is taken off the queue
+    /// only when it is returned.
+    pub async fn recv(&mut self) -> JobEvent {
+        loop {
+            if let Some(event) = self.mailbox.queue.lock().expect("mailbox lock").pop_front() {
+                return event;
+            }
+            // A push after the check above leaves a permit: no lost wakeup.
+            self.mailbox.ready.notified().await;
+        }
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut senders = self.hub.senders.lock().expect("hub lock");
-        if let Some(list) = senders.get_mut(&self.job) {
-            list.retain(|(id, _)| *id != self.id);
+        let mut mailboxes = self.hub.mailboxes.lock().expect("hub lock");
+        if let Some(list) = mailboxes.get_mut(&self.job) {
+            list.retain(|m| !Arc::ptr_eq(m, &self.mailbox));
             if list.is_empty() {
-                senders.remove(&self.job);
+                mailboxes.remove(&self.job);
             }
         }
     }
@@ -63,8 +78,7 @@ impl EventHub {
         let _manager = subscriber.manage_subscriptions();
         subscriber.subscribe(store.events_channel()).await?;
         let hub = Self {
-            senders: Arc::default(),
-            next_id: Arc::default(),
+            mailboxes: Arc::default(),
             launcher: Arc::new(Notify::new()),
             slots: Arc::new(Notify::new()),
         };
@@ -96,19 +110,17 @@ impl EventHub {
     }
 
     pub fn subscribe(&self, job: JobId) -> Subscription {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.senders
+        let mailbox = Arc::new(Mailbox::default());
+        self.mailboxes
             .lock()
             .expect("hub lock")
             .entry(job)
             .or_default()
-            .push((id, tx));
+            .push(mailbox.clone());
         Subscription {
             hub: self.clone(),
             job,
-            id,
-            rx,
+            mailbox,
         }
     }
 
@@ -131,11 +143,70 @@ impl EventHub {
         if matches!(event.kind, EventKind::Slot | EventKind::Lease) {
             self.slots.notify_one();
         }
-        let senders = self.senders.lock().expect("hub lock");
-        if let Some(list) = senders.get(&event.id) {
-            for (_, tx) in list {
-                let _ = tx.send(event.clone());
+        let mailboxes = self.mailboxes.lock().expect("hub lock");
+        for mailbox in mailboxes.get(&event.id).into_iter().flatten() {
+            let mut queue = mailbox.queue.lock().expect("mailbox lock");
+            queue.push_back(event.clone());
+            mailbox.ready.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn hub() -> EventHub {
+        EventHub {
+            mailboxes: Arc::default(),
+            launcher: Arc::new(Notify::new()),
+            slots: Arc::new(Notify::new()),
+        }
+    }
+
+    fn event(id: JobId, attempt: u32) -> JobEvent {
+        JobEvent {
+            id,
+            kind: EventKind::Progress,
+            status: None,
+            attempt: Some(attempt),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_subscriber_gets_its_jobs_events_in_order() {
+        let hub = hub();
+        let (job, other) = (JobId::new(), JobId::new());
+        let mut first = hub.subscribe(job);
+        let mut second = hub.subscribe(job);
+        let mut elsewhere = hub.subscribe(other);
+        for attempt in 1..=3 {
+            hub.dispatch(event(job, attempt));
+        }
+        for subscription in [&mut first, &mut second] {
+            for attempt in 1..=3 {
+                assert_eq!(subscription.recv().await.attempt, Some(attempt));
             }
         }
+        let nothing = tokio::time::timeout(Duration::from_millis(50), elsewhere.recv()).await;
+        assert!(nothing.is_err(), "another job's events stay out");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_is_woken_and_a_dropped_one_is_forgotten() {
+        let hub = hub();
+        let job = JobId::new();
+        let mut waiting = hub.subscribe(job);
+        let sender = hub.clone();
+        let wait = tokio::spawn(async move { waiting.recv().await });
+        // On this single-threaded runtime the task now runs until it waits.
+        tokio::task::yield_now().await;
+        sender.dispatch(event(job, 7));
+        let woken = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        assert_eq!(woken.expect("woken").unwrap().attempt, Some(7));
+        // The task owned the subscription; its end removed the mailbox.
+        assert!(hub.mailboxes.lock().unwrap().is_empty());
     }
 }

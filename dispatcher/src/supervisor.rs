@@ -379,18 +379,15 @@ impl Watching<'_> {
         let (shared, attempt, machine_id) = (self.shared, self.attempt, self.machine_id);
         let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
-        let mut events_open = true;
         loop {
             // Events first: when the machine is already down, the runner's
             // queued events (running, its report) are still seen in order.
             tokio::select! {
                 biased;
-                event = events.recv(), if events_open => match event {
-                    // The hub is gone (shutting down): the machine's end still comes.
-                    None => events_open = false,
-                    Some(e) if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => return Signal::Reported,
-                    Some(e) if e.kind == EventKind::Cancel => return Signal::CancelRequested,
-                    Some(e) if e.kind == EventKind::Status
+                e = events.recv() => match e {
+                    e if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => return Signal::Reported,
+                    e if e.kind == EventKind::Cancel => return Signal::CancelRequested,
+                    e if e.kind == EventKind::Status
                         && e.status == Some(JobStatus::Running)
                         && e.attempt == Some(attempt.attempt) =>
                     {

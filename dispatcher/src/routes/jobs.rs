@@ -259,7 +259,7 @@ pub async fn events(
                 return Some((Ok(event), c));
             }
             let wake = tokio::time::timeout(REREAD_EVERY, c.subscription.recv()).await;
-            if let Ok(Some(e)) = &wake {
+            if let Ok(e) = &wake {
                 if !matches!(
                     e.kind,
                     EventKind::Status | EventKind::Progress | EventKind::Report
