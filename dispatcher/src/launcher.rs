@@ -1,6 +1,6 @@
 //! The launcher: claims queued jobs while machine slots are free, takes
 //! over attempts whose dispatcher died (the reaper), and runs one
-//! [`supervisor`](crate::supervisor) per attempt.
+//! [`supervisor`] per attempt.
 //!
 //! It sleeps until something may have changed: a job was queued, a slot
 //! was freed or a lease handed back (all announced by the store's events),

@@ -5,7 +5,7 @@
 //! timer costs one store command per attempt every few seconds: with ten
 //! thousand attempts, thousands of commands a second while nothing
 //! happens. Instead, one task renews them all every third of a lease, in
-//! one script call per [`BATCH`] attempts, and tells each supervisor how
+//! one script call per `BATCH` attempts, and tells each supervisor how
 //! long its runner has been silent ([`Renewal`]).
 
 use std::collections::HashMap;
