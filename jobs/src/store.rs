@@ -586,7 +586,7 @@ impl Store {
         }
         let mut args = Vec::with_capacity(attempts.len() + 1);
         args.push(lease.as_millis().to_string());
-        args.extend(attempts.iter().map(|(id, n)| format!("{id}/{n}")));
+        args.extend(attempts.iter().map(|&(id, n)| member(id, n)));
         let ages: Vec<i64> = self.run(&self.scripts.renew, args).await?;
         Ok(ages
             .into_iter()
@@ -627,7 +627,7 @@ impl Store {
             job: Option<Fields>,
         }
         let args = vec![
-            format!("{id}/{attempt}"),
+            member(id, attempt),
             owner.to_string(),
             lease.as_millis().to_string(),
         ];
@@ -666,7 +666,7 @@ impl Store {
         if attempts.is_empty() {
             return Ok(Vec::new());
         }
-        let members: Vec<String> = attempts.iter().map(|(id, n)| format!("{id}/{n}")).collect();
+        let members: Vec<String> = attempts.iter().map(|&(id, n)| member(id, n)).collect();
         let scores: Vec<Option<f64>> = self.client.zmscore(self.in_flight_key(), members).await?;
         Ok(scores.iter().map(Option::is_some).collect())
     }
@@ -736,7 +736,12 @@ fn attempt_args(a: &AttemptRef) -> Vec<String> {
     vec![a.job_id.to_string(), a.attempt.to_string(), a.token.clone()]
 }
 
-/// `"{id}/{attempt}"`, an `in_flight` member.
+/// An `in_flight` member: `"{id}/{attempt}"`.
+fn member(id: JobId, attempt: u32) -> String {
+    format!("{id}/{attempt}")
+}
+
+/// Reads an `in_flight` member back ([`member`]).
 fn parse_member(member: &str) -> Option<(JobId, u32)> {
     let (id, attempt) = member.rsplit_once('/')?;
     Some((id.parse().ok()?, attempt.parse().ok()?))
