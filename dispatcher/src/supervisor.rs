@@ -127,7 +127,6 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                 shared.store.record_machine(&attempt, &machine_id, &region)
             }))
             .await;
-            drop(region);
             let ending = match recorded {
                 Ok(true) => {
                     let watching = Watching {
@@ -356,15 +355,14 @@ impl Watching<'_> {
         let deadline = Instant::now()
             + Duration::from_secs(self.terms.timeout_secs)
             + shared.launch.timeout_grace;
+        // Held until the watch ends, with this function.
         let slot = shared.watches.clone().try_acquire_owned().ok();
         let mut down = slot
             .is_some()
             .then(|| Box::pin(wait_until_down(&shared.machines, self.machine_id)));
         let signal = self.first_signal(deadline, events, lease, &mut down).await;
         // Boxed: what follows is large and short-lived (see `supervise`).
-        let ending = Box::pin(self.conclude(signal, down)).await;
-        drop(slot);
-        ending
+        Box::pin(self.conclude(signal, down)).await
     }
 
     /// Waits for whichever comes first: the runner's report, the machine
