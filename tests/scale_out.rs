@@ -1,8 +1,10 @@
 //! Crash safety with several dispatcher processes sharing one store and one
 //! mock Machines API: `kill -9` mid-run, a crash between "create" and
-//! "record", a Valkey restart, SIGTERM under load, and the global cap.
-//! Dispatchers are real `dispatcher serve` processes; machines are real
-//! runner processes.
+//! "record", a Valkey restart, SIGTERM under load, the global cap, fencing
+//! (a dispatcher paused past its lease changes nothing when it wakes; a
+//! cancel survives a takeover), and a bounded chaos run that checks the
+//! invariants afterwards. Dispatchers are real `dispatcher serve`
+//! processes; machines are real runner processes.
 
 mod support;
 
@@ -11,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
+use fred::prelude::*;
+use machines::{ClientConfig, ListFilter, MachinesClient};
 use mock_machines::MockServer;
 use serde_json::{json, Value};
-use support::{free_port, start_mock, start_valkey, TempDir, APP, FLY_TOKEN};
+use support::{free_port, start_mock_with_limits, start_valkey, TempDir, APP, FLY_TOKEN};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -35,10 +39,16 @@ struct Dispatcher {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with_limits(false).await
+    }
+
+    /// `rate_limits`: the mock keeps Fly's published limits, so creates
+    /// queue behind 429s as they do on Fly.
+    async fn start_with_limits(rate_limits: bool) -> Self {
         let dir = TempDir::new();
         let store_dir = dir.path.join("valkey");
         let store = start_valkey(&store_dir, None).await;
-        let mock = start_mock().await;
+        let mock = start_mock_with_limits(rate_limits).await;
         Self {
             store,
             store_dir,
@@ -145,6 +155,68 @@ impl Cluster {
         done
     }
 
+    async fn job(&self, via: &Dispatcher, id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/jobs/{id}", via.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Polls `check` until it holds; `what` names it in the failure.
+    async fn until<F, Fut>(&self, what: &str, within: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !check().await {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; logs in {}",
+                self.dir.path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Which dispatcher owns attempt `attempt` of each job, read from the
+    /// store (the API does not show owners).
+    async fn owners(&self, ids: &[String], attempt: u32) -> Vec<Option<String>> {
+        let client = Builder::from_config(Config::from_url(&self.store.url()).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let mut owners = Vec::new();
+        for id in ids {
+            let owner: Option<String> = client
+                .hget(format!("{{jobs}}:job:{id}"), format!("a:{attempt}:owner"))
+                .await
+                .unwrap();
+            owners.push(owner);
+        }
+        let _ = client.quit().await;
+        owners
+    }
+
+    /// Every machine the mock ever had, destroyed ones included, counted
+    /// by name: one name per attempt.
+    async fn machines_per_attempt(&self) -> HashMap<String, usize> {
+        let client = MachinesClient::new(ClientConfig::new(self.mock.base_url(), APP, FLY_TOKEN));
+        let filter = ListFilter {
+            include_deleted: true,
+            ..ListFilter::default()
+        };
+        let mut counts = HashMap::new();
+        for machine in client.list(&filter).await.unwrap() {
+            *counts.entry(machine.name).or_default() += 1;
+        }
+        counts
+    }
+
     /// Waits until the mock holds no live machine.
     async fn assert_no_live_machines(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -160,18 +232,49 @@ impl Cluster {
 }
 
 fn kill_9(dispatcher: &Dispatcher) {
-    let pid = dispatcher.child.id().expect("running") as i32;
-    // SAFETY: kill(2) with a pid we spawned.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(dispatcher, libc::SIGKILL);
 }
 
+fn signal(dispatcher: &Dispatcher, signal: i32) {
+    let pid = dispatcher.child.id().expect("running") as i32;
+    // SAFETY: kill(2) with a pid we spawned.
+    unsafe { libc::kill(pid, signal) };
+}
+
+impl Dispatcher {
+    /// The sum of one counter in this dispatcher's `/metrics`, over all
+    /// its label sets.
+    async fn counter(&self, http: &reqwest::Client, name: &str) -> f64 {
+        let text = http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Handler runs, from the `sleep` handler's trace files, per job.
 fn trace_files(dir: &Path) -> HashMap<String, usize> {
+    handler_runs(dir, false)
+}
+
+/// Handler runs per job (`"{id}"`) or, `per_attempt`, per attempt
+/// (`"{id}-{attempt}"`).
+fn handler_runs(dir: &Path, per_attempt: bool) -> HashMap<String, usize> {
     let mut runs = HashMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         // "{job uuid}-{attempt}-{pid}": the uuid has 5 dash-separated parts.
-        let job: Vec<&str> = name.splitn(6, '-').take(5).collect();
-        *runs.entry(job.join("-")).or_default() += 1;
+        let parts = if per_attempt { 6 } else { 5 };
+        let key: Vec<&str> = name.splitn(7, '-').take(parts).collect();
+        *runs.entry(key.join("-")).or_default() += 1;
     }
     runs
 }
@@ -352,14 +455,39 @@ async fn sigterm_hands_work_to_a_peer_and_exits_within_the_grace_period() {
     let asked = Instant::now();
     // SAFETY: kill(2) with a pid we spawned.
     unsafe { libc::kill(pid, libc::SIGTERM) };
+    // Draining, not gone: the health check turns so the proxy moves on,
+    // and clients are told to go elsewhere, not refused a connection.
+    cluster
+        .until(
+            "the health check says draining",
+            Duration::from_secs(4),
+            || async {
+                let health = cluster
+                    .http
+                    .get(format!("{}/healthz", leaving.base))
+                    .send()
+                    .await;
+                health.expect("still answering while draining").status() == 503
+            },
+        )
+        .await;
+    let refused = cluster
+        .http
+        .post(format!("{}/jobs", leaving.base))
+        .json(&json!({"kind": "echo"}))
+        .send()
+        .await
+        .expect("still answering while draining");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
     let status = tokio::time::timeout(Duration::from_secs(10), leaving.child.wait())
         .await
         .expect("exited within the grace period")
         .unwrap();
     assert!(status.success(), "clean exit: {status:?}");
     assert!(
-        asked.elapsed() < Duration::from_secs(7),
-        "took {:?}",
+        (Duration::from_secs(5)..Duration::from_secs(8)).contains(&asked.elapsed()),
+        "answered for the 5 s grace period, then exited: took {:?}",
         asked.elapsed()
     );
 
@@ -411,4 +539,332 @@ async fn the_cap_holds_across_three_dispatchers() {
         stats.peak_live
     );
     cluster.assert_no_live_machines().await;
+}
+
+/// Issue 15, defect 1: a dispatcher frozen (SIGSTOP) while its creates
+/// wait behind Fly's create rate limit, past its lease. A peer takes its
+/// attempts over and runs them; when the frozen one wakes, every write it
+/// tries is refused: it records no `boot_failed`, creates no second
+/// machine, and every `max_attempts: 1` job succeeds once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_paused_past_its_lease_changes_nothing_when_it_wakes() {
+    let cluster = Cluster::start_with_limits(true).await;
+    let frozen = cluster.dispatcher("frozen", &["--max-machines", "8"]).await;
+    let traces = cluster.dir.path.join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let body = json!({"kind": "sleep", "max_attempts": 1,
+            "params": {"ms": 6000, "trace_dir": traces}});
+        ids.push(cluster.submit(&frozen, body).await);
+    }
+    // Creates go out at Fly's pace (1/s, burst 3): once a few machines
+    // exist, the rest of the creates are waiting out 429s. Freeze then.
+    cluster
+        .until("a first machine", Duration::from_secs(20), || async {
+            cluster.mock.stats().created >= 2
+        })
+        .await;
+    signal(&frozen, libc::SIGSTOP);
+    let created_before = cluster.mock.stats().created;
+    assert!(created_before < 8, "the freeze came mid-create");
+
+    let peer = cluster.dispatcher("peer", &["--max-machines", "8"]).await;
+    cluster
+        .until(
+            "the peer owns every attempt",
+            Duration::from_secs(60),
+            || async {
+                cluster
+                    .owners(&ids, 1)
+                    .await
+                    .iter()
+                    .all(|o| o.as_deref() == Some("peer"))
+            },
+        )
+        .await;
+    // Wake the frozen dispatcher while the peer's machines still run.
+    signal(&frozen, libc::SIGCONT);
+
+    let jobs = cluster
+        .wait_all(&peer, &ids, Duration::from_secs(120))
+        .await;
+    for (id, job) in &jobs {
+        assert_eq!(job["status"], "succeeded", "{id}: {job:#}");
+        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{id}: {job:#}");
+        assert_eq!(attempts[0]["outcome"], "succeeded", "{id}: {job:#}");
+    }
+    // The frozen dispatcher woke, tried, and was refused for every one of
+    // its attempts (a renewal, a create, a record...).
+    cluster
+        .until(
+            "the frozen dispatcher gave its attempts up",
+            Duration::from_secs(30),
+            || async {
+                frozen
+                    .counter(&cluster.http, "dispatcher_fence_refusals_total")
+                    .await
+                    >= 8.0
+            },
+        )
+        .await;
+    let runs = trace_files(&traces);
+    assert!(
+        runs.values().all(|&n| n == 1) && runs.len() == 8,
+        "{runs:?}"
+    );
+    let machines = cluster.machines_per_attempt().await;
+    assert!(
+        machines.values().all(|&n| n == 1),
+        "one machine per attempt: {machines:?}"
+    );
+    assert_eq!(
+        cluster.mock.stats().created,
+        8,
+        "no second machine for any attempt"
+    );
+    cluster.assert_no_live_machines().await;
+}
+
+/// Issue 15, defect 2: cancels sent through a peer right after the
+/// owning dispatcher died are honoured by whoever takes the attempts
+/// over: every job ends `cancelled`, and no machine boots after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_survives_the_death_of_the_dispatcher_running_the_job() {
+    let cluster = Cluster::start().await;
+    let owner = cluster.dispatcher("owner", &["--max-machines", "8"]).await;
+    // Intake only: it launches nothing itself, it only takes over.
+    let peer = cluster.dispatcher("peer", &["--max-machines", "0"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let body = json!({"kind": "sleep", "max_attempts": 3, "params": {"ms": 60000}});
+        ids.push(cluster.submit(&owner, body).await);
+    }
+    cluster
+        .until("every job running", Duration::from_secs(60), || async {
+            let mut running = 0;
+            for id in &ids {
+                running += usize::from(cluster.job(&peer, id).await["status"] == "running");
+            }
+            running == ids.len()
+        })
+        .await;
+    kill_9(&owner);
+
+    for id in &ids {
+        let response = cluster
+            .http
+            .post(format!("{}/jobs/{id}/cancel", peer.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{id}");
+    }
+    let jobs = cluster.wait_all(&peer, &ids, Duration::from_secs(90)).await;
+    for (id, job) in &jobs {
+        assert_eq!(job["status"], "cancelled", "{id}: {job:#}");
+        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "no attempt after the cancel: {job:#}");
+        assert_eq!(attempts[0]["outcome"], "cancelled", "{job:#}");
+    }
+    assert_eq!(
+        cluster.mock.stats().created,
+        6,
+        "no machine booted after the cancels"
+    );
+    cluster.assert_no_live_machines().await;
+}
+
+/// A small deterministic generator (xorshift), so a failing chaos run can
+/// be replayed from the seed it prints.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// A bounded chaos run: three dispatchers take a mixed workload (short
+/// and long sleeps, failures that retry, cancels) while one at a time is
+/// frozen past its lease or killed and restarted. Afterwards the store,
+/// the mock and the runners' traces must agree: every job final exactly
+/// once and in the status its kind implies, each attempt on at most one
+/// machine, no handler run twice for an attempt, no spurious retry, and
+/// no machine left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_pausing_and_killing_dispatchers_breaks_no_invariant() {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+    eprintln!("chaos seed {seed} (CHAOS_SEED={seed} replays it)");
+    let mut dice = Dice(seed.max(1));
+    let cluster = Cluster::start().await;
+    let args = ["--max-machines", "6"];
+    let mut dispatchers = vec![
+        cluster.dispatcher("c0", &args).await,
+        cluster.dispatcher("c1", &args).await,
+        cluster.dispatcher("c2", &args).await,
+    ];
+    let traces = cluster.dir.path.join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    let finals = FinalStatuses::record(&cluster.store.url()).await;
+
+    // kind of each job: sleeps must succeed, fails must fail, cancelled
+    // ones must end cancelled (or succeeded, when the cancel came late).
+    let mut expected: HashMap<String, &str> = HashMap::new();
+    let mut cancels = Vec::new();
+    let chaos_until = Instant::now() + Duration::from_secs(40);
+    let mut round = 0u64;
+    while Instant::now() < chaos_until {
+        round += 1;
+        let alive: Vec<usize> = (0..dispatchers.len()).collect();
+        let via = &dispatchers[alive[dice.roll(3) as usize]];
+        for _ in 0..4 {
+            let (body, kind) = match dice.roll(10) {
+                0..=5 => (
+                    json!({"kind": "sleep", "max_attempts": 1,
+                    "params": {"ms": 200 + dice.roll(2500), "trace_dir": traces}}),
+                    "sleep",
+                ),
+                6 | 7 => (
+                    json!({"kind": "fail", "max_attempts": 2,
+                    "backoff": {"base_ms": 200, "max_ms": 500}}),
+                    "fail",
+                ),
+                _ => (
+                    json!({"kind": "sleep", "max_attempts": 3,
+                    "params": {"ms": 20000, "trace_dir": traces}}),
+                    "cancel",
+                ),
+            };
+            let id = cluster.submit(via, body).await;
+            if kind == "cancel" {
+                cancels.push(id.clone());
+            }
+            expected.insert(id, kind);
+        }
+        // One fault per round, on a random dispatcher; the others serve.
+        let victim = dice.roll(3) as usize;
+        match dice.roll(3) {
+            0 => {
+                // Frozen past its lease (3 s), then woken.
+                signal(&dispatchers[victim], libc::SIGSTOP);
+                tokio::time::sleep(Duration::from_millis(3500 + dice.roll(2000))).await;
+                signal(&dispatchers[victim], libc::SIGCONT);
+            }
+            1 => {
+                kill_9(&dispatchers[victim]);
+                let _ = dispatchers[victim].child.wait().await;
+                let name = format!("c{victim}-{round}");
+                dispatchers[victim] = cluster.dispatcher(&name, &args).await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500 + dice.roll(1500))).await,
+        }
+        // Cancel the long sleeps submitted so far, through any dispatcher.
+        for id in cancels.drain(..) {
+            let via = &dispatchers[dice.roll(3) as usize];
+            let _ = cluster
+                .http
+                .post(format!("{}/jobs/{id}/cancel", via.base))
+                .send()
+                .await;
+        }
+    }
+
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let jobs = cluster
+        .wait_all(&dispatchers[0], &ids, Duration::from_secs(240))
+        .await;
+    for (id, job) in &jobs {
+        let status = job["status"].as_str().unwrap();
+        let attempts = job["attempts"].as_array().unwrap().len();
+        match expected[id] {
+            "sleep" => assert!(status == "succeeded" && attempts == 1, "{job:#}"),
+            "fail" => assert!(status == "failed" && attempts == 2, "{job:#}"),
+            _ => assert!(
+                status == "cancelled" || status == "succeeded",
+                "a cancelled job never fails: {job:#}"
+            ),
+        }
+    }
+    let finals = finals.counts().await;
+    for id in &ids {
+        assert_eq!(
+            finals.get(id),
+            Some(&1),
+            "{id} reached a final status exactly once: {finals:?}"
+        );
+    }
+    let runs = handler_runs(&traces, true);
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a handler ran twice for one attempt: {runs:?}"
+    );
+    let machines = cluster.machines_per_attempt().await;
+    assert!(
+        machines.values().all(|&n| n == 1),
+        "an attempt had two machines: {machines:?}"
+    );
+    cluster.assert_no_live_machines().await;
+    let mut refusals = 0.0;
+    for d in &dispatchers {
+        refusals += d
+            .counter(&cluster.http, "dispatcher_fence_refusals_total")
+            .await;
+    }
+    eprintln!(
+        "{} jobs; stale writes refused by the survivors: {refusals}",
+        ids.len()
+    );
+}
+
+/// Counts, per job, the final statuses the store announces (a job must
+/// reach one exactly once, whichever dispatcher moves it).
+struct FinalStatuses {
+    counts: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    _subscriber: fred::clients::SubscriberClient,
+}
+
+impl FinalStatuses {
+    async fn record(url: &str) -> Self {
+        let subscriber = Builder::from_config(Config::from_url(url).unwrap())
+            .build_subscriber_client()
+            .unwrap();
+        subscriber.init().await.unwrap();
+        subscriber.subscribe("{jobs}:events").await.unwrap();
+        let counts = std::sync::Arc::<std::sync::Mutex<HashMap<String, usize>>>::default();
+        let mut messages = subscriber.message_rx();
+        let sink = counts.clone();
+        tokio::spawn(async move {
+            while let Ok(message) = messages.recv().await {
+                let Some(text) = message.value.as_str() else {
+                    continue;
+                };
+                let event: Value = serde_json::from_str(&text).unwrap_or_default();
+                let final_status = ["succeeded", "failed", "cancelled"]
+                    .contains(&event["status"].as_str().unwrap_or_default());
+                if event["type"] == "status" && final_status {
+                    *sink
+                        .lock()
+                        .unwrap()
+                        .entry(event["id"].as_str().unwrap().to_string())
+                        .or_default() += 1;
+                }
+            }
+        });
+        Self {
+            counts,
+            _subscriber: subscriber,
+        }
+    }
+
+    async fn counts(&self) -> HashMap<String, usize> {
+        self.counts.lock().unwrap().clone()
+    }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
 use jobs::{
-    Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Heartbeat, Idempotency, JobId, JobSpec,
-    JobStatus, Kind, ListFilter, MachineSpec, Outcome, Report, RetryResult, Store, StoreConfig,
+    Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency, JobId,
+    JobSpec, JobStatus, Kind, ListFilter, MachineSpec, Outcome, Owned, Recorded, Report,
+    RetryResult, Store, StoreConfig,
 };
 use serde_json::json;
 
@@ -57,7 +58,7 @@ async fn claim(store: &Store, cap: u32) -> Claim {
     store.claim(cap, "{}", "test", LEASE).await.unwrap()
 }
 
-async fn claimed(store: &Store) -> (jobs::Job, jobs::AttemptRef) {
+async fn claimed(store: &Store) -> (jobs::Job, Owned) {
     match claim(store, 100).await {
         Claim::Claimed { job, attempt } => (*job, attempt),
         other => panic!("expected a claim, got {other:?}"),
@@ -115,7 +116,7 @@ async fn a_stale_attempt_can_write_nothing() {
         )
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Scheduled));
+    assert_eq!(status, Fenced::Done(Some(JobStatus::Scheduled)));
 
     // The zombie runner of attempt 1 wakes up late.
     assert_eq!(store.heartbeat(&first).await.unwrap(), Heartbeat::Stale);
@@ -129,11 +130,18 @@ async fn a_stale_attempt_can_write_nothing() {
     store.release(&first).await.unwrap();
     let (_, second) = claimed(&store).await;
     assert_eq!(second.attempt, 2);
-    let forged = jobs::AttemptRef {
-        attempt: 2,
-        ..first.clone()
+    let forged = Owned {
+        attempt_ref: jobs::AttemptRef {
+            attempt: 2,
+            ..first.attempt_ref.clone()
+        },
+        epoch: second.epoch,
     };
-    assert!(!store.record_machine(&forged, "m", "r").await.unwrap());
+    assert_eq!(
+        store.record_machine(&forged, "m", "r").await.unwrap(),
+        Fenced::Done(Recorded::Stale),
+        "the right epoch with the wrong token is still refused"
+    );
     assert!(store.start_attempt(&forged).await.unwrap().is_none());
     assert!(store.start_attempt(&second).await.unwrap().is_some());
     assert!(!store
@@ -155,13 +163,14 @@ async fn a_stale_attempt_can_write_nothing() {
         .finish_attempt(&second, Outcome::Succeeded, Some(0), None, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Succeeded));
+    assert_eq!(status, Fenced::Done(Some(JobStatus::Succeeded)));
     assert_eq!(
         store
             .finish_attempt(&first, Outcome::Crashed, None, None, Duration::ZERO)
             .await
             .unwrap(),
-        None
+        Fenced::Lost,
+        "attempt 1's slot was released: its owner owns nothing"
     );
 
     let job = store.get(id).await.unwrap().unwrap();
@@ -189,7 +198,7 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
         )
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Scheduled));
+    assert_eq!(status, Fenced::Done(Some(JobStatus::Scheduled)));
     store.release(&first).await.unwrap();
     match claim(&store, 10).await {
         Claim::Empty {
@@ -203,7 +212,11 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
         .finish_attempt(&second, Outcome::Crashed, Some(3), None, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Failed), "two attempts were allowed");
+    assert_eq!(
+        status,
+        Fenced::Done(Some(JobStatus::Failed)),
+        "two attempts were allowed"
+    );
     store.release(&second).await.unwrap();
     assert_eq!(
         store
@@ -237,7 +250,7 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
         )
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Scheduled));
+    assert_eq!(status, Fenced::Done(Some(JobStatus::Scheduled)));
 }
 
 #[tokio::test]
@@ -256,7 +269,7 @@ async fn permanent_errors_are_not_retried() {
         .finish_attempt(&attempt, Outcome::Error, Some(1), None, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Failed));
+    assert_eq!(status, Fenced::Done(Some(JobStatus::Failed)));
     assert_eq!(
         store.get(id).await.unwrap().unwrap().error.as_deref(),
         Some("bad input")
@@ -309,7 +322,7 @@ async fn cancel_in_each_state() {
         .finish_attempt(&attempt, Outcome::Cancelled, None, None, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(status, Some(JobStatus::Cancelled));
+    assert_eq!(status, Fenced::Done(Some(JobStatus::Cancelled)));
     assert_eq!(
         store.cancel(running).await.unwrap(),
         CancelResult::AlreadyFinished
@@ -450,4 +463,148 @@ async fn listing_pages_are_stable_and_filter_by_status_and_kind() {
     assert_eq!(page.jobs.len(), 4);
     assert!(page.jobs.iter().all(|j| j.kind.as_str() == "even"));
     assert!(page.next.is_none());
+}
+
+/// A takeover issues a new epoch: from then on every write of the previous
+/// owner is refused, whatever it tries, while the new owner's go through.
+#[tokio::test]
+async fn a_dispatcher_whose_attempt_was_taken_over_can_write_nothing() {
+    let (_server, store) = store().await;
+    let id = JobId::new();
+    enqueue(&store, id, &spec("echo", 0, 1), Duration::ZERO).await;
+    // A lease that ends at once, as if its owner froze right after the claim.
+    let Claim::Claimed { attempt: old, .. } =
+        store.claim(10, "{}", "old", Duration::ZERO).await.unwrap()
+    else {
+        panic!("claim")
+    };
+    let taken = store
+        .take_over(id, old.attempt, "new", LEASE)
+        .await
+        .unwrap()
+        .expect("the expired lease is taken over");
+    let new = taken.owned;
+    assert!(taken.current);
+    assert_eq!(new.attempt_ref, old.attempt_ref, "same attempt, same token");
+    assert!(
+        new.epoch > old.epoch,
+        "a new epoch: {} after {}",
+        new.epoch,
+        old.epoch
+    );
+    assert!(
+        store
+            .take_over(id, old.attempt, "third", LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "the new owner's lease is live"
+    );
+
+    assert_eq!(
+        store.renew(&[(id, 1, old.epoch)], LEASE).await.unwrap(),
+        [None]
+    );
+    assert_eq!(store.confirm(&old, LEASE).await.unwrap(), Fenced::Lost);
+    assert_eq!(
+        store.record_machine(&old, "stale", "r").await.unwrap(),
+        Fenced::Lost
+    );
+    let finished = store
+        .finish_attempt(&old, Outcome::BootFailed, None, Some("409"), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(finished, Fenced::Lost);
+    assert_eq!(store.hand_back(&old).await.unwrap(), Fenced::Lost);
+    assert_eq!(store.release(&old).await.unwrap(), Fenced::Lost);
+    assert_eq!(
+        store.holds_slots(&[(id, 1)]).await.unwrap(),
+        [true],
+        "the slot is still held, by the new owner"
+    );
+
+    assert!(store.renew(&[(id, 1, new.epoch)], LEASE).await.unwrap()[0].is_some());
+    assert_eq!(
+        store.confirm(&new, LEASE).await.unwrap(),
+        Fenced::Done(false)
+    );
+    assert_eq!(
+        store.record_machine(&new, "m1", "r").await.unwrap(),
+        Fenced::Done(Recorded::Recorded {
+            cancel_requested: false
+        })
+    );
+    assert!(store.start_attempt(&new).await.unwrap().is_some());
+    assert!(store.report(&new, &Report::Result(json!(1))).await.unwrap());
+    let finished = store
+        .finish_attempt(&new, Outcome::Succeeded, Some(0), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(finished, Fenced::Done(Some(JobStatus::Succeeded)));
+    assert_eq!(store.release(&new).await.unwrap(), Fenced::Done(()));
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.attempts[0].machine_id.as_deref(), Some("m1"));
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Succeeded));
+}
+
+/// A cancel is stored state: an owner that never saw the message learns it
+/// from the store, a runner that has not begun never starts, and an
+/// attempt that ended any other way than success ends `cancelled`, with no
+/// retry however many attempts are left.
+#[tokio::test]
+async fn a_requested_cancel_decides_however_the_attempt_ends() {
+    let (_server, store) = store().await;
+    let (before_start, while_running) = (JobId::new(), JobId::new());
+    enqueue(&store, before_start, &spec("sleep", 0, 5), Duration::ZERO).await;
+    enqueue(&store, while_running, &spec("sleep", 1, 5), Duration::ZERO).await;
+
+    let (_, first) = claimed(&store).await;
+    assert_eq!(
+        store.cancel(before_start).await.unwrap(),
+        CancelResult::Cancelling
+    );
+    assert_eq!(
+        store.confirm(&first, LEASE).await.unwrap(),
+        Fenced::Done(true)
+    );
+    assert_eq!(
+        store.record_machine(&first, "m", "r").await.unwrap(),
+        Fenced::Done(Recorded::Recorded {
+            cancel_requested: true
+        })
+    );
+    assert!(
+        store.start_attempt(&first).await.unwrap().is_none(),
+        "the handler never starts"
+    );
+    let finished = store
+        .finish_attempt(&first, Outcome::Crashed, Some(1), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(finished, Fenced::Done(Some(JobStatus::Cancelled)));
+
+    let (_, second) = claimed(&store).await;
+    assert!(store.start_attempt(&second).await.unwrap().is_some());
+    assert_eq!(
+        store.cancel(while_running).await.unwrap(),
+        CancelResult::Cancelling
+    );
+    // The runner stops on the cancel with a retryable error.
+    let stopped = Report::Error {
+        message: "stopped while sleeping: cancelled".into(),
+        permanent: false,
+    };
+    assert!(store.report(&second, &stopped).await.unwrap());
+    let finished = store
+        .finish_attempt(&second, Outcome::Error, Some(1), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        finished,
+        Fenced::Done(Some(JobStatus::Cancelled)),
+        "no retry"
+    );
+    let job = store.get(while_running).await.unwrap().unwrap();
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Cancelled));
 }

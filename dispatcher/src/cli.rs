@@ -139,7 +139,8 @@ pub struct CommonArgs {
     /// Finished jobs are kept this long (default 7 days), then removed.
     #[arg(long, env = "RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     pub retention_secs: u64,
-    /// After SIGTERM, in-flight HTTP requests get this long to finish;
+    /// After SIGTERM, the API keeps answering this long (503 to new jobs,
+    /// draining health) so clients move to a peer, then the process exits;
     /// fly.toml's `kill_timeout` must be longer.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = crate::startup::SHUTDOWN_GRACE.as_secs())]
     pub shutdown_grace_secs: u64,

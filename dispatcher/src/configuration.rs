@@ -16,7 +16,7 @@ pub struct Settings {
     pub launch: LaunchSettings,
     pub upkeep: UpkeepSettings,
     pub api: ApiSettings,
-    /// After SIGTERM: how long in-flight HTTP requests get to finish.
+    /// After SIGTERM: how long the API keeps answering before the exit.
     pub shutdown_grace: Duration,
     /// This dispatcher's name in leases and logs.
     pub owner: String,

@@ -8,6 +8,9 @@
 //! need not claim once per submitted job. Pub/sub
 //! is best effort, so every consumer re-reads the record before acting and
 //! has a slow path (the Machines API, a periodic tick) for missed messages.
+//! When the hub itself falls behind and drops messages, it tells every
+//! subscriber so ([`EventKind::Resync`]) and each re-reads the store at
+//! once instead of waiting for its slow path.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -94,11 +97,9 @@ impl EventHub {
                                 fan_out.dispatch(event);
                             }
                         }
-                        // Lagging behind drops messages; consumers have slow paths.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "event hub lagged");
-                            fan_out.launcher.notify_one();
-                            fan_out.slots.notify_one();
+                            tracing::warn!(missed = n, "event hub lagged; every subscriber re-reads the store");
+                            fan_out.resync();
                         }
                         Err(_) => break,
                     },
@@ -145,10 +146,33 @@ impl EventHub {
         }
         let mailboxes = self.mailboxes.lock().expect("hub lock");
         for mailbox in mailboxes.get(&event.id).into_iter().flatten() {
-            let mut queue = mailbox.queue.lock().expect("mailbox lock");
-            queue.push_back(event.clone());
-            mailbox.ready.notify_one();
+            mailbox.deliver(event.clone());
         }
+    }
+
+    /// Messages were dropped: wake the launcher, and tell every subscriber
+    /// to re-read what it waits for.
+    fn resync(&self) {
+        self.launcher.notify_one();
+        self.slots.notify_one();
+        let mailboxes = self.mailboxes.lock().expect("hub lock");
+        for (&id, list) in mailboxes.iter() {
+            for mailbox in list {
+                mailbox.deliver(JobEvent {
+                    id,
+                    kind: EventKind::Resync,
+                    status: None,
+                    attempt: None,
+                });
+            }
+        }
+    }
+}
+
+impl Mailbox {
+    fn deliver(&self, event: JobEvent) {
+        self.queue.lock().expect("mailbox lock").push_back(event);
+        self.ready.notify_one();
     }
 }
 
@@ -192,6 +216,18 @@ mod tests {
         }
         let nothing = tokio::time::timeout(Duration::from_millis(50), elsewhere.recv()).await;
         assert!(nothing.is_err(), "another job's events stay out");
+    }
+
+    #[tokio::test]
+    async fn after_a_lag_every_subscriber_is_told_to_resync() {
+        let hub = hub();
+        let (job, other) = (JobId::new(), JobId::new());
+        let mut subscriptions = [hub.subscribe(job), hub.subscribe(job), hub.subscribe(other)];
+        hub.resync();
+        for (subscription, id) in subscriptions.iter_mut().zip([job, job, other]) {
+            let event = subscription.recv().await;
+            assert_eq!((event.id, event.kind), (id, EventKind::Resync));
+        }
     }
 
     #[tokio::test]

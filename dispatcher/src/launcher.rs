@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs::{AttemptRef, Claim, TakeOver};
+use jobs::{Claim, Fenced, Owned, TakeOver};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -35,13 +35,13 @@ const REAP_EVERY: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct Supervisors {
     tasks: JoinSet<()>,
-    owned: HashMap<Id, AttemptRef>,
+    owned: HashMap<Id, Owned>,
 }
 
 impl Supervisors {
     fn spawn(
         &mut self,
-        attempt: AttemptRef,
+        attempt: Owned,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let handle = self.tasks.spawn(task);
@@ -146,16 +146,11 @@ async fn reap(shared: &Arc<Supervision>, supervisors: &mut Supervisors) {
         let Ok(Some(TakeOver {
             job,
             current,
-            token,
+            owned: attempt,
             ..
         })) = taken
         else {
             continue;
-        };
-        let attempt = AttemptRef {
-            job_id,
-            attempt,
-            token,
         };
         let kind = job.as_ref().map_or("?", |j| j.kind.as_str()).to_string();
         let span = attempt_span(&attempt, &kind);
@@ -191,13 +186,17 @@ async fn hand_back(shared: &Supervision, mut supervisors: Supervisors) {
     supervisors.tasks.abort_all();
     while supervisors.tasks.join_next().await.is_some() {}
     for attempt in supervisors.owned.values() {
-        if let Err(e) = shared.store.hand_back(attempt).await {
-            tracing::warn!(job = %attempt.job_id, error = %e, "could not hand the lease back; it will expire");
+        match shared.store.hand_back(attempt).await {
+            // Lost: a peer owns it already, or it was just released.
+            Ok(Fenced::Done(()) | Fenced::Lost) => {}
+            Err(e) => {
+                tracing::warn!(job = %attempt.job_id, error = %e, "could not hand the lease back; it will expire")
+            }
         }
     }
 }
 
-fn attempt_span(attempt: &AttemptRef, kind: &str) -> tracing::Span {
+fn attempt_span(attempt: &jobs::AttemptRef, kind: &str) -> tracing::Span {
     tracing::info_span!("attempt", job = %attempt.job_id, attempt = attempt.attempt, kind)
 }
 

@@ -7,12 +7,17 @@
 //! happens. Instead, one task renews them all every third of a lease, in
 //! one script call per `BATCH` attempts, and tells each supervisor how
 //! long its runner has been silent ([`Renewal`]).
+//!
+//! Each renewal carries the epoch of this dispatcher's ownership. One that
+//! is refused means a peer took the attempt over (this dispatcher was
+//! paused or cut off past its lease): the supervisor learns it from
+//! [`Held::lost`] and stops without touching the machine or the job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobs::{JobId, Store};
+use jobs::{JobId, Owned, Store};
 use tokio::sync::watch;
 
 /// Attempts renewed per script call: large enough that the call count
@@ -24,25 +29,34 @@ const BATCH: usize = 500;
 pub enum Renewal {
     /// Renewed; the runner last heartbeat this long ago.
     Renewed { silent: Duration },
-    /// The slot is gone: released, or taken over by another dispatcher.
-    Gone,
+    /// The attempt is no longer this dispatcher's: a peer took it over
+    /// (the epoch differs) or its slot was released.
+    Lost,
     /// The store did not answer; the next round tries again.
     Failed,
 }
 
 type Key = (JobId, u32);
 
-/// The leases held, each with the channel its supervisor listens on.
+/// One held lease: the epoch it is held under, and the channel its
+/// supervisor listens on.
+struct Holder {
+    epoch: u64,
+    tx: watch::Sender<Option<Renewal>>,
+}
+
+/// The leases held.
 pub struct Leases {
     store: Store,
     lease: Duration,
-    held: Mutex<HashMap<Key, watch::Sender<Option<Renewal>>>>,
+    held: Mutex<HashMap<Key, Holder>>,
 }
 
 /// One held lease; dropping it stops its renewal.
 pub struct Held {
     leases: Arc<Leases>,
     key: Key,
+    epoch: u64,
     renewals: watch::Receiver<Option<Renewal>>,
 }
 
@@ -51,19 +65,33 @@ impl Held {
     pub async fn renewed(&mut self) -> Renewal {
         match self.renewals.changed().await {
             Ok(()) => self.renewals.borrow_and_update().unwrap_or(Renewal::Failed),
-            // The sender lives in the map until this is dropped.
+            // The sender lives in the map until this is dropped, or until a
+            // newer holder replaces it: then `lost` resolves.
             Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Resolves once a renewal is refused (the attempt was lost to another
+    /// dispatcher), or once this dispatcher holds the attempt again under
+    /// a newer epoch (its own reaper took it over: the newer holder
+    /// supervises it). Owns its own view of the renewals, so it can be
+    /// awaited beside [`Held::renewed`].
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut renewals = self.renewals.clone();
+        async move {
+            // An error: the sender is gone, replaced by the newer holder's.
+            let _ = renewals.wait_for(|r| *r == Some(Renewal::Lost)).await;
         }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.leases
-            .held
-            .lock()
-            .expect("leases lock")
-            .remove(&self.key);
+        let mut held = self.leases.held.lock().expect("leases lock");
+        // Held again under a newer epoch: that holder's entry stays.
+        if held.get(&self.key).is_some_and(|h| h.epoch == self.epoch) {
+            held.remove(&self.key);
+        }
     }
 }
 
@@ -76,15 +104,20 @@ impl Leases {
         })
     }
 
-    /// Starts renewing the lease on `attempt` of `job` until the returned
-    /// [`Held`] is dropped.
-    pub fn hold(self: &Arc<Self>, job: JobId, attempt: u32) -> Held {
+    /// Starts renewing the lease on `owned` until the returned [`Held`] is
+    /// dropped.
+    pub fn hold(self: &Arc<Self>, owned: &Owned) -> Held {
         let (tx, renewals) = watch::channel(None);
-        let key = (job, attempt);
-        self.held.lock().expect("leases lock").insert(key, tx);
+        let key = (owned.job_id, owned.attempt);
+        let holder = Holder {
+            epoch: owned.epoch,
+            tx,
+        };
+        self.held.lock().expect("leases lock").insert(key, holder);
         Held {
             leases: self.clone(),
             key,
+            epoch: owned.epoch,
             renewals,
         }
     }
@@ -101,18 +134,18 @@ impl Leases {
     }
 
     async fn renew_all(&self) {
-        let keys: Vec<Key> = self
+        let keys: Vec<(JobId, u32, u64)> = self
             .held
             .lock()
             .expect("leases lock")
-            .keys()
-            .copied()
+            .iter()
+            .map(|(&(job, attempt), holder)| (job, attempt, holder.epoch))
             .collect();
         for batch in keys.chunks(BATCH) {
             let verdicts: Vec<Renewal> = match self.store.renew(batch, self.lease).await {
                 Ok(ages) => ages
                     .into_iter()
-                    .map(|age| age.map_or(Renewal::Gone, |silent| Renewal::Renewed { silent }))
+                    .map(|age| age.map_or(Renewal::Lost, |silent| Renewal::Renewed { silent }))
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, attempts = batch.len(), "lease renewal failed");
@@ -120,9 +153,16 @@ impl Leases {
                 }
             };
             let held = self.held.lock().expect("leases lock");
-            for (key, verdict) in batch.iter().zip(verdicts) {
-                if let Some(tx) = held.get(key) {
-                    tx.send_replace(Some(verdict));
+            for (&(job, attempt, epoch), verdict) in batch.iter().zip(verdicts) {
+                // Held again meanwhile under another epoch: not this verdict's.
+                match held.get(&(job, attempt)) {
+                    Some(holder) if holder.epoch == epoch => {
+                        if verdict == Renewal::Lost {
+                            crate::metrics::fence_refused("renew");
+                        }
+                        holder.tx.send_replace(Some(verdict));
+                    }
+                    _ => {}
                 }
             }
         }

@@ -25,6 +25,7 @@ pub const ATTEMPTS: &str = "dispatcher_attempts_total";
 pub const QUEUE_WAIT: &str = "dispatcher_queue_wait_seconds";
 pub const ATTEMPT_DURATION: &str = "dispatcher_attempt_duration_seconds";
 pub const RETRIES: &str = "dispatcher_retries_total";
+pub const FENCE_REFUSALS: &str = "dispatcher_fence_refusals_total";
 
 /// Histogram buckets in seconds: machines boot in about a second, jobs
 /// run for seconds to an hour.
@@ -76,6 +77,10 @@ fn describe() {
     describe_gauge!(MACHINES_IN_FLIGHT, "Attempts holding a machine slot");
     describe_counter!(ATTEMPTS, "Finished attempts, by outcome");
     describe_counter!(RETRIES, "Failed attempts that were given another try");
+    describe_counter!(
+        FENCE_REFUSALS,
+        "Writes this dispatcher tried for attempts a peer had taken over, refused by the store, by operation"
+    );
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time from due to claimed");
     describe_histogram!(
         ATTEMPT_DURATION,
@@ -124,4 +129,11 @@ pub fn attempt_finished(outcome: Outcome, took: Duration, retrying: bool) {
     if retrying {
         metrics::counter!(RETRIES).increment(1);
     }
+}
+
+/// The store refused a write for an attempt this dispatcher no longer
+/// owns (it was paused or cut off past its lease and a peer took over).
+/// Not an error: fencing working as designed, and worth watching.
+pub fn fence_refused(op: &'static str) {
+    metrics::counter!(FENCE_REFUSALS, "op" => op).increment(1);
 }

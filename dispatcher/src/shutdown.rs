@@ -35,7 +35,9 @@ impl Shutdown {
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
-    /// Triggers on SIGINT or SIGTERM.
+    /// Triggers on SIGINT or SIGTERM. A second signal ends the process at
+    /// once (leases were handed back at the first): a person pressing
+    /// Ctrl-C twice need not wait out the grace period.
     pub fn trigger_on_signals(&self) {
         let shutdown = self.clone();
         tokio::spawn(async move {
@@ -46,8 +48,14 @@ impl Shutdown {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            tracing::info!("shutdown signal received");
+            tracing::info!("shutdown signal received; a second one exits at once");
             shutdown.trigger();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::warn!("second shutdown signal; exiting now");
+            std::process::exit(130);
         });
     }
 }

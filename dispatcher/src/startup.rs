@@ -20,9 +20,13 @@ use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
 use crate::{schedules, sweeper};
 
-/// Default time in-flight HTTP requests get after SIGTERM
+/// Default time a dispatcher keeps answering after SIGTERM
 /// (`--shutdown-grace-secs`); fly.toml's `kill_timeout` must be longer.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After the grace period, connections still open (SSE streams, long
+/// polls) get this long to close before they are cut.
+const CUT_OFF: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
@@ -51,9 +55,11 @@ impl Application {
     }
 
     /// Serves the API and runs the launcher and the sweeper until
-    /// `shutdown` triggers. Then: new jobs are refused (503), the launcher
-    /// hands its leases back to peers, and in-flight HTTP requests get
-    /// `shutdown_grace` to finish.
+    /// `shutdown` triggers. Then the launcher hands its leases back to
+    /// peers at once, while the API keeps answering for `shutdown_grace`:
+    /// new jobs get 503 + `Retry-After` and `/healthz` says draining, so
+    /// clients and Fly's proxy move to a peer instead of meeting a refused
+    /// connection mid-deploy; requests in progress finish. Then it exits.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -96,17 +102,20 @@ impl Application {
             callbacks,
         };
         tracing::info!(addr = %listener.local_addr()?, owner = %settings.owner, "dispatcher listening");
-        let stopping = shutdown.clone();
-        let server = axum::serve(listener, routes::router(state))
-            .with_graceful_shutdown(async move { stopping.wait().await });
         let grace = settings.shutdown_grace;
+        let draining = shutdown.clone();
+        let server =
+            axum::serve(listener, routes::router(state)).with_graceful_shutdown(async move {
+                draining.wait().await;
+                tokio::time::sleep(grace).await;
+            });
         let deadline = async {
             shutdown.wait().await;
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep(grace + CUT_OFF).await;
         };
         tokio::select! {
             served = async { server.await } => served?,
-            _ = deadline => tracing::warn!(?grace, "requests still open after the grace period; closing"),
+            _ = deadline => tracing::warn!(?grace, "connections still open after the grace period; closing"),
         }
         launcher.await?;
         sweeper.await?;

@@ -19,6 +19,22 @@
 //! abandoned (it died, or handed the lease back on shutdown): it picks up
 //! the recorded machine, or finds it by its metadata when the crash came
 //! between "create" and "record", and carries on from step 2.
+//!
+//! **Fencing.** A supervisor acts for its attempt only while it owns it
+//! ([`Owned`]: the epoch of its claim or takeover). Every store write it
+//! makes carries the epoch, and it confirms ownership right before each
+//! Machines API call with side effects (create, stop). When the store
+//! refuses one, or a lease renewal is refused, a peer has taken the
+//! attempt over (this dispatcher was paused or cut off past its lease):
+//! the supervisor stops where it is, leaving the machine and the job to
+//! the new owner. A create that meets the attempt's own machine (the name
+//! is taken) adopts it rather than failing the attempt.
+//!
+//! **Cancels are state.** The job's `cancel_requested` flag, not only the
+//! cancel message, decides: it is read back when the machine is about to
+//! be created and when it is recorded (so an owner that took over after
+//! the message went out still honours it), and the store ends an attempt
+//! of a job whose cancel was requested as `cancelled` however it ended.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,10 +43,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use jobs::{AttemptRef, EventKind, Job, JobId, JobStatus, Outcome, ReportKind, Store, StoreError};
+use jobs::{
+    AttemptRef, EventKind, Fenced, Job, JobId, JobStatus, Outcome, Owned, Recorded, ReportKind,
+    Store, StoreError,
+};
 use machines::{
     CreateMachineRequest, GoDuration, Guest, Init, ListFilter, MachineConfig, MachineState,
-    MachinesClient, Restart, RestartPolicy, StopConfig, StopRequest, WaitOutcome,
+    MachinesClient, MachinesError, Restart, RestartPolicy, StopConfig, StopRequest, WaitOutcome,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -103,42 +122,80 @@ impl Terms {
     }
 }
 
-/// Sees `attempt` of `job` through to the end. Never panics on API or
-/// store errors: every path ends with the machine destroyed.
+/// The supervisor no longer owns its attempt: a peer took it over. Names
+/// the step whose write (or confirmation) the store refused.
+#[derive(Debug)]
+struct Lost(&'static str);
+
+/// Counts a refusal as it is met.
+fn lost(step: &'static str) -> Lost {
+    crate::metrics::fence_refused(step);
+    Lost(step)
+}
+
+/// Sees `attempt` of `job` through to the end, or until a peer takes it
+/// over. Never panics on API or store errors: every path that still owns
+/// the attempt ends with the machine destroyed.
 /// Logs carry the job, attempt and kind through the launcher's span.
 ///
 /// Each step is boxed: a task is as large as its largest step, and only
 /// the watch lasts, so boxing keeps the thousands of sleeping supervisors
 /// of a large fleet to the watch's size.
-pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, start: Start) {
+pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: Owned, start: Start) {
     let began = std::time::Instant::now();
     // Subscribe before anything happens so no event can slip by.
     let mut events = shared.hub.subscribe(job.id);
     // Renewed from the start: creating the machine can take longer than
     // a lease when the Machines API is slow or many attempts start at once.
-    let mut lease = shared.leases.hold(attempt.job_id, attempt.attempt);
-    let terms = Terms::of(&job, &attempt);
+    let lease = shared.leases.hold(&attempt);
+    let taken_over = lease.lost();
+    let seen_through = see_through(&shared, job, &attempt, start, &mut events, lease, began);
+    let refused = tokio::select! {
+        biased;
+        () = taken_over => "renew",
+        done = Box::pin(seen_through) => match done {
+            Ok(()) => return,
+            Err(Lost(step)) => step,
+        },
+    };
+    tracing::warn!(
+        refused = refused,
+        "a peer took this attempt over; leaving its machine and its job to it"
+    );
+}
 
-    let machine = Box::pin(machine_of(&shared, job, &attempt, start)).await;
+/// The steps, for as long as the attempt is this dispatcher's.
+async fn see_through(
+    shared: &Supervision,
+    job: Job,
+    attempt: &Owned,
+    start: Start,
+    events: &mut Subscription,
+    mut lease: Held,
+    began: std::time::Instant,
+) -> Result<(), Lost> {
+    let terms = Terms::of(&job, attempt);
+    let machine = Box::pin(machine_of(shared, job, attempt, start)).await?;
     let (ending, machine_id) = match machine {
         Err(ending) => (ending, None),
         Ok((machine_id, region)) => {
             let recorded = Box::pin(with_store_retries(|| {
-                shared.store.record_machine(&attempt, &machine_id, &region)
+                shared.store.record_machine(attempt, &machine_id, &region)
             }))
             .await;
             let ending = match recorded {
-                Ok(true) => {
+                Ok(Fenced::Lost) => return Err(lost("record_machine")),
+                Ok(Fenced::Done(Recorded::Recorded { cancel_requested })) => {
                     let watching = Watching {
-                        shared: &shared,
+                        shared,
                         terms: &terms,
-                        attempt: &attempt,
+                        attempt,
                         machine_id: &machine_id,
                     };
-                    Box::pin(watching.watch(&mut events, &mut lease)).await
+                    Box::pin(watching.watch(events, &mut lease, cancel_requested)).await?
                 }
-                // Cancelled or superseded meanwhile: finishing is a no-op.
-                _ => Ending {
+                // Superseded meanwhile: finishing is a no-op.
+                Ok(Fenced::Done(Recorded::Stale)) | Err(_) => Ending {
                     outcome: Outcome::Cancelled,
                     exit_code: None,
                     error: None,
@@ -148,23 +205,28 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
             (ending, Some(machine_id))
         }
     };
-    Box::pin(finish(&shared, &terms, &attempt, ending, machine_id, began)).await;
+    Box::pin(finish(
+        shared, &terms, attempt, ending, machine_id, lease, began,
+    ))
+    .await
 }
 
 /// Step 1: the attempt's machine, created afresh or, for an attempt taken
 /// over, the one already there. Consumes the job: nothing later needs it.
+/// No machine is created for a job whose cancel was requested, nor by a
+/// dispatcher that no longer owns the attempt.
 async fn machine_of(
     shared: &Supervision,
     job: Job,
-    attempt: &AttemptRef,
+    attempt: &Owned,
     start: Start,
-) -> Result<(String, String), Ending> {
+) -> Result<Result<(String, String), Ending>, Lost> {
     let known = match start {
         Start::Fresh => None,
         Start::Resume => resumable_machine(shared, &job, attempt).await,
     };
     match known {
-        Some(id) => Ok((id, String::new())),
+        Some(id) => Ok(Ok((id, String::new()))),
         None => create_machine(shared, &job, attempt).await,
     }
 }
@@ -174,11 +236,12 @@ async fn machine_of(
 async fn finish(
     shared: &Supervision,
     terms: &Terms,
-    attempt: &AttemptRef,
+    attempt: &Owned,
     ending: Ending,
     machine_id: Option<String>,
+    lease: Held,
     began: std::time::Instant,
-) {
+) -> Result<(), Lost> {
     let finished = with_store_retries(|| {
         shared.store.finish_attempt(
             attempt,
@@ -189,26 +252,36 @@ async fn finish(
         )
     })
     .await;
-    if let Ok(Some(status)) = &finished {
-        if status.is_terminal() && terms.has_callback {
-            if let Ok(Some(done)) = shared.store.get(attempt.job_id).await {
-                shared.callbacks.deliver(&done);
-            }
-        }
-        crate::metrics::attempt_finished(ending.outcome, began.elapsed(), !status.is_terminal());
-    }
     match finished {
-        Ok(Some(status)) => tracing::info!(
-            outcome = %ending.outcome,
-            exit_code = ending.exit_code,
-            machine = machine_id.as_deref().unwrap_or("-"),
-            %status,
-            "attempt finished"
-        ),
-        Ok(None) => tracing::info!(outcome = %ending.outcome, "attempt was no longer current"),
+        Ok(Fenced::Lost) => return Err(lost("finish_attempt")),
+        Ok(Fenced::Done(Some(status))) => {
+            // The store ends the attempts of a cancelled job `cancelled`.
+            let outcome = match status {
+                JobStatus::Cancelled => Outcome::Cancelled,
+                _ => ending.outcome,
+            };
+            if status.is_terminal() && terms.has_callback {
+                if let Ok(Some(done)) = shared.store.get(attempt.job_id).await {
+                    shared.callbacks.deliver(&done);
+                }
+            }
+            crate::metrics::attempt_finished(outcome, began.elapsed(), !status.is_terminal());
+            tracing::info!(
+                %outcome,
+                exit_code = ending.exit_code,
+                machine = machine_id.as_deref().unwrap_or("-"),
+                %status,
+                "attempt finished"
+            );
+        }
+        Ok(Fenced::Done(None)) => {
+            tracing::info!(outcome = %ending.outcome, "attempt was no longer current")
+        }
         Err(e) => tracing::error!(error = %e, "could not record the attempt's end"),
     }
 
+    // The attempt is closed: a peer that takes it over from here on only
+    // cleans up, so destroying the machine needs no further confirmation.
     match &machine_id {
         Some(id) if ending.machine_destroyed => {
             tracing::info!(machine = %id, "machine destroyed itself (auto_destroy)")
@@ -216,24 +289,49 @@ async fn finish(
         Some(id) => destroy(&shared.machines, id).await,
         None => {}
     }
-    if let Err(e) = with_store_retries(|| shared.store.release(attempt)).await {
-        tracing::error!(error = %e, "could not free the machine slot");
+    release(shared, attempt, lease).await
+}
+
+/// Frees the attempt's slot. The lease goes first, so no renewal that
+/// races the release can report the freed slot as lost.
+async fn release(shared: &Supervision, attempt: &Owned, lease: Held) -> Result<(), Lost> {
+    drop(lease);
+    match with_store_retries(|| shared.store.release(attempt)).await {
+        Ok(Fenced::Done(())) => Ok(()),
+        Ok(Fenced::Lost) => Err(lost("release")),
+        Err(e) => {
+            tracing::error!(error = %e, "could not free the machine slot");
+            Ok(())
+        }
     }
 }
 
-/// Step 1: create the attempt's machine. The client has already retried
-/// 429/5xx; a failure here ends the attempt as `boot_failed`.
+/// Step 1: create the attempt's machine. The client retries 429/5xx, and
+/// the store confirms before every try that the attempt is still this
+/// dispatcher's and its job not cancelled: a retry can come long after the
+/// claim. A failure here ends the attempt as `boot_failed`. A create that
+/// finds the attempt's name taken met the attempt's own machine (an
+/// earlier create whose answer was lost, or one by a previous owner):
+/// that one is adopted, so an attempt never fails for its own machine.
 /// Returns the machine's id and region.
 async fn create_machine(
     shared: &Supervision,
     job: &Job,
-    attempt: &AttemptRef,
-) -> Result<(String, String), Ending> {
-    match shared
+    attempt: &Owned,
+) -> Result<Result<(String, String), Ending>, Lost> {
+    let confirm = || with_store_retries(|| shared.store.confirm(attempt, shared.launch.lease));
+    let still_wanted = || async { matches!(confirm().await, Ok(Fenced::Done(false))) };
+    let ending = |outcome, error: String| Ending {
+        outcome,
+        exit_code: None,
+        error: Some(error),
+        machine_destroyed: false,
+    };
+    let created = shared
         .machines
-        .create(&machine_request(shared, job, attempt))
-        .await
-    {
+        .create_guarded(&machine_request(shared, job, attempt), still_wanted)
+        .await;
+    Ok(match created {
         Ok(machine) => {
             tracing::info!(machine = %machine.id, region = %machine.region, "machine created");
             if let Some(pause) = shared.launch.pause_after_create {
@@ -242,16 +340,39 @@ async fn create_machine(
             }
             Ok((machine.id, machine.region))
         }
+        Err(MachinesError::Withdrawn) => match confirm().await {
+            Ok(Fenced::Lost) => return Err(lost("create")),
+            Ok(Fenced::Done(true)) => Err(ending(
+                Outcome::Cancelled,
+                "cancelled before its machine was created".into(),
+            )),
+            // Without the store's word, creating could boot a second
+            // machine for an attempt a peer already owns.
+            Ok(Fenced::Done(false)) | Err(_) => Err(ending(
+                Outcome::BootFailed,
+                "the job store did not answer before the machine was created".into(),
+            )),
+        },
+        Err(e) if e.status() == Some(409) => {
+            match find_machine(&shared.machines, &shared.store, job.id, attempt.attempt).await {
+                Some(id) => {
+                    tracing::info!(machine = %id, "the attempt's machine exists already; adopted it");
+                    Ok((id, String::new()))
+                }
+                None => Err(ending(
+                    Outcome::BootFailed,
+                    format!("machine could not be created: {e}"),
+                )),
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "machine could not be created");
-            Err(Ending {
-                outcome: Outcome::BootFailed,
-                exit_code: None,
-                error: Some(format!("machine could not be created: {e}")),
-                machine_destroyed: false,
-            })
+            Err(ending(
+                Outcome::BootFailed,
+                format!("machine could not be created: {e}"),
+            ))
         }
-    }
+    })
 }
 
 /// The machine of an attempt taken over: the recorded one, else the one
@@ -317,9 +438,10 @@ pub async fn find_machine(
 pub async fn clean_up(
     shared: Arc<Supervision>,
     job: JobId,
-    attempt: AttemptRef,
+    attempt: Owned,
     machine: Option<String>,
 ) {
+    let lease = shared.leases.hold(&attempt);
     let machine = match machine {
         Some(id) => Some(id),
         None => find_machine(&shared.machines, &shared.store, job, attempt.attempt).await,
@@ -327,11 +449,10 @@ pub async fn clean_up(
     if let Some(id) = &machine {
         destroy(&shared.machines, id).await;
     }
-    if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
-        tracing::error!(error = %e, "could not free the machine slot");
-    }
+    let released = release(&shared, &attempt, lease).await;
     tracing::info!(
         machine = machine.as_deref().unwrap_or("-"),
+        lost = released.is_err(),
         "cleaned up an abandoned attempt"
     );
 }
@@ -340,7 +461,7 @@ pub async fn clean_up(
 struct Watching<'a> {
     shared: &'a Supervision,
     terms: &'a Terms,
-    attempt: &'a AttemptRef,
+    attempt: &'a Owned,
     machine_id: &'a str,
 }
 
@@ -350,7 +471,14 @@ impl Watching<'_> {
     /// The machine is watched with a `wait` long-poll only while a watch
     /// slot is free (`--max-watches`); none is waited for. Unwatched, a
     /// crash shows as the runner's silence, confirmed with one `get`.
-    async fn watch(self, events: &mut Subscription, lease: &mut Held) -> Ending {
+    /// `cancel_requested`: the store already said so, so no message is
+    /// waited for.
+    async fn watch(
+        self,
+        events: &mut Subscription,
+        lease: &mut Held,
+        cancel_requested: bool,
+    ) -> Result<Ending, Lost> {
         let shared = self.shared;
         let deadline = Instant::now()
             + Duration::from_secs(self.terms.timeout_secs)
@@ -360,13 +488,18 @@ impl Watching<'_> {
         let mut down = slot
             .is_some()
             .then(|| Box::pin(wait_until_down(&shared.machines, self.machine_id)));
-        let signal = self.first_signal(deadline, events, lease, &mut down).await;
+        let signal = match cancel_requested {
+            true => Signal::CancelRequested,
+            false => self.first_signal(deadline, events, lease, &mut down).await,
+        };
         // Boxed: what follows is large and short-lived (see `supervise`).
         Box::pin(self.conclude(signal, down)).await
     }
 
     /// Waits for whichever comes first: the runner's report, the machine
     /// going down, its runner's silence, a cancel request or the deadline.
+    /// After the event hub dropped messages, the report and the cancel
+    /// flag are re-read from the store.
     async fn first_signal(
         &self,
         deadline: Instant,
@@ -385,6 +518,14 @@ impl Watching<'_> {
                 e = events.recv() => match e {
                     e if e.kind == EventKind::Report && e.attempt == Some(attempt.attempt) => return Signal::Reported,
                     e if e.kind == EventKind::Cancel => return Signal::CancelRequested,
+                    e if e.kind == EventKind::Resync => {
+                        match shared.store.missed_signals(attempt).await {
+                            Ok((Some(_), _)) => return Signal::Reported,
+                            Ok((None, true)) => return Signal::CancelRequested,
+                            Ok((None, false)) => {}
+                            Err(e) => tracing::warn!(error = %e, "could not re-read the attempt after the event hub lagged"),
+                        }
+                    }
                     e if e.kind == EventKind::Status
                         && e.status == Some(JobStatus::Running)
                         && e.attempt == Some(attempt.attempt) =>
@@ -401,20 +542,21 @@ impl Watching<'_> {
                             return Signal::Silent;
                         }
                     }
-                    Renewal::Renewed { .. } | Renewal::Failed => {}
-                    Renewal::Gone => tracing::warn!("the attempt's slot is gone; finishing anyway"),
+                    // A lost lease ends the whole supervisor (see `supervise`).
+                    Renewal::Renewed { .. } | Renewal::Failed | Renewal::Lost => {}
                 },
             }
         }
     }
 
     /// Turns what was seen first into the attempt's [`Ending`]; `down` is
-    /// the watch, if the machine had one.
+    /// the watch, if the machine had one. The machine is stopped only
+    /// while the attempt is still this dispatcher's.
     async fn conclude(
         &self,
         signal: Signal,
         down: Option<Pin<Box<impl Future<Output = ()>>>>,
-    ) -> Ending {
+    ) -> Result<Ending, Lost> {
         let (shared, attempt, machine_id) = (self.shared, self.attempt, self.machine_id);
         match signal {
             Signal::Reported => {
@@ -427,14 +569,19 @@ impl Watching<'_> {
                     }
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(30), exited).await;
-                judge(shared, attempt, machine_id).await
+                Ok(judge(shared, attempt, machine_id).await)
             }
-            Signal::MachineDown | Signal::Silent => judge(shared, attempt, machine_id).await,
+            Signal::MachineDown | Signal::Silent => Ok(judge(shared, attempt, machine_id).await),
             Signal::CancelRequested | Signal::Deadline => {
+                let confirmed =
+                    with_store_retries(|| shared.store.confirm(attempt, shared.launch.lease)).await;
+                if let Ok(Fenced::Lost) = confirmed {
+                    return Err(lost("stop"));
+                }
                 // A report that raced the cancel or deadline wins: the work is done.
                 if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
                     stop(&shared.machines, machine_id).await;
-                    return judge(shared, attempt, machine_id).await;
+                    return Ok(judge(shared, attempt, machine_id).await);
                 }
                 stop(&shared.machines, machine_id).await;
                 let remains = remains_of(&shared.machines, machine_id).await;
@@ -452,12 +599,12 @@ impl Watching<'_> {
                         "cancelled by request; machine stopped".into(),
                     ),
                 };
-                Ending {
+                Ok(Ending {
                     outcome,
                     exit_code,
                     error: Some(error),
                     machine_destroyed: remains.destroyed,
-                }
+                })
             }
         }
     }

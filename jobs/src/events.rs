@@ -22,6 +22,10 @@ pub enum EventKind {
     Slot,
     /// A dispatcher handed an attempt back; a peer should take it over.
     Lease,
+    /// Never published by the store: a dispatcher's event hub hands it to
+    /// every subscriber after it fell behind and dropped messages, so each
+    /// re-reads from the store what it may have missed.
+    Resync,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ pub use events::{EventKind, JobEvent};
 pub use model::*;
 pub use schedules::Schedule;
 pub use store::{
-    AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Heartbeat, Idempotency, ListFilter,
-    Page, Report, ReportKind, RetryResult, Stats, Store, StoreConfig, StoreError, TakeOver,
+    AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency,
+    ListFilter, Owned, Page, Recorded, Report, ReportKind, RetryResult, Stats, Store, StoreConfig,
+    StoreError, TakeOver,
 };

@@ -16,6 +16,8 @@
 //! | `queue` | zset | queued jobs, scored by priority then arrival |
 //! | `scheduled` | zset | delayed or backing-off jobs, scored by run time |
 //! | `in_flight` | zset | `{id}/{attempt}` holding a machine slot, scored by lease deadline |
+//! | `in_flight_epoch` | hash | the fencing epoch of each in-flight attempt's current owner |
+//! | `epochs` | counter | the last epoch issued |
 //! | `finished` | zset | terminal jobs, scored by when they finished (for retention) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
@@ -24,6 +26,14 @@
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
 //! `prelude.lua`), so it is atomic and two dispatchers can never both own
 //! an attempt. The method names below are the transitions.
+//!
+//! ## Fencing
+//! Runners prove their attempt with its number and random token
+//! ([`AttemptRef`]). Dispatchers prove ownership with an epoch as well
+//! ([`Owned`]): every claim and takeover issues a new one, and every write
+//! a dispatcher makes for the attempt carries it, so a dispatcher paused
+//! past its lease and taken over can change nothing when it wakes
+//! ([`Fenced::Lost`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,11 +72,49 @@ pub struct AttemptRef {
     pub token: String,
 }
 
+/// An attempt as the dispatcher that owns it holds it: the attempt and the
+/// epoch of this ownership (see the module doc on fencing). Derefs to the
+/// [`AttemptRef`], which is all a runner has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owned {
+    pub attempt_ref: AttemptRef,
+    pub epoch: u64,
+}
+
+impl std::ops::Deref for Owned {
+    type Target = AttemptRef;
+
+    fn deref(&self) -> &AttemptRef {
+        &self.attempt_ref
+    }
+}
+
+/// The answer to a write fenced by ownership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fenced<T> {
+    Done(T),
+    /// Refused: another dispatcher owns the attempt now (or its slot is
+    /// gone). The caller must stop acting for it, leaving its machine and
+    /// its job to the new owner.
+    Lost,
+}
+
+/// What [`Store::record_machine`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    Recorded {
+        /// The job's cancel was requested: stop the machine.
+        cancel_requested: bool,
+    },
+    /// The attempt is no longer current (its job moved on).
+    Stale,
+}
+
 /// What [`Store::claim`] found.
 #[derive(Debug)]
 pub enum Claim {
     /// A job moved to `starting`; the caller must see it through.
-    Claimed { job: Box<Job>, attempt: AttemptRef },
+    Claimed { job: Box<Job>, attempt: Owned },
     /// Every machine slot is taken.
     Full,
     /// Nothing queued. `next_due_in` says when a scheduled job comes due.
@@ -170,8 +218,8 @@ pub struct TakeOver {
     /// Whether the attempt is still the job's current one (then the new
     /// owner supervises it; otherwise it only cleans up its machine).
     pub current: bool,
-    /// The fencing token, to act for the attempt.
-    pub token: String,
+    /// The attempt as its new owner holds it.
+    pub owned: Owned,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +275,7 @@ pub(crate) struct Scripts {
     cancel: Script,
     retry: Script,
     stats: Script,
+    confirm: Script,
 }
 
 impl Scripts {
@@ -252,6 +301,7 @@ impl Scripts {
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
             stats: with_prelude(include_str!("scripts/stats.lua")),
+            confirm: with_prelude(include_str!("scripts/confirm.lua")),
         }
     }
 }
@@ -436,6 +486,8 @@ impl Store {
             full: bool,
             #[serde(default)]
             next_due_in_ms: Option<f64>,
+            #[serde(default)]
+            epoch: u64,
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let args = vec![
@@ -456,7 +508,10 @@ impl Store {
             };
             return Ok(Claim::Claimed {
                 job: Box::new(job),
-                attempt,
+                attempt: Owned {
+                    attempt_ref: attempt,
+                    epoch: answer.epoch,
+                },
             });
         }
         if answer.full {
@@ -469,17 +524,43 @@ impl Store {
         })
     }
 
-    /// Records the machine booted for an attempt. `false` when stale.
+    /// Records the machine booted (or adopted) for an attempt.
     pub async fn record_machine(
         &self,
-        a: &AttemptRef,
+        a: &Owned,
         machine_id: &str,
         region: &str,
-    ) -> Result<bool> {
-        let mut args = attempt_args(a);
+    ) -> Result<Fenced<Recorded>> {
+        let mut args = owned_args(a);
         args.extend([machine_id.to_string(), region.to_string()]);
-        let recorded: i64 = self.run(&self.scripts.record_machine, args).await?;
-        Ok(recorded == 1)
+        let answer: String = self.run(&self.scripts.record_machine, args).await?;
+        Ok(match answer.as_str() {
+            "lost" => Fenced::Lost,
+            "stale" => Fenced::Done(Recorded::Stale),
+            "recorded" | "cancel" => Fenced::Done(Recorded::Recorded {
+                cancel_requested: answer == "cancel",
+            }),
+            other => return Err(unexpected("record_machine", other)),
+        })
+    }
+
+    /// Confirms `a` is still the caller's (and extends its lease) right
+    /// before a Machines API call with side effects. `Done(true)` when the
+    /// job's cancel was requested meanwhile.
+    pub async fn confirm(&self, a: &Owned, lease: Duration) -> Result<Fenced<bool>> {
+        let args = vec![
+            a.job_id.to_string(),
+            a.attempt.to_string(),
+            a.epoch.to_string(),
+            lease.as_millis().to_string(),
+        ];
+        let answer: String = self.run(&self.scripts.confirm, args).await?;
+        Ok(match answer.as_str() {
+            "lost" => Fenced::Lost,
+            "owned" => Fenced::Done(false),
+            "cancel" => Fenced::Done(true),
+            other => return Err(unexpected("confirm", other)),
+        })
     }
 
     /// The runner claims its attempt (`starting` → `running`) and gets the
@@ -533,25 +614,34 @@ impl Store {
     pub async fn report_kind(&self, a: &AttemptRef) -> Result<Option<ReportKind>> {
         let field = format!("a:{}:report", a.attempt);
         let kind: Option<String> = self.client.hget(self.job_key(a.job_id), field).await?;
-        Ok(kind.and_then(|k| match k.as_str() {
-            "result" => Some(ReportKind::Result),
-            "error" => Some(ReportKind::Error),
-            "timed_out" => Some(ReportKind::TimedOut),
-            _ => None,
-        }))
+        Ok(kind.as_deref().and_then(report_kind))
+    }
+
+    /// Re-reads what a supervisor may have missed while events were lost
+    /// (the event hub lagged): the runner's report and whether the job's
+    /// cancel was requested, in one round trip.
+    pub async fn missed_signals(&self, a: &AttemptRef) -> Result<(Option<ReportKind>, bool)> {
+        let fields = [format!("a:{}:report", a.attempt), "cancel_requested".into()];
+        let (report, cancel): (Option<String>, Option<String>) = self
+            .client
+            .hmget(self.job_key(a.job_id), fields.to_vec())
+            .await?;
+        Ok((report.as_deref().and_then(report_kind), cancel.is_some()))
     }
 
     /// Closes an attempt and moves the job on. Returns the job's new
-    /// status, or `None` when the attempt was no longer current.
+    /// status, or `None` when the attempt was no longer current. A job
+    /// whose cancel was requested ends `cancelled` unless the attempt
+    /// succeeded, whatever `outcome` says.
     pub async fn finish_attempt(
         &self,
-        a: &AttemptRef,
+        a: &Owned,
         outcome: Outcome,
         exit_code: Option<i32>,
         error: Option<&str>,
         retry_delay: Duration,
-    ) -> Result<Option<JobStatus>> {
-        let mut args = attempt_args(a);
+    ) -> Result<Fenced<Option<JobStatus>>> {
+        let mut args = owned_args(a);
         args.extend([
             outcome.to_string(),
             exit_code.map(|c| c.to_string()).unwrap_or_default(),
@@ -560,33 +650,61 @@ impl Store {
         ]);
         let status: String = self.run(&self.scripts.finish_attempt, args).await?;
         match status.as_str() {
-            "stale" => Ok(None),
-            other => Ok(Some(other.parse()?)),
+            "lost" => Ok(Fenced::Lost),
+            "stale" => Ok(Fenced::Done(None)),
+            other => Ok(Fenced::Done(Some(other.parse()?))),
         }
     }
 
     /// Frees the attempt's machine slot once its machine is destroyed.
-    pub async fn release(&self, a: &AttemptRef) -> Result<()> {
-        let args = vec![a.job_id.to_string(), a.attempt.to_string()];
-        let _: i64 = self.run(&self.scripts.release, args).await?;
-        Ok(())
+    pub async fn release(&self, a: &Owned) -> Result<Fenced<()>> {
+        let args = vec![
+            a.job_id.to_string(),
+            a.attempt.to_string(),
+            a.epoch.to_string(),
+        ];
+        let freed: i64 = self.run(&self.scripts.release, args).await?;
+        Ok(if freed < 0 {
+            Fenced::Lost
+        } else {
+            Fenced::Done(())
+        })
     }
 
-    /// Extends the leases on the slots of `attempts` (`(job, attempt)`
-    /// pairs) in one round trip, and returns for each how long ago its
-    /// runner last heartbeat (or the attempt was claimed): `None` when the
-    /// slot is gone.
+    /// Extends the leases on `attempts` (`(job, attempt, epoch)`) in one
+    /// round trip, and returns for each how long ago its runner last
+    /// heartbeat (or the attempt was claimed): `None` when the caller no
+    /// longer owns it (released, or taken over by another dispatcher).
     pub async fn renew(
         &self,
-        attempts: &[(JobId, u32)],
+        attempts: &[(JobId, u32, u64)],
         lease: Duration,
     ) -> Result<Vec<Option<Duration>>> {
+        #[derive(serde::Serialize)]
+        struct Held {
+            member: String,
+            // A string: the script compares it with the stored epoch.
+            epoch: String,
+        }
+        #[derive(serde::Serialize)]
+        struct Args {
+            lease_ms: u128,
+            attempts: Vec<Held>,
+        }
         if attempts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args = Vec::with_capacity(attempts.len() + 1);
-        args.push(lease.as_millis().to_string());
-        args.extend(attempts.iter().map(|&(id, n)| member(id, n)));
+        let args = Args {
+            lease_ms: lease.as_millis(),
+            attempts: attempts
+                .iter()
+                .map(|&(id, n, epoch)| Held {
+                    member: member(id, n),
+                    epoch: epoch.to_string(),
+                })
+                .collect(),
+        };
+        let args = vec![serde_json::to_string(&args)?];
         let ages: Vec<i64> = self.run(&self.scripts.renew, args).await?;
         Ok(ages
             .into_iter()
@@ -625,6 +743,7 @@ impl Store {
             current: bool,
             #[serde(default)]
             job: Option<Fields>,
+            epoch: u64,
         }
         let args = vec![
             member(id, attempt),
@@ -648,15 +767,30 @@ impl Store {
             attempt,
             job: job.map(Box::new),
             current: answer.current,
-            token,
+            owned: Owned {
+                attempt_ref: AttemptRef {
+                    job_id: id,
+                    attempt,
+                    token,
+                },
+                epoch: answer.epoch,
+            },
         }))
     }
 
     /// Lets the lease on an attempt expire now so a peer takes it over.
-    pub async fn hand_back(&self, a: &AttemptRef) -> Result<()> {
-        let args = vec![a.job_id.to_string(), a.attempt.to_string()];
-        let _: i64 = self.run(&self.scripts.hand_back, args).await?;
-        Ok(())
+    pub async fn hand_back(&self, a: &Owned) -> Result<Fenced<()>> {
+        let args = vec![
+            a.job_id.to_string(),
+            a.attempt.to_string(),
+            a.epoch.to_string(),
+        ];
+        let handed: i64 = self.run(&self.scripts.hand_back, args).await?;
+        Ok(if handed == 1 {
+            Fenced::Done(())
+        } else {
+            Fenced::Lost
+        })
     }
 
     /// Which of these attempts hold a machine slot (the sweeper's
@@ -736,6 +870,21 @@ fn attempt_args(a: &AttemptRef) -> Vec<String> {
     vec![a.job_id.to_string(), a.attempt.to_string(), a.token.clone()]
 }
 
+/// [`attempt_args`] followed by the owner's epoch.
+fn owned_args(a: &Owned) -> Vec<String> {
+    let mut args = attempt_args(a);
+    args.push(a.epoch.to_string());
+    args
+}
+
+/// A script answered something it never answers: the scripts and this
+/// code disagree, which must not pass silently.
+fn unexpected(script: &str, answer: &str) -> StoreError {
+    StoreError::Corrupt(InvalidValue(format!(
+        "unexpected {script} answer {answer:?}"
+    )))
+}
+
 /// An `in_flight` member: `"{id}/{attempt}"`.
 fn member(id: JobId, attempt: u32) -> String {
     format!("{id}/{attempt}")
@@ -745,6 +894,16 @@ fn member(id: JobId, attempt: u32) -> String {
 fn parse_member(member: &str) -> Option<(JobId, u32)> {
     let (id, attempt) = member.rsplit_once('/')?;
     Some((id.parse().ok()?, attempt.parse().ok()?))
+}
+
+/// A stored `a:{n}:report` field read back.
+fn report_kind(stored: &str) -> Option<ReportKind> {
+    match stored {
+        "result" => Some(ReportKind::Result),
+        "error" => Some(ReportKind::Error),
+        "timed_out" => Some(ReportKind::TimedOut),
+        _ => None,
+    }
 }
 
 fn job_from_json(text: &str) -> Result<Job> {

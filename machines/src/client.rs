@@ -11,6 +11,7 @@
 //! thousand machines at once would otherwise open ten thousand
 //! connections) and keeps a burst from hammering the API's rate limits.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,10 @@ pub enum MachinesError {
     },
     #[error("Machines API unreachable: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The caller's guard withdrew the request before a try was sent
+    /// ([`MachinesClient::create_guarded`]).
+    #[error("the request was withdrawn before it was sent")]
+    Withdrawn,
 }
 
 impl MachinesError {
@@ -78,6 +83,7 @@ impl MachinesError {
         match self {
             Self::Api { status, .. } => Some(*status),
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
+            Self::Withdrawn => None,
         }
     }
 
@@ -91,13 +97,14 @@ impl MachinesError {
         match self {
             Self::Api { status, .. } => *status == 429 || *status >= 500,
             Self::Transport(e) => !e.is_decode() && !e.is_builder(),
+            Self::Withdrawn => false,
         }
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
-            Self::Transport(_) => None,
+            Self::Transport(_) | Self::Withdrawn => None,
         }
     }
 }
@@ -147,11 +154,30 @@ impl MachinesClient {
     }
 
     pub async fn create(&self, request: &CreateMachineRequest) -> Result<Machine, MachinesError> {
-        self.call(
+        self.create_guarded(request, || std::future::ready(true))
+            .await
+    }
+
+    /// Creates a machine, asking `still_wanted` right before every try,
+    /// the first and each retry after a 429 or 5xx: a retry can come long
+    /// after the call began (rate limits, a process paused meanwhile), and
+    /// a caller that lost the right to create by then (a dispatcher whose
+    /// attempt a peer took over) must not send it. A `false` ends the call
+    /// with [`MachinesError::Withdrawn`].
+    pub async fn create_guarded<Wanted>(
+        &self,
+        request: &CreateMachineRequest,
+        still_wanted: impl Fn() -> Wanted,
+    ) -> Result<Machine, MachinesError>
+    where
+        Wanted: Future<Output = bool>,
+    {
+        self.call_guarded(
             Method::POST,
             Route::new("/v1/apps/{app}/machines", None),
             None,
             |r| r.json(request),
+            still_wanted,
         )
         .await
     }
@@ -301,12 +327,30 @@ impl MachinesClient {
         extra_timeout: Option<Duration>,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, MachinesError> {
+        self.call_guarded(method, route, extra_timeout, build, || {
+            std::future::ready(true)
+        })
+        .await
+    }
+
+    /// [`Self::call`], sending each try only if `still_wanted` says so.
+    async fn call_guarded<T: DeserializeOwned, Wanted: Future<Output = bool>>(
+        &self,
+        method: Method,
+        route: Route<'_>,
+        extra_timeout: Option<Duration>,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        still_wanted: impl Fn() -> Wanted,
+    ) -> Result<T, MachinesError> {
         let config = &self.config;
         let path = route.path(&config.app);
         let url = format!("{}{path}", config.base_url);
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
         let endpoint = route.template;
         let once = || async {
+            if !still_wanted().await {
+                return Err(MachinesError::Withdrawn);
+            }
             let _permit = self.in_flight.acquire().await.expect("never closed");
             let request = self
                 .http

@@ -111,6 +111,8 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
         format!("--max-machines={}", options.max_machines),
         format!("--body-limit-bytes={}", options.body_limit),
         "--lease-secs=5".to_string(),
+        // Tests that stop a system need no drain window (scale_out tests it).
+        "--shutdown-grace-secs=0".to_string(),
     ];
     if !options.api_tokens.is_empty() {
         argv.push(format!("--api-tokens={}", options.api_tokens.join(",")));
@@ -169,9 +171,15 @@ pub async fn free_port() -> u16 {
 /// The mock Machines API on a free port, rate limits off (tests create
 /// machines faster than Fly's 1/s per app).
 pub async fn start_mock() -> MockServer {
+    start_mock_with_limits(false).await
+}
+
+/// The mock Machines API on a free port; `rate_limits` keeps Fly's
+/// published limits (creates queue behind 429s, as on Fly).
+pub async fn start_mock_with_limits(rate_limits: bool) -> MockServer {
     let config = MockConfig {
         token: FLY_TOKEN.into(),
-        rate_limits: false,
+        rate_limits,
         ..MockConfig::default()
     };
     MockServer::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
@@ -363,7 +371,8 @@ impl StatusRecorder {
     }
 }
 
-/// A temporary directory removed on drop.
+/// A temporary directory removed on drop, unless the test failed: then
+/// it stays, with the logs the failure message points to.
 pub struct TempDir {
     pub path: std::path::PathBuf,
 }
@@ -381,6 +390,8 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }

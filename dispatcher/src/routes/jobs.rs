@@ -262,7 +262,7 @@ pub async fn events(
             if let Ok(e) = &wake {
                 if !matches!(
                     e.kind,
-                    EventKind::Status | EventKind::Progress | EventKind::Report
+                    EventKind::Status | EventKind::Progress | EventKind::Report | EventKind::Resync
                 ) {
                     continue;
                 }

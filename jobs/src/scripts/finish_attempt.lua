@@ -1,18 +1,31 @@
 -- The supervisor closes an attempt and moves the job on: succeeded,
 -- cancelled, scheduled for a retry, or failed (dead letter) when attempts
--- are used up or the error is permanent. Returns the new status, or
--- 'stale' when the attempt was not current.
--- ARGV: prefix, id, attempt, token, outcome, exit_code|'', error|'', retry_delay_ms.
-local id = ARGV[2]
+-- are used up or the error is permanent. Returns the new status, 'stale'
+-- when the attempt was not current, or 'lost' when the caller no longer
+-- owns it (another dispatcher took it over: that one finishes it).
+--
+-- A cancel is stored state: once requested, an attempt that did not
+-- succeed ends `cancelled`, however its runner ended (a runner stopped by
+-- the cancel reports a retryable error, and an owner that took the
+-- attempt over may never have seen the cancel message), and the job gets
+-- no other attempt. A success that raced the cancel stands: the work is
+-- done.
+-- ARGV: prefix, id, attempt, token, epoch, outcome, exit_code|'', error|'', retry_delay_ms.
+local id, attempt, token, epoch = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local outcome, exit_code, error, retry_delay_ms = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+if not owns(member_of(id, attempt), epoch) then return 'lost' end
 local key = job_key(id)
-if not is_current(key, ARGV[3], ARGV[4]) then return 'stale' end
+if not is_current(key, attempt, token) then return 'stale' end
 local from = hget(key, 'status')
-local a = 'a:' .. ARGV[3] .. ':'
-local outcome = ARGV[5]
+local a = 'a:' .. attempt .. ':'
+if outcome ~= 'succeeded' and outcome ~= 'cancelled' and hget(key, 'cancel_requested') then
+  redis.call('HSET', key, a .. 'error', 'cancelled by request (the attempt ended ' .. outcome .. ')')
+  outcome = 'cancelled'
+end
 redis.call('HSET', key, a .. 'outcome', outcome, a .. 'finished_at', int(NOW))
-if ARGV[6] ~= '' then redis.call('HSET', key, a .. 'exit_code', ARGV[6]) end
-if ARGV[7] ~= '' and not hget(key, a .. 'error') then
-  redis.call('HSET', key, a .. 'error', ARGV[7])
+if exit_code ~= '' then redis.call('HSET', key, a .. 'exit_code', exit_code) end
+if error ~= '' and not hget(key, a .. 'error') then
+  redis.call('HSET', key, a .. 'error', error)
 end
 
 if outcome == 'succeeded' then
@@ -27,10 +40,10 @@ if outcome == 'cancelled' then
   finish(id, key, from, 'cancelled')
   return 'cancelled'
 end
-local used = tonumber(ARGV[3]) - tonumber(hget(key, 'attempt_base'))
+local used = tonumber(attempt) - tonumber(hget(key, 'attempt_base'))
 if hget(key, a .. 'permanent') == '1' or used >= tonumber(hget(key, 'max_attempts')) then
   finish(id, key, from, 'failed')
   return 'failed'
 end
-schedule(id, key, from, NOW + tonumber(ARGV[8]))
+schedule(id, key, from, NOW + retry_delay_ms)
 return 'scheduled'

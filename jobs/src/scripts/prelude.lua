@@ -79,6 +79,27 @@ local function finish(id, key, from, to)
   set_status(id, key, from, to)
 end
 
+-- An in-flight attempt's slot, a member of `in_flight`.
+local function member_of(id, attempt) return id .. '/' .. attempt end
+
+-- Fencing between dispatchers. Every change of ownership of an in-flight
+-- attempt (its claim, each takeover) issues a new epoch, kept beside the
+-- slot in `in_flight_epoch`, and every write a dispatcher makes for the
+-- attempt carries the epoch it was handed. A dispatcher paused past its
+-- lease and taken over still holds the old one, so whatever it tries when
+-- it wakes is refused: the attempt's number and token alone cannot tell
+-- it from the new owner, since a takeover keeps both (the runner on the
+-- machine holds them).
+local function new_epoch(member)
+  local epoch = redis.call('INCR', P .. 'epochs')
+  redis.call('HSET', P .. 'in_flight_epoch', member, epoch)
+  return epoch
+end
+
+local function owns(member, epoch)
+  return redis.call('HGET', P .. 'in_flight_epoch', member) == epoch
+end
+
 -- An attempt is current while its number and token are the job's and the
 -- job is still on a machine. Everything a runner or supervisor writes is
 -- fenced by this, so a zombie attempt can never overwrite a newer one.

@@ -1,7 +1,14 @@
 -- The attempt's machine is destroyed: its slot is free for any dispatcher.
--- ARGV: prefix, id, attempt.
-local member = ARGV[2] .. '/' .. ARGV[3]
+-- Only its owner may free it. Answers 1 when freed, 0 when already free,
+-- -1 when another dispatcher owns the attempt now.
+-- ARGV: prefix, id, attempt, epoch.
+local member = member_of(ARGV[2], ARGV[3])
+local epoch = ARGV[4]
+if redis.call('ZSCORE', P .. 'in_flight', member) and not owns(member, epoch) then
+  return -1
+end
 local removed = redis.call('ZREM', P .. 'in_flight', member)
+redis.call('HDEL', P .. 'in_flight_epoch', member)
 local kind = redis.call('HGET', P .. 'in_flight_kind', member)
 if kind then
   redis.call('HDEL', P .. 'in_flight_kind', member)

@@ -1,9 +1,11 @@
 -- The runner claims its attempt: starting -> running. Returns the job, or
--- nil when the attempt is no longer current (cancelled, timed out, ...).
+-- nil when the attempt is no longer current (timed out, ...) or its job's
+-- cancel was requested before it began: then the handler never runs.
 -- ARGV: prefix, id, attempt, token.
 local id = ARGV[2]
 local key = job_key(id)
-if not is_current(key, ARGV[3], ARGV[4]) or hget(key, 'status') ~= 'starting' then
+if not is_current(key, ARGV[3], ARGV[4]) or hget(key, 'status') ~= 'starting'
+  or hget(key, 'cancel_requested') then
   return nil
 end
 local a = 'a:' .. ARGV[3] .. ':'

@@ -5,14 +5,16 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
 use jobs::{
     AttemptRef, Backoff, Claim, EnqueueOptions, Job, JobId, JobSpec, JobStatus, Kind, MachineSpec,
-    Outcome, ReportKind, Store, StoreConfig,
+    Outcome, Owned, ReportKind, Store, StoreConfig,
 };
 use runner::{Runner, RunnerEnv};
 use serde_json::Value;
@@ -23,6 +25,8 @@ pub const WITHIN: Duration = Duration::from_secs(20);
 
 pub struct TestStore {
     pub store: Store,
+    /// The epoch of each attempt claimed, as its dispatcher would hold it.
+    epochs: Mutex<HashMap<(JobId, u32), u64>>,
     url: String,
     _server: LocalValkey,
     dir: PathBuf,
@@ -71,6 +75,7 @@ impl TestStore {
                 let store = Store::connect(StoreConfig::new(&url)).await.unwrap();
                 return Self {
                     store,
+                    epochs: Mutex::default(),
                     url,
                     _server: server,
                     dir,
@@ -99,7 +104,11 @@ impl TestStore {
             .unwrap()
         {
             Claim::Claimed { attempt, .. } => RunnerEnv {
-                attempt,
+                attempt: {
+                    let mut epochs = self.epochs.lock().unwrap();
+                    epochs.insert((attempt.job_id, attempt.attempt), attempt.epoch);
+                    attempt.attempt_ref
+                },
                 store_url: self.url.clone(),
                 namespace: "jobs".into(),
                 heartbeat_ms: 50,
@@ -117,8 +126,13 @@ impl TestStore {
             Some(ReportKind::TimedOut) => Outcome::TimedOut,
             None => Outcome::Crashed,
         };
+        let epoch = self.epochs.lock().unwrap()[&(attempt.job_id, attempt.attempt)];
+        let owned = Owned {
+            attempt_ref: attempt.clone(),
+            epoch,
+        };
         self.store
-            .finish_attempt(attempt, outcome, Some(exit_code), None, Duration::ZERO)
+            .finish_attempt(&owned, outcome, Some(exit_code), None, Duration::ZERO)
             .await
             .unwrap();
         self.job(attempt.job_id).await
