@@ -65,8 +65,7 @@ impl Held {
     pub async fn renewed(&mut self) -> Renewal {
         match self.renewals.changed().await {
             Ok(()) => self.renewals.borrow_and_update().unwrap_or(Renewal::Failed),
-            // The sender lives in the map until this is dropped, or until a
-            // newer holder replaces it: then `lost` resolves.
+            // The sender lives in the map until this is dropped.
             Err(_) => std::future::pending().await,
         }
     }
@@ -79,8 +78,14 @@ impl Held {
     pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut renewals = self.renewals.clone();
         async move {
-            // An error: the sender is gone, replaced by the newer holder's.
-            let _ = renewals.wait_for(|r| *r == Some(Renewal::Lost)).await;
+            let closed = renewals
+                .wait_for(|r| *r == Some(Renewal::Lost))
+                .await
+                .is_err();
+            // The sender is gone only once this is dropped: nobody waits.
+            if closed {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -113,7 +118,12 @@ impl Leases {
             epoch: owned.epoch,
             tx,
         };
-        self.held.lock().expect("leases lock").insert(key, holder);
+        let replaced = self.held.lock().expect("leases lock").insert(key, holder);
+        // This dispatcher's own reaper took the attempt over (its lease ran
+        // out while this process was paused): the older holder has lost it.
+        if let Some(older) = replaced {
+            older.tx.send_replace(Some(Renewal::Lost));
+        }
         Held {
             leases: self.clone(),
             key,

@@ -309,28 +309,53 @@ async fn release(shared: &Supervision, attempt: &Owned, lease: Held) -> Result<(
 /// Step 1: create the attempt's machine. The client retries 429/5xx, and
 /// the store confirms before every try that the attempt is still this
 /// dispatcher's and its job not cancelled: a retry can come long after the
-/// claim. A failure here ends the attempt as `boot_failed`. A create that
-/// finds the attempt's name taken met the attempt's own machine (an
-/// earlier create whose answer was lost, or one by a previous owner):
-/// that one is adopted, so an attempt never fails for its own machine.
-/// Returns the machine's id and region.
+/// claim. A confirmation holds for half a lease from when it was asked
+/// (no peer can take the attempt over before the lease it just extended
+/// runs out), so a try the process was paused before sending, past that,
+/// is not sent but confirmed afresh. A failure here ends the attempt as
+/// `boot_failed`. A create that finds the attempt's name taken met the
+/// attempt's own machine (an earlier create whose answer was lost, or one
+/// by a previous owner): that one is adopted, so an attempt never fails
+/// for its own machine. Returns the machine's id and region.
 async fn create_machine(
     shared: &Supervision,
     job: &Job,
     attempt: &Owned,
 ) -> Result<Result<(String, String), Ending>, Lost> {
-    let confirm = || with_store_retries(|| shared.store.confirm(attempt, shared.launch.lease));
-    let still_wanted = || async { matches!(confirm().await, Ok(Fenced::Done(false))) };
+    /// Confirmations that ran out before their try was sent, in a row.
+    const STALE_CONFIRMATIONS: usize = 5;
+    let lease = shared.launch.lease;
+    let confirm = || with_store_retries(|| shared.store.confirm(attempt, lease));
+    let still_wanted = || async {
+        let asked = Instant::now();
+        matches!(confirm().await, Ok(Fenced::Done(false))).then(|| asked + lease / 2)
+    };
     let ending = |outcome, error: String| Ending {
         outcome,
         exit_code: None,
         error: Some(error),
         machine_destroyed: false,
     };
-    let created = shared
-        .machines
-        .create_guarded(&machine_request(shared, job, attempt), still_wanted)
-        .await;
+    let request = machine_request(shared, job, attempt);
+    let mut created = Err(MachinesError::Withdrawn);
+    for _ in 0..STALE_CONFIRMATIONS {
+        created = shared.machines.create_guarded(&request, still_wanted).await;
+        let Err(MachinesError::Withdrawn) = created else {
+            break;
+        };
+        match confirm().await {
+            Ok(Fenced::Lost) => return Err(lost("create")),
+            Ok(Fenced::Done(true)) => {
+                return Ok(Err(ending(
+                    Outcome::Cancelled,
+                    "cancelled before its machine was created".into(),
+                )))
+            }
+            // Still ours: the confirmation ran out before the try was sent.
+            Ok(Fenced::Done(false)) => continue,
+            Err(_) => break,
+        }
+    }
     Ok(match created {
         Ok(machine) => {
             tracing::info!(machine = %machine.id, region = %machine.region, "machine created");
@@ -340,19 +365,13 @@ async fn create_machine(
             }
             Ok((machine.id, machine.region))
         }
-        Err(MachinesError::Withdrawn) => match confirm().await {
-            Ok(Fenced::Lost) => return Err(lost("create")),
-            Ok(Fenced::Done(true)) => Err(ending(
-                Outcome::Cancelled,
-                "cancelled before its machine was created".into(),
-            )),
-            // Without the store's word, creating could boot a second
-            // machine for an attempt a peer already owns.
-            Ok(Fenced::Done(false)) | Err(_) => Err(ending(
-                Outcome::BootFailed,
-                "the job store did not answer before the machine was created".into(),
-            )),
-        },
+        // Without the store's word, creating could boot a second machine
+        // for an attempt a peer already owns.
+        Err(MachinesError::Withdrawn) => Err(ending(
+            Outcome::BootFailed,
+            "could not confirm with the job store that the attempt was still this dispatcher's"
+                .into(),
+        )),
         Err(e) if e.status() == Some(409) => {
             match find_machine(&shared.machines, &shared.store, job.id, attempt.attempt).await {
                 Some(id) => {

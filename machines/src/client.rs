@@ -19,6 +19,7 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::metrics;
 use crate::types::*;
@@ -154,23 +155,24 @@ impl MachinesClient {
     }
 
     pub async fn create(&self, request: &CreateMachineRequest) -> Result<Machine, MachinesError> {
-        self.create_guarded(request, || std::future::ready(true))
-            .await
+        self.create_guarded(request, unguarded).await
     }
 
-    /// Creates a machine, asking `still_wanted` right before every try,
-    /// the first and each retry after a 429 or 5xx: a retry can come long
-    /// after the call began (rate limits, a process paused meanwhile), and
-    /// a caller that lost the right to create by then (a dispatcher whose
-    /// attempt a peer took over) must not send it. A `false` ends the call
-    /// with [`MachinesError::Withdrawn`].
+    /// Creates a machine, asking `still_wanted` before every try, the
+    /// first and each retry after a 429 or 5xx: a retry can come long after
+    /// the call began (rate limits, a process paused meanwhile), and a
+    /// caller that lost the right to create by then (a dispatcher whose
+    /// attempt a peer took over) must not send it. The guard answers until
+    /// when the try may still be sent, or `None`; a try not sent by then
+    /// (the process was paused after the guard said yes) is not sent at
+    /// all. Either way the call ends with [`MachinesError::Withdrawn`].
     pub async fn create_guarded<Wanted>(
         &self,
         request: &CreateMachineRequest,
         still_wanted: impl Fn() -> Wanted,
     ) -> Result<Machine, MachinesError>
     where
-        Wanted: Future<Output = bool>,
+        Wanted: Future<Output = Option<Instant>>,
     {
         self.call_guarded(
             Method::POST,
@@ -327,14 +329,12 @@ impl MachinesClient {
         extra_timeout: Option<Duration>,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, MachinesError> {
-        self.call_guarded(method, route, extra_timeout, build, || {
-            std::future::ready(true)
-        })
-        .await
+        self.call_guarded(method, route, extra_timeout, build, unguarded)
+            .await
     }
 
     /// [`Self::call`], sending each try only if `still_wanted` says so.
-    async fn call_guarded<T: DeserializeOwned, Wanted: Future<Output = bool>>(
+    async fn call_guarded<T: DeserializeOwned, Wanted: Future<Output = Option<Instant>>>(
         &self,
         method: Method,
         route: Route<'_>,
@@ -348,16 +348,21 @@ impl MachinesClient {
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
         let endpoint = route.template;
         let once = || async {
-            if !still_wanted().await {
+            let Some(until) = still_wanted().await else {
+                return Err(MachinesError::Withdrawn);
+            };
+            let _permit = self.in_flight.acquire().await.expect("never closed");
+            let request = build(
+                self.http
+                    .request(method.clone(), &url)
+                    .bearer_auth(&config.token)
+                    .timeout(timeout),
+            );
+            // As late as possible: a pause before this point is caught here.
+            if Instant::now() >= until {
                 return Err(MachinesError::Withdrawn);
             }
-            let _permit = self.in_flight.acquire().await.expect("never closed");
-            let request = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(&config.token)
-                .timeout(timeout);
-            match build(request).send().await {
+            match request.send().await {
                 Ok(response) => {
                     metrics::record_call(&method, endpoint, Some(response.status().as_u16()));
                     decode(response).await
@@ -488,4 +493,9 @@ mod tests {
         }
         assert_eq!(counts.1.load(Ordering::SeqCst), 3, "peak concurrency");
     }
+}
+
+/// The guard of a call that may always be sent.
+fn unguarded() -> std::future::Ready<Option<Instant>> {
+    std::future::ready(Some(Instant::now() + Duration::from_secs(24 * 3600)))
 }
