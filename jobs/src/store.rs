@@ -17,6 +17,7 @@
 //! | `scheduled` | zset | delayed or backing-off jobs, scored by run time |
 //! | `in_flight` | zset | `{id}/{attempt}` holding a machine slot, scored by lease deadline |
 //! | `finished` | zset | terminal jobs, scored by when they finished (for retention) |
+//! | `log:{id}:{attempt}` | list | the attempt's log lines ([`crate::logs`]) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
 //!
