@@ -24,7 +24,7 @@ pub mod schedules;
 pub mod store;
 
 pub use events::{EventKind, JobEvent};
-pub use logs::{Appended, LogBatch, LogCursor, LogLine, LogStream, LogSummary};
+pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;
 pub use schedules::Schedule;
 pub use store::{

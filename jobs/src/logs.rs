@@ -99,26 +99,43 @@ pub struct LogSummary {
     pub batches: u64,
 }
 
-/// A batch of lines for [`Store::append_log`].
+/// One [`LogLine`] encoded for the store. Encoding is separate from
+/// [`LogBatch::push`] so a writer can encode before taking a lock.
 #[derive(Clone, Debug)]
+pub struct LogEntry(String);
+
+impl LogEntry {
+    pub fn new(line: &LogLine) -> Self {
+        Self(serde_json::to_string(line).expect("a log line always serializes"))
+    }
+
+    /// Its size as stored.
+    pub fn bytes(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A batch of lines for [`Store::append_log`].
+#[derive(Clone, Debug, Default)]
 pub struct LogBatch {
-    /// Each a JSON [`LogLine`] ([`LogBatch::push`] encodes it).
-    entries: Vec<String>,
+    entries: Vec<LogEntry>,
     bytes: usize,
 }
 
 impl LogBatch {
     pub fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-            bytes: 0,
-        }
+        Self::default()
     }
 
-    pub fn push(&mut self, line: &LogLine) {
-        let entry = serde_json::to_string(line).expect("a log line always serializes");
-        self.bytes += entry.len();
+    pub fn push(&mut self, entry: LogEntry) {
+        self.bytes += entry.bytes();
         self.entries.push(entry);
+    }
+
+    /// Moves `later`'s lines to the end of this batch.
+    pub fn append(&mut self, later: LogBatch) {
+        self.bytes += later.bytes;
+        self.entries.extend(later.entries);
     }
 
     /// The batch's size as stored.
@@ -132,12 +149,6 @@ impl LogBatch {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-impl Default for LogBatch {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -228,7 +239,7 @@ impl Store {
         };
         let mut args = Vec::with_capacity(batch.entries.len() + 1);
         args.push(serde_json::to_string(&params)?);
-        args.extend(batch.entries.iter().cloned());
+        args.extend(batch.entries.iter().map(|e| e.0.clone()));
         let text: String = self.run(&APPEND_LOG, args).await?;
         let answer: AppendAnswer = serde_json::from_str(&text)?;
         Ok(if answer.stale {
@@ -297,12 +308,14 @@ mod tests {
             stream: LogStream::Stderr,
             line: "hi".into(),
         };
-        let mut batch = LogBatch::new();
-        batch.push(&line);
+        let entry = LogEntry::new(&line);
         assert_eq!(
-            batch.entries[0],
+            entry.0,
             r#"{"ts":1700000000123,"stream":"stderr","line":"hi"}"#
         );
-        assert_eq!(batch.bytes(), batch.entries[0].len());
+        let mut batch = LogBatch::new();
+        batch.push(entry.clone());
+        batch.append(batch.clone());
+        assert_eq!((batch.len(), batch.bytes()), (2, 2 * entry.bytes()));
     }
 }

@@ -9,12 +9,16 @@
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
 //! | `allocate` | `{"mb": N, "hold_ms": M}` | fills N MiB of memory and holds it M ms (to see OOM kills) |
+//! | `print` | `{"lines": N, "stream": "stdout"\|"stderr"}` | prints N numbered lines (`line 1 of N`, ...) to its log as that stream (default stdout), returns `{"printed": N}` |
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{Context, JobError, Runner};
+use jobs::LogStream;
+use serde::Deserialize;
+
+use crate::{Context, JobError, Json, Runner};
 
 pub(crate) fn register(runner: Runner) -> Runner {
     runner
@@ -24,6 +28,7 @@ pub(crate) fn register(runner: Runner) -> Runner {
         .handler("crash", crash)
         .handler("flaky", flaky)
         .handler("allocate", allocate)
+        .handler("print", print)
 }
 
 async fn echo(_: Context, params: Value) -> Result<Value, JobError> {
@@ -99,4 +104,42 @@ async fn allocate(_: Context, params: Value) -> Result<Value, JobError> {
     Ok(
         json!({"allocated_mb": mb, "checksum": block.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>()}),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Print {
+    lines: u64,
+    #[serde(default = "stdout")]
+    stream: OutputStream,
+}
+
+/// The streams a job prints to (the log's other streams are not output).
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+fn stdout() -> OutputStream {
+    OutputStream::Stdout
+}
+
+async fn print(ctx: Context, Json(p): Json<Print>) -> Result<Value, JobError> {
+    let stream = match p.stream {
+        OutputStream::Stdout => LogStream::Stdout,
+        OutputStream::Stderr => LogStream::Stderr,
+    };
+    for i in 1..=p.lines {
+        ctx.output(stream, &format!("line {i} of {}", p.lines));
+        // Let the shipper and the heartbeat run, and stop when asked.
+        if i % 1000 == 0 {
+            if ctx.is_cancelled() {
+                return Err(JobError::retryable(format!("stopped after {i} lines")));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(json!({"printed": p.lines}))
 }
