@@ -8,7 +8,7 @@
 //! | `fail` | `{"permanent": bool, "message": "..."}` | returns an error, permanent if asked |
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
-//! | `allocate` | `{"mb": N, "hold_ms": M}` | fills N MiB of memory and holds it M ms (to see OOM kills) |
+//! | `allocate` | `{"mb": N, "hold_ms": M, "delay_ms": D}` | logs `allocating N MiB`, waits D ms (default 0), fills N MiB of memory and holds it M ms (to see OOM kills) |
 //! | `print` | `{"lines": N, "stream": "stdout"\|"stderr"}` | prints N numbered lines (`line 1 of N`, ...) to its log as that stream (default stdout), returns `{"printed": N}` |
 
 use std::time::Duration;
@@ -92,12 +92,18 @@ async fn flaky(ctx: Context, params: Value) -> Result<Value, JobError> {
     Ok(json!({"attempt": ctx.attempt()}))
 }
 
-async fn allocate(_: Context, params: Value) -> Result<Value, JobError> {
+async fn allocate(ctx: Context, params: Value) -> Result<Value, JobError> {
     let mb = params.get("mb").and_then(Value::as_u64).unwrap_or(64) as usize;
     let hold_ms = params
         .get("hold_ms")
         .and_then(Value::as_u64)
         .unwrap_or(1000);
+    // `delay_ms` lets the log line below reach the store before an OOM
+    // kill can take the machine (the log ships every 200 ms).
+    ctx.log(format!("allocating {mb} MiB"));
+    if let Some(delay) = params.get("delay_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     // Touch every page so the memory is really resident.
     let block = vec![1u8; mb << 20];
     tokio::time::sleep(Duration::from_millis(hold_ms)).await;
