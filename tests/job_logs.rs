@@ -63,6 +63,7 @@ fn logs_are_kept_and_followed() {
                 an_oom_killed_job_keeps_what_it_printed(&system),
                 follow_sees_a_line_as_it_is_printed(&system),
             );
+            metrics_count_what_was_shipped(&system).await;
             system.assert_all_machines_destroyed().await;
             system.stop().await;
         });
@@ -223,4 +224,31 @@ async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
     assert!(ended, "the stream ends with an `end` event");
     let latency = woke_at.expect("the line arrived") - released.unwrap();
     eprintln!("follow: a printed line arrived {latency:?} after its trigger (target 500ms)");
+}
+
+async fn metrics_count_what_was_shipped(system: &TestSystem) {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let text = system
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        // The flood alone shipped more than half its cap.
+        if value("dispatcher_log_bytes_total") > (CAP / 2) as f64
+            && value("dispatcher_logs_truncated_total") >= 1.0
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "log metrics missing:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -196,6 +196,9 @@ async fn finish(
             }
         }
         crate::metrics::attempt_finished(ending.outcome, began.elapsed(), !status.is_terminal());
+        if let Ok(log) = shared.store.log_summary(attempt.job_id, attempt.attempt).await {
+            crate::metrics::attempt_logged(&log);
+        }
     }
     match finished {
         Ok(Some(status)) => tracing::info!(
