@@ -74,7 +74,11 @@ fn id(job: &Value) -> String {
 }
 
 async fn text_log(system: &TestSystem, path: &str) -> (String, String) {
-    let response = system.request(reqwest::Method::GET, path).send().await.unwrap();
+    let response = system
+        .request(reqwest::Method::GET, path)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "{path}");
     let cursor = response.headers()["x-next-cursor"]
         .to_str()
@@ -119,14 +123,20 @@ async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
         if page.is_empty() {
             break;
         }
-        lines.extend(page.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+        lines.extend(
+            page.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
         cursor = Some(next);
     }
     let stdout: Vec<&Value> = lines.iter().filter(|l| l["stream"] == "stdout").collect();
     assert_eq!(stdout[0]["line"], format!("line 000000 {}", "x".repeat(88)));
     for (i, line) in stdout.iter().enumerate() {
         assert!(
-            line["line"].as_str().unwrap().starts_with(&format!("line {i:06} ")),
+            line["line"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("line {i:06} ")),
             "line {i} out of order: {line}"
         );
     }
@@ -220,7 +230,9 @@ async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
             }
         }
     };
-    tokio::time::timeout(WITHIN, read).await.expect("the stream ends");
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .expect("the stream ends");
     assert!(ended, "the stream ends with an `end` event");
     let latency = woke_at.expect("the line arrived") - released.unwrap();
     eprintln!("follow: a printed line arrived {latency:?} after its trigger (target 500ms)");

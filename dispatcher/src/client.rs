@@ -200,7 +200,11 @@ impl ApiClient {
         }
         if follow {
             query.push(("follow", "true".into()));
-            let mut response = self.request(Method::GET, &path).query(&query).send().await?;
+            let mut response = self
+                .request(Method::GET, &path)
+                .query(&query)
+                .send()
+                .await?;
             if !response.status().is_success() {
                 return Err(api_error(response).await);
             }

@@ -196,7 +196,11 @@ async fn finish(
             }
         }
         crate::metrics::attempt_finished(ending.outcome, began.elapsed(), !status.is_terminal());
-        if let Ok(log) = shared.store.log_summary(attempt.job_id, attempt.attempt).await {
+        if let Ok(log) = shared
+            .store
+            .log_summary(attempt.job_id, attempt.attempt)
+            .await
+        {
             crate::metrics::attempt_logged(&log);
         }
     }

@@ -280,8 +280,8 @@ impl Store {
             .client
             .hmget(self.key(&format!("job:{id}")), names.map(field).to_vec())
             .await?;
-        let [lines, bytes, truncated, dropped, batches] =
-            <[Option<u64>; 5]>::try_from(values).map_err(|v| {
+        let [lines, bytes, truncated, dropped, batches] = <[Option<u64>; 5]>::try_from(values)
+            .map_err(|v| {
                 StoreError::Corrupt(crate::model::InvalidValue(format!("HMGET gave {v:?}")))
             })?;
         Ok(LogSummary {

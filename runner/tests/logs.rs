@@ -61,7 +61,11 @@ async fn a_commands_output_is_kept_per_stream_and_secrets_are_masked() {
         texts(&lines, LogStream::Stdout),
         ["one", &format!("token={MASK}!")]
     );
-    assert_eq!(texts(&lines, LogStream::Stderr), ["two"], "progress is not logged");
+    assert_eq!(
+        texts(&lines, LogStream::Stderr),
+        ["two"],
+        "progress is not logged"
+    );
     assert!(
         !serde_json::to_string(&lines).unwrap().contains("hunter2"),
         "{lines:?}"
@@ -96,9 +100,7 @@ async fn a_log_past_its_cap_ends_with_a_truncation_line() {
     capture_tracing();
     let store = TestStore::start().await;
     let runner = Runner::new().handler("chatty", chatty);
-    store
-        .submit(&spec("chatty", json!({"lines": 5000})))
-        .await;
+    store.submit(&spec("chatty", json!({"lines": 5000}))).await;
     let mut env = store.claim().await;
     env.logs.max_bytes = 50_000;
     let id = env.attempt.job_id;
@@ -119,7 +121,10 @@ async fn a_log_past_its_cap_ends_with_a_truncation_line() {
     assert!(stored <= 50_000, "{stored}");
     let summary = job.attempts[0].log.clone().unwrap();
     assert!(summary.truncated);
-    assert!(job.attempts[0].log_tail.is_empty(), "a success shows no tail");
+    assert!(
+        job.attempts[0].log_tail.is_empty(),
+        "a success shows no tail"
+    );
     // Batches, not lines: 5000 lines of ~130 bytes cost a handful of
     // store commands before the cap stops them.
     assert!(summary.batches < 20, "{summary:?}");
@@ -139,7 +144,9 @@ async fn only_the_current_attempt_appends_and_purge_removes_the_log() {
     }));
     let s = &store.store;
     assert_eq!(
-        s.append_log(&env.attempt, &batch, 1 << 20, 0).await.unwrap(),
+        s.append_log(&env.attempt, &batch, 1 << 20, 0)
+            .await
+            .unwrap(),
         Appended::Stored { truncated: false }
     );
     let mut zombie = env.attempt.clone();
@@ -161,7 +168,9 @@ async fn only_the_current_attempt_appends_and_purge_removes_the_log() {
     assert_eq!(s.purge(std::time::Duration::ZERO, 10).await.unwrap(), 1);
     assert_eq!(s.log_len(id, 1).await.unwrap(), 0, "purged with its job");
     assert_eq!(
-        s.append_log(&env.attempt, &batch, 1 << 20, 0).await.unwrap(),
+        s.append_log(&env.attempt, &batch, 1 << 20, 0)
+            .await
+            .unwrap(),
         Appended::Stale,
         "a purged job's log is not re-created"
     );

@@ -194,10 +194,18 @@ fn format_of(format: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiErr
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let json = ["application/x-ndjson", "application/jsonl", "application/json"]
-                .iter()
-                .any(|mime| accept.contains(mime));
-            Ok(if json { Format::JsonLines } else { Format::Text })
+            let json = [
+                "application/x-ndjson",
+                "application/jsonl",
+                "application/json",
+            ]
+            .iter()
+            .any(|mime| accept.contains(mime));
+            Ok(if json {
+                Format::JsonLines
+            } else {
+                Format::Text
+            })
         }
     }
 }
@@ -293,7 +301,8 @@ fn follow(state: AppState, request: Request) -> Sse<impl Stream<Item = Result<Ev
             tokio::time::sleep(FOLLOW_POLL).await;
         }
     });
-    let events = steps.flat_map(|events: Vec<Event>| futures::stream::iter(events.into_iter().map(Ok)));
+    let events =
+        steps.flat_map(|events: Vec<Event>| futures::stream::iter(events.into_iter().map(Ok)));
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 

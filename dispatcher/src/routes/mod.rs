@@ -19,8 +19,8 @@
 mod dashboard;
 mod error;
 mod health;
-pub mod logs;
 pub(crate) mod jobs;
+pub mod logs;
 mod metrics;
 
 use std::sync::Arc;

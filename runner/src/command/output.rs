@@ -195,8 +195,14 @@ mod tests {
         assert_eq!(result, Some(json!({"done": 1})));
         assert_eq!(
             logged.lines(),
-            ["starting", "{\"partial\": true}", "not json {", "{\"done\": 1}", "bye"]
-                .map(|l| (LogStream::Stdout, l.to_string())),
+            [
+                "starting",
+                "{\"partial\": true}",
+                "not json {",
+                "{\"done\": 1}",
+                "bye"
+            ]
+            .map(|l| (LogStream::Stdout, l.to_string())),
             "every line is logged, results too"
         );
 

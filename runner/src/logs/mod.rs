@@ -94,7 +94,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(settings.max_bytes, 1000);
-        assert_eq!(settings.max_line_bytes, LogSettings::default().max_line_bytes);
+        assert_eq!(
+            settings.max_line_bytes,
+            LogSettings::default().max_line_bytes
+        );
         let bad = LogSettings::from_lookup(|name| {
             (name == "JOB_LOG_MAX_LINE_BYTES").then(|| "0".to_string())
         });

@@ -159,7 +159,10 @@ async fn ship(sink: LogSink, store: Store, attempt: AttemptRef, max_bytes: u64) 
             }
             continue;
         }
-        match store.append_log(&attempt, &pending, max_bytes, dropped).await {
+        match store
+            .append_log(&attempt, &pending, max_bytes, dropped)
+            .await
+        {
             Ok(Appended::Stored { truncated }) => {
                 shipped.lines += pending.len() as u64;
                 shipped.bytes += pending.bytes() as u64;
