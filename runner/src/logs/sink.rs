@@ -11,6 +11,7 @@
 //! lines.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ struct Shared {
     buffer: Mutex<Buffer>,
     /// Wakes the shipper early: a full batch, or the end.
     wake: Notify,
+    /// No more lines are wanted: the log reached its cap or the attempt
+    /// is stale. Later lines are discarded without counting as dropped.
+    refused: AtomicBool,
     max_line_bytes: usize,
     buffer_bytes: usize,
     masker: Masker,
@@ -37,9 +41,6 @@ struct Buffer {
     batch: LogBatch,
     /// Lines dropped because the buffer was full, since the start.
     dropped: u64,
-    /// No more lines are wanted: the log reached its cap or the attempt
-    /// is stale. Later lines are discarded without counting as dropped.
-    refused: bool,
     /// The attempt is over: ship what is left, then stop.
     closing: bool,
 }
@@ -68,10 +69,10 @@ impl LogSink {
             buffer: Mutex::new(Buffer {
                 batch: LogBatch::new(),
                 dropped: 0,
-                refused: false,
                 closing: false,
             }),
             wake: Notify::new(),
+            refused: AtomicBool::new(false),
             max_line_bytes: settings.max_line_bytes,
             buffer_bytes: settings.buffer_bytes,
             masker: Masker::new(settings.secrets),
@@ -83,6 +84,10 @@ impl LogSink {
     /// Adds a line: masked, cut at the line cap, stamped with the time.
     /// Never waits for the store.
     pub fn push(&self, stream: LogStream, line: &str) {
+        // Past the cap, a flood costs no encoding.
+        if self.0.refused.load(Ordering::Relaxed) {
+            return;
+        }
         let masked = self.0.masker.mask(line);
         let entry = LogEntry::new(&LogLine {
             ts: chrono::Utc::now(),
@@ -90,7 +95,7 @@ impl LogSink {
             line: cut(&masked, self.0.max_line_bytes).into_owned(),
         });
         let mut buffer = self.lock();
-        if buffer.refused || buffer.closing {
+        if buffer.closing {
             return;
         }
         if buffer.batch.bytes() + entry.bytes() > self.0.buffer_bytes {
@@ -101,6 +106,11 @@ impl LogSink {
         if buffer.batch.bytes() >= BATCH_BYTES {
             self.0.wake.notify_one();
         }
+    }
+
+    fn refuse(&self) {
+        self.0.refused.store(true, Ordering::Relaxed);
+        self.lock().batch = LogBatch::new();
     }
 
     fn lock(&self) -> MutexGuard<'_, Buffer> {
@@ -171,12 +181,12 @@ async fn ship(sink: LogSink, store: Store, attempt: AttemptRef, max_bytes: u64) 
                 pending = LogBatch::new();
                 if truncated {
                     shipped.truncated = true;
-                    sink.lock().refused = true;
+                    sink.refuse();
                     return shipped;
                 }
             }
             Ok(Appended::Stale) => {
-                sink.lock().refused = true;
+                sink.refuse();
                 return shipped;
             }
             Err(e) => {
