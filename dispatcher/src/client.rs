@@ -8,6 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::routes::logs::LogEntry;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The dispatcher answered with an error body.
@@ -181,6 +183,67 @@ impl ApiClient {
         ))
     }
 
+    /// Every line of the job's logs (of one `attempt`, or all), page by
+    /// page; with `follow`, then the new ones as they come until the
+    /// attempt (or job) ends. Calls `on_line` for each.
+    pub async fn logs(
+        &self,
+        id: &str,
+        attempt: Option<u32>,
+        follow: bool,
+        mut on_line: impl FnMut(&LogEntry),
+    ) -> Result<(), ClientError> {
+        let path = format!("/jobs/{id}/logs");
+        let mut query: Vec<(&str, String)> = vec![("format", "jsonl".into())];
+        if let Some(n) = attempt {
+            query.push(("attempt", n.to_string()));
+        }
+        if follow {
+            query.push(("follow", "true".into()));
+            let mut response = self
+                .request(Method::GET, &path)
+                .query(&query)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                return Err(api_error(response).await);
+            }
+            let mut events = crate::sse::Parser::default();
+            while let Some(chunk) = response.chunk().await? {
+                for event in events.push(&chunk) {
+                    if event.name == "end" {
+                        return Ok(());
+                    }
+                    on_line(&decode_entry(&event.data)?);
+                }
+            }
+            return Err(ClientError::Decode(
+                "the log stream ended before the attempt did".into(),
+            ));
+        }
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page = query.clone();
+            page.extend(cursor.take().map(|c| ("cursor", c)));
+            let response = self.request(Method::GET, &path).query(&page).send().await?;
+            if !response.status().is_success() {
+                return Err(api_error(response).await);
+            }
+            cursor = response
+                .headers()
+                .get(crate::routes::logs::NEXT_CURSOR)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let text = response.text().await?;
+            if text.is_empty() || cursor.is_none() {
+                return Ok(());
+            }
+            for line in text.lines() {
+                on_line(&decode_entry(line)?);
+            }
+        }
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
@@ -197,6 +260,10 @@ impl ApiClient {
         let text = response.text().await?;
         serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))
     }
+}
+
+fn decode_entry(text: &str) -> Result<LogEntry, ClientError> {
+    serde_json::from_str(text).map_err(|e| ClientError::Decode(format!("log line: {e}")))
 }
 
 /// The dispatcher's `{"error": ..., "field": ...}` body, or the raw text.

@@ -68,6 +68,17 @@ pub enum JobsCommand {
     Retry { id: String },
     /// Follow a job until it finishes, with a progress bar.
     Wait { id: String },
+    /// Print what the job's attempts printed (stdout, stderr, handler
+    /// logs), oldest first; `--json` for one JSON object per line.
+    Logs {
+        id: String,
+        /// Only this attempt (from 1).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep printing new lines until the attempt (or the job) ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 fn parse_json(text: &str) -> Result<Value, String> {
@@ -138,6 +149,29 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Wait { id } => follow(&client, &id, args.json).await,
+        JobsCommand::Logs {
+            id,
+            attempt,
+            follow,
+        } => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            client
+                .logs(&id, attempt, follow, |entry| {
+                    let _ = if args.json {
+                        writeln!(
+                            stdout,
+                            "{}",
+                            serde_json::to_string(entry).expect("an entry serializes")
+                        )
+                    } else {
+                        write!(stdout, "{}", entry.text())
+                    };
+                })
+                .await
+                .with_context(|| format!("reading the logs of job {id}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

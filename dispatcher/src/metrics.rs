@@ -26,6 +26,9 @@ pub const QUEUE_WAIT: &str = "dispatcher_queue_wait_seconds";
 pub const ATTEMPT_DURATION: &str = "dispatcher_attempt_duration_seconds";
 pub const RETRIES: &str = "dispatcher_retries_total";
 pub const FENCE_REFUSALS: &str = "dispatcher_fence_refusals_total";
+pub const LOG_BYTES: &str = "dispatcher_log_bytes_total";
+pub const LOG_LINES_DROPPED: &str = "dispatcher_log_lines_dropped_total";
+pub const LOGS_TRUNCATED: &str = "dispatcher_logs_truncated_total";
 
 /// Histogram buckets in seconds: machines boot in about a second, jobs
 /// run for seconds to an hour.
@@ -82,6 +85,16 @@ fn describe() {
         "Writes this dispatcher tried for attempts a peer had taken over, refused by the store, by operation"
     );
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time from due to claimed");
+    describe_counter!(
+        LOG_BYTES,
+        Unit::Bytes,
+        "Log bytes the runners of finished attempts shipped to the store"
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines runners dropped because the store could not keep up"
+    );
+    describe_counter!(LOGS_TRUNCATED, "Attempt logs that reached their cap");
     describe_histogram!(
         ATTEMPT_DURATION,
         Unit::Seconds,
@@ -136,4 +149,14 @@ pub fn attempt_finished(outcome: Outcome, took: Duration, retrying: bool) {
 /// Not an error: fencing working as designed, and worth watching.
 pub fn fence_refused(op: &'static str) {
     metrics::counter!(FENCE_REFUSALS, "op" => op).increment(1);
+}
+
+/// What a finished attempt's runner shipped to its log (counted once, by
+/// the dispatcher that closed the attempt).
+pub fn attempt_logged(log: &jobs::LogSummary) {
+    metrics::counter!(LOG_BYTES).increment(log.bytes);
+    metrics::counter!(LOG_LINES_DROPPED).increment(log.dropped);
+    if log.truncated {
+        metrics::counter!(LOGS_TRUNCATED).increment(1);
+    }
 }

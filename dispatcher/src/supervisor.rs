@@ -266,6 +266,13 @@ async fn finish(
                 }
             }
             crate::metrics::attempt_finished(outcome, began.elapsed(), !status.is_terminal());
+            if let Ok(log) = shared
+                .store
+                .log_summary(attempt.job_id, attempt.attempt)
+                .await
+            {
+                crate::metrics::attempt_logged(&log);
+            }
             tracing::info!(
                 %outcome,
                 exit_code = ending.exit_code,

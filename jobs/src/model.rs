@@ -283,6 +283,13 @@ pub struct Attempt {
     pub heartbeat_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// How much the attempt logged (`GET /jobs/{id}/logs` has the lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::logs::LogSummary>,
+    /// The last lines of its log, for an attempt that failed: what it
+    /// printed before the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
 
 /// How far the running handler says it is.
@@ -389,7 +396,27 @@ impl Job {
                 "started_at" => attempt.started_at = as_time(),
                 "heartbeat_at" => attempt.heartbeat_at = as_time(),
                 "finished_at" => attempt.finished_at = as_time(),
+                "log_tail" => attempt.log_tail = log_tail(value),
+                log if log.starts_with("log_") => {
+                    let summary = attempt.log.get_or_insert_with(Default::default);
+                    let count = value.parse().unwrap_or_default();
+                    match log {
+                        "log_lines" => summary.lines = count,
+                        "log_bytes" => summary.bytes = count,
+                        "log_truncated" => summary.truncated = count == 1,
+                        "log_dropped" => summary.dropped = count,
+                        "log_batches" => summary.batches = count,
+                        _ => {}
+                    }
+                }
                 _ => {}
+            }
+        }
+        // The tail explains a failure; a success or a running attempt has
+        // the whole log one request away.
+        for attempt in attempts.values_mut() {
+            if matches!(attempt.outcome, None | Some(Outcome::Succeeded)) {
+                attempt.log_tail.clear();
             }
         }
 
@@ -437,6 +464,15 @@ impl Job {
 
 pub fn millis_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The lines of a stored `a:{n}:log_tail` (JSON log lines). A tail that
+/// does not parse is left out: it is a courtesy, never worth failing the
+/// job's view for.
+fn log_tail(value: &str) -> Vec<String> {
+    serde_json::from_str::<Vec<crate::logs::LogLine>>(value)
+        .map(|lines| lines.into_iter().map(|l| l.line).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

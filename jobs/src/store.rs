@@ -19,6 +19,7 @@
 //! | `in_flight_epoch` | hash | the fencing epoch of each in-flight attempt's current owner |
 //! | `epochs` | counter | the last epoch issued |
 //! | `finished` | zset | terminal jobs, scored by when they finished (for retention) |
+//! | `log:{id}:{attempt}` | list | the attempt's log lines ([`crate::logs`]) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
 //!

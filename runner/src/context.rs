@@ -1,8 +1,9 @@
 //! [`Context`]: what a handler gets besides its params.
 
-use jobs::{AttemptRef, JobId, Store};
+use jobs::{AttemptRef, JobId, LogStream, Store};
 use tokio::sync::watch;
 
+use crate::logs::LogSink;
 use crate::StopReason;
 
 /// The handler's view of its attempt: who it is, a way to report progress,
@@ -13,6 +14,7 @@ pub struct Context {
     attempt: AttemptRef,
     stop: watch::Receiver<Option<StopReason>>,
     span: tracing::Span,
+    log: LogSink,
 }
 
 impl Context {
@@ -21,12 +23,14 @@ impl Context {
         attempt: AttemptRef,
         stop: watch::Receiver<Option<StopReason>>,
         span: tracing::Span,
+        log: LogSink,
     ) -> Self {
         Self {
             store,
             attempt,
             stop,
             span,
+            log,
         }
     }
 
@@ -60,6 +64,18 @@ impl Context {
             Ok(false) => tracing::warn!("progress not recorded: the attempt is no longer current"),
             Err(e) => tracing::warn!(error = %e, "progress not recorded"),
         }
+    }
+
+    /// Adds a line to the attempt's log (`GET /jobs/{id}/logs`), as
+    /// `tracing` events in the handler's span are. Never waits: see
+    /// [`crate::logs::sink`] for the bounds.
+    pub fn log(&self, line: impl AsRef<str>) {
+        self.log.push(LogStream::Log, line.as_ref());
+    }
+
+    /// A line as a command's stdout or stderr line would be stored.
+    pub(crate) fn output(&self, stream: LogStream, line: &str) {
+        self.log.push(stream, line);
     }
 
     /// Whether the handler was asked to stop; see [`Context::cancelled`].

@@ -8,13 +8,17 @@
 //! | `fail` | `{"permanent": bool, "message": "..."}` | returns an error, permanent if asked |
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
-//! | `allocate` | `{"mb": N, "hold_ms": M}` | fills N MiB of memory and holds it M ms (to see OOM kills) |
+//! | `allocate` | `{"mb": N, "hold_ms": M, "delay_ms": D}` | logs `allocating N MiB`, waits D ms (default 0), fills N MiB of memory and holds it M ms (to see OOM kills) |
+//! | `print` | `{"lines": N, "stream": "stdout"\|"stderr"}` | prints N numbered lines (`line 1 of N`, ...) to its log as that stream (default stdout), returns `{"printed": N}` |
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{Context, JobError, Runner};
+use jobs::LogStream;
+use serde::Deserialize;
+
+use crate::{Context, JobError, Json, Runner};
 
 pub(crate) fn register(runner: Runner) -> Runner {
     runner
@@ -24,6 +28,7 @@ pub(crate) fn register(runner: Runner) -> Runner {
         .handler("crash", crash)
         .handler("flaky", flaky)
         .handler("allocate", allocate)
+        .handler("print", print)
 }
 
 async fn echo(_: Context, params: Value) -> Result<Value, JobError> {
@@ -87,16 +92,60 @@ async fn flaky(ctx: Context, params: Value) -> Result<Value, JobError> {
     Ok(json!({"attempt": ctx.attempt()}))
 }
 
-async fn allocate(_: Context, params: Value) -> Result<Value, JobError> {
+async fn allocate(ctx: Context, params: Value) -> Result<Value, JobError> {
     let mb = params.get("mb").and_then(Value::as_u64).unwrap_or(64) as usize;
     let hold_ms = params
         .get("hold_ms")
         .and_then(Value::as_u64)
         .unwrap_or(1000);
+    // `delay_ms` lets the log line below reach the store before an OOM
+    // kill can take the machine (the log ships every 200 ms).
+    ctx.log(format!("allocating {mb} MiB"));
+    if let Some(delay) = params.get("delay_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     // Touch every page so the memory is really resident.
     let block = vec![1u8; mb << 20];
     tokio::time::sleep(Duration::from_millis(hold_ms)).await;
     Ok(
         json!({"allocated_mb": mb, "checksum": block.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>()}),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Print {
+    lines: u64,
+    #[serde(default = "stdout")]
+    stream: OutputStream,
+}
+
+/// The streams a job prints to (the log's other streams are not output).
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+fn stdout() -> OutputStream {
+    OutputStream::Stdout
+}
+
+async fn print(ctx: Context, Json(p): Json<Print>) -> Result<Value, JobError> {
+    let stream = match p.stream {
+        OutputStream::Stdout => LogStream::Stdout,
+        OutputStream::Stderr => LogStream::Stderr,
+    };
+    for i in 1..=p.lines {
+        ctx.output(stream, &format!("line {i} of {}", p.lines));
+        // Let the shipper and the heartbeat run, and stop when asked.
+        if i % 1000 == 0 {
+            if ctx.is_cancelled() {
+                return Err(JobError::retryable(format!("stopped after {i} lines")));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(json!({"printed": p.lines}))
 }

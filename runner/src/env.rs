@@ -3,6 +3,8 @@
 
 use jobs::{AttemptRef, JobId};
 
+use crate::logs::LogSettings;
+
 /// The runner's environment, parsed.
 ///
 /// | variable | meaning |
@@ -13,12 +15,14 @@ use jobs::{AttemptRef, JobId};
 /// | `JOBS_STORE_URL` | the Valkey URL, e.g. `redis://host:6379` |
 /// | `JOBS_NAMESPACE` | key namespace (default `jobs`) |
 /// | `JOB_HEARTBEAT_MS` | heartbeat interval (default 1000) |
+/// | `JOB_LOG_*` | the attempt log's limits: see [`LogSettings`] |
 #[derive(Clone, Debug)]
 pub struct RunnerEnv {
     pub attempt: AttemptRef,
     pub store_url: String,
     pub namespace: String,
     pub heartbeat_ms: u64,
+    pub logs: LogSettings,
 }
 
 /// The variables a command does not inherit from the runner: with the
@@ -68,6 +72,7 @@ impl RunnerEnv {
             store_url: required("JOBS_STORE_URL")?,
             namespace: get("JOBS_NAMESPACE").unwrap_or_else(|| "jobs".into()),
             heartbeat_ms,
+            logs: LogSettings::from_lookup(&get).map_err(EnvError)?,
         })
     }
 }

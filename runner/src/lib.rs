@@ -44,6 +44,13 @@
 //! contract: params on stdin, the result as the last JSON line on stdout,
 //! `PROGRESS` lines on stderr, exit code 65 for a permanent failure.
 //!
+//! ## Logs
+//! Everything an attempt prints is kept with the job ([`logs`]): a
+//! command's stdout and stderr lines, a Rust handler's `tracing` events in
+//! its attempt's span and its [`Context::log`] lines. They are shipped to
+//! the store in batches while the job runs and flushed before the report,
+//! so they survive the machine; `GET /jobs/{id}/logs` reads them.
+//!
 //! ## Stopping
 //! [`Context::cancelled`] resolves when the job is cancelled, when the
 //! machine is being stopped (SIGTERM), when the attempt was superseded, and
@@ -58,6 +65,7 @@ pub mod demo;
 mod env;
 mod error;
 mod extract;
+pub mod logs;
 mod run;
 mod stop;
 

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::extract::{erase, FromParams, Handler};
+use crate::logs::{CaptureLayer, LogSink};
 use crate::stop::{watch_attempt, wrap_up_window};
 use crate::{Commands, ConfigError, Context, EnvError, JobError, RunnerEnv, StopReason};
 
@@ -33,6 +34,11 @@ pub mod exit {
     /// command configuration is invalid (see [`crate::Commands`]).
     pub const BAD_ENVIRONMENT: i32 = 78;
 }
+
+/// The last flush of the log waits this long at most: a machine being
+/// stopped has a few seconds before it is killed, and the report matters
+/// more than the last lines.
+const FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Why the runner cannot start ([`exit::BAD_ENVIRONMENT`]).
 #[derive(Debug, thiserror::Error)]
@@ -210,19 +216,34 @@ impl Runner {
             .in_current_span(),
         );
 
+        let span = tracing::Span::current();
+        let (log, shipper) = LogSink::start(store.clone(), attempt.clone(), env.logs.clone());
+        crate::logs::capture::attach(&span, &log);
         let report = match self.handlers.get(job.kind.as_str()) {
             None => Report::Error {
                 message: format!("no handler for kind {:?} in this runner", job.kind.as_str()),
                 permanent: true,
             },
             Some(handler) => {
-                let span = tracing::Span::current();
-                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span);
+                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span, log);
                 let outcome = tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await;
                 let stopped = *stop_rx.borrow();
                 report_for(outcome.ok(), stopped, job.timeout_secs)
             }
         };
+        // The log is complete before the report: whoever reads the report
+        // (the dead letter, the callback) finds every line.
+        match shipper.finish(FLUSH_WITHIN).await {
+            Some(shipped) => tracing::info!(
+                lines = shipped.lines,
+                bytes = shipped.bytes,
+                batches = shipped.batches,
+                dropped = shipped.dropped,
+                truncated = shipped.truncated,
+                "log shipped"
+            ),
+            None => tracing::warn!("the log's last lines could not be shipped in time"),
+        }
         watchdog.abort();
 
         let (outcome, code, error) = match &report {
@@ -317,16 +338,19 @@ fn stop_signal() -> BoxFuture<'static, ()> {
 
 /// Logs go to stderr; `LOG_FORMAT=json` for one JSON object per line.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // Events in an attempt's span also go to its log (see `logs::capture`).
     if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
+        builder.json().finish().with(CaptureLayer).init();
     } else {
-        builder.init();
+        builder.finish().with(CaptureLayer).init();
     }
 }
 

@@ -422,7 +422,7 @@ pub(crate) async fn find(state: &AppState, id: JobId) -> Result<Job, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-fn parse_id(id: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|e: jobs::InvalidValue| {
         ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).with_field("id")
     })

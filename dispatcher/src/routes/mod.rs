@@ -6,6 +6,7 @@
 //! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `limit`, `cursor`) |
 //! | `GET /jobs/{id}` | one job with its attempts; `?wait=N` long-polls |
 //! | `GET /jobs/{id}/events` | Server-Sent Events: status, progress, done |
+//! | `GET /jobs/{id}/logs` | what the attempts printed: pages (text or JSON lines) or `follow=true` SSE |
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
@@ -19,6 +20,7 @@ mod dashboard;
 mod error;
 mod health;
 pub(crate) mod jobs;
+pub mod logs;
 mod metrics;
 
 use std::sync::Arc;
@@ -93,6 +95,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(jobs::cancel))
             .routes(routes!(jobs::retry))
             .routes(routes!(jobs::events))
+            .routes(routes!(logs::logs))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
             .routes(routes!(metrics::metrics))

@@ -1,5 +1,5 @@
--- Removes jobs that finished more than `retention_ms` ago, with every index entry, so
--- nothing grows without bound. Returns how many were removed.
+-- Removes jobs that finished more than `retention_ms` ago, with every index
+-- entry and their attempts' logs, so nothing grows without bound. Returns how many were removed.
 -- ARGV: prefix, retention_ms, limit.
 local cutoff = NOW - tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', int(cutoff), 'LIMIT', 0, tonumber(ARGV[3]))
@@ -13,6 +13,10 @@ for _, id in ipairs(ids) do
   end
   local kind = hget(key, 'kind')
   if kind then redis.call('ZREM', P .. 'kind:' .. kind, id) end
+  -- Each attempt's log lives as long as the job (see append_log.lua).
+  for n = 1, tonumber(hget(key, 'attempt') or '0') do
+    redis.call('DEL', P .. 'log:' .. id .. ':' .. n)
+  end
   redis.call('DEL', key)
   redis.call('ZREM', P .. 'jobs', id)
   redis.call('ZREM', P .. 'finished', id)

@@ -6,8 +6,8 @@
 //! | --- | --- |
 //! | params | the job's params as one JSON document on stdin, then end of file |
 //! | identity | `JOB_ID` and `JOB_ATTEMPT` in its environment (the runner's environment minus the store's URL and the attempt's token: job code cannot write to the store) |
-//! | result | the last line of stdout that is a JSON value; other lines are logged. No JSON line: the result is `null` |
-//! | logs | stderr lines go to the runner's log, in the attempt's span |
+//! | result | the last line of stdout that is a JSON value. No JSON line: the result is `null` |
+//! | logs | every stdout and stderr line (but progress lines) goes to the attempt's log, with its stream and time ([`crate::logs`]) |
 //! | progress | stderr lines `PROGRESS <percent> [message]` ([`PROGRESS_PREFIX`]) |
 //! | success | exit code 0 |
 //! | permanent failure | exit code 65 ([`EXIT_PERMANENT`], `EX_DATAERR`): not retried |
@@ -62,12 +62,13 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
     let mut result = None;
     let mut last_stderr_line = None;
     let exited = Notify::new();
+    let output = |stream, line: &str| ctx.output(stream, line);
     let reading = async {
         let io = async {
             tokio::join!(
                 feed_stdin(stdin, &params),
-                output::read_stdout(stdout, &mut result),
-                output::read_stderr(stderr, progress_tx, &mut last_stderr_line),
+                output::read_stdout(stdout, &output, &mut result),
+                output::read_stderr(stderr, &output, progress_tx, &mut last_stderr_line),
                 forward_progress(&ctx, progress_rx),
             )
         };

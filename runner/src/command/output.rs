@@ -1,12 +1,18 @@
 //! What a command writes: its result on stdout, its log and progress on
 //! stderr. Both are read line by line while it runs, so a chatty command
 //! never blocks on a full pipe and memory stays bounded by one line.
+//! Every line but progress goes to the attempt's log ([`crate::logs`]),
+//! not to the runner's console: the log is where a job's output is kept.
 
 use std::io;
 
+use jobs::LogStream;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
+
+/// Where a command's lines go: the attempt's log (`Context::output`).
+pub(super) type Output<'a> = &'a (dyn Fn(LogStream, &str) + Sync);
 
 /// A stderr line of this form reports progress:
 /// `PROGRESS <percent> [message]`, e.g. `PROGRESS 40 rendering page 2`.
@@ -68,17 +74,23 @@ impl<R: AsyncRead + Unpin> Lines<R> {
     }
 }
 
-/// Reads stdout to its end. Each line that is a JSON value replaces
-/// `result`; other lines are logged. The last one wins, so a command may
-/// print anything before its result.
-pub(super) async fn read_stdout(stdout: impl AsyncRead + Unpin, result: &mut Option<Value>) {
+/// Reads stdout to its end, every line to the log. Each line that is a
+/// JSON value replaces `result`. The last one wins, so a command may print
+/// anything before its result.
+pub(super) async fn read_stdout(
+    stdout: impl AsyncRead + Unpin,
+    output: Output<'_>,
+    result: &mut Option<Value>,
+) {
     let mut lines = Lines::new(stdout);
     loop {
         match lines.next().await {
-            Ok(Some(line)) => match serde_json::from_slice(line) {
-                Ok(value) => *result = Some(value),
-                Err(_) => tracing::info!(stream = "stdout", "{}", String::from_utf8_lossy(line)),
-            },
+            Ok(Some(line)) => {
+                output(LogStream::Stdout, &String::from_utf8_lossy(line));
+                if let Ok(value) = serde_json::from_slice(line) {
+                    *result = Some(value);
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the command's stdout failed");
@@ -89,10 +101,11 @@ pub(super) async fn read_stdout(stdout: impl AsyncRead + Unpin, result: &mut Opt
 }
 
 /// Reads stderr to its end: progress lines go to `progress`, the others
-/// to the log; the last of those is kept in `last_line` for the error
+/// to the attempt's log; the last of those is kept in `last_line` for the error
 /// message. Dropping `progress` at the end tells its reader no more come.
 pub(super) async fn read_stderr(
     stderr: impl AsyncRead + Unpin,
+    output: Output<'_>,
     progress: watch::Sender<ProgressUpdate>,
     last_line: &mut Option<String>,
 ) {
@@ -104,7 +117,7 @@ pub(super) async fn read_stderr(
                 if let Some((percent, message)) = parse_progress(&line) {
                     progress.send_replace(Some((percent, message.to_string())));
                 } else {
-                    tracing::info!(stream = "stderr", "{line}");
+                    output(LogStream::Stderr, &line);
                     if !line.trim().is_empty() {
                         *last_line = Some(line.chars().take(MAX_ERROR_LINE_CHARS).collect());
                     }
@@ -134,6 +147,21 @@ fn parse_progress(line: &str) -> Option<(u8, &str)> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Mutex;
+
+    /// Collects what a reader logs.
+    #[derive(Default)]
+    struct Logged(Mutex<Vec<(LogStream, String)>>);
+
+    impl Logged {
+        fn push(&self, stream: LogStream, line: &str) {
+            self.0.lock().unwrap().push((stream, line.to_string()));
+        }
+
+        fn lines(&self) -> Vec<(LogStream, String)> {
+            self.0.lock().unwrap().clone()
+        }
+    }
 
     #[test]
     fn progress_lines() {
@@ -162,11 +190,24 @@ mod tests {
         let stdout =
             b"starting\n{\"partial\": true}\nnot json {\n{\"done\": 1}\r\nbye\n" as &[u8];
         let mut result = None;
-        read_stdout(stdout, &mut result).await;
+        let logged = Logged::default();
+        read_stdout(stdout, &|s, l| logged.push(s, l), &mut result).await;
         assert_eq!(result, Some(json!({"done": 1})));
+        assert_eq!(
+            logged.lines(),
+            [
+                "starting",
+                "{\"partial\": true}",
+                "not json {",
+                "{\"done\": 1}",
+                "bye"
+            ]
+            .map(|l| (LogStream::Stdout, l.to_string())),
+            "every line is logged, results too"
+        );
 
         let mut result = None;
-        read_stdout(b"[1, 2]" as &[u8], &mut result).await;
+        read_stdout(b"[1, 2]" as &[u8], &|_, _| {}, &mut result).await;
         assert_eq!(
             result,
             Some(json!([1, 2])),
@@ -174,7 +215,7 @@ mod tests {
         );
 
         let mut result = None;
-        read_stdout(b"only text\n" as &[u8], &mut result).await;
+        read_stdout(b"only text\n" as &[u8], &|_, _| {}, &mut result).await;
         assert_eq!(result, None);
     }
 
@@ -183,8 +224,14 @@ mod tests {
         let stderr = b"hello\nPROGRESS 10 a\nPROGRESS 20 b\nboom: it broke\n\n" as &[u8];
         let (tx, mut rx) = watch::channel(None);
         let mut last = None;
-        read_stderr(stderr, tx, &mut last).await;
+        let logged = Logged::default();
+        read_stderr(stderr, &|s, l| logged.push(s, l), tx, &mut last).await;
         assert_eq!(last.as_deref(), Some("boom: it broke"));
+        assert_eq!(
+            logged.lines(),
+            ["hello", "boom: it broke", ""].map(|l| (LogStream::Stderr, l.to_string())),
+            "progress lines are not logged"
+        );
         assert_eq!(*rx.borrow_and_update(), Some((20, "b".to_string())));
         assert!(
             rx.changed().await.is_err(),

@@ -112,6 +112,7 @@ impl TestStore {
                 store_url: self.url.clone(),
                 namespace: "jobs".into(),
                 heartbeat_ms: 50,
+                logs: runner::logs::LogSettings::default(),
             },
             other => panic!("nothing to claim: {other:?}"),
         }

@@ -1,0 +1,266 @@
+//! Per-attempt logs end to end: command jobs on (mock) machines under the
+//! shipped `runner` binary print; `GET /jobs/{id}/logs` reads what they
+//! printed, also after a timeout or an OOM kill, and follows it live.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{spawn_system, TempDir, TestSystem};
+
+const WITHIN: Duration = Duration::from_secs(60);
+/// The attempt's cap for this test's runners (`JOB_LOG_MAX_BYTES`).
+const CAP: u64 = 256 << 10;
+/// The runner's batch interval and size (`runner::logs`).
+const FLUSH_MS: f64 = 200.0;
+const BATCH_BYTES: u64 = 64 << 10;
+
+/// 100,000 numbered lines of about 100 bytes: 10 MB.
+const FLOOD_PY: &str = r#"
+import sys
+pad = "x" * 88
+for i in range(100000):
+    sys.stdout.write(f"line {i:06d} {pad}\n")
+"#;
+
+/// Prints, then sleeps past its timeout.
+const SLOW_SH: &str = "echo before the timeout; echo also before >&2; sleep 300";
+
+/// Prints `now` once the file named by its params exists.
+const WAKE_PY: &str = r#"
+import json, os, sys, time
+params = json.load(sys.stdin)
+print("waiting", flush=True)
+while not os.path.exists(params["go"]):
+    time.sleep(0.005)
+print("woke", flush=True)
+time.sleep(1)
+"#;
+
+// One test only: it sets environment variables before any other thread
+// of this test binary exists (the mock's machines inherit them, as they
+// would `ENV` lines of a job image).
+#[test]
+fn logs_are_kept_and_followed() {
+    let commands = json!({
+        "flood": ["python3", "-c", FLOOD_PY],
+        "slow": ["sh", "-c", SLOW_SH],
+        "wake": ["python3", "-c", WAKE_PY],
+    });
+    std::env::set_var("RUNNER_COMMANDS", commands.to_string());
+    std::env::set_var("JOB_LOG_MAX_BYTES", CAP.to_string());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let system = spawn_system().await;
+            tokio::join!(
+                a_flood_is_capped_in_few_store_commands(&system),
+                a_timed_out_job_keeps_what_it_printed(&system),
+                an_oom_killed_job_keeps_what_it_printed(&system),
+                follow_sees_a_line_as_it_is_printed(&system),
+            );
+            metrics_count_what_was_shipped(&system).await;
+            system.assert_all_machines_destroyed().await;
+            system.stop().await;
+        });
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_string()
+}
+
+async fn text_log(system: &TestSystem, path: &str) -> (String, String) {
+    let response = system
+        .request(reqwest::Method::GET, path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    let cursor = response.headers()["x-next-cursor"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (response.text().await.unwrap(), cursor)
+}
+
+fn seconds_between(attempt: &Value, from: &str, to: &str) -> f64 {
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(attempt[field].as_str().unwrap()).unwrap()
+    };
+    (at(to) - at(from)).num_milliseconds() as f64 / 1000.0
+}
+
+async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "flood", "params": {}, "max_attempts": 1}))
+        .await;
+    let done = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let attempt = &done["attempts"][0];
+    let log = &attempt["log"];
+    assert_eq!(log["truncated"], true, "{attempt:#}");
+    // Commands are bounded by time and size, not lines: one per batch
+    // interval of the run, plus the size-triggered batches up to the cap.
+    let run_secs = seconds_between(attempt, "started_at", "finished_at");
+    let bound = (run_secs * 1000.0 / FLUSH_MS).ceil() as u64 + CAP / BATCH_BYTES + 3;
+    let batches = log["batches"].as_u64().unwrap();
+    eprintln!("flood: {batches} log batches over {run_secs:.2}s (bound {bound})");
+    assert!(batches <= bound, "{batches} > {bound}: {log:#}");
+    assert!(log["bytes"].as_u64().unwrap() <= CAP, "{log:#}");
+
+    // Read by pages as JSON lines: numbered from line 0, ending with the marker.
+    let base = format!("/jobs/{}/logs?format=jsonl&limit=1000", id(&job));
+    let (mut lines, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{base}&cursor={c}"),
+            None => base.clone(),
+        };
+        let (page, next) = text_log(system, &path).await;
+        if page.is_empty() {
+            break;
+        }
+        lines.extend(
+            page.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+        cursor = Some(next);
+    }
+    let stdout: Vec<&Value> = lines.iter().filter(|l| l["stream"] == "stdout").collect();
+    assert_eq!(stdout[0]["line"], format!("line 000000 {}", "x".repeat(88)));
+    for (i, line) in stdout.iter().enumerate() {
+        assert!(
+            line["line"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("line {i:06} ")),
+            "line {i} out of order: {line}"
+        );
+    }
+    let last = lines.last().unwrap();
+    assert_eq!(last["stream"], "system", "{last}");
+    assert!(last["line"].as_str().unwrap().starts_with("log truncated"));
+    assert_eq!(lines.len() as u64, log["lines"].as_u64().unwrap());
+}
+
+async fn a_timed_out_job_keeps_what_it_printed(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "slow", "params": {}, "max_attempts": 1, "timeout_secs": 2}))
+        .await;
+    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let attempt = &done["attempts"][0];
+    let (text, _) = text_log(system, &format!("/jobs/{}/logs?attempt=1", id(&job))).await;
+    assert!(text.contains("[1 stdout] before the timeout\n"), "{text}");
+    assert!(text.contains("[1 stderr] also before\n"), "{text}");
+    // The failure shows the end of the log with its error.
+    let tail: Vec<&str> = attempt["log_tail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no log_tail: {attempt:#}"))
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(tail.contains(&"before the timeout"), "{tail:?}");
+}
+
+async fn an_oom_killed_job_keeps_what_it_printed(system: &TestSystem) {
+    // A Rust handler: the mock's memory watchdog measures the runner's
+    // process group, which a command leaves.
+    let job = system
+        .submit(json!({
+            "kind": "allocate", "params": {"mb": 700, "hold_ms": 5000, "delay_ms": 1000},
+            "machine": {"memory_mb": 256}, "max_attempts": 1
+        }))
+        .await;
+    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    assert_eq!(done["attempts"][0]["outcome"], "oom", "{done:#}");
+    let (text, _) = text_log(system, &format!("/jobs/{}/logs", id(&job))).await;
+    assert!(text.contains("[1 log] allocating 700 MiB\n"), "{text}");
+}
+
+async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
+    let dir = TempDir::new();
+    let go = dir.path.join("go");
+    let job = system
+        .submit(json!({"kind": "wake", "params": {"go": go}, "max_attempts": 1}))
+        .await;
+    let mut response = system
+        .request(
+            reqwest::Method::GET,
+            &format!("/jobs/{}/logs?follow=true&attempt=1", id(&job)),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Wait for the attempt to exist (a 422 until it is claimed).
+    while response.status() == 422 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        response = system
+            .request(
+                reqwest::Method::GET,
+                &format!("/jobs/{}/logs?follow=true&attempt=1", id(&job)),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(response.status(), 200);
+    let mut parser = dispatcher::sse::Parser::default();
+    let mut woke_at = None;
+    let mut released = None::<Instant>;
+    let mut ended = false;
+    let read = async {
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            for event in parser.push(&chunk) {
+                if event.name == "end" {
+                    ended = true;
+                    return;
+                }
+                let line: Value = serde_json::from_str(&event.data).unwrap();
+                match line["line"].as_str() {
+                    Some("waiting") if released.is_none() => {
+                        std::fs::write(&go, b"").unwrap();
+                        released = Some(Instant::now());
+                    }
+                    Some("woke") => woke_at = Some(Instant::now()),
+                    _ => {}
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .expect("the stream ends");
+    assert!(ended, "the stream ends with an `end` event");
+    let latency = woke_at.expect("the line arrived") - released.unwrap();
+    eprintln!("follow: a printed line arrived {latency:?} after its trigger (target 500ms)");
+}
+
+async fn metrics_count_what_was_shipped(system: &TestSystem) {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let text = system
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        // The flood alone shipped more than half its cap.
+        if value("dispatcher_log_bytes_total") > (CAP / 2) as f64
+            && value("dispatcher_logs_truncated_total") >= 1.0
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "log metrics missing:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
