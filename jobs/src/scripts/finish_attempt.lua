@@ -19,7 +19,8 @@ if not is_current(key, attempt, token) then return 'stale' end
 local from = hget(key, 'status')
 local a = 'a:' .. attempt .. ':'
 if outcome ~= 'succeeded' and outcome ~= 'cancelled' and hget(key, 'cancel_requested') then
-  redis.call('HSET', key, a .. 'error', 'cancelled by request (the attempt ended ' .. outcome .. ')')
+  -- What the runner or supervisor said of the end stays the error.
+  if error == '' then error = 'cancelled by request (the attempt ended ' .. outcome .. ')' end
   outcome = 'cancelled'
 end
 redis.call('HSET', key, a .. 'outcome', outcome, a .. 'finished_at', int(NOW))
