@@ -42,6 +42,7 @@ async fn the_description_matches_the_routes() {
         ("POST", "/jobs/{id}/cancel"),
         ("POST", "/jobs/{id}/retry"),
         ("GET", "/jobs/{id}/events"),
+        ("GET", "/jobs/{id}/logs"),
         ("POST", "/schedules"),
         ("GET", "/schedules"),
         ("GET", "/schedules/{id}"),
