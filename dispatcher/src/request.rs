@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobs::{Backoff, JobSpec, Kind, MachineSpec};
+use jobs::{Backoff, JobSpec, Kind, MachineSpec, Secrets};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -67,7 +67,12 @@ pub struct MachineRequest {
     pub memory_mb: Option<u32>,
     pub region: Option<String>,
     pub image: Option<String>,
+    /// Variables for the job's code, shown in every view of the job.
+    /// Names: `^[A-Z_][A-Z0-9_]{0,127}$`, not reserved (see the README).
     pub env: Option<BTreeMap<String, String>>,
+    /// Like `env`, but write-only: never shown, deleted when the job
+    /// finishes.
+    pub secrets: Option<BTreeMap<String, String>>,
 }
 
 /// A validated submission: the spec plus how to store it.
@@ -77,12 +82,8 @@ pub struct Submission {
     pub delay: Duration,
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
+    pub secrets: Secrets,
 }
-
-/// Variables the runner sets itself; a job's `machine.env` may not
-/// override them (nor anything Fly injects).
-const RESERVED_ENV_PREFIXES: [&str; 3] = ["JOB_", "JOBS_", "FLY_"];
-const RESERVED_ENV: [&str; 3] = ["LOG_FORMAT", "RUST_LOG", "PRIMARY_REGION"];
 
 /// A request that parsed but makes no sense; names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,7 +188,7 @@ impl JobRequest {
                 }
             }
         };
-        let machine = machine_spec(self.machine, defaults)?;
+        let (machine, secrets) = machine_spec(self.machine, defaults)?;
         let idempotency_key = self.idempotency_key.map(idempotency_key).transpose()?;
         let callback_url = self.callback_url.map(callback_url).transpose()?;
         let spec = JobSpec {
@@ -204,6 +205,7 @@ impl JobRequest {
             delay,
             callback_url,
             idempotency_key,
+            secrets,
         })
     }
 }
@@ -226,6 +228,7 @@ impl Submission {
             delay: self.delay,
             callback_url: self.callback_url,
             idempotency,
+            secrets: self.secrets,
         };
         store
             .enqueue(jobs::JobId::new(), &self.spec, &options)
@@ -258,14 +261,14 @@ fn callback_url(url: String) -> Result<String, FieldError> {
 
 /// Sizes the Machines API accepts: shared CPUs 1–8 with 256 MB steps up to
 /// 2 GB per CPU; performance CPUs 1–16 with 2–8 GB per CPU. Images must be
-/// on the allow-list; env may not touch the runner's own variables.
+/// on the allow-list; env and secrets follow [`jobs::job_env`].
 fn machine_spec(
     request: Option<MachineRequest>,
     defaults: &JobDefaults,
-) -> Result<MachineSpec, FieldError> {
+) -> Result<(MachineSpec, Secrets), FieldError> {
     let fallback = &defaults.machine;
     let Some(request) = request else {
-        return Ok(fallback.clone());
+        return Ok((fallback.clone(), Secrets::default()));
     };
     let cpu_kind = request
         .cpu_kind
@@ -318,37 +321,26 @@ fn machine_spec(
         None => fallback.image.clone(),
     };
     let env = request.env.unwrap_or_default();
-    for name in env.keys() {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(field_error(
-                "machine.env",
-                format!("{name:?} is not a variable name (A-Z, 0-9, _)"),
-            ));
-        }
-        if RESERVED_ENV.contains(&name.as_str())
-            || RESERVED_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
-        {
-            return Err(field_error(
-                "machine.env",
-                format!("{name} is set by the runner or the platform"),
-            ));
-        }
+    let secrets = request.secrets.unwrap_or_default();
+    let mut budget = (0, 0);
+    jobs::job_env::check_map(&env, &mut budget).map_err(|e| field_error("machine.env", e.0))?;
+    jobs::job_env::check_map(&secrets, &mut budget)
+        .map_err(|e| field_error("machine.secrets", e.0))?;
+    if let Some(name) = secrets.keys().find(|name| env.contains_key(*name)) {
+        return Err(field_error(
+            "machine.secrets",
+            format!("{name} is in env too; give it in one of them"),
+        ));
     }
-    Ok(MachineSpec {
+    let spec = MachineSpec {
         cpu_kind,
         cpus,
         memory_mb,
         region,
         image,
         env,
-    })
+    };
+    Ok((spec, Secrets(secrets)))
 }
 
 #[cfg(test)]
@@ -414,6 +406,30 @@ mod tests {
             (
                 json!({"kind": "x", "machine": {"env": {"lower": "x"}}}),
                 "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"RUNNER_COMMANDS": "{}"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"LD_PRELOAD": "/x.so"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"PATH": "/tmp"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"A": "a\0b"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"secrets": {"RUNNER_CONFIG": "/x"}}}),
+                "machine.secrets",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"A": "1"}, "secrets": {"A": "2"}}}),
+                "machine.secrets",
             ),
             (
                 json!({"kind": "x", "delay_secs": 5, "run_at": "2026-01-01T00:00:10Z"}),

@@ -4,6 +4,7 @@
 //! - [`store`]: [`Store`], whose methods are the job's state transitions,
 //!   each one atomic Lua script in Valkey.
 //! - [`events`]: the change notifications those scripts publish.
+//! - [`job_env`]: which variables a job may set (`env`, `secrets`).
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
 //!
 //! The lifecycle:
@@ -17,11 +18,13 @@
 //! ```
 
 pub mod events;
+pub mod job_env;
 pub mod model;
 pub mod schedules;
 pub mod store;
 
 pub use events::{EventKind, JobEvent};
+pub use job_env::Secrets;
 pub use model::*;
 pub use schedules::Schedule;
 pub use store::{

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::context::JobVars;
 use crate::extract::{erase, FromParams, Handler};
 use crate::stop::{watch_attempt, wrap_up_window};
 use crate::{Commands, ConfigError, Context, EnvError, JobError, RunnerEnv, StopReason};
@@ -182,6 +183,19 @@ impl Runner {
         shutdown: BoxFuture<'static, ()>,
     ) -> i32 {
         let attempt = env.attempt.clone();
+        // Read before the claim, so a store failure here leaves the
+        // attempt unclaimed rather than running without its secrets.
+        let secrets = match store.secrets(&attempt).await {
+            Ok(Some(secrets)) => secrets,
+            Ok(None) => {
+                tracing::warn!("attempt is no longer current; nothing to do");
+                return exit::STALE;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the job's secrets");
+                return exit::STORE_UNAVAILABLE;
+            }
+        };
         let job = match store.start_attempt(&attempt).await {
             Ok(Some(job)) => job,
             Ok(None) => {
@@ -217,7 +231,8 @@ impl Runner {
             },
             Some(handler) => {
                 let span = tracing::Span::current();
-                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span);
+                let vars = JobVars::new(&job.machine.env, &secrets);
+                let ctx = Context::new(store.clone(), attempt.clone(), vars, stop_rx.clone(), span);
                 let outcome = tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await;
                 let stopped = *stop_rx.borrow();
                 report_for(outcome.ok(), stopped, job.timeout_secs)

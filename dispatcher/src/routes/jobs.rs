@@ -394,7 +394,7 @@ async fn cancel_job(
 /// `POST /jobs/{id}/retry`: failed or cancelled jobs only.
 #[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = Job), (status = 404, body = ApiError), (status = 409, description = "not failed or cancelled", body = ApiError)))]
+    responses((status = 200, body = Job), (status = 404, body = ApiError), (status = 409, description = "not failed or cancelled, or its secrets are gone", body = ApiError)))]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -411,6 +411,9 @@ pub async fn retry(
             "job {id} is neither failed nor cancelled; only those can be retried"
         ))),
         RetryResult::Missing => Err(ApiError::not_found(format!("no job {id}"))),
+        RetryResult::SecretsGone => Err(ApiError::conflict(format!(
+            "job {id} had secrets, deleted when it finished; submit it again with them"
+        ))),
     }
 }
 

@@ -13,7 +13,7 @@ for _, id in ipairs(ids) do
   end
   local kind = hget(key, 'kind')
   if kind then redis.call('ZREM', P .. 'kind:' .. kind, id) end
-  redis.call('DEL', key)
+  redis.call('DEL', key, P .. 'secrets:' .. id)
   redis.call('ZREM', P .. 'jobs', id)
   redis.call('ZREM', P .. 'finished', id)
 end
