@@ -321,7 +321,11 @@ async fn callbacks_are_posted_once_with_a_valid_signature() {
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let system = with_args(&["--callback-secret=s3cret"]).await;
+    let system = with_args(&[
+        "--callback-secret=s3cret",
+        "--callback-allow-hosts=127.0.0.1",
+    ])
+    .await;
     let job = system
         .submit(json!({"kind": "echo", "params": {"n": 1}, "callback_url": hook}))
         .await;

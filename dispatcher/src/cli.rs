@@ -102,6 +102,11 @@ pub struct CommonArgs {
     /// Signs callback POSTs with HMAC-SHA256 (header `x-signature-256`).
     #[arg(long, env = "CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
+    /// Hosts (names or IP literals, comma-separated) a `callback_url` may
+    /// name even though they are loopback, private or internal; by default
+    /// callbacks go to public addresses only.
+    #[arg(long, env = "CALLBACK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub callback_allow_hosts: Vec<String>,
     /// Lease on an in-flight attempt; a dead dispatcher's attempts are taken
     /// over once it runs out.
     #[arg(long, env = "LEASE_SECS", default_value_t = 15)]
@@ -280,6 +285,9 @@ impl CommonArgs {
                 .filter(|i| !i.is_empty())
                 .cloned()
                 .collect(),
+            callback_targets: crate::callback_targets::CallbackTargets::allowing(
+                self.callback_allow_hosts.iter().cloned(),
+            ),
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);

@@ -9,6 +9,7 @@ use jobs::{Backoff, JobSpec, Kind, MachineSpec, Secrets};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::callback_targets::CallbackTargets;
 use crate::configuration::JobDefaults;
 
 /// Priorities run from `MIN_PRIORITY` (first) to `MAX_PRIORITY` (last).
@@ -190,7 +191,10 @@ impl JobRequest {
         };
         let (machine, secrets) = machine_spec(self.machine, defaults)?;
         let idempotency_key = self.idempotency_key.map(idempotency_key).transpose()?;
-        let callback_url = self.callback_url.map(callback_url).transpose()?;
+        let callback_url = self
+            .callback_url
+            .map(|url| callback_url(url, &defaults.callback_targets))
+            .transpose()?;
         let spec = JobSpec {
             kind,
             params,
@@ -247,16 +251,13 @@ pub fn idempotency_key(key: String) -> Result<String, FieldError> {
     Ok(key)
 }
 
-fn callback_url(url: String) -> Result<String, FieldError> {
+fn callback_url(url: String, targets: &CallbackTargets) -> Result<String, FieldError> {
     let parsed = reqwest::Url::parse(&url)
         .map_err(|e| field_error("callback_url", format!("not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(field_error(
-            "callback_url",
-            "must be an http(s) URL with a host",
-        ));
+    match targets.refusal(&parsed) {
+        Some(problem) => Err(field_error("callback_url", problem)),
+        None => Ok(url),
     }
-    Ok(url)
 }
 
 /// Sizes the Machines API accepts: shared CPUs 1–8 with 256 MB steps up to
@@ -438,6 +439,10 @@ mod tests {
             (json!({"kind": "x", "run_at": "tomorrow"}), "run_at"),
             (
                 json!({"kind": "x", "callback_url": "ftp://x"}),
+                "callback_url",
+            ),
+            (
+                json!({"kind": "x", "callback_url": "http://169.254.169.254/"}),
                 "callback_url",
             ),
             (
