@@ -107,6 +107,10 @@ pub struct CommonArgs {
     /// callbacks go to public addresses only.
     #[arg(long, env = "CALLBACK_ALLOW_HOSTS", value_delimiter = ',')]
     pub callback_allow_hosts: Vec<String>,
+    /// Region codes a job's `machine.region` may name (comma-separated);
+    /// Fly's published list when unset.
+    #[arg(long, env = "ALLOWED_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
     /// Lease on an in-flight attempt; a dead dispatcher's attempts are taken
     /// over once it runs out.
     #[arg(long, env = "LEASE_SECS", default_value_t = 15)]
@@ -285,6 +289,7 @@ impl CommonArgs {
                 .filter(|i| !i.is_empty())
                 .cloned()
                 .collect(),
+            regions: crate::regions::allowed(&self.regions),
             callback_targets: crate::callback_targets::CallbackTargets::allowing(
                 self.callback_allow_hosts.iter().cloned(),
             ),

@@ -96,6 +96,8 @@ pub struct JobDefaults {
     pub allowed_images: Vec<String>,
     /// Where a `callback_url` may point.
     pub callback_targets: CallbackTargets,
+    /// Region codes `machine.region` may name ([`crate::regions`]).
+    pub regions: Vec<String>,
 }
 
 impl Default for JobDefaults {
@@ -108,6 +110,7 @@ impl Default for JobDefaults {
             machine: MachineSpec::default(),
             allowed_images: Vec::new(),
             callback_targets: CallbackTargets::default(),
+            regions: crate::regions::allowed(&[]),
         }
     }
 }

@@ -47,6 +47,7 @@ pub mod launcher;
 pub mod leases;
 pub mod metrics;
 pub mod output;
+pub mod regions;
 pub mod request;
 pub mod retry;
 pub mod routes;

@@ -302,11 +302,14 @@ fn machine_spec(
         ));
     }
     let region = match request.region {
-        Some(r) if r.len() == 3 && r.chars().all(|c| c.is_ascii_lowercase()) => Some(r),
+        Some(r) if defaults.regions.contains(&r) => Some(r),
         Some(r) => {
             return Err(field_error(
                 "machine.region",
-                format!("{r:?} is not a region code like \"iad\""),
+                format!(
+                    "{r:?} is not one of this dispatcher's region codes ({}; see --regions)",
+                    defaults.regions.join(", ")
+                ),
             ))
         }
         None => fallback.region.clone(),
@@ -388,6 +391,10 @@ mod tests {
                 "machine.cpu_kind",
             ),
             (json!({"kind": "x", "machine": {"cpus": 3}}), "machine.cpus"),
+            (
+                json!({"kind": "x", "machine": {"region": "zzz"}}),
+                "machine.region",
+            ),
             (
                 json!({"kind": "x", "backoff": {"base_ms": 0}}),
                 "backoff.base_ms",

@@ -79,6 +79,11 @@ impl Store {
         }
     }
 
+    /// How many schedules the store holds.
+    pub async fn schedule_count(&self) -> Result<u64> {
+        Ok(self.client.hlen(self.key("schedules")).await?)
+    }
+
     /// All schedules, oldest first.
     pub async fn list_schedules(&self) -> Result<Vec<Schedule>> {
         let all: BTreeMap<String, String> = self.client.hgetall(self.key("schedules")).await?;
