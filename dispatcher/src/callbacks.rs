@@ -41,10 +41,11 @@ enum DeliveryError {
 }
 
 impl DeliveryError {
-    /// 4xx answers (but 408 and 429) will not change on a retry.
+    /// 3xx (redirects are not followed) and 4xx answers (but 408 and
+    /// 429) will not change on a retry.
     fn is_retryable(&self) -> bool {
         match self {
-            Self::Status(s) => !s.is_client_error() || *s == 408 || *s == 429,
+            Self::Status(s) => s.is_server_error() || *s == 408 || *s == 429,
             Self::Transport(_) => true,
             Self::Refused(_) => false,
         }
