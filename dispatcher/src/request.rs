@@ -24,6 +24,7 @@ pub const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// Which handler runs the job: `[a-z0-9][a-z0-9_.-]{0,63}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub kind: String,
     /// Handed to the handler as is (default `{}`).
     #[serde(default)]

@@ -226,7 +226,7 @@ pub async fn get(
 #[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
     responses(
-        (status = 200, description = "text/event-stream of `status`, `progress` and `done` events, each with the job as data", content_type = "text/event-stream", body = Job),
+        (status = 200, description = "text/event-stream of `status`, `progress` and `done` events, each with the job as data", content_type = "text/event-stream", body = String),
         (status = 404, body = ApiError)))]
 pub async fn events(
     State(state): State<AppState>,
