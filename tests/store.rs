@@ -451,3 +451,37 @@ async fn listing_pages_are_stable_and_filter_by_status_and_kind() {
     assert!(page.jobs.iter().all(|j| j.kind.as_str() == "even"));
     assert!(page.next.is_none());
 }
+
+#[tokio::test]
+async fn secrets_are_read_with_the_attempt_token_only_and_go_with_the_job() {
+    let (_server, store) = store().await;
+    let id = JobId::new();
+    let secrets = jobs::Secrets([("API_KEY".to_string(), "v".to_string())].into());
+    let options = EnqueueOptions {
+        secrets: secrets.clone(),
+        ..EnqueueOptions::default()
+    };
+    let Enqueued::Created(job) = store
+        .enqueue(id, &spec("echo", 0, 1), &options)
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    assert!(
+        !format!("{job:?}").contains("\"v\""),
+        "not in the job record"
+    );
+    let (_, attempt) = claimed(&store).await;
+    assert_eq!(store.secrets(&attempt).await.unwrap(), Some(secrets));
+    let forged = jobs::AttemptRef {
+        token: "forged".into(),
+        ..attempt.clone()
+    };
+    assert_eq!(store.secrets(&forged).await.unwrap(), None);
+    store
+        .finish_attempt(&attempt, Outcome::Crashed, Some(1), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(store.retry(id).await.unwrap(), RetryResult::SecretsGone);
+}
