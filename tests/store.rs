@@ -485,3 +485,25 @@ async fn secrets_are_read_with_the_attempt_token_only_and_go_with_the_job() {
         .unwrap();
     assert_eq!(store.retry(id).await.unwrap(), RetryResult::SecretsGone);
 }
+
+#[tokio::test]
+async fn schedules_stop_at_the_cap() {
+    let (_server, store) = store().await;
+    let schedule = || jobs::Schedule {
+        id: uuid::Uuid::now_v7(),
+        name: None,
+        cron: None,
+        every_secs: Some(60),
+        job: json!({"kind": "echo"}),
+        created_at: chrono::Utc::now(),
+        next_run_at: None,
+        last_job_id: None,
+        last_run_at: None,
+    };
+    let due = chrono::Utc::now().timestamp_millis() + 60_000;
+    for _ in 0..2 {
+        assert!(store.create_schedule(&schedule(), due, 2).await.unwrap());
+    }
+    assert!(!store.create_schedule(&schedule(), due, 2).await.unwrap());
+    assert_eq!(store.list_schedules().await.unwrap().len(), 2);
+}

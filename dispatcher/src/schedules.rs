@@ -174,11 +174,6 @@ pub async fn create(
     }
     let cadence = Cadence::parse(request.cron.as_deref(), request.every_secs)?;
     check_template(&request.job, &state.api)?;
-    if state.store.schedule_count().await? >= MAX_SCHEDULES {
-        return Err(ApiError::conflict(format!(
-            "this store holds {MAX_SCHEDULES} schedules, the most it may; delete one first"
-        )));
-    }
     let now = Utc::now();
     let first = cadence
         .next_after(now)
@@ -194,10 +189,15 @@ pub async fn create(
         last_job_id: None,
         last_run_at: None,
     };
-    state
+    let created = state
         .store
-        .create_schedule(&schedule, first.timestamp_millis())
+        .create_schedule(&schedule, first.timestamp_millis(), MAX_SCHEDULES)
         .await?;
+    if !created {
+        return Err(ApiError::conflict(format!(
+            "this store holds {MAX_SCHEDULES} schedules, the most it may; delete one first"
+        )));
+    }
     tracing::info!(schedule = %schedule.id, next = %first, "schedule created");
     let stored = find(&state.store, schedule.id).await?;
     let location = format!("/schedules/{}", schedule.id);
