@@ -150,6 +150,16 @@ async fn env_that_configures_the_runner_loader_or_path_is_refused() {
         (status, error["field"].as_str()),
         (422, Some("machine.secrets"))
     );
+    let (status, error) = post_json(
+        &system,
+        "/jobs",
+        &json!({"kind": "echo", "machine": {"region": "zzz"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (422, Some("machine.region"))
+    );
     assert_eq!(job_count(&system).await, 0, "nothing stored");
     system.stop().await;
 }
@@ -313,6 +323,11 @@ async fn schedules_refuse_out_of_range_numbers_without_dropping_the_connection()
         .unwrap();
     assert_eq!(plain.status(), 415);
     assert!(plain.json::<Value>().await.unwrap()["error"].is_string());
+    let huge =
+        json!({"every_secs": 60, "job": {"kind": "echo", "params": {"x": "x".repeat(2 << 20)}}});
+    let (status, error) = post_json(&system, "/schedules", &huge).await;
+    assert_eq!(status, 413);
+    assert!(error["error"].is_string(), "a JSON error: {error}");
     let listed = system.get_json("/schedules").await;
     assert_eq!(listed["schedules"], json!([]), "nothing stored");
     system.stop().await;

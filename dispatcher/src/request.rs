@@ -74,6 +74,7 @@ pub struct MachineRequest {
     pub env: Option<BTreeMap<String, String>>,
     /// Like `env`, but write-only: never shown, deleted when the job
     /// finishes.
+    #[schema(write_only)]
     pub secrets: Option<BTreeMap<String, String>>,
 }
 
