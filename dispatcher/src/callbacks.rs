@@ -60,6 +60,9 @@ impl Callbacks {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
+            // Straight to the target: through a proxy (HTTP_PROXY), the
+            // address check would see the proxy's address, not the target's.
+            .no_proxy()
             .dns_resolver(targets.resolver())
             .build()
             .expect("a TLS backend is compiled in");
