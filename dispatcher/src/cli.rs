@@ -218,10 +218,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.common.log_format);
+            args.common.check_region()?;
             runtime.block_on(serve(args))?;
         }
         Command::Dev(args) => {
             telemetry::init(args.common.log_format);
+            args.common.check_region()?;
             runtime.block_on(crate::dev::run(args))?;
         }
         // A client prints its answers on stdout: no log lines among them.
@@ -259,6 +261,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 impl CommonArgs {
+    /// The default region (`JOB_REGION`) must be one jobs may name too:
+    /// otherwise every job without a region would fail to launch.
+    pub fn check_region(&self) -> anyhow::Result<()> {
+        let allowed = crate::regions::allowed(&self.regions);
+        match &self.region {
+            Some(region) if !allowed.contains(region) => anyhow::bail!(
+                "JOB_REGION {region:?} is not one of the allowed region codes ({}); see --regions",
+                allowed.join(", ")
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Turns the flags into [`Settings`]; `serve` and `dev` differ only in
     /// where the Machines API is and what the runner is.
     pub fn settings(
