@@ -31,22 +31,29 @@ pub struct JobRequest {
     #[schema(value_type = Option<Object>)]
     pub params: Option<Value>,
     #[serde(default)]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// At most the dispatcher's `MAX_TIMEOUT_SECS`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub backoff: Option<BackoffRequest>,
     #[serde(default)]
+    #[schema(maximum = 31536000)]
     pub delay_secs: Option<u64>,
     /// RFC 3339 time to run at (instead of `delay_secs`).
     #[serde(default)]
     pub run_at: Option<String>,
     #[serde(default)]
     pub machine: Option<MachineRequest>,
-    /// Same as the `Idempotency-Key` header.
+    /// Same as the `Idempotency-Key` header: 1 to 255 visible ASCII
+    /// characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")]
     pub idempotency_key: Option<String>,
     /// Receives one POST with the final job view.
     #[serde(default)]
@@ -64,6 +71,7 @@ pub struct BackoffRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRequest {
+    #[schema(pattern = "^(shared|performance)$")]
     pub cpu_kind: Option<String>,
     pub cpus: Option<u32>,
     pub memory_mb: Option<u32>,
