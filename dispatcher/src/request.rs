@@ -82,8 +82,8 @@ pub struct MachineRequest {
     pub env: Option<BTreeMap<String, String>>,
     /// Like `env`, but write-only: never shown, deleted when the job
     /// finishes.
-    #[schema(write_only)]
-    pub secrets: Option<BTreeMap<String, String>>,
+    #[schema(write_only, value_type = Option<BTreeMap<String, String>>)]
+    pub secrets: Option<Secrets>,
 }
 
 /// A validated submission: the spec plus how to store it.
@@ -338,9 +338,9 @@ fn machine_spec(
     let secrets = request.secrets.unwrap_or_default();
     let mut budget = (0, 0);
     jobs::job_env::check_map(&env, &mut budget).map_err(|e| field_error("machine.env", e.0))?;
-    jobs::job_env::check_map(&secrets, &mut budget)
+    jobs::job_env::check_map(&secrets.0, &mut budget)
         .map_err(|e| field_error("machine.secrets", e.0))?;
-    if let Some(name) = secrets.keys().find(|name| env.contains_key(*name)) {
+    if let Some(name) = secrets.0.keys().find(|name| env.contains_key(*name)) {
         return Err(field_error(
             "machine.secrets",
             format!("{name} is in env too; give it in one of them"),
@@ -354,7 +354,7 @@ fn machine_spec(
         image,
         env,
     };
-    Ok((spec, Secrets(secrets)))
+    Ok((spec, secrets))
 }
 
 #[cfg(test)]
@@ -487,6 +487,18 @@ mod tests {
         let (spec, _) = parse(body).unwrap();
         assert_eq!(spec.machine.image.as_deref(), Some("registry.fly.io/ml:v1"));
         assert_eq!(spec.machine.env["MODEL"], "small");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let body = json!({"kind": "x", "machine": {"secrets": {"API_KEY": "hunter2"}}});
+        let request: JobRequest = serde_json::from_value(body).unwrap();
+        assert!(!format!("{request:?}").contains("hunter2"));
+        let submission = request
+            .into_submission(&JobDefaults::default(), Utc::now())
+            .unwrap();
+        assert!(!format!("{submission:?}").contains("hunter2"));
+        assert_eq!(submission.secrets.0["API_KEY"], "hunter2");
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub fn allowed(map: &BTreeMap<String, String>) -> impl Iterator<Item = (&String,
 /// `secrets:{id}`), readable only by the attempt that holds the job's
 /// fencing token, deleted when the job reaches a final status. `Debug`
 /// shows the names only, so a stray `{:?}` cannot log a value.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secrets(pub BTreeMap<String, String>);
 
 impl Secrets {
