@@ -94,3 +94,54 @@ async fn the_description_matches_the_routes() {
     );
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_description_lists_every_answer_the_server_gives() {
+    let system = spawn_system().await;
+    let doc: Value = system.get_json("/openapi.json").await;
+    let open = ["/healthz", "/login", "/logout"];
+    for (method, path) in operations(&doc) {
+        let operation = &doc["paths"][&path][method.to_lowercase()];
+        let responses = operation["responses"].as_object().unwrap();
+        if !open.contains(&path.as_str()) {
+            for status in ["401", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+        if path.contains("{id}") {
+            let id = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "id")
+                .unwrap();
+            assert_eq!(id["schema"]["format"], "uuid", "{method} {path}");
+            assert!(responses.contains_key("400") && responses.contains_key("404"));
+        }
+        if operation["requestBody"]["content"]
+            .get("application/json")
+            .is_some()
+        {
+            for status in ["400", "413", "415", "422"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+    }
+    let events = &doc["paths"]["/jobs/{id}/events"]["get"]["responses"]["200"]["content"];
+    assert!(events.get("text/event-stream").is_some(), "{events}");
+    assert!(events.get("application/json").is_none());
+    let kind = &doc["components"]["schemas"]["JobRequest"]["properties"]["kind"];
+    assert_eq!(kind["pattern"], "^[a-z0-9][a-z0-9_.-]{0,63}$");
+
+    // A wrong method is a JSON 405, like every other error.
+    let response = system.http.put(system.url("/jobs")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert!(response.json::<Value>().await.unwrap()["error"].is_string());
+    system.stop().await;
+}

@@ -25,6 +25,18 @@ names = ["JOB_ID", "JOB_ATTEMPT", "JOB_TOKEN", "JOBS_STORE_URL", "JOBS_NAMESPACE
 print(json.dumps({name: os.environ.get(name) for name in names}))
 "#;
 
+/// Reports what of the job's variables (and the runner's own) it sees.
+const VARS_PY: &str = r#"
+import json, os
+print(json.dumps({
+    "MODEL": os.environ.get("MODEL"),
+    "API_KEY_matches": os.environ.get("API_KEY") == "s3cret-value",
+    "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
+    "PATH_is_the_runners": os.environ.get("PATH") != "/nonexistent",
+    "RUNNER_COMMANDS_is_the_images": json.loads(os.environ["RUNNER_COMMANDS"])["vars"][0] == "python3",
+}))
+"#;
+
 /// Reports progress, then waits for the file `params.go` to exist.
 const STEPS_PY: &str = r#"
 import json, os, sys, time
@@ -48,6 +60,7 @@ fn command_jobs_run_on_machines() {
     let commands = json!({
         "report": ["python3", REPORT_PY],
         "env": ["python3", "-c", ENV_PY],
+        "vars": ["python3", "-c", VARS_PY],
         "steps": ["python3", "-c", STEPS_PY],
         "endless": ["sh", "-c", ENDLESS_SH],
     });
@@ -63,6 +76,8 @@ fn command_jobs_run_on_machines() {
                 python_report(&system),
                 permanent_exit_code(&system),
                 job_code_cannot_reach_the_store(&system),
+                job_variables_reach_the_command(&system),
+                stored_job_variables_cannot_configure_the_runner(&system),
                 progress_while_running(&system),
                 cancel_kills_the_process_group(&system),
                 timeout_kills_the_process_group(&system),
@@ -114,6 +129,71 @@ async fn job_code_cannot_reach_the_store(system: &TestSystem) {
             "JOB_ID": id(&job), "JOB_ATTEMPT": "1",
             "JOB_TOKEN": null, "JOBS_STORE_URL": null, "JOBS_NAMESPACE": null, "JOB_HEARTBEAT_MS": null,
         })
+    );
+}
+
+async fn job_variables_reach_the_command(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "vars", "machine": {
+            "env": {"MODEL": "small"}, "secrets": {"API_KEY": "s3cret-value"}}}))
+        .await;
+    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    assert_eq!(
+        job["result"],
+        json!({"MODEL": "small", "API_KEY_matches": true, "LD_PRELOAD": null,
+               "PATH_is_the_runners": true, "RUNNER_COMMANDS_is_the_images": true})
+    );
+}
+
+/// Defence in depth: a job record that holds what the API refuses (as if
+/// it reached the store another way) still cannot configure the runner or
+/// the command's loader and search path.
+async fn stored_job_variables_cannot_configure_the_runner(system: &TestSystem) {
+    let spec = jobs::JobSpec {
+        kind: jobs::Kind::parse("vars").unwrap(),
+        params: json!({}),
+        priority: 0,
+        max_attempts: 1,
+        timeout_secs: 60,
+        backoff: jobs::Backoff::default(),
+        machine: jobs::MachineSpec {
+            env: [
+                ("RUNNER_COMMANDS", r#"{"vars": ["sh", "-c", "echo pwned"]}"#),
+                ("RUNNER_CONFIG", "/nonexistent.toml"),
+                ("PATH", "/nonexistent"),
+                ("MODEL", "big"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+            ..jobs::MachineSpec::default()
+        },
+    };
+    let options = jobs::EnqueueOptions {
+        secrets: jobs::Secrets(
+            [
+                ("LD_PRELOAD", "/nonexistent.so"),
+                ("API_KEY", "s3cret-value"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        ),
+        ..jobs::EnqueueOptions::default()
+    };
+    let jobs::Enqueued::Created(job) = system
+        .store
+        .enqueue(jobs::JobId::new(), &spec, &options)
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    let job = system
+        .wait_for(&job.id.to_string(), "succeeded", WITHIN)
+        .await;
+    assert_eq!(
+        job["result"],
+        json!({"MODEL": "big", "API_KEY_matches": true, "LD_PRELOAD": null,
+               "PATH_is_the_runners": true, "RUNNER_COMMANDS_is_the_images": true})
     );
 }
 

@@ -608,3 +608,59 @@ async fn a_requested_cancel_decides_however_the_attempt_ends() {
     assert_eq!(job.attempts.len(), 1);
     assert_eq!(job.attempts[0].outcome, Some(Outcome::Cancelled));
 }
+
+#[tokio::test]
+async fn secrets_are_read_with_the_attempt_token_only_and_go_with_the_job() {
+    let (_server, store) = store().await;
+    let id = JobId::new();
+    let secrets = jobs::Secrets([("API_KEY".to_string(), "v".to_string())].into());
+    let options = EnqueueOptions {
+        secrets: secrets.clone(),
+        ..EnqueueOptions::default()
+    };
+    let Enqueued::Created(job) = store
+        .enqueue(id, &spec("echo", 0, 1), &options)
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    assert!(
+        !format!("{job:?}").contains("\"v\""),
+        "not in the job record"
+    );
+    let (_, attempt) = claimed(&store).await;
+    assert_eq!(store.secrets(&attempt).await.unwrap(), Some(secrets));
+    let forged = jobs::AttemptRef {
+        token: "forged".into(),
+        ..attempt.attempt_ref.clone()
+    };
+    assert_eq!(store.secrets(&forged).await.unwrap(), None);
+    store
+        .finish_attempt(&attempt, Outcome::Crashed, Some(1), None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(store.retry(id).await.unwrap(), RetryResult::SecretsGone);
+}
+
+#[tokio::test]
+async fn schedules_stop_at_the_cap() {
+    let (_server, store) = store().await;
+    let schedule = || jobs::Schedule {
+        id: uuid::Uuid::now_v7(),
+        name: None,
+        cron: None,
+        every_secs: Some(60),
+        job: json!({"kind": "echo"}),
+        created_at: chrono::Utc::now(),
+        next_run_at: None,
+        last_job_id: None,
+        last_run_at: None,
+    };
+    let due = chrono::Utc::now().timestamp_millis() + 60_000;
+    for _ in 0..2 {
+        assert!(store.create_schedule(&schedule(), due, 2).await.unwrap());
+    }
+    assert!(!store.create_schedule(&schedule(), due, 2).await.unwrap());
+    assert_eq!(store.list_schedules().await.unwrap().len(), 2);
+}

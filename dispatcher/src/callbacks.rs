@@ -16,6 +16,8 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use hmac::{Hmac, KeyInit, Mac};
 use jobs::Job;
+
+use crate::callback_targets::CallbackTargets;
 use sha2::Sha256;
 
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
@@ -24,35 +26,50 @@ pub const SIGNATURE_HEADER: &str = "x-signature-256";
 pub struct Callbacks {
     http: reqwest::Client,
     secret: Option<Arc<str>>,
+    targets: CallbackTargets,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
     #[error("receiver answered {0}")]
     Status(reqwest::StatusCode),
+    /// Not a callback target (any more): never retried.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Transport(#[from] reqwest::Error),
 }
 
 impl DeliveryError {
-    /// 4xx answers (but 408 and 429) will not change on a retry.
+    /// 3xx (redirects are not followed) and 4xx answers (but 408 and
+    /// 429) will not change on a retry.
     fn is_retryable(&self) -> bool {
         match self {
-            Self::Status(s) => !s.is_client_error() || *s == 408 || *s == 429,
+            Self::Status(s) => s.is_server_error() || *s == 408 || *s == 429,
             Self::Transport(_) => true,
+            Self::Refused(_) => false,
         }
     }
 }
 
 impl Callbacks {
-    pub fn new(secret: Option<String>) -> Self {
+    /// Sends only to `targets` ([`CallbackTargets`]): every address is
+    /// checked when the connection is made, and redirects are not
+    /// followed (a 3xx is a failed delivery).
+    pub fn new(secret: Option<String>, targets: CallbackTargets) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            // Straight to the target: through a proxy (HTTP_PROXY), the
+            // address check would see the proxy's address, not the target's.
+            .no_proxy()
+            .dns_resolver(targets.resolver())
             .build()
             .expect("a TLS backend is compiled in");
         Self {
             http,
             secret: secret.map(Into::into),
+            targets,
         }
     }
 
@@ -65,8 +82,16 @@ impl Callbacks {
         let signature = self.secret.as_deref().map(|secret| sign(secret, &body));
         let http = self.http.clone();
         let id = job.id;
+        // Checked again here: the allow-list may have changed since the job
+        // was submitted, and IP literals never reach the resolver.
+        let refusal = reqwest::Url::parse(&url)
+            .map_err(|e| e.to_string())
+            .and_then(|parsed| self.targets.refusal(&parsed).map_or(Ok(()), Err));
         tokio::spawn(async move {
             let send = || async {
+                if let Err(problem) = &refusal {
+                    return Err(DeliveryError::Refused(problem.clone()));
+                }
                 let mut request = http
                     .post(&url)
                     .header("content-type", "application/json")

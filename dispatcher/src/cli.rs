@@ -102,6 +102,15 @@ pub struct CommonArgs {
     /// Signs callback POSTs with HMAC-SHA256 (header `x-signature-256`).
     #[arg(long, env = "CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
+    /// Hosts (names or IP literals, comma-separated) a `callback_url` may
+    /// name even though they are loopback, private or internal; by default
+    /// callbacks go to public addresses only.
+    #[arg(long, env = "CALLBACK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub callback_allow_hosts: Vec<String>,
+    /// Region codes a job's `machine.region` may name (comma-separated);
+    /// Fly's published list when unset.
+    #[arg(long, env = "ALLOWED_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
     /// Lease on an in-flight attempt; a dead dispatcher's attempts are taken
     /// over once it runs out.
     #[arg(long, env = "LEASE_SECS", default_value_t = 15)]
@@ -210,10 +219,12 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.common.log_format);
+            args.common.check_region()?;
             runtime.block_on(serve(args))?;
         }
         Command::Dev(args) => {
             telemetry::init(args.common.log_format);
+            args.common.check_region()?;
             runtime.block_on(crate::dev::run(args))?;
         }
         // A client prints its answers on stdout: no log lines among them.
@@ -251,6 +262,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 impl CommonArgs {
+    /// The default region (`JOB_REGION`) must be one jobs may name too:
+    /// otherwise every job without a region would fail to launch.
+    pub fn check_region(&self) -> anyhow::Result<()> {
+        let allowed = crate::regions::allowed(&self.regions);
+        match &self.region {
+            Some(region) if !allowed.contains(region) => anyhow::bail!(
+                "JOB_REGION {region:?} is not one of the allowed region codes ({}); see --regions",
+                allowed.join(", ")
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Turns the flags into [`Settings`]; `serve` and `dev` differ only in
     /// where the Machines API is and what the runner is.
     pub fn settings(
@@ -281,6 +305,10 @@ impl CommonArgs {
                 .filter(|i| !i.is_empty())
                 .cloned()
                 .collect(),
+            regions: crate::regions::allowed(&self.regions),
+            callback_targets: crate::callback_targets::CallbackTargets::allowing(
+                self.callback_allow_hosts.iter().cloned(),
+            ),
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);

@@ -7,6 +7,8 @@ use std::time::Duration;
 use jobs::{Backoff, MachineSpec, StoreConfig};
 use machines::ClientConfig;
 
+use crate::callback_targets::CallbackTargets;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Where the HTTP API listens.
@@ -92,6 +94,10 @@ pub struct JobDefaults {
     pub machine: MachineSpec,
     /// Images a job may ask for besides the runner's default.
     pub allowed_images: Vec<String>,
+    /// Where a `callback_url` may point.
+    pub callback_targets: CallbackTargets,
+    /// Region codes `machine.region` may name ([`crate::regions`]).
+    pub regions: Vec<String>,
 }
 
 impl Default for JobDefaults {
@@ -103,6 +109,8 @@ impl Default for JobDefaults {
             backoff: Backoff::default(),
             machine: MachineSpec::default(),
             allowed_images: Vec::new(),
+            callback_targets: CallbackTargets::default(),
+            regions: crate::regions::allowed(&[]),
         }
     }
 }

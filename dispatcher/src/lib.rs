@@ -19,6 +19,7 @@
 //!   timeout and cancellation, records the outcome, destroys the machine.
 //! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
+//! - [`callback_targets`]: where a `callback_url` may point (public hosts only, by default).
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
@@ -33,6 +34,7 @@
 //!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
 
 pub mod auth;
+pub mod callback_targets;
 pub mod callbacks;
 pub mod cli;
 pub mod client;
@@ -45,6 +47,7 @@ pub mod launcher;
 pub mod leases;
 pub mod metrics;
 pub mod output;
+pub mod regions;
 pub mod request;
 pub mod retry;
 pub mod routes;

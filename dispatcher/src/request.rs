@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobs::{Backoff, JobSpec, Kind, MachineSpec};
+use jobs::{Backoff, JobSpec, Kind, MachineSpec, Secrets};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::callback_targets::CallbackTargets;
 use crate::configuration::JobDefaults;
 
 /// Priorities run from `MIN_PRIORITY` (first) to `MAX_PRIORITY` (last).
@@ -23,28 +24,36 @@ pub const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// Which handler runs the job: `[a-z0-9][a-z0-9_.-]{0,63}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub kind: String,
     /// Handed to the handler as is (default `{}`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub params: Option<Value>,
     #[serde(default)]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// At most the dispatcher's `MAX_TIMEOUT_SECS`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub backoff: Option<BackoffRequest>,
     #[serde(default)]
+    #[schema(maximum = 31536000)]
     pub delay_secs: Option<u64>,
     /// RFC 3339 time to run at (instead of `delay_secs`).
     #[serde(default)]
     pub run_at: Option<String>,
     #[serde(default)]
     pub machine: Option<MachineRequest>,
-    /// Same as the `Idempotency-Key` header.
+    /// Same as the `Idempotency-Key` header: 1 to 255 visible ASCII
+    /// characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")]
     pub idempotency_key: Option<String>,
     /// Receives one POST with the final job view.
     #[serde(default)]
@@ -62,12 +71,19 @@ pub struct BackoffRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRequest {
+    #[schema(pattern = "^(shared|performance)$")]
     pub cpu_kind: Option<String>,
     pub cpus: Option<u32>,
     pub memory_mb: Option<u32>,
     pub region: Option<String>,
     pub image: Option<String>,
+    /// Variables for the job's code, shown in every view of the job.
+    /// Names: `^[A-Z_][A-Z0-9_]{0,127}$`, not reserved (see the README).
     pub env: Option<BTreeMap<String, String>>,
+    /// Like `env`, but write-only: never shown, deleted when the job
+    /// finishes.
+    #[schema(write_only, value_type = Option<BTreeMap<String, String>>)]
+    pub secrets: Option<Secrets>,
 }
 
 /// A validated submission: the spec plus how to store it.
@@ -77,12 +93,8 @@ pub struct Submission {
     pub delay: Duration,
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
+    pub secrets: Secrets,
 }
-
-/// Variables the runner sets itself; a job's `machine.env` may not
-/// override them (nor anything Fly injects).
-const RESERVED_ENV_PREFIXES: [&str; 3] = ["JOB_", "JOBS_", "FLY_"];
-const RESERVED_ENV: [&str; 3] = ["LOG_FORMAT", "RUST_LOG", "PRIMARY_REGION"];
 
 /// A request that parsed but makes no sense; names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,9 +199,12 @@ impl JobRequest {
                 }
             }
         };
-        let machine = machine_spec(self.machine, defaults)?;
+        let (machine, secrets) = machine_spec(self.machine, defaults)?;
         let idempotency_key = self.idempotency_key.map(idempotency_key).transpose()?;
-        let callback_url = self.callback_url.map(callback_url).transpose()?;
+        let callback_url = self
+            .callback_url
+            .map(|url| callback_url(url, &defaults.callback_targets))
+            .transpose()?;
         let spec = JobSpec {
             kind,
             params,
@@ -204,6 +219,7 @@ impl JobRequest {
             delay,
             callback_url,
             idempotency_key,
+            secrets,
         })
     }
 }
@@ -226,6 +242,7 @@ impl Submission {
             delay: self.delay,
             callback_url: self.callback_url,
             idempotency,
+            secrets: self.secrets,
         };
         store
             .enqueue(jobs::JobId::new(), &self.spec, &options)
@@ -244,28 +261,25 @@ pub fn idempotency_key(key: String) -> Result<String, FieldError> {
     Ok(key)
 }
 
-fn callback_url(url: String) -> Result<String, FieldError> {
+fn callback_url(url: String, targets: &CallbackTargets) -> Result<String, FieldError> {
     let parsed = reqwest::Url::parse(&url)
         .map_err(|e| field_error("callback_url", format!("not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(field_error(
-            "callback_url",
-            "must be an http(s) URL with a host",
-        ));
+    match targets.refusal(&parsed) {
+        Some(problem) => Err(field_error("callback_url", problem)),
+        None => Ok(url),
     }
-    Ok(url)
 }
 
 /// Sizes the Machines API accepts: shared CPUs 1–8 with 256 MB steps up to
 /// 2 GB per CPU; performance CPUs 1–16 with 2–8 GB per CPU. Images must be
-/// on the allow-list; env may not touch the runner's own variables.
+/// on the allow-list; env and secrets follow [`jobs::job_env`].
 fn machine_spec(
     request: Option<MachineRequest>,
     defaults: &JobDefaults,
-) -> Result<MachineSpec, FieldError> {
+) -> Result<(MachineSpec, Secrets), FieldError> {
     let fallback = &defaults.machine;
     let Some(request) = request else {
-        return Ok(fallback.clone());
+        return Ok((fallback.clone(), Secrets::default()));
     };
     let cpu_kind = request
         .cpu_kind
@@ -298,11 +312,14 @@ fn machine_spec(
         ));
     }
     let region = match request.region {
-        Some(r) if r.len() == 3 && r.chars().all(|c| c.is_ascii_lowercase()) => Some(r),
+        Some(r) if defaults.regions.contains(&r) => Some(r),
         Some(r) => {
             return Err(field_error(
                 "machine.region",
-                format!("{r:?} is not a region code like \"iad\""),
+                format!(
+                    "{r:?} is not one of this dispatcher's region codes ({}; see --regions)",
+                    defaults.regions.join(", ")
+                ),
             ))
         }
         None => fallback.region.clone(),
@@ -318,37 +335,26 @@ fn machine_spec(
         None => fallback.image.clone(),
     };
     let env = request.env.unwrap_or_default();
-    for name in env.keys() {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(field_error(
-                "machine.env",
-                format!("{name:?} is not a variable name (A-Z, 0-9, _)"),
-            ));
-        }
-        if RESERVED_ENV.contains(&name.as_str())
-            || RESERVED_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
-        {
-            return Err(field_error(
-                "machine.env",
-                format!("{name} is set by the runner or the platform"),
-            ));
-        }
+    let secrets = request.secrets.unwrap_or_default();
+    let mut budget = (0, 0);
+    jobs::job_env::check_map(&env, &mut budget).map_err(|e| field_error("machine.env", e.0))?;
+    jobs::job_env::check_map(&secrets.0, &mut budget)
+        .map_err(|e| field_error("machine.secrets", e.0))?;
+    if let Some(name) = secrets.0.keys().find(|name| env.contains_key(*name)) {
+        return Err(field_error(
+            "machine.secrets",
+            format!("{name} is in env too; give it in one of them"),
+        ));
     }
-    Ok(MachineSpec {
+    let spec = MachineSpec {
         cpu_kind,
         cpus,
         memory_mb,
         region,
         image,
         env,
-    })
+    };
+    Ok((spec, secrets))
 }
 
 #[cfg(test)]
@@ -396,6 +402,10 @@ mod tests {
             ),
             (json!({"kind": "x", "machine": {"cpus": 3}}), "machine.cpus"),
             (
+                json!({"kind": "x", "machine": {"region": "zzz"}}),
+                "machine.region",
+            ),
+            (
                 json!({"kind": "x", "backoff": {"base_ms": 0}}),
                 "backoff.base_ms",
             ),
@@ -416,12 +426,40 @@ mod tests {
                 "machine.env",
             ),
             (
+                json!({"kind": "x", "machine": {"env": {"RUNNER_COMMANDS": "{}"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"LD_PRELOAD": "/x.so"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"PATH": "/tmp"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"A": "a\0b"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "x", "machine": {"secrets": {"RUNNER_CONFIG": "/x"}}}),
+                "machine.secrets",
+            ),
+            (
+                json!({"kind": "x", "machine": {"env": {"A": "1"}, "secrets": {"A": "2"}}}),
+                "machine.secrets",
+            ),
+            (
                 json!({"kind": "x", "delay_secs": 5, "run_at": "2026-01-01T00:00:10Z"}),
                 "run_at",
             ),
             (json!({"kind": "x", "run_at": "tomorrow"}), "run_at"),
             (
                 json!({"kind": "x", "callback_url": "ftp://x"}),
+                "callback_url",
+            ),
+            (
+                json!({"kind": "x", "callback_url": "http://169.254.169.254/"}),
                 "callback_url",
             ),
             (
@@ -449,6 +487,18 @@ mod tests {
         let (spec, _) = parse(body).unwrap();
         assert_eq!(spec.machine.image.as_deref(), Some("registry.fly.io/ml:v1"));
         assert_eq!(spec.machine.env["MODEL"], "small");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let body = json!({"kind": "x", "machine": {"secrets": {"API_KEY": "hunter2"}}});
+        let request: JobRequest = serde_json::from_value(body).unwrap();
+        assert!(!format!("{request:?}").contains("hunter2"));
+        let submission = request
+            .into_submission(&JobDefaults::default(), Utc::now())
+            .unwrap();
+        assert!(!format!("{submission:?}").contains("hunter2"));
+        assert_eq!(submission.secrets.0["API_KEY"], "hunter2");
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -25,22 +26,36 @@ use uuid::Uuid;
 
 use crate::configuration::ApiSettings;
 use crate::request::JobRequest;
-use crate::routes::jobs::{parse_json, unprocessable};
+use crate::routes::jobs::{json_body, unprocessable};
 use crate::routes::{ApiError, AppState};
 use crate::shutdown::Shutdown;
 
 /// The shortest interval `every_secs` accepts.
 pub const MIN_EVERY_SECS: u64 = 1;
+/// The longest: a year (366 days). Every tick time is computed with
+/// checked arithmetic as well, so no value can wrap or panic.
+pub const MAX_EVERY_SECS: u64 = 366 * 24 * 3600;
+/// Schedules one store may hold, across all dispatchers.
+pub const MAX_SCHEDULES: u64 = 1000;
+/// The longest `name`, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The longest `cron` expression, in bytes.
+pub const MAX_CRON_LEN: usize = 200;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
+    /// 1 to 100 characters, no control characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// 5 fields, or 6 with seconds first; UTC. Exclusive with `every_secs`.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub cron: Option<String>,
+    /// 1 to 31,622,400 (366 days).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31622400)]
     pub every_secs: Option<u64>,
     /// The body of the `POST /jobs` each tick submits.
     #[schema(value_type = Object)]
@@ -56,16 +71,20 @@ enum Cadence {
 impl Cadence {
     fn parse(cron: Option<&str>, every_secs: Option<u64>) -> Result<Self, ApiError> {
         match (cron, every_secs) {
+            (Some(expression), None) if expression.len() > MAX_CRON_LEN => Err(unprocessable(
+                "cron",
+                format!("at most {MAX_CRON_LEN} bytes"),
+            )),
             (Some(expression), None) => expression
                 .parse::<Cron>()
                 .map(|c| Self::Cron(Box::new(c)))
                 .map_err(|e| unprocessable("cron", format!("not a cron expression: {e}"))),
-            (None, Some(secs)) if secs >= MIN_EVERY_SECS => {
+            (None, Some(secs)) if (MIN_EVERY_SECS..=MAX_EVERY_SECS).contains(&secs) => {
                 Ok(Self::Every(chrono::Duration::seconds(secs as i64)))
             }
-            (None, Some(_)) => Err(unprocessable(
+            (None, Some(secs)) => Err(unprocessable(
                 "every_secs",
-                format!("must be at least {MIN_EVERY_SECS}"),
+                format!("must be between {MIN_EVERY_SECS} and {MAX_EVERY_SECS}, got {secs}"),
             )),
             _ => Err(unprocessable(
                 "cron",
@@ -82,7 +101,7 @@ impl Cadence {
     fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Self::Cron(cron) => cron.find_next_occurrence(&t, false).ok(),
-            Self::Every(every) => Some(t + *every),
+            Self::Every(every) => t.checked_add_signed(*every),
         }
     }
 
@@ -93,8 +112,10 @@ impl Cadence {
         match self {
             Self::Cron(_) => self.next_after(tick.max(now)),
             Self::Every(every) => {
-                let missed = ((now - tick).num_milliseconds() / every.num_milliseconds()).max(0);
-                Some(tick + *every * (missed as i32 + 1))
+                let every_ms = every.num_milliseconds().max(1);
+                let missed = ((now - tick).num_milliseconds() / every_ms).max(0);
+                let ahead = every_ms.checked_mul(missed.checked_add(1)?)?;
+                tick.checked_add_signed(chrono::TimeDelta::try_milliseconds(ahead)?)
             }
         }
     }
@@ -110,6 +131,16 @@ fn check_template(job: &Value, api: &ApiSettings) -> Result<(), ApiError> {
             "each tick gets its own key; leave it out".into(),
         ));
     }
+    if request
+        .machine
+        .as_ref()
+        .is_some_and(|m| m.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+    {
+        return Err(unprocessable(
+            "job.machine.secrets",
+            "a schedule's template is shown in every view of it, so it cannot hold secrets".into(),
+        ));
+    }
     request
         .into_submission(&api.defaults, Utc::now())
         .map(drop)
@@ -118,9 +149,29 @@ fn check_template(job: &Value, api: &ApiSettings) -> Result<(), ApiError> {
 
 /// `POST /schedules`.
 #[utoipa::path(post, path = "/schedules", tag = "schedules", request_body = ScheduleRequest,
-    responses((status = 201, body = Schedule), (status = 422, body = ApiError)))]
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: ScheduleRequest = parse_json(&body)?;
+    responses(
+        (status = 201, body = Schedule),
+        (status = 400, description = "malformed JSON", body = ApiError),
+        (status = 409, description = "the store holds the most schedules it may", body = ApiError),
+        (status = 413, description = "body too large", body = ApiError),
+        (status = 415, description = "not JSON", body = ApiError),
+        (status = 422, description = "invalid schedule; `field` names the problem", body = ApiError),
+        (status = 503, description = "store unavailable", body = ApiError)))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (request, _) = json_body::<ScheduleRequest>(&headers, body)?;
+    if let Some(name) = &request.name {
+        let chars = name.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+            return Err(unprocessable(
+                "name",
+                format!("use 1 to {MAX_NAME_CHARS} characters, no control characters"),
+            ));
+        }
+    }
     let cadence = Cadence::parse(request.cron.as_deref(), request.every_secs)?;
     check_template(&request.job, &state.api)?;
     let now = Utc::now();
@@ -138,10 +189,15 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         last_job_id: None,
         last_run_at: None,
     };
-    state
+    let created = state
         .store
-        .create_schedule(&schedule, first.timestamp_millis())
+        .create_schedule(&schedule, first.timestamp_millis(), MAX_SCHEDULES)
         .await?;
+    if !created {
+        return Err(ApiError::conflict(format!(
+            "this store holds {MAX_SCHEDULES} schedules, the most it may; delete one first"
+        )));
+    }
     tracing::info!(schedule = %schedule.id, next = %first, "schedule created");
     let stored = find(&state.store, schedule.id).await?;
     let location = format!("/schedules/{}", schedule.id);
@@ -266,4 +322,39 @@ async fn fire(
         .advance_schedule(schedule.id, tick, next.timestamp_millis(), job)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_secs_is_bounded() {
+        for bad in [0, MAX_EVERY_SECS + 1, 10_000_000_000_000, u64::MAX] {
+            let err = Cadence::parse(None, Some(bad)).err().expect("refused");
+            assert_eq!(err.field.as_deref(), Some("every_secs"), "{bad}");
+        }
+        assert!(Cadence::parse(None, Some(MAX_EVERY_SECS)).is_ok());
+        let long = "* ".repeat(MAX_CRON_LEN);
+        assert!(Cadence::parse(Some(&long), None).is_err());
+    }
+
+    #[test]
+    fn tick_arithmetic_never_wraps_or_panics() {
+        let Ok(every) = Cadence::parse(None, Some(MAX_EVERY_SECS)) else {
+            panic!()
+        };
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(every.next_after(end), None);
+        assert_eq!(every.following(end, end), None);
+        let start = DateTime::<Utc>::MIN_UTC;
+        let Ok(second) = Cadence::parse(None, Some(1)) else {
+            panic!()
+        };
+        // Ticks missed for the whole range of time: far ahead, or none.
+        let _ = second.following(start, end);
+        let now = Utc::now();
+        let next = second.following(now - chrono::Duration::seconds(10), now);
+        assert!(next.is_some_and(|t| t > now && t <= now + chrono::Duration::seconds(1)));
+    }
 }

@@ -68,7 +68,10 @@ impl Application {
         } = self;
         crate::metrics::install();
         let hub = EventHub::start(&store, shutdown.clone()).await?;
-        let callbacks = Callbacks::new(settings.launch.callback_secret.clone());
+        let callbacks = Callbacks::new(
+            settings.launch.callback_secret.clone(),
+            settings.api.defaults.callback_targets.clone(),
+        );
         let supervision = Arc::new(Supervision {
             store: store.clone(),
             machines: MachinesClient::new(settings.machines.clone()),

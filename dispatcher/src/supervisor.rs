@@ -788,10 +788,10 @@ pub(crate) fn machine_name(job: JobId, attempt: u32) -> String {
 /// The create request for an attempt's machine.
 fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> CreateMachineRequest {
     let launch = &shared.launch;
-    // The job's own variables first: the runner's below always win (and
-    // the API refuses requests that try to set them).
-    let mut env = job.machine.env.clone();
-    env.extend(launch.runner_env.iter().cloned());
+    // The machine's environment is the runner's alone: the job's `env`
+    // and `secrets` reach job code through the runner (read from the
+    // store), so no job-supplied variable can configure the runner.
+    let mut env: BTreeMap<String, String> = launch.runner_env.iter().cloned().collect();
     env.extend([
         ("JOB_ID".to_string(), job.id.to_string()),
         ("JOB_ATTEMPT".to_string(), attempt.attempt.to_string()),

@@ -5,6 +5,7 @@
 //!   each one atomic Lua script in Valkey.
 //! - [`events`]: the change notifications those scripts publish.
 //! - [`logs`]: each attempt's log lines, appended by the runner in batches.
+//! - [`job_env`]: which variables a job may set (`env`, `secrets`).
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
 //!
 //! The lifecycle:
@@ -18,12 +19,14 @@
 //! ```
 
 pub mod events;
+pub mod job_env;
 pub mod logs;
 pub mod model;
 pub mod schedules;
 pub mod store;
 
 pub use events::{EventKind, JobEvent};
+pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;
 pub use schedules::Schedule;

@@ -47,25 +47,22 @@ pub struct Schedule {
 }
 
 impl Store {
-    /// Stores a schedule whose first tick is at `first_ms`.
-    pub async fn create_schedule(&self, schedule: &Schedule, first_ms: i64) -> Result<()> {
-        let definition = serde_json::to_string(schedule)?;
-        let pipeline = self.client.pipeline();
-        let _: () = pipeline
-            .hset(self.key("schedules"), (schedule.id.to_string(), definition))
-            .await?;
-        let _: () = pipeline
-            .zadd(
-                self.key("schedules_due"),
-                None,
-                None,
-                false,
-                false,
-                (first_ms as f64, schedule.id.to_string()),
-            )
-            .await?;
-        let _: ((), ()) = pipeline.all().await?;
-        Ok(())
+    /// Stores a schedule whose first tick is at `first_ms`, unless the
+    /// store holds `max` schedules already (then `false`).
+    pub async fn create_schedule(
+        &self,
+        schedule: &Schedule,
+        first_ms: i64,
+        max: u64,
+    ) -> Result<bool> {
+        let args = vec![
+            schedule.id.to_string(),
+            serde_json::to_string(schedule)?,
+            first_ms.to_string(),
+            max.to_string(),
+        ];
+        let created: i64 = self.run(&self.scripts.create_schedule, args).await?;
+        Ok(created == 1)
     }
 
     pub async fn get_schedule(&self, id: Uuid) -> Result<Option<Schedule>> {

@@ -11,6 +11,7 @@
 //! | `kind:{kind}` | zset | jobs of a kind (same ordering) |
 //! | `kinds` | set | every kind ever queued (for per-kind queue depths) |
 //! | `status:{status}`, `status:{status}:{kind}` | zset | jobs in a status (of a kind) |
+//! | `secrets:{id}` | string | a job's write-only secrets (JSON), deleted when it finishes |
 //! | `idempotency:{key}` | string | `{job id} {request hash}`, expires after the retention window |
 //! | `in_flight_kind`, `in_flight_kinds` | hash | kind of each in-flight attempt; machines in flight per kind (for caps) |
 //! | `queue` | zset | queued jobs, scored by priority then arrival |
@@ -46,6 +47,7 @@ use fred::types::scripts::Script;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::job_env::Secrets;
 use crate::model::{Fields, InvalidValue, Job, JobId, JobSpec, JobStatus, Outcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,8 @@ pub struct EnqueueOptions {
     /// Receives one POST with the final job view.
     pub callback_url: Option<String>,
     pub idempotency: Option<Idempotency>,
+    /// Stored apart from the job and never shown; see [`Secrets`].
+    pub secrets: Secrets,
 }
 
 #[derive(Clone, Debug)]
@@ -237,6 +241,8 @@ pub enum RetryResult {
     Queued,
     NotFinished,
     Missing,
+    /// The job had secrets, deleted when it finished: submit it again.
+    SecretsGone,
 }
 
 /// Connection settings of the store.
@@ -273,10 +279,12 @@ pub(crate) struct Scripts {
     hand_back: Script,
     purge: Script,
     pub(crate) advance_schedule: Script,
+    pub(crate) create_schedule: Script,
     cancel: Script,
     retry: Script,
     stats: Script,
     confirm: Script,
+    secrets: Script,
 }
 
 impl Scripts {
@@ -299,10 +307,12 @@ impl Scripts {
             hand_back: with_prelude(include_str!("scripts/hand_back.lua")),
             purge: with_prelude(include_str!("scripts/purge.lua")),
             advance_schedule: with_prelude(include_str!("scripts/advance_schedule.lua")),
+            create_schedule: with_prelude(include_str!("scripts/create_schedule.lua")),
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
             stats: with_prelude(include_str!("scripts/stats.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
+            secrets: with_prelude(include_str!("scripts/secrets.lua")),
         }
     }
 }
@@ -395,6 +405,11 @@ impl Store {
             idempotency_key,
             request_hash,
             ttl.as_millis().to_string(),
+            if options.secrets.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&options.secrets.0)?
+            },
         ];
         let text: String = self.run(&self.scripts.enqueue, args).await?;
         let answer: Answer = serde_json::from_str(&text)?;
@@ -571,6 +586,17 @@ impl Store {
             .run(&self.scripts.start_attempt, attempt_args(a))
             .await?;
         text.map(|t| job_from_json(&t)).transpose()
+    }
+
+    /// The job's secrets, for the runner of the current attempt only.
+    /// `None` when the attempt is no longer current.
+    pub async fn secrets(&self, a: &AttemptRef) -> Result<Option<Secrets>> {
+        let text: Option<String> = self.run(&self.scripts.secrets, attempt_args(a)).await?;
+        Ok(match text {
+            None => None,
+            Some(text) if text.is_empty() => Some(Secrets::default()),
+            Some(text) => Some(Secrets(serde_json::from_str(&text)?)),
+        })
     }
 
     pub async fn heartbeat(&self, a: &AttemptRef) -> Result<Heartbeat> {
@@ -827,6 +853,7 @@ impl Store {
         Ok(match answer.as_str() {
             "queued" => RetryResult::Queued,
             "not_finished" => RetryResult::NotFinished,
+            "secrets_gone" => RetryResult::SecretsGone,
             _ => RetryResult::Missing,
         })
     }

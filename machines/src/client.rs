@@ -446,6 +446,11 @@ fn status_text(status: StatusCode) -> String {
     status.canonical_reason().unwrap_or("error").to_string()
 }
 
+/// The guard of a call that may always be sent.
+fn unguarded() -> std::future::Ready<Option<Instant>> {
+    std::future::ready(Some(Instant::now() + Duration::from_secs(24 * 3600)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -493,9 +498,4 @@ mod tests {
         }
         assert_eq!(counts.1.load(Ordering::SeqCst), 3, "peak concurrency");
     }
-}
-
-/// The guard of a call that may always be sent.
-fn unguarded() -> std::future::Ready<Option<Instant>> {
-    std::future::ready(Some(Instant::now() + Duration::from_secs(24 * 3600)))
 }

@@ -1,6 +1,9 @@
 //! [`Context`]: what a handler gets besides its params.
 
-use jobs::{AttemptRef, JobId, LogStream, Store};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jobs::{AttemptRef, JobId, LogStream, Secrets, Store};
 use tokio::sync::watch;
 
 use crate::logs::LogSink;
@@ -12,15 +15,45 @@ use crate::StopReason;
 pub struct Context {
     store: Store,
     attempt: AttemptRef,
+    vars: Arc<JobVars>,
     stop: watch::Receiver<Option<StopReason>>,
     span: tracing::Span,
     log: LogSink,
+}
+
+/// The job's `machine.env` and `machine.secrets`, as far as
+/// [`jobs::job_env::allowed`] lets them through: the runner never puts
+/// them in its own environment, so they cannot configure it.
+#[derive(Default)]
+pub(crate) struct JobVars {
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) secrets: Secrets,
+}
+
+impl JobVars {
+    pub(crate) fn new(env: &BTreeMap<String, String>, secrets: &Secrets) -> Arc<Self> {
+        let keep = |map: &BTreeMap<String, String>| {
+            jobs::job_env::allowed(map)
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        Arc::new(Self {
+            env: keep(env),
+            secrets: Secrets(keep(&secrets.0)),
+        })
+    }
+
+    /// Both maps, for a command's environment.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.env.iter().chain(self.secrets.0.iter())
+    }
 }
 
 impl Context {
     pub(crate) fn new(
         store: Store,
         attempt: AttemptRef,
+        vars: Arc<JobVars>,
         stop: watch::Receiver<Option<StopReason>>,
         span: tracing::Span,
         log: LogSink,
@@ -28,6 +61,7 @@ impl Context {
         Self {
             store,
             attempt,
+            vars,
             stop,
             span,
             log,
@@ -41,6 +75,22 @@ impl Context {
     /// The attempt number, from 1.
     pub fn attempt(&self) -> u32 {
         self.attempt.attempt
+    }
+
+    /// A variable of the job's `machine.env` (shown in the job's views).
+    /// Job variables are not in the runner's process environment:
+    /// commands get them in theirs, Rust handlers read them here.
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.vars.env.get(name).map(String::as_str)
+    }
+
+    /// A variable of the job's write-only `machine.secrets`. Don't log it.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.vars.secrets.0.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn vars(&self) -> &JobVars {
+        &self.vars
     }
 
     /// The `attempt` span (fields `job` and `attempt`) the handler runs in.

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::context::JobVars;
 use crate::extract::{erase, FromParams, Handler};
 use crate::logs::{CaptureLayer, LogSink};
 use crate::stop::{watch_attempt, wrap_up_window};
@@ -188,6 +189,19 @@ impl Runner {
         shutdown: BoxFuture<'static, ()>,
     ) -> i32 {
         let attempt = env.attempt.clone();
+        // Read before the claim, so a store failure here leaves the
+        // attempt unclaimed rather than running without its secrets.
+        let secrets = match store.secrets(&attempt).await {
+            Ok(Some(secrets)) => secrets,
+            Ok(None) => {
+                tracing::warn!("attempt is no longer current; nothing to do");
+                return exit::STALE;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the job's secrets");
+                return exit::STORE_UNAVAILABLE;
+            }
+        };
         let job = match store.start_attempt(&attempt).await {
             Ok(Some(job)) => job,
             Ok(None) => {
@@ -217,7 +231,14 @@ impl Runner {
         );
 
         let span = tracing::Span::current();
-        let (log, shipper) = LogSink::start(store.clone(), attempt.clone(), env.logs.clone());
+        // The job's write-only secrets are masked before a line leaves the machine.
+        let log_settings = crate::logs::LogSettings {
+            secrets: (env.logs.secrets.iter().chain(secrets.0.values()))
+                .cloned()
+                .collect(),
+            ..env.logs.clone()
+        };
+        let (log, shipper) = LogSink::start(store.clone(), attempt.clone(), log_settings);
         crate::logs::capture::attach(&span, &log);
         let report = match self.handlers.get(job.kind.as_str()) {
             None => Report::Error {
@@ -225,7 +246,15 @@ impl Runner {
                 permanent: true,
             },
             Some(handler) => {
-                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span, log);
+                let vars = JobVars::new(&job.machine.env, &secrets);
+                let ctx = Context::new(
+                    store.clone(),
+                    attempt.clone(),
+                    vars,
+                    stop_rx.clone(),
+                    span,
+                    log,
+                );
                 let outcome = tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await;
                 let stopped = *stop_rx.borrow();
                 report_for(outcome.ok(), stopped, job.timeout_secs)

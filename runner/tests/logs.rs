@@ -176,3 +176,26 @@ async fn only_the_current_attempt_appends_and_purge_removes_the_log() {
     );
     assert_eq!(s.log_len(id, 1).await.unwrap(), 0);
 }
+
+/// The job's write-only secrets, as the dispatcher stores them, are masked
+/// in its log: job code that prints one leaks nothing through the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printed_secret_of_the_job_is_masked() {
+    capture_tracing();
+    let store = TestStore::start().await;
+    let runner = Runner::new().command("leak", ["sh", "-c", "echo \"key=$API_KEY\""]);
+    let secrets = jobs::Secrets([("API_KEY".to_string(), "s3cr3t-value".to_string())].into());
+    let options = jobs::EnqueueOptions {
+        secrets,
+        ..jobs::EnqueueOptions::default()
+    };
+    let id = store.submit_with(&spec("leak", json!({})), &options).await;
+    let env = store.claim().await;
+    let code = tokio::time::timeout(WITHIN, runner.run(env.clone()))
+        .await
+        .unwrap();
+    store.finish(&env.attempt, code).await;
+    let lines = all_lines(&store.store, id, 1).await;
+    assert_eq!(texts(&lines, LogStream::Stdout), [format!("key={MASK}")]);
+    assert!(!serde_json::to_string(&lines).unwrap().contains("s3cr3t"));
+}

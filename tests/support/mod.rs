@@ -321,6 +321,18 @@ impl TestSystem {
         }
     }
 
+    /// Whether the store holds `key` (the test's own connection, for keys
+    /// no `Store` method reads).
+    pub async fn key_exists(&self, key: &str) -> bool {
+        let client = Builder::from_config(Config::from_url(&self.valkey.url()).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let found: u32 = client.exists(key).await.unwrap();
+        let _ = client.quit().await;
+        found == 1
+    }
+
     /// Records every status a job passes through, from the store's events.
     pub async fn record_statuses(&self) -> StatusRecorder {
         let subscriber = self.store.subscriber().await.unwrap();

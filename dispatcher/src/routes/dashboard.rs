@@ -77,7 +77,9 @@ pub struct LoginForm {
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "logged in: the session cookie is set; to the dashboard"),
-        (status = 401, description = "wrong token: the form again", content_type = "text/html", body = String)))]
+        (status = 401, description = "wrong token: the form again", content_type = "text/html", body = String),
+        (status = 415, description = "not a form (`application/x-www-form-urlencoded`)"),
+        (status = 422, description = "the form lacks `token`")))]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,

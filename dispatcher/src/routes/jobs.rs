@@ -53,19 +53,7 @@ pub async fn submit(
             "this dispatcher is shutting down; submit to another one",
         ));
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the job as JSON with Content-Type: application/json",
-        ));
-    }
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let mut request = parse_json::<JobRequest>(&body)?;
+    let (mut request, body) = json_body::<JobRequest>(&headers, body)?;
     let header_key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_string))
@@ -122,6 +110,29 @@ pub(crate) fn unprocessable(field: &str, message: String) -> ApiError {
         format!("{field}: {message}"),
     )
     .with_field(field)
+}
+
+/// The one way a JSON request body is read (`POST /jobs`,
+/// `POST /schedules`): `Content-Type: application/json` or 415, a body
+/// over the limit is a JSON 413, then [`parse_json`]. Returns the raw
+/// bytes too (they identify the request for idempotency).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(T, Bytes), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send JSON with Content-Type: application/json",
+        ));
+    }
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    Ok((parse_json(&body)?, body))
 }
 
 /// Parses a JSON body; syntax errors are 400, well-formed JSON of the
@@ -215,7 +226,7 @@ pub async fn get(
 #[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
     responses(
-        (status = 200, description = "text/event-stream of `status`, `progress` and `done` events, each with the job as data", content_type = "text/event-stream", body = Job),
+        (status = 200, description = "text/event-stream of `status`, `progress` and `done` events, each with the job as data", content_type = "text/event-stream", body = String),
         (status = 404, body = ApiError)))]
 pub async fn events(
     State(state): State<AppState>,
@@ -394,7 +405,7 @@ async fn cancel_job(
 /// `POST /jobs/{id}/retry`: failed or cancelled jobs only.
 #[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = Job), (status = 404, body = ApiError), (status = 409, description = "not failed or cancelled", body = ApiError)))]
+    responses((status = 200, body = Job), (status = 404, body = ApiError), (status = 409, description = "not failed or cancelled, or its secrets are gone", body = ApiError)))]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -411,6 +422,9 @@ pub async fn retry(
             "job {id} is neither failed nor cancelled; only those can be retried"
         ))),
         RetryResult::Missing => Err(ApiError::not_found(format!("no job {id}"))),
+        RetryResult::SecretsGone => Err(ApiError::conflict(format!(
+            "job {id} had secrets, deleted when it finished; submit it again with them"
+        ))),
     }
 }
 

@@ -22,6 +22,7 @@ mod health;
 pub(crate) mod jobs;
 pub mod logs;
 mod metrics;
+mod openapi;
 
 use std::sync::Arc;
 
@@ -101,6 +102,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(metrics::metrics))
             .routes(routes!(dashboard::index))
             .split_for_parts();
+    openapi::complete_protected(&mut doc);
     let (open, open_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::healthz))
         .routes(routes!(dashboard::login_form, dashboard::login))
@@ -121,6 +123,12 @@ pub fn router(state: AppState) -> Router {
         .route(OPENAPI_PATH, get(move || async move { axum::Json(doc) }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
         .layer(axum::middleware::map_response(
             crate::dashboard::html::secure_html,
         ))

@@ -1,6 +1,7 @@
 -- A new job. ARGV: prefix, id, kind, params, priority, max_attempts,
 -- timeout_secs, backoff, machine, delay_ms, callback_url ('' none),
--- idempotency_key ('' none), request_hash, idempotency_ttl_ms.
+-- idempotency_key ('' none), request_hash, idempotency_ttl_ms,
+-- secrets (JSON object, '' none: stored apart, see secrets.lua).
 -- Returns {job = ...}, or {existing = id} when the idempotency key was
 -- used for the same request, or {conflict = id} when for another one.
 local id = ARGV[2]
@@ -24,6 +25,10 @@ redis.call('HSET', key, 'id', id, 'kind', ARGV[3], 'params', ARGV[4],
   'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0')
 if ARGV[11] ~= '' then redis.call('HSET', key, 'callback_url', ARGV[11]) end
 if ARGV[12] ~= '' then redis.call('HSET', key, 'idempotency_key', ARGV[12]) end
+if ARGV[15] ~= '' then
+  redis.call('SET', P .. 'secrets:' .. id, ARGV[15])
+  redis.call('HSET', key, 'has_secrets', '1')
+end
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', P .. 'kind:' .. ARGV[3], 0, id)
 local delay = tonumber(ARGV[10])

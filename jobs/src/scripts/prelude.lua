@@ -73,7 +73,9 @@ end
 
 -- Terminal jobs are indexed by when they finished, so `purge` can remove
 -- them once their retention has passed.
+-- A finished job's secrets are deleted: nothing will read them again.
 local function finish(id, key, from, to)
+  redis.call('DEL', P .. 'secrets:' .. id)
   redis.call('HSET', key, 'finished_at', int(NOW))
   redis.call('ZADD', P .. 'finished', int(NOW), id)
   set_status(id, key, from, to)

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | params | the job's params as one JSON document on stdin, then end of file |
 //! | identity | `JOB_ID` and `JOB_ATTEMPT` in its environment (the runner's environment minus the store's URL and the attempt's token: job code cannot write to the store) |
+//! | variables | the job's `machine.env` and `machine.secrets` in its environment, on top of the runner's (they can set none of the runner's own: see [`jobs::job_env`]) |
 //! | result | the last line of stdout that is a JSON value. No JSON line: the result is `null` |
 //! | logs | every stdout and stderr line (but progress lines) goes to the attempt's log, with its stream and time ([`crate::logs`]) |
 //! | progress | stderr lines `PROGRESS <percent> [message]` ([`PROGRESS_PREFIX`]) |
@@ -99,8 +100,11 @@ fn spawn(argv: &[String], ctx: &Context) -> Result<Child, JobError> {
         .split_first()
         .ok_or_else(|| JobError::permanent("the command is empty"))?;
     let mut command = tokio::process::Command::new(program);
+    // The job's variables first; none of them can be one of the runner's
+    // (see `jobs::job_env`), and the identity below is set last anyway.
     command
         .args(args)
+        .envs(ctx.vars().all())
         .env("JOB_ID", ctx.job_id().to_string())
         .env("JOB_ATTEMPT", ctx.attempt().to_string())
         .stdin(Stdio::piped())

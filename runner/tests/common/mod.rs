@@ -86,11 +86,12 @@ impl TestStore {
     }
 
     pub async fn submit(&self, spec: &JobSpec) -> JobId {
+        self.submit_with(spec, &EnqueueOptions::default()).await
+    }
+
+    pub async fn submit_with(&self, spec: &JobSpec, options: &EnqueueOptions) -> JobId {
         let id = JobId::new();
-        self.store
-            .enqueue(id, spec, &EnqueueOptions::default())
-            .await
-            .unwrap();
+        self.store.enqueue(id, spec, options).await.unwrap();
         id
     }
 
