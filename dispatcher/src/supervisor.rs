@@ -122,7 +122,7 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
     let machine = Box::pin(machine_of(&shared, job, &attempt, start)).await;
     let (ending, machine_id) = match machine {
         Err(ending) => (ending, None),
-        Ok((machine_id, region)) => {
+        Ok((machine_id, region, instance_id)) => {
             let recorded = Box::pin(with_store_retries(|| {
                 shared.store.record_machine(&attempt, &machine_id, &region)
             }))
@@ -134,6 +134,7 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                         terms: &terms,
                         attempt: &attempt,
                         machine_id: &machine_id,
+                        instance_id: instance_id.as_deref(),
                     };
                     Box::pin(watching.watch(&mut events, &mut lease)).await
                 }
@@ -158,13 +159,13 @@ async fn machine_of(
     job: Job,
     attempt: &AttemptRef,
     start: Start,
-) -> Result<(String, String), Ending> {
+) -> Result<(String, String, Option<String>), Ending> {
     let known = match start {
         Start::Fresh => None,
         Start::Resume => resumable_machine(shared, &job, attempt).await,
     };
     match known {
-        Some(id) => Ok((id, String::new())),
+        Some(id) => Ok((id, String::new(), None)),
         None => create_machine(shared, &job, attempt).await,
     }
 }
@@ -222,13 +223,14 @@ async fn finish(
 }
 
 /// Step 1: create the attempt's machine. The client has already retried
-/// 429/5xx; a failure here ends the attempt as `boot_failed`.
-/// Returns the machine's id and region.
+/// what was safe to retry and adopted the machine of a create whose
+/// answer was lost; a failure here ends the attempt as `boot_failed`.
+/// Returns the machine's id, region and `instance_id` (for `wait`).
 async fn create_machine(
     shared: &Supervision,
     job: &Job,
     attempt: &AttemptRef,
-) -> Result<(String, String), Ending> {
+) -> Result<(String, String, Option<String>), Ending> {
     match shared
         .machines
         .create(&machine_request(shared, job, attempt))
@@ -240,7 +242,8 @@ async fn create_machine(
                 tracing::warn!(?pause, "test hook: pausing between create and record");
                 tokio::time::sleep(pause).await;
             }
-            Ok((machine.id, machine.region))
+            let instance_id = Some(machine.instance_id).filter(|i| !i.is_empty());
+            Ok((machine.id, machine.region, instance_id))
         }
         Err(e) => {
             tracing::warn!(error = %e, "machine could not be created");
@@ -342,6 +345,9 @@ struct Watching<'a> {
     terms: &'a Terms,
     attempt: &'a AttemptRef,
     machine_id: &'a str,
+    /// The version `wait` waits on, when the create answer gave it (a
+    /// resumed attempt waits without one).
+    instance_id: Option<&'a str>,
 }
 
 impl Watching<'_> {
@@ -357,9 +363,13 @@ impl Watching<'_> {
             + shared.launch.timeout_grace;
         // Held until the watch ends, with this function.
         let slot = shared.watches.clone().try_acquire_owned().ok();
-        let mut down = slot
-            .is_some()
-            .then(|| Box::pin(wait_until_down(&shared.machines, self.machine_id)));
+        let mut down = slot.is_some().then(|| {
+            Box::pin(wait_until_down(
+                &shared.machines,
+                self.machine_id,
+                self.instance_id,
+            ))
+        });
         let signal = self.first_signal(deadline, events, lease, &mut down).await;
         // Boxed: what follows is large and short-lived (see `supervise`).
         Box::pin(self.conclude(signal, down)).await
@@ -423,7 +433,9 @@ impl Watching<'_> {
                 let exited = async {
                     match down {
                         Some(down) => down.await,
-                        None => wait_until_down(&shared.machines, machine_id).await,
+                        None => {
+                            wait_until_down(&shared.machines, machine_id, self.instance_id).await
+                        }
                     }
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(30), exited).await;
@@ -433,10 +445,10 @@ impl Watching<'_> {
             Signal::CancelRequested | Signal::Deadline => {
                 // A report that raced the cancel or deadline wins: the work is done.
                 if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
-                    stop(&shared.machines, machine_id).await;
+                    stop(&shared.machines, machine_id, self.instance_id).await;
                     return judge(shared, attempt, machine_id).await;
                 }
-                stop(&shared.machines, machine_id).await;
+                stop(&shared.machines, machine_id, self.instance_id).await;
                 let remains = remains_of(&shared.machines, machine_id).await;
                 let exit_code = remains.exit.map(|e| e.exit_code);
                 let (outcome, error) = match signal {
@@ -511,10 +523,10 @@ async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> 
 
 /// Resolves when the machine is stopped, destroyed, failed or gone. Waits
 /// are long-polls capped at 60 s by the API, so this loops.
-async fn wait_until_down(machines: &MachinesClient, id: &str) {
+async fn wait_until_down(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
     loop {
         match machines
-            .wait(id, &["stopped", "destroyed", "failed"], 60)
+            .wait(id, instance_id, &["stopped", "destroyed", "failed"], 60)
             .await
         {
             Ok(WaitOutcome::Reached(_)) | Ok(WaitOutcome::Gone) => return,
@@ -552,7 +564,11 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
             destroyed: machine.state == MachineState::Destroyed,
         },
         Err(e) => {
-            tracing::debug!(machine = id, error = %e, "no exit event");
+            if matches!(e, machines::MachinesError::Decode { .. }) {
+                tracing::error!(machine = id, error = %e, "the Machines API's answer lacks what judging the attempt needs");
+            } else {
+                tracing::debug!(machine = id, error = %e, "no exit event");
+            }
             Remains {
                 exit: None,
                 destroyed: false,
@@ -563,7 +579,7 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
 
 /// Asks the machine to stop (SIGTERM, then SIGKILL after 5 s) and waits
 /// for it to be down, so its exit is recorded before destruction.
-async fn stop(machines: &MachinesClient, id: &str) {
+async fn stop(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
     let request = StopRequest {
         signal: Some("SIGTERM".into()),
         timeout: Some(GoDuration(Duration::from_secs(5))),
@@ -572,7 +588,11 @@ async fn stop(machines: &MachinesClient, id: &str) {
         tracing::debug!(machine = id, error = %e, "stop failed; destroying with force");
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(15), wait_until_down(machines, id)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(15),
+        wait_until_down(machines, id, instance_id),
+    )
+    .await;
 }
 
 /// Destroys the machine, retrying until the API confirms it is gone: no

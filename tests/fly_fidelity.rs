@@ -1,0 +1,199 @@
+//! The real Machines API, survived: creates whose answers are lost,
+//! errors after which nobody knows whether a machine exists, dropped
+//! connections, and app secrets the platform hands every machine.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::CommandFactory;
+use mock_machines::MockConfig;
+use serde_json::{json, Value};
+use support::{spawn_system_with, Options, TestSystem};
+
+/// Prints the variables named in `params.names` as job code sees them.
+const PRINT_ENV_PY: &str = r#"
+import json, os, sys
+names = json.load(sys.stdin)["names"]
+print(json.dumps({name: os.environ.get(name) for name in names}))
+"#;
+
+/// App secrets as `fly secrets set` would have them: the dispatcher's
+/// own, one ordinary app setting, and (standing in for the job image's
+/// `ENV`) the runner's command configuration.
+fn with_app_secrets(config: &mut MockConfig) {
+    let mut secrets: BTreeMap<String, String> = runner::DISPATCHER_SECRETS
+        .iter()
+        .map(|name| (name.to_string(), format!("secret-value-of-{name}")))
+        .collect();
+    secrets.insert("APP_SETTING".into(), "visible".into());
+    let commands = json!({"print-env": ["python3", "-c", PRINT_ENV_PY]});
+    secrets.insert("RUNNER_COMMANDS".into(), commands.to_string());
+    config.app_secrets = secrets;
+    // Play a platform that ignores `skip_secrets` (its effect is
+    // undocumented): the runner alone must keep job code clean.
+    config.honour_skip_secrets = false;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatchers_secrets_never_reach_job_code() {
+    let system = spawn_system_with(Options {
+        mock: with_app_secrets,
+        ..Options::default()
+    })
+    .await;
+    let mut names: Vec<&str> = runner::DISPATCHER_SECRETS.to_vec();
+    names.push("APP_SETTING");
+    let job = system
+        .submit(json!({"kind": "print-env", "params": {"names": names}}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let job = system
+        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .await;
+    let seen = job["result"].as_object().unwrap();
+    assert_eq!(
+        seen["APP_SETTING"], "visible",
+        "the mock injected secrets: {job:#}"
+    );
+    for name in runner::DISPATCHER_SECRETS {
+        assert_eq!(seen[name], Value::Null, "{name} reached job code");
+    }
+    system.stop().await;
+}
+
+/// Every secret the dispatcher reads from its environment (the flags whose
+/// values `--help` hides) is one the runner removes.
+#[test]
+fn the_runner_removes_every_secret_the_dispatcher_reads() {
+    fn hidden_envs(command: &clap::Command, found: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let (true, Some(env)) = (arg.is_hide_env_values_set(), arg.get_env()) {
+                found.push(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            hidden_envs(sub, found);
+        }
+    }
+    let mut found = Vec::new();
+    hidden_envs(&dispatcher::cli::Cli::command(), &mut found);
+    assert!(found.contains(&"FLY_API_TOKEN".to_string()), "{found:?}");
+    for name in found {
+        assert!(
+            runner::DISPATCHER_SECRETS.contains(&name.as_str()),
+            "{name} is a dispatcher secret the runner does not remove"
+        );
+    }
+}
+
+/// Jobs in the test run; `FIDELITY_JOBS=200` for the full measurement.
+fn job_count() -> usize {
+    std::env::var("FIDELITY_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40)
+}
+
+/// Submits `count` single-attempt jobs that each leave a trace file per
+/// runner start, and waits until all are finished; returns their ids.
+async fn run_traced_jobs(
+    system: &TestSystem,
+    count: usize,
+    traces: &std::path::Path,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let job = system
+            .submit(json!({
+                "kind": "sleep", "max_attempts": 1,
+                "params": {"ms": 20, "trace_dir": traces},
+            }))
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    let within = Duration::from_secs(60 + 2 * count as u64);
+    let deadline = tokio::time::Instant::now() + within;
+    for id in &ids {
+        loop {
+            let job = system.job(id).await;
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} unfinished: {job:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ids
+}
+
+/// Runner starts per job, from the trace files (`{job}-{attempt}-{pid}`).
+fn starts_per_job(traces: &std::path::Path) -> BTreeMap<String, usize> {
+    let mut starts = BTreeMap::new();
+    for entry in std::fs::read_dir(traces).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let job = name.rsplitn(3, '-').nth(2).unwrap().to_string();
+        *starts.entry(job).or_insert(0) += 1;
+    }
+    starts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_and_create_errors_leave_one_machine_and_one_run_per_job() {
+    let system = spawn_system_with(Options {
+        max_machines: 16,
+        ..Options::default()
+    })
+    .await;
+    let traces = support::TempDir::new();
+    system
+        .set_faults(json!({
+            "drop_connection_rate": 0.2,
+            "drop_answer_rate": 0.2,
+            "create_error_rate": 0.2,
+        }))
+        .await;
+    let count = job_count();
+    let began = std::time::Instant::now();
+    let ids = run_traced_jobs(&system, count, &traces.path).await;
+    let took = began.elapsed();
+    system
+        .set_faults(
+            json!({"drop_connection_rate": 0.0, "drop_answer_rate": 0.0, "create_error_rate": 0.0}),
+        )
+        .await;
+
+    let mut failed = Vec::new();
+    for id in &ids {
+        let job = system.job(id).await;
+        if job["status"] != "succeeded" || job["attempts"].as_array().unwrap().len() != 1 {
+            failed.push(job);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} jobs did not succeed at the first attempt: {failed:#?}",
+        failed.len()
+    );
+    let starts = starts_per_job(&traces.path);
+    for id in &ids {
+        assert_eq!(starts.get(id), Some(&1), "runner starts of {id}");
+    }
+    let stats = system.mock_stats();
+    assert_eq!(
+        stats.created as usize, count,
+        "one machine per job: {stats:#?}"
+    );
+    system.assert_all_machines_destroyed().await;
+    eprintln!(
+        "{count} jobs under faults in {took:?}: {} faults injected, {} create calls for {} machines",
+        stats.faults_injected,
+        stats.calls.get("POST /v1/apps/{app}/machines").copied().unwrap_or(0),
+        stats.created
+    );
+    system.stop().await;
+}
