@@ -4,6 +4,10 @@
 //! the spec does not forbid additional properties. Bodies the 2023 spec
 //! leaves undescribed (wait, start, the lease envelope) are checked against
 //! small schemas written after the newer spec and the docs.
+//!
+//! The request side too: every request the `machines` client sends is
+//! captured and checked against the operation's request schema and query
+//! parameters, newer fields only where `NEWER_THAN_THE_SPEC` lists them.
 
 mod common;
 
