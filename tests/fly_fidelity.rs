@@ -197,3 +197,51 @@ async fn lost_answers_and_create_errors_leave_one_machine_and_one_run_per_job() 
     );
     system.stop().await;
 }
+
+/// The machine is made, its answer lost: the dispatcher adopts it, so the
+/// job runs once, on one machine, in one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_is_lost_runs_the_job_once() {
+    let system = spawn_system_with(Options::default()).await;
+    let traces = support::TempDir::new();
+    system
+        .set_faults(json!({"drop_next_create_answers": 1}))
+        .await;
+    let ids = run_traced_jobs(&system, 1, &traces.path).await;
+    let job = system.job(&ids[0]).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    assert_eq!(starts_per_job(&traces.path).get(&ids[0]), Some(&1));
+    let stats = system.mock_stats();
+    assert_eq!(stats.created, 1, "{stats:#?}");
+    assert_eq!(stats.faults_injected, 1, "the answer was dropped");
+    system.assert_all_machines_destroyed().await;
+    system.stop().await;
+}
+
+/// Go's `omitempty` leaves out an exit code of 0 (and writes empty maps as
+/// `null`): a runner that exits 0 without reporting is a crash with exit
+/// code 0, not a machine that vanished (`lost`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omitted_exit_code_reads_as_exit_0() {
+    let system = spawn_system_with(Options::default()).await;
+    system.set_faults(json!({"go_omitempty": true})).await;
+    let job = system
+        .submit(json!({"kind": "crash", "params": {"code": 0}, "max_attempts": 1}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
+    let attempt = &job["attempts"][0];
+    assert_eq!(attempt["outcome"], "crashed", "{job:#}");
+    assert_eq!(attempt["exit_code"], 0, "{job:#}");
+    let echo = system.submit(json!({"kind": "echo"})).await;
+    let echo = system
+        .wait_for(
+            echo["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(echo["attempts"][0]["exit_code"], 0, "{echo:#}");
+    system.stop().await;
+}

@@ -47,6 +47,10 @@ pub struct FaultSettings {
     /// `summary=true` lists leave out `name` and `created_at`: Fly's spec
     /// does not promise them there.
     pub lean_summaries: bool,
+    /// Machine bodies are written as Go's `omitempty` writes them: an exit
+    /// code of 0 is left out, an empty `env` or `metadata` is `null` (as in
+    /// Fly's docs examples).
+    pub go_omitempty: bool,
     /// Extra delay added to every API answer.
     pub slow_response_ms: u64,
     /// The next N creates fail with `fail_status`, then creates work again.
@@ -67,6 +71,7 @@ impl Default for FaultSettings {
             drop_answer_rate: 0.0,
             drop_next_create_answers: 0,
             lean_summaries: false,
+            go_omitempty: false,
             slow_response_ms: 0,
             fail_next_creates: 0,
             fail_status: 503,
@@ -220,11 +225,6 @@ impl Faults {
         drop(settings);
         self.count();
         true
-    }
-
-    /// Whether summaries leave out `name` and `created_at`.
-    pub fn lean_summaries(&self) -> bool {
-        self.lock().lean_summaries
     }
 
     /// Whether to close this handled request's connection unanswered.

@@ -34,9 +34,8 @@ pub async fn list(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     shared.rate_limit("list", &app)?;
-    let lean = shared.faults.lean_summaries();
+    let shape = Shape::of(&shared, query_flag(&query, "summary")?);
     let include_deleted = query_flag(&query, "include_deleted")?;
-    let summary = query_flag(&query, "summary")?;
     let region = query_value(&query, "region");
     let states: Vec<&str> = query
         .iter()
@@ -63,27 +62,63 @@ pub async fn list(
             .filter(|m| matches(m))
             .collect();
         found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        found
-            .into_iter()
-            .map(|m| machine_json(m, summary, lean))
-            .collect()
+        found.into_iter().map(|m| shape.write(m)).collect()
     });
     Ok(Json(machines))
 }
 
-/// A machine as a list shows it: a summary leaves out config and events
-/// (and, `lean`, also what the spec does not promise there).
-fn machine_json(machine: &Machine, summary: bool, lean: bool) -> Value {
-    let mut value = serde_json::to_value(machine).unwrap_or(Value::Null);
-    if let (true, Some(object)) = (summary, value.as_object_mut()) {
-        object.remove("config");
-        object.remove("events");
-        if lean {
-            object.remove("name");
-            object.remove("created_at");
+/// How a machine body is written: whole or as a summary, and in the
+/// shapes the fault settings ask for (`lean_summaries`, `go_omitempty`).
+struct Shape {
+    summary: bool,
+    lean: bool,
+    go_omitempty: bool,
+}
+
+impl Shape {
+    fn of(shared: &Shared, summary: bool) -> Self {
+        let faults = shared.faults.settings();
+        Self {
+            summary,
+            lean: faults.lean_summaries,
+            go_omitempty: faults.go_omitempty,
         }
     }
-    value
+
+    fn write(&self, machine: &Machine) -> Value {
+        let mut value = serde_json::to_value(machine).unwrap_or(Value::Null);
+        let Some(object) = value.as_object_mut() else {
+            return value;
+        };
+        if self.summary {
+            object.remove("config");
+            object.remove("events");
+            if self.lean {
+                object.remove("name");
+                object.remove("created_at");
+            }
+        }
+        if self.go_omitempty {
+            if let Some(config) = object.get_mut("config").and_then(Value::as_object_mut) {
+                for map in ["env", "metadata"] {
+                    config.entry(map).or_insert(Value::Null);
+                }
+            }
+            let exits = object
+                .get_mut("events")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(|event| event.pointer_mut("/request/exit_event"))
+                .filter_map(Value::as_object_mut);
+            for exit in exits {
+                if exit.get("exit_code") == Some(&Value::from(0)) {
+                    exit.remove("exit_code");
+                }
+            }
+        }
+        value
+    }
 }
 
 /// `POST /v1/apps/{app}/machines`: 200 with the machine in `created`; it
@@ -143,7 +178,7 @@ pub async fn create(
         machines.insert(id, entry);
         Ok::<_, ApiError>(answer)
     })?;
-    let mut response = Json(machine).into_response();
+    let mut response = Json(Shape::of(&shared, false).write(&machine)).into_response();
     if shared.faults.drop_create_answer() {
         response.extensions_mut().insert(DropAnswer);
     }
@@ -253,10 +288,11 @@ fn fake_digest(image: &str) -> String {
 pub async fn get(
     State(shared): State<Arc<Shared>>,
     Path((app, id)): Path<(String, String)>,
-) -> Result<Json<Machine>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     shared.rate_limit("get", &id)?;
+    let shape = Shape::of(&shared, false);
     shared
-        .with_machine_result(&app, &id, |e| Ok(e.machine.clone()))
+        .with_machine_result(&app, &id, |e| Ok(shape.write(&e.machine)))
         .map(Json)
 }
 
