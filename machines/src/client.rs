@@ -606,6 +606,55 @@ mod tests {
         assert!(matches!(error, MachinesError::Decode { .. }), "{error}");
     }
 
+    /// A signal may not be sent twice: after a 503 (Fly may have sent it)
+    /// it is returned at once; a stop, which repeats harmlessly, is retried.
+    #[tokio::test]
+    async fn only_repeatable_calls_are_retried_after_a_5xx() {
+        use axum::http::StatusCode;
+        use axum::routing::post;
+        let tries = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let (signals, stops) = (tries.clone(), tries.clone());
+        let machine = "/v1/apps/{app}/machines/{id}";
+        let app = Router::new()
+            .route(
+                &format!("{machine}/signal"),
+                post(move || {
+                    signals.0.fetch_add(1, Ordering::SeqCst);
+                    async { StatusCode::SERVICE_UNAVAILABLE }
+                }),
+            )
+            .route(
+                &format!("{machine}/stop"),
+                post(move || {
+                    let first = stops.1.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        if first {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            StatusCode::OK
+                        }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut config = ClientConfig::new(base, "app", "token");
+        config.min_backoff = Duration::from_millis(1);
+        let client = MachinesClient::new(config);
+        let error = client
+            .signal("1857156b526dd8", "SIGTERM")
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(503));
+        assert_eq!(tries.0.load(Ordering::SeqCst), 1, "signal sent once");
+        client
+            .stop("1857156b526dd8", &StopRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(tries.1.load(Ordering::SeqCst), 2, "stop retried");
+    }
+
     #[tokio::test]
     async fn no_more_than_max_in_flight_calls_run_at_once() {
         let (base, counts) = counting_server().await;

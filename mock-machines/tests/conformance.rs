@@ -239,6 +239,18 @@ async fn every_answer_matches_the_published_schemas() {
     );
     let running = mock.run("conf", &["sleep", "100"]).await;
     mock.wait_for("conf", &running, "started").await;
+    let (status, ps) = mock
+        .call(Method::GET, &format!("{base}/{running}/ps"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!ps.as_array().unwrap().is_empty(), "{ps}");
+    schemas.array_of("ps", "ProcessStat", &ps);
+    schemas.error(
+        "404 unknown route",
+        mock.call(Method::GET, &format!("{base}/{running}/nonsense"), None)
+            .await,
+        StatusCode::NOT_FOUND,
+    );
     schemas.error(
         "412",
         mock.call(Method::DELETE, &format!("{base}/{running}"), None)
