@@ -245,3 +245,25 @@ async fn an_omitted_exit_code_reads_as_exit_0() {
     assert_eq!(echo["attempts"][0]["exit_code"], 0, "{echo:#}");
     system.stop().await;
 }
+
+/// A machine record that lacks what a judgement needs (here `state`) is
+/// reported as such, loudly, never guessed to be a vanished machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_machine_record_is_never_judged_lost() {
+    let system = spawn_system_with(Options::default()).await;
+    system.set_faults(json!({"stateless_gets": true})).await;
+    let job = system
+        .submit(json!({"kind": "crash", "params": {"code": 3}, "max_attempts": 1}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
+    let attempt = &job["attempts"][0];
+    assert_eq!(attempt["outcome"], "crashed", "{job:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("could not be read"),
+        "{job:#}"
+    );
+    system.set_faults(json!({"stateless_gets": false})).await;
+    system.assert_all_machines_destroyed().await;
+    system.stop().await;
+}

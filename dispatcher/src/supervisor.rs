@@ -485,17 +485,21 @@ async fn until_down(down: &mut Option<Pin<Box<impl Future<Output = ()>>>>) {
 
 /// Reads the runner's report and the machine's exit and names the outcome.
 async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> Ending {
-    let Remains { exit, destroyed } = remains_of(&shared.machines, machine_id).await;
+    let Remains {
+        exit,
+        destroyed,
+        unreadable,
+    } = remains_of(&shared.machines, machine_id).await;
     let exit_code = exit.as_ref().map(|e| e.exit_code);
     let report = with_store_retries(|| shared.store.report_kind(attempt)).await;
     let outcome = match report {
         Ok(Some(ReportKind::Result)) => Outcome::Succeeded,
         Ok(Some(ReportKind::Error)) => Outcome::Error,
         Ok(Some(ReportKind::TimedOut)) => Outcome::TimedOut,
-        Ok(None) | Err(_) => match &exit {
-            Some(e) if e.oom_killed => Outcome::Oom,
-            Some(_) => Outcome::Crashed,
-            None => Outcome::Lost,
+        Ok(None) | Err(_) => match (&exit, &unreadable) {
+            (Some(e), _) if e.oom_killed => Outcome::Oom,
+            (Some(_), _) | (None, Some(_)) => Outcome::Crashed,
+            (None, None) => Outcome::Lost,
         },
     };
     let error = match (outcome, &exit) {
@@ -508,6 +512,11 @@ async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> 
             "the runner exited with code {} without reporting",
             e.exit_code
         )),
+        (Outcome::Crashed, None) => unreadable.map(|detail| {
+            format!(
+                "the runner did not report, and its machine's record could not be read ({detail})"
+            )
+        }),
         (Outcome::Lost, _) => {
             Some("the machine disappeared without an exit event or report".to_string())
         }
@@ -555,6 +564,10 @@ struct Remains {
     exit: Option<machines::ExitEvent>,
     /// Whether it is destroyed already (`auto_destroy` after the exit).
     destroyed: bool,
+    /// The API answered with a machine lacking what a judgement needs
+    /// (`MachinesError::Decode`): the machine did not vanish, so the
+    /// attempt must not be called `lost`.
+    unreadable: Option<String>,
 }
 
 async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
@@ -562,9 +575,11 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
         Ok(machine) => Remains {
             exit: machine.last_exit().cloned(),
             destroyed: machine.state == MachineState::Destroyed,
+            unreadable: None,
         },
         Err(e) => {
-            if matches!(e, machines::MachinesError::Decode { .. }) {
+            let unreadable = matches!(e, machines::MachinesError::Decode { .. });
+            if unreadable {
                 tracing::error!(machine = id, error = %e, "the Machines API's answer lacks what judging the attempt needs");
             } else {
                 tracing::debug!(machine = id, error = %e, "no exit event");
@@ -572,6 +587,7 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
             Remains {
                 exit: None,
                 destroyed: false,
+                unreadable: unreadable.then(|| e.to_string()),
             }
         }
     }

@@ -205,8 +205,9 @@ impl MachinesClient {
     }
 
     /// Creates a machine, or adopts the one an earlier try of this same
-    /// request created. With a `name`, a 409 or an ambiguous failure (5xx,
-    /// lost answer) is settled by looking the name up: found, the machine
+    /// request created. With a `name`, a 409, an ambiguous failure (5xx,
+    /// lost answer) or an unreadable answer is settled by looking the name
+    /// up: found, the machine
     /// is returned as if created now; not found after an ambiguous
     /// failure, the create is tried again (the name keeps a late first try
     /// and the retry from both succeeding). Without a name nothing can be
@@ -220,7 +221,9 @@ impl MachinesClient {
                 Err(e) => e,
             };
             let conflict = failure.status() == Some(409);
-            let Some(name) = name.filter(|_| conflict || failure.is_ambiguous()) else {
+            // An unreadable 2xx made a machine too; only its answer is lost.
+            let made = matches!(failure, MachinesError::Decode { .. });
+            let Some(name) = name.filter(|_| conflict || made || failure.is_ambiguous()) else {
                 return Err(failure);
             };
             match self.find_by_name(request, name).await {

@@ -83,6 +83,7 @@ pub struct Args {
     /// create_error_status, capacity_error_rate, never_boot_rate,
     /// crash_rate, oom_rate, drop_connection_rate, drop_answer_rate,
     /// drop_next_create_answers, lean_summaries, go_omitempty,
+    /// stateless_gets,
     /// slow_response_ms,
     /// fail_next_creates, fail_status).
     #[arg(long, env = "MOCK_MACHINES_FAULTS", value_name = "JSON")]

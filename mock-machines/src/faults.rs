@@ -51,6 +51,9 @@ pub struct FaultSettings {
     /// code of 0 is left out, an empty `env` or `metadata` is `null` (as in
     /// Fly's docs examples).
     pub go_omitempty: bool,
+    /// `GET .../{id}` answers lack `state`: a machine a client cannot
+    /// judge, which it must report, not guess at.
+    pub stateless_gets: bool,
     /// Extra delay added to every API answer.
     pub slow_response_ms: u64,
     /// The next N creates fail with `fail_status`, then creates work again.
@@ -72,6 +75,7 @@ impl Default for FaultSettings {
             drop_next_create_answers: 0,
             lean_summaries: false,
             go_omitempty: false,
+            stateless_gets: false,
             slow_response_ms: 0,
             fail_next_creates: 0,
             fail_status: 503,

@@ -68,11 +68,13 @@ pub async fn list(
 }
 
 /// How a machine body is written: whole or as a summary, and in the
-/// shapes the fault settings ask for (`lean_summaries`, `go_omitempty`).
+/// shapes the fault settings ask for (`lean_summaries`, `go_omitempty`,
+/// `stateless_gets`).
 struct Shape {
     summary: bool,
     lean: bool,
     go_omitempty: bool,
+    stateless: bool,
 }
 
 impl Shape {
@@ -82,6 +84,7 @@ impl Shape {
             summary,
             lean: faults.lean_summaries,
             go_omitempty: faults.go_omitempty,
+            stateless: false,
         }
     }
 
@@ -97,6 +100,9 @@ impl Shape {
                 object.remove("name");
                 object.remove("created_at");
             }
+        }
+        if self.stateless {
+            object.remove("state");
         }
         if self.go_omitempty {
             if let Some(config) = object.get_mut("config").and_then(Value::as_object_mut) {
@@ -290,7 +296,10 @@ pub async fn get(
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     shared.rate_limit("get", &id)?;
-    let shape = Shape::of(&shared, false);
+    let shape = Shape {
+        stateless: shared.faults.settings().stateless_gets,
+        ..Shape::of(&shared, false)
+    };
     shared
         .with_machine_result(&app, &id, |e| Ok(shape.write(&e.machine)))
         .map(Json)
