@@ -219,6 +219,18 @@ async fn a_create_whose_answer_is_lost_runs_the_job_once() {
     system.stop().await;
 }
 
+/// Runs a single-attempt job whose runner exits with `code` without
+/// reporting; returns the failed job, its one attempt judged `crashed`.
+async fn crashed_once(system: &TestSystem, code: i32) -> Value {
+    let job = system
+        .submit(json!({"kind": "crash", "params": {"code": code}, "max_attempts": 1}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
+    assert_eq!(job["attempts"][0]["outcome"], "crashed", "{job:#}");
+    job
+}
+
 /// Go's `omitempty` leaves out an exit code of 0 (and writes empty maps as
 /// `null`): a runner that exits 0 without reporting is a crash with exit
 /// code 0, not a machine that vanished (`lost`).
@@ -226,14 +238,8 @@ async fn a_create_whose_answer_is_lost_runs_the_job_once() {
 async fn an_omitted_exit_code_reads_as_exit_0() {
     let system = spawn_system_with(Options::default()).await;
     system.set_faults(json!({"go_omitempty": true})).await;
-    let job = system
-        .submit(json!({"kind": "crash", "params": {"code": 0}, "max_attempts": 1}))
-        .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
-    let attempt = &job["attempts"][0];
-    assert_eq!(attempt["outcome"], "crashed", "{job:#}");
-    assert_eq!(attempt["exit_code"], 0, "{job:#}");
+    let job = crashed_once(&system, 0).await;
+    assert_eq!(job["attempts"][0]["exit_code"], 0, "{job:#}");
     let echo = system.submit(json!({"kind": "echo"})).await;
     let echo = system
         .wait_for(
@@ -252,13 +258,7 @@ async fn an_omitted_exit_code_reads_as_exit_0() {
 async fn an_unreadable_machine_record_is_never_judged_lost() {
     let system = spawn_system_with(Options::default()).await;
     system.set_faults(json!({"stateless_gets": true})).await;
-    let job = system
-        .submit(json!({"kind": "crash", "params": {"code": 3}, "max_attempts": 1}))
-        .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
-    let attempt = &job["attempts"][0];
-    assert_eq!(attempt["outcome"], "crashed", "{job:#}");
+    let job = crashed_once(&system, 3).await;
     assert!(
         job["error"].as_str().unwrap().contains("could not be read"),
         "{job:#}"
