@@ -17,7 +17,7 @@ use fred::prelude::*;
 use machines::{ClientConfig, ListFilter, MachinesClient};
 use mock_machines::MockServer;
 use serde_json::{json, Value};
-use support::{free_port, start_mock_with_limits, start_valkey, TempDir, APP, FLY_TOKEN};
+use support::{free_port, start_mock_with, start_valkey, TempDir, APP, FLY_TOKEN};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -48,7 +48,10 @@ impl Cluster {
         let dir = TempDir::new();
         let store_dir = dir.path.join("valkey");
         let store = start_valkey(&store_dir, None).await;
-        let mock = start_mock_with_limits(rate_limits).await;
+        let mock = match rate_limits {
+            true => start_mock_with(|config| config.rate_limits = true).await,
+            false => start_mock_with(|_| {}).await,
+        };
         Self {
             store,
             store_dir,

@@ -84,6 +84,36 @@ async fn orphaned_job_machines_are_destroyed_and_others_are_left_alone() {
     system.stop().await;
 }
 
+/// Fly's spec does not promise `name` or `created_at` in a `summary=true`
+/// list: the sweeper reads such machines in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_swept_when_summaries_leave_out_name_and_created_at() {
+    let system = system().await;
+    system.set_faults(json!({"lean_summaries": true})).await;
+    let name = Some(format!("job-{}-1", jobs::JobId::new()));
+    let orphan = boot(
+        &system,
+        name,
+        &[("role", "job"), ("jobs_namespace", "jobs")],
+    )
+    .await;
+    let summaries = system
+        .machines
+        .list_summaries(&Default::default())
+        .await
+        .unwrap();
+    assert!(summaries[0].name.is_empty() && summaries[0].created_at.is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while system.machines.get(&orphan).await.unwrap().state != MachineState::Destroyed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphan was never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    system.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_removed_after_their_retention() {
     let system = system().await;

@@ -178,7 +178,7 @@ async fn see_through(
     let machine = Box::pin(machine_of(shared, job, attempt, start)).await?;
     let (ending, machine_id) = match machine {
         Err(ending) => (ending, None),
-        Ok((machine_id, region)) => {
+        Ok((machine_id, region, instance_id)) => {
             let recorded = Box::pin(with_store_retries(|| {
                 shared.store.record_machine(attempt, &machine_id, &region)
             }))
@@ -191,6 +191,7 @@ async fn see_through(
                         terms: &terms,
                         attempt,
                         machine_id: &machine_id,
+                        instance_id: instance_id.as_deref(),
                     };
                     Box::pin(watching.watch(events, &mut lease, cancel_requested)).await?
                 }
@@ -220,13 +221,13 @@ async fn machine_of(
     job: Job,
     attempt: &Owned,
     start: Start,
-) -> Result<Result<(String, String), Ending>, Lost> {
+) -> Result<Result<(String, String, Option<String>), Ending>, Lost> {
     let known = match start {
         Start::Fresh => None,
         Start::Resume => resumable_machine(shared, &job, attempt).await,
     };
     match known {
-        Some(id) => Ok(Ok((id, String::new()))),
+        Some(id) => Ok(Ok((id, String::new(), None))),
         None => create_machine(shared, &job, attempt).await,
     }
 }
@@ -319,16 +320,16 @@ async fn release(shared: &Supervision, attempt: &Owned, lease: Held) -> Result<(
 /// claim. A confirmation holds for half a lease from when it was asked
 /// (no peer can take the attempt over before the lease it just extended
 /// runs out), so a try the process was paused before sending, past that,
-/// is not sent but confirmed afresh. A failure here ends the attempt as
-/// `boot_failed`. A create that finds the attempt's name taken met the
-/// attempt's own machine (an earlier create whose answer was lost, or one
-/// by a previous owner): that one is adopted, so an attempt never fails
-/// for its own machine. Returns the machine's id and region.
+/// is not sent but confirmed afresh. The client adopts the attempt's own
+/// machine when a create finds its name taken or its answer was lost (an
+/// earlier try, or a previous owner's), so an attempt never fails for its
+/// own machine. A failure here ends the attempt as `boot_failed`.
+/// Returns the machine's id, region and `instance_id` (for `wait`).
 async fn create_machine(
     shared: &Supervision,
     job: &Job,
     attempt: &Owned,
-) -> Result<Result<(String, String), Ending>, Lost> {
+) -> Result<Result<(String, String, Option<String>), Ending>, Lost> {
     /// Confirmations that ran out before their try was sent, in a row.
     const STALE_CONFIRMATIONS: usize = 5;
     let lease = shared.launch.lease;
@@ -370,7 +371,8 @@ async fn create_machine(
                 tracing::warn!(?pause, "test hook: pausing between create and record");
                 tokio::time::sleep(pause).await;
             }
-            Ok((machine.id, machine.region))
+            let instance_id = Some(machine.instance_id).filter(|i| !i.is_empty());
+            Ok((machine.id, machine.region, instance_id))
         }
         // Without the store's word, creating could boot a second machine
         // for an attempt a peer already owns.
@@ -379,18 +381,6 @@ async fn create_machine(
             "could not confirm with the job store that the attempt was still this dispatcher's"
                 .into(),
         )),
-        Err(e) if e.status() == Some(409) => {
-            match find_machine(&shared.machines, &shared.store, job.id, attempt.attempt).await {
-                Some(id) => {
-                    tracing::info!(machine = %id, "the attempt's machine exists already; adopted it");
-                    Ok((id, String::new()))
-                }
-                None => Err(ending(
-                    Outcome::BootFailed,
-                    format!("machine could not be created: {e}"),
-                )),
-            }
-        }
         Err(e) => {
             tracing::warn!(error = %e, "machine could not be created");
             Err(ending(
@@ -489,6 +479,9 @@ struct Watching<'a> {
     terms: &'a Terms,
     attempt: &'a Owned,
     machine_id: &'a str,
+    /// The version `wait` waits on, when the create answer gave it (a
+    /// resumed attempt waits without one).
+    instance_id: Option<&'a str>,
 }
 
 impl Watching<'_> {
@@ -511,9 +504,13 @@ impl Watching<'_> {
             + shared.launch.timeout_grace;
         // Held until the watch ends, with this function.
         let slot = shared.watches.clone().try_acquire_owned().ok();
-        let mut down = slot
-            .is_some()
-            .then(|| Box::pin(wait_until_down(&shared.machines, self.machine_id)));
+        let mut down = slot.is_some().then(|| {
+            Box::pin(wait_until_down(
+                &shared.machines,
+                self.machine_id,
+                self.instance_id,
+            ))
+        });
         let signal = match cancel_requested {
             true => Signal::CancelRequested,
             false => self.first_signal(deadline, events, lease, &mut down).await,
@@ -591,7 +588,9 @@ impl Watching<'_> {
                 let exited = async {
                     match down {
                         Some(down) => down.await,
-                        None => wait_until_down(&shared.machines, machine_id).await,
+                        None => {
+                            wait_until_down(&shared.machines, machine_id, self.instance_id).await
+                        }
                     }
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(30), exited).await;
@@ -606,10 +605,10 @@ impl Watching<'_> {
                 }
                 // A report that raced the cancel or deadline wins: the work is done.
                 if let Ok(Some(_)) = shared.store.report_kind(attempt).await {
-                    stop(&shared.machines, machine_id).await;
+                    stop(&shared.machines, machine_id, self.instance_id).await;
                     return Ok(judge(shared, attempt, machine_id).await);
                 }
-                stop(&shared.machines, machine_id).await;
+                stop(&shared.machines, machine_id, self.instance_id).await;
                 let remains = remains_of(&shared.machines, machine_id).await;
                 let exit_code = remains.exit.map(|e| e.exit_code);
                 let (outcome, error) = match signal {
@@ -646,17 +645,21 @@ async fn until_down(down: &mut Option<Pin<Box<impl Future<Output = ()>>>>) {
 
 /// Reads the runner's report and the machine's exit and names the outcome.
 async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> Ending {
-    let Remains { exit, destroyed } = remains_of(&shared.machines, machine_id).await;
+    let Remains {
+        exit,
+        destroyed,
+        unreadable,
+    } = remains_of(&shared.machines, machine_id).await;
     let exit_code = exit.as_ref().map(|e| e.exit_code);
     let report = with_store_retries(|| shared.store.report_kind(attempt)).await;
     let outcome = match report {
         Ok(Some(ReportKind::Result)) => Outcome::Succeeded,
         Ok(Some(ReportKind::Error)) => Outcome::Error,
         Ok(Some(ReportKind::TimedOut)) => Outcome::TimedOut,
-        Ok(None) | Err(_) => match &exit {
-            Some(e) if e.oom_killed => Outcome::Oom,
-            Some(_) => Outcome::Crashed,
-            None => Outcome::Lost,
+        Ok(None) | Err(_) => match (&exit, &unreadable) {
+            (Some(e), _) if e.oom_killed => Outcome::Oom,
+            (Some(_), _) | (None, Some(_)) => Outcome::Crashed,
+            (None, None) => Outcome::Lost,
         },
     };
     let error = match (outcome, &exit) {
@@ -669,6 +672,11 @@ async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> 
             "the runner exited with code {} without reporting",
             e.exit_code
         )),
+        (Outcome::Crashed, None) => unreadable.map(|detail| {
+            format!(
+                "the runner did not report, and its machine's record could not be read ({detail})"
+            )
+        }),
         (Outcome::Lost, _) => {
             Some("the machine disappeared without an exit event or report".to_string())
         }
@@ -684,10 +692,10 @@ async fn judge(shared: &Supervision, attempt: &AttemptRef, machine_id: &str) -> 
 
 /// Resolves when the machine is stopped, destroyed, failed or gone. Waits
 /// are long-polls capped at 60 s by the API, so this loops.
-async fn wait_until_down(machines: &MachinesClient, id: &str) {
+async fn wait_until_down(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
     loop {
         match machines
-            .wait(id, &["stopped", "destroyed", "failed"], 60)
+            .wait(id, instance_id, &["stopped", "destroyed", "failed"], 60)
             .await
         {
             Ok(WaitOutcome::Reached(_)) | Ok(WaitOutcome::Gone) => return,
@@ -716,6 +724,10 @@ struct Remains {
     exit: Option<machines::ExitEvent>,
     /// Whether it is destroyed already (`auto_destroy` after the exit).
     destroyed: bool,
+    /// The API answered with a machine lacking what a judgement needs
+    /// (`MachinesError::Decode`): the machine did not vanish, so the
+    /// attempt must not be called `lost`.
+    unreadable: Option<String>,
 }
 
 async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
@@ -723,12 +735,19 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
         Ok(machine) => Remains {
             exit: machine.last_exit().cloned(),
             destroyed: machine.state == MachineState::Destroyed,
+            unreadable: None,
         },
         Err(e) => {
-            tracing::debug!(machine = id, error = %e, "no exit event");
+            let unreadable = matches!(e, machines::MachinesError::Decode { .. });
+            if unreadable {
+                tracing::error!(machine = id, error = %e, "the Machines API's answer lacks what judging the attempt needs");
+            } else {
+                tracing::debug!(machine = id, error = %e, "no exit event");
+            }
             Remains {
                 exit: None,
                 destroyed: false,
+                unreadable: unreadable.then(|| e.to_string()),
             }
         }
     }
@@ -736,7 +755,7 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
 
 /// Asks the machine to stop (SIGTERM, then SIGKILL after 5 s) and waits
 /// for it to be down, so its exit is recorded before destruction.
-async fn stop(machines: &MachinesClient, id: &str) {
+async fn stop(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
     let request = StopRequest {
         signal: Some("SIGTERM".into()),
         timeout: Some(GoDuration(Duration::from_secs(5))),
@@ -745,7 +764,11 @@ async fn stop(machines: &MachinesClient, id: &str) {
         tracing::debug!(machine = id, error = %e, "stop failed; destroying with force");
         return;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(15), wait_until_down(machines, id)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(15),
+        wait_until_down(machines, id, instance_id),
+    )
+    .await;
 }
 
 /// Destroys the machine, retrying until the API confirms it is gone: no

@@ -11,7 +11,8 @@
 //!   sweep, so it lists summaries, which carry no config: the attempt is
 //!   read from the machine's name (`job-{id}-{attempt}`). The slots are
 //!   checked a batch at a time in one store command, not one round trip
-//!   per machine.
+//!   per machine. Fly's spec does not promise `name` or `created_at` in a
+//!   summary; a machine whose summary lacks one is read in full (`GET`).
 //! - Old records: finished jobs past their retention are removed with
 //!   their index entries.
 //!
@@ -57,13 +58,14 @@ pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usi
         ],
         ..ListFilter::default()
     };
-    let machines = match shared.machines.list_summaries(&filter).await {
+    let mut machines = match shared.machines.list_summaries(&filter).await {
         Ok(machines) => machines,
         Err(e) => {
             tracing::warn!(error = %e, "sweeper could not list machines");
             return 0;
         }
     };
+    complete_summaries(shared, &mut machines).await;
     let candidates: Vec<(&MachineSummary, (JobId, u32))> = machines
         .iter()
         .filter(|m| m.state != MachineState::Destroyed && older_than(m, upkeep.orphan_grace))
@@ -92,6 +94,26 @@ pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usi
         }
     }
     destroyed
+}
+
+/// Fills in `name` and `created_at` of the live machines whose summary
+/// left one out, from a full `GET`. A machine that cannot be read stays as
+/// it is (and is not swept: its age is unknown).
+async fn complete_summaries(shared: &Supervision, machines: &mut [MachineSummary]) {
+    let incomplete = machines.iter_mut().filter(|m| {
+        m.state != MachineState::Destroyed && (m.name.is_empty() || m.created_at.is_empty())
+    });
+    for summary in incomplete {
+        match shared.machines.get(&summary.id).await {
+            Ok(machine) => {
+                summary.name = machine.name;
+                summary.created_at = machine.created_at;
+            }
+            Err(e) => {
+                tracing::debug!(machine = %summary.id, error = %e, "could not read a machine the summary left incomplete")
+            }
+        }
+    }
 }
 
 async fn purge_old_jobs(shared: &Supervision, upkeep: &UpkeepSettings) {

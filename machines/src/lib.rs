@@ -7,8 +7,10 @@
 //!   leases, errors), written after Fly's published OpenAPI description and
 //!   the facts collected in `shared/fly-machines-api.md`.
 //! - [`client`]: [`MachinesClient`], a small `reqwest` client that retries
-//!   429, 5xx and connection errors with backoff (honouring `Retry-After`),
-//!   never retries other 4xx, and puts a timeout on every call.
+//!   429, 5xx and connection errors with backoff (honouring `Retry-After`)
+//!   where a call may be repeated, never sends a create twice blindly (it
+//!   adopts the machine of a lost answer or a taken name instead), never
+//!   retries other 4xx, and puts a timeout on every call.
 //! - [`metrics`]: what the client counts (calls by endpoint and status,
 //!   retries and their waits).
 

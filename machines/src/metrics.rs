@@ -7,6 +7,7 @@
 //! | `machines_api_requests_total` | `method`, `endpoint`, `status` | every HTTP exchange, retries included; `status` is the code, or `error` when no answer came |
 //! | `machines_api_retries_total` | `method`, `endpoint`, `reason` | tries repeated after `rate_limited` (429), `server_error` (5xx) or `unreachable` |
 //! | `machines_api_retry_wait_seconds` | `method`, `endpoint`, `reason` | histogram of the time slept before each retry (for `rate_limited`: the rate-limit waits) |
+//! | `machines_api_creates_adopted_total` | `after` | creates settled by adopting the machine an earlier try made, after a `conflict` (409, name taken) or an `ambiguous` failure (5xx, lost answer) |
 //!
 //! `endpoint` is the route template (`/v1/apps/{app}/machines/{id}/wait`),
 //! never a real id.
@@ -20,6 +21,7 @@ use crate::MachinesError;
 pub const REQUESTS: &str = "machines_api_requests_total";
 pub const RETRIES: &str = "machines_api_retries_total";
 pub const RETRY_WAIT: &str = "machines_api_retry_wait_seconds";
+pub const ADOPTED: &str = "machines_api_creates_adopted_total";
 
 /// Gives the metrics their help texts; call once after installing a
 /// recorder.
@@ -36,6 +38,10 @@ pub fn describe() {
         RETRY_WAIT,
         metrics::Unit::Seconds,
         "Time slept before each Machines API retry (rate_limited: rate-limit waits)"
+    );
+    metrics::describe_counter!(
+        ADOPTED,
+        "Machine creates settled by adopting the machine an earlier try made, by what failed (conflict, ambiguous)"
     );
 }
 
@@ -64,4 +70,10 @@ pub(crate) fn record_retry(
     ];
     metrics::counter!(RETRIES, &labels).increment(1);
     metrics::histogram!(RETRY_WAIT, &labels).record(delay.as_secs_f64());
+}
+
+/// A create settled by adopting an existing machine; `after` is
+/// `conflict` (409) or `ambiguous` (5xx, lost answer).
+pub(crate) fn record_adopted(after: &'static str) {
+    metrics::counter!(ADOPTED, "after" => after).increment(1);
 }

@@ -4,6 +4,14 @@
 //! description (`shared/spec/openapi.yaml` plus the newer fields listed in
 //! `shared/fly-machines-api.md`). Unknown fields of a machine config are kept
 //! in `extra` so that a config echoed back by the server loses nothing.
+//!
+//! Decoding is lenient where Fly's own examples and Go's `omitempty` (the
+//! tag fly-go carries) differ from the strict shape: a missing field reads
+//! as zero or empty (`exit_code` omitted when it is 0), `null` reads as
+//! empty (`"env": null`, `"metadata": null`, `"events": null`), an empty
+//! restart policy reads as Fly's default. Only what a decision cannot do
+//! without stays required: a machine's `id` and `state`; a body without
+//! them fails loudly (`MachinesError::Decode`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,8 +47,15 @@ pub struct CreateMachineRequest {
 /// The machine's configuration. `image` is the only required field.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct MachineConfig {
+    /// Required on create (the API refuses a config without it); read
+    /// leniently so an echoed config never fails a whole machine.
+    #[serde(default)]
     pub image: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<Guest>,
@@ -51,7 +66,11 @@ pub struct MachineConfig {
     pub restart: Option<Restart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub metadata: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_config: Option<StopConfig>,
@@ -101,6 +120,7 @@ impl Guest {
 /// `restart.policy`: what the platform does when the main process exits.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Restart {
+    #[serde(default)]
     pub policy: RestartPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
@@ -112,8 +132,9 @@ pub enum RestartPolicy {
     /// Never restart: the machine rests in `stopped` after its process exits.
     No,
     Always,
-    /// Fly's default when no policy is given.
+    /// Fly's default when no policy is given (`""` in Fly's examples).
     #[default]
+    #[serde(alias = "")]
     OnFailure,
 }
 
@@ -158,11 +179,11 @@ pub struct Machine {
     pub created_at: String,
     #[serde(default)]
     pub updated_at: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub config: MachineConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ref: Option<ImageRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub events: Vec<MachineEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_status: Option<String>,
@@ -171,7 +192,8 @@ pub struct Machine {
 }
 
 /// A machine as a `summary=true` list gives it: no config, events or
-/// checks. What the sweeper needs of thousands of machines.
+/// checks. What the sweeper needs of thousands of machines. The spec does
+/// not promise `name` or `created_at` here; empty means "not given".
 #[derive(Clone, Debug, Deserialize)]
 pub struct MachineSummary {
     pub id: String,
@@ -195,11 +217,15 @@ impl Machine {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageRef {
-    pub registry: String,
-    pub repository: String,
-    pub tag: String,
-    pub digest: String,
     #[serde(default)]
+    pub registry: String,
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default)]
+    pub tag: String,
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -274,12 +300,14 @@ impl fmt::Display for MachineState {
 pub struct MachineEvent {
     #[serde(default)]
     pub id: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
+    #[serde(default)]
     pub status: String,
     #[serde(default)]
     pub source: String,
     /// Milliseconds since the Unix epoch.
+    #[serde(default)]
     pub timestamp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<EventRequest>,
@@ -322,6 +350,8 @@ pub struct MonitorEvent {
 /// How the main process ended.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExitEvent {
+    /// Omitted by Go's `omitempty` when it is 0.
+    #[serde(default)]
     pub exit_code: i32,
     #[serde(default)]
     pub guest_exit_code: i32,
@@ -348,6 +378,7 @@ pub struct ExitEvent {
 /// `GET .../wait` success body.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WaitResponse {
+    #[serde(default)]
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -360,15 +391,21 @@ pub struct WaitResponse {
 /// `POST .../stop` body.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StopRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "signal_name",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub signal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,
 }
 
-/// `POST .../signal` body.
+/// `POST .../signal` body. The signal is a name (`"SIGKILL"`) or, as
+/// `fly machine kill` sends it, a number (`9`); read as text either way.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SignalRequest {
+    #[serde(deserialize_with = "required_signal_name")]
     pub signal: String,
 }
 
@@ -502,6 +539,41 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A JSON value where `null` (what Go writes for a nil slice, map or
+/// pointer) reads as the empty value.
+#[derive(Debug, Default)]
+pub(crate) struct NullAsEmpty<T>(pub T);
+
+impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for NullAsEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(Option::<T>::deserialize(d)?.unwrap_or_default()))
+    }
+}
+
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    NullAsEmpty::deserialize(d).map(|n| n.0)
+}
+
+/// A signal as a name or a number, as text (`"SIGTERM"`, `"9"`).
+fn signal_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Name(String),
+        Number(i64),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Name(name) => name,
+        Raw::Number(n) => n.to_string(),
+    }))
+}
+
+fn required_signal_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    signal_name(d)?.ok_or_else(|| serde::de::Error::custom("signal must not be null"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +614,50 @@ mod tests {
         .unwrap();
         assert_eq!(m.state, MachineState::Unknown);
         assert!(m.config.extra.contains_key("dns"));
+    }
+
+    #[test]
+    fn go_omitempty_and_null_read_as_empty() {
+        let m: Machine = serde_json::from_value(serde_json::json!({
+            "id": "1857156b526dd8", "state": "stopped",
+            "config": {"image": "x", "env": null, "metadata": null, "restart": {"policy": ""}},
+            "image_ref": {"registry": "r", "labels": null},
+            "events": [{"type": "exit", "timestamp": 1,
+                        "request": {"exit_event": {"oom_killed": false}}}]
+        }))
+        .unwrap();
+        assert!(m.config.env.is_empty() && m.config.metadata.is_empty());
+        assert_eq!(
+            m.config.restart.as_ref().unwrap().policy,
+            RestartPolicy::OnFailure
+        );
+        assert_eq!(
+            m.last_exit().unwrap().exit_code,
+            0,
+            "omitted exit_code is 0"
+        );
+        let m: Machine = serde_json::from_value(serde_json::json!({
+            "id": "1857156b526dd8", "state": "started", "config": null, "events": null
+        }))
+        .unwrap();
+        assert!(m.events.is_empty());
+    }
+
+    #[test]
+    fn a_machine_without_id_or_state_is_refused() {
+        let state_missing = serde_json::json!({"id": "1857156b526dd8"});
+        assert!(serde_json::from_value::<Machine>(state_missing).is_err());
+        assert!(
+            serde_json::from_value::<Machine>(serde_json::json!({"state": "started"})).is_err()
+        );
+    }
+
+    #[test]
+    fn signals_read_as_names_or_numbers() {
+        let kill: SignalRequest = serde_json::from_str(r#"{"signal": 9}"#).unwrap();
+        assert_eq!(kill.signal, "9");
+        let stop: StopRequest = serde_json::from_str(r#"{"signal": "SIGTERM"}"#).unwrap();
+        assert_eq!(stop.signal.as_deref(), Some("SIGTERM"));
     }
 
     #[test]

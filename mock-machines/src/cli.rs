@@ -51,7 +51,8 @@ pub struct Args {
     pub default_command: Option<String>,
 
     /// Turn off Fly's per-action rate limits (1 req/s, burst 3 per machine
-    /// or, for create, per app; reads 5 req/s, burst 10; wait unlimited).
+    /// or, for create and list, per app; Get Machine 5 req/s, burst 10;
+    /// wait counts as an action of its own).
     #[arg(long, env = "MOCK_MACHINES_NO_RATE_LIMITS")]
     pub no_rate_limits: bool,
 
@@ -80,10 +81,25 @@ pub struct Args {
     /// Initial fault settings as JSON, e.g. '{"crash_rate":0.1}'; the same
     /// fields POST /_mock/faults accepts (create_error_rate,
     /// create_error_status, capacity_error_rate, never_boot_rate,
-    /// crash_rate, oom_rate, drop_connection_rate, slow_response_ms,
+    /// crash_rate, oom_rate, drop_connection_rate, drop_answer_rate,
+    /// drop_next_create_answers, lean_summaries, go_omitempty,
+    /// stateless_gets,
+    /// slow_response_ms,
     /// fail_next_creates, fail_status).
     #[arg(long, env = "MOCK_MACHINES_FAULTS", value_name = "JSON")]
     pub faults: Option<String>,
+
+    /// An app secret (`fly secrets set`), as NAME=VALUE. Repeatable.
+    /// Machines created without `skip_secrets` get it in their
+    /// environment, as on Fly.
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_secret)]
+    pub secrets: Vec<(String, String)>,
+
+    /// Inject --secret values even into machines created with
+    /// `skip_secrets: true` (Fly does not document what the flag does;
+    /// this tests that job code stays clean if it does nothing).
+    #[arg(long, env = "MOCK_MACHINES_IGNORE_SKIP_SECRETS")]
+    pub ignore_skip_secrets: bool,
 
     /// Do not make the mock a child subreaper (orphans of machine
     /// processes are then reaped by PID 1 instead of the mock).
@@ -112,6 +128,8 @@ impl Args {
         Ok(MockConfig {
             token: self.token.clone(),
             images: self.images.iter().cloned().collect::<BTreeMap<_, _>>(),
+            app_secrets: self.secrets.iter().cloned().collect(),
+            honour_skip_secrets: !self.ignore_skip_secrets,
             default_command: self.default_command.as_deref().map(split_command),
             region: self.region.clone(),
             rate_limits: !self.no_rate_limits,
@@ -126,6 +144,13 @@ impl Args {
             boot: crate::config::Boot::Process,
             reap_orphans: !self.no_reap_orphans,
         })
+    }
+}
+
+fn parse_secret(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
     }
 }
 

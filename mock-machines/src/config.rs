@@ -23,6 +23,15 @@ pub struct MockConfig {
     pub token: String,
     /// Image ref → local command, for machines without `init.exec`.
     pub images: BTreeMap<String, Vec<String>>,
+    /// The app's secrets (`fly secrets set`): Fly puts them in the
+    /// environment of machines created through the API ("Machines inherit
+    /// secrets from the app", DOCS `machines/api/apps-resource`), unless
+    /// the create says `skip_secrets: true`. Empty by default.
+    pub app_secrets: BTreeMap<String, String>,
+    /// Whether `skip_secrets: true` keeps `app_secrets` out. What Fly does
+    /// with the flag is undocumented; `false` plays a platform that ignores
+    /// it, to prove job code stays clean anyway.
+    pub honour_skip_secrets: bool,
     /// Command for images not in `images` when the config names none.
     pub default_command: Option<Vec<String>>,
     /// Region of machines created without one, e.g. `lcl`.
@@ -53,6 +62,8 @@ impl Default for MockConfig {
         Self {
             token: "mock-token".to_string(),
             images: BTreeMap::new(),
+            app_secrets: BTreeMap::new(),
+            honour_skip_secrets: true,
             default_command: None,
             region: "lcl".to_string(),
             rate_limits: true,

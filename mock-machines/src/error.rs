@@ -12,7 +12,9 @@ use machines::ErrorResponse;
 pub enum ApiError {
     #[error("Authenticate: token validation error")]
     Unauthorized,
-    #[error("not_found: {0}")]
+    /// flyctl matches on the text (`machine not found`, `lease not found`),
+    /// so these carry no code prefix.
+    #[error("{0}")]
     NotFound(String),
     /// Malformed query or body (400).
     #[error("invalid_argument: {0}")]
@@ -22,6 +24,9 @@ pub enum ApiError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// A known path with a method it does not serve (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("failed_precondition: {0}")]
     Precondition(String),
     /// `wait` gave up (408).
@@ -47,6 +52,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Precondition(_) | Self::InsufficientCapacity => StatusCode::PRECONDITION_FAILED,
             Self::WaitTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -54,9 +60,15 @@ impl ApiError {
         }
     }
 
-    /// The machine `id` does not exist in `app`.
-    pub fn machine_not_found(id: &str) -> Self {
-        Self::NotFound(format!("machine {id} not found"))
+    /// The machine does not exist in the app. The id is left out: the
+    /// text is what flyctl matches on.
+    pub fn machine_not_found() -> Self {
+        Self::NotFound("machine not found".to_string())
+    }
+
+    /// The machine holds no lease.
+    pub fn lease_not_found() -> Self {
+        Self::NotFound("lease not found".to_string())
     }
 }
 

@@ -34,8 +34,26 @@ pub struct FaultSettings {
     pub crash_rate: f64,
     /// Like `crash_rate`, but the exit event says `oom_killed: true`.
     pub oom_rate: f64,
-    /// Probability that a request's connection is closed without an answer.
+    /// Probability that a request's connection is closed before the
+    /// request is handled (nothing happened).
     pub drop_connection_rate: f64,
+    /// Probability that a request is handled and then its connection is
+    /// closed without the answer: a create made a machine the client never
+    /// hears of, the ambiguous failure a client must survive.
+    pub drop_answer_rate: f64,
+    /// The next N creates make their machine, then the connection is
+    /// closed without the answer (a deterministic `drop_answer_rate`).
+    pub drop_next_create_answers: u32,
+    /// `summary=true` lists leave out `name` and `created_at`: Fly's spec
+    /// does not promise them there.
+    pub lean_summaries: bool,
+    /// Machine bodies are written as Go's `omitempty` writes them: an exit
+    /// code of 0 is left out, an empty `env` or `metadata` is `null` (as in
+    /// Fly's docs examples).
+    pub go_omitempty: bool,
+    /// `GET .../{id}` answers lack `state`: a machine a client cannot
+    /// judge, which it must report, not guess at.
+    pub stateless_gets: bool,
     /// Extra delay added to every API answer.
     pub slow_response_ms: u64,
     /// The next N creates fail with `fail_status`, then creates work again.
@@ -53,6 +71,11 @@ impl Default for FaultSettings {
             crash_rate: 0.0,
             oom_rate: 0.0,
             drop_connection_rate: 0.0,
+            drop_answer_rate: 0.0,
+            drop_next_create_answers: 0,
+            lean_summaries: false,
+            go_omitempty: false,
+            stateless_gets: false,
             slow_response_ms: 0,
             fail_next_creates: 0,
             fail_status: 503,
@@ -91,6 +114,7 @@ impl FaultSettings {
             ("crash_rate", self.crash_rate),
             ("oom_rate", self.oom_rate),
             ("drop_connection_rate", self.drop_connection_rate),
+            ("drop_answer_rate", self.drop_answer_rate),
         ];
         if let Some((name, _)) = rates.iter().find(|(_, r)| !(0.0..=1.0).contains(r)) {
             return Err(FaultSettingsError::Rate(name));
@@ -189,13 +213,36 @@ impl Faults {
         fault
     }
 
-    /// Whether to close this request's connection without answering.
+    /// Whether to close this request's connection without handling it.
     pub fn drop_connection(&self) -> bool {
-        let drop = chance(self.lock().drop_connection_rate);
-        if drop {
+        self.draw(|s| s.drop_connection_rate)
+    }
+
+    /// Whether this create's answer is to be dropped
+    /// (`drop_next_create_answers`, counting down).
+    pub fn drop_create_answer(&self) -> bool {
+        let mut settings = self.lock();
+        if settings.drop_next_create_answers == 0 {
+            return false;
+        }
+        settings.drop_next_create_answers -= 1;
+        drop(settings);
+        self.count();
+        true
+    }
+
+    /// Whether to close this handled request's connection unanswered.
+    pub fn drop_answer(&self) -> bool {
+        self.draw(|s| s.drop_answer_rate)
+    }
+
+    /// Draws the fault whose rate `rate` picks, counting it if it happens.
+    fn draw(&self, rate: impl Fn(&FaultSettings) -> f64) -> bool {
+        let happens = chance(rate(&self.lock()));
+        if happens {
             self.count();
         }
-        drop
+        happens
     }
 
     /// Extra delay before answering.

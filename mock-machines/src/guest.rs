@@ -72,6 +72,14 @@ impl GuestControl {
         }
     }
 
+    /// The process group of a process guest; `None` for a virtual one.
+    pub fn process_group(&self) -> Option<i32> {
+        match &self.target {
+            Target::Process { pgid } => Some(*pgid),
+            Target::Virtual { .. } => None,
+        }
+    }
+
     /// Kills the guest and records the kill as out-of-memory.
     pub fn kill_for_memory(&self) {
         self.oom.store(true, Ordering::SeqCst);

@@ -58,11 +58,17 @@ pub fn memory_mb(machine: &Machine) -> u32 {
         .map_or(DEFAULT_MEMORY_MB, |g| g.memory_mb)
 }
 
-/// `config.env` plus the variables Fly injects into every machine. The
-/// parent's own environment (PATH, ...) is inherited on top of this by the
-/// process launcher.
-pub fn environment(app: &str, machine: &Machine) -> BTreeMap<String, String> {
-    let mut env = machine.config.env.clone();
+/// The machine's app `secrets`, then `config.env` (which wins over a
+/// secret of the same name: Fly does not document the order), then the
+/// variables Fly injects into every machine. The parent's own environment
+/// (PATH, ...) is inherited on top of this by the process launcher.
+pub fn environment(
+    app: &str,
+    machine: &Machine,
+    secrets: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = secrets.clone();
+    env.extend(machine.config.env.clone());
     let fly = [
         ("FLY_APP_NAME", app.to_string()),
         ("FLY_MACHINE_ID", machine.id.clone()),
@@ -135,13 +141,19 @@ mod tests {
 
     #[test]
     fn environment_has_fly_variables() {
+        let secrets = BTreeMap::from([
+            ("A".to_string(), "secret".to_string()),
+            ("S".to_string(), "s".to_string()),
+        ]);
         let env = environment(
             "app",
             &machine(
                 serde_json::json!({"image":"img","env":{"A":"1"},"metadata":{"fly_process_group":"worker"}}),
             ),
+            &secrets,
         );
-        assert_eq!(env["A"], "1");
+        assert_eq!(env["A"], "1", "config.env wins over a secret");
+        assert_eq!(env["S"], "s");
         assert_eq!(env["FLY_APP_NAME"], "app");
         assert_eq!(env["FLY_ALLOC_ID"], "0123456789abcd");
         assert_eq!(env["FLY_PROCESS_GROUP"], "worker");

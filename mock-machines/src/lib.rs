@@ -47,13 +47,39 @@
 //!
 //! # Where the published facts are uncertain
 //!
-//! The mock picks one behaviour and documents it where it is implemented:
-//! 412 for deleting a running machine without `force`/`kill` and for
-//! starting a machine that is not stopped; 409 for calls blocked by
-//! someone else's lease; 412 with `status: insufficient_capacity` for
-//! capacity errors; 404 for a `wait` on a destroyed machine that can no
-//! longer reach the wanted state; `settled` = started, stopped, suspended,
-//! failed or destroyed.
+//! The mock picks one behaviour, documents it where it is implemented, and
+//! lists it here with its source (keys as in `shared/fly-machines-api.md`):
+//!
+//! - **Status codes**: 412 for deleting a running machine without
+//!   `force`/`kill` and for starting a machine that is not stopped; 409 for
+//!   calls blocked by someone else's lease and for a taken machine name
+//!   (DISTILLED `machinesCreate.patch`); 412 with `status:
+//!   insufficient_capacity` for capacity errors (DOCS MR, FLYGO
+//!   `flaps_error.go`); 404 for a `wait` on a destroyed machine that can no
+//!   longer reach the wanted state; `settled` = started, stopped,
+//!   suspended, failed or destroyed.
+//! - **Rate limits** (`ratelimit`): Get Machine 5/s burst 10, every other
+//!   action 1/s burst 3, per machine or, for create and list, per app (DOCS
+//!   WWMA, superfly/docs #1630, #1966). Whether `wait` is limited is
+//!   unverified: it is, as an action of its own. Reads other than Get
+//!   Machine get the "every action" limit, the stricter reading.
+//! - **404 texts**: `machine not found` and `lease not found`, no code
+//!   prefix: flyctl matches on these words. Unknown routes answer a JSON
+//!   404 (`{"error": "not found: ..."}`) and a wrong method a JSON 405, so
+//!   no answer has an empty error body.
+//! - **Signals**: by name (`"SIGKILL"`, `"KILL"`) or number, as a string or
+//!   an integer (`{"signal": 9}` is what fly-go's `Kill` sends, though
+//!   the spec's `SignalRequest` lists names only).
+//! - **`wait`** accepts `instance_id` or `version` (FLYGO sends `version`,
+//!   the docs `instance_id`) and never requires it, as flyctl's `machine
+//!   stop` waits without one; a wrong one is a 412.
+//! - **App secrets** ([`MockConfig::app_secrets`]): injected into machines
+//!   created without `skip_secrets` ("Machines inherit secrets from the
+//!   app", DOCS `apps-resource`); `config.env` wins over a secret of the
+//!   same name (order undocumented). What Fly does with `skip_secrets` is
+//!   undocumented; [`MockConfig::honour_skip_secrets`] can ignore it.
+//! - **`GET .../ps`** answers the spec's `ProcessStat` list; `rss` is in
+//!   bytes, `cpu`/`rtime`/`stime` are 0 (not sampled).
 //!
 //! [Fly.io Machines API]: https://fly.io/docs/machines/api/
 

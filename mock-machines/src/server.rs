@@ -21,7 +21,7 @@ use crate::config::MockConfig;
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::process;
-use crate::ratelimit::{ActionKind, RateLimiter};
+use crate::ratelimit::RateLimiter;
 use crate::routes;
 use crate::state::MachineEntry;
 use crate::stats::{Counters, Stats};
@@ -73,17 +73,12 @@ impl Shared {
         f: impl FnOnce(&mut MachineEntry) -> Result<R, ApiError>,
     ) -> Result<R, ApiError> {
         self.with_machine(app, id, f)
-            .unwrap_or_else(|| Err(ApiError::machine_not_found(id)))
+            .unwrap_or_else(|| Err(ApiError::machine_not_found()))
     }
 
     /// Takes a rate-limit token, counting refusals.
-    pub fn rate_limit(
-        &self,
-        action: &'static str,
-        kind: ActionKind,
-        key: &str,
-    ) -> Result<(), ApiError> {
-        self.limiter.check(action, kind, key).inspect_err(|_| {
+    pub fn rate_limit(&self, action: &'static str, key: &str) -> Result<(), ApiError> {
+        self.limiter.check(action, key).inspect_err(|_| {
             self.counters.rate_limited();
         })
     }
@@ -220,6 +215,11 @@ async fn accept_loop(
     // Dropping the JoinSet aborts every open connection.
 }
 
+/// Marks a response that a handler has decided (by fault injection) must
+/// never reach the client: the work is done, the answer is lost.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DropAnswer;
+
 /// The error that makes hyper close a connection without answering.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by fault injection")]
@@ -239,6 +239,10 @@ async fn serve_connection(stream: TcpStream, router: Router, shared: Arc<Shared>
                 .oneshot(request.map(axum::body::Body::new))
                 .await
                 .unwrap_or_else(|never| match never {});
+            let marked = response.extensions().get::<DropAnswer>().is_some();
+            if marked || (!controls && shared.faults.drop_answer()) {
+                return Err(DroppedConnection);
+            }
             Ok(response)
         }
     });

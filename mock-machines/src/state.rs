@@ -8,7 +8,7 @@
 //! current state, so a passing state (`stopped` on the way to `destroyed`)
 //! is never missed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use machines::{EventRequest, Lease, Machine, MachineConfig, MachineEvent, MachineState};
@@ -72,6 +72,9 @@ pub struct MachineEntry {
     pub restart_count: u32,
     /// Every config this machine had: `(version, config)`, oldest first.
     pub versions: Vec<(String, MachineConfig)>,
+    /// The app secrets this machine inherited at create (none with
+    /// `skip_secrets`), under `config.env` in its environment.
+    pub secrets: BTreeMap<String, String>,
     log: VecDeque<StateChange>,
     seq: u64,
     changes: watch::Sender<u64>,
@@ -91,6 +94,7 @@ impl MachineEntry {
             generation: 0,
             restart_count: 0,
             versions,
+            secrets: BTreeMap::new(),
             log: VecDeque::new(),
             seq: 0,
             changes: watch::channel(0).0,

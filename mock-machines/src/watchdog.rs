@@ -128,30 +128,40 @@ async fn run(inner: Arc<Inner>, interval: Duration) {
 
 /// Total RSS in bytes of the processes in each of the `groups`.
 fn rss_by_group(groups: &HashMap<i32, u64>) -> HashMap<i32, u64> {
-    // SAFETY: sysconf has no preconditions.
-    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
     let mut usage = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return usage;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((pgrp, rss_pages)) = parse_stat(&stat) {
-            if groups.contains_key(&pgrp) {
-                *usage.entry(pgrp).or_insert(0) += rss_pages * page_size;
-            }
-        }
+    for process in processes(|pgrp| groups.contains_key(&pgrp)) {
+        *usage.entry(process.pgrp).or_insert(0) += process.rss_bytes;
     }
     usage
+}
+
+/// One process of the host, as `/proc` shows it.
+pub(crate) struct ProcessSample {
+    pub pid: i32,
+    pub pgrp: i32,
+    pub rss_bytes: u64,
+}
+
+/// The host's processes whose process group `in_group` accepts.
+pub(crate) fn processes(in_group: impl Fn(i32) -> bool) -> Vec<ProcessSample> {
+    // SAFETY: sysconf has no preconditions.
+    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (pgrp, rss_pages) = parse_stat(&stat)?;
+            in_group(pgrp).then_some(ProcessSample {
+                pid,
+                pgrp,
+                rss_bytes: rss_pages * page_size,
+            })
+        })
+        .collect()
 }
 
 /// `(process group, rss in pages)` from the text of `/proc/<pid>/stat`.

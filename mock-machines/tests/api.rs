@@ -126,7 +126,7 @@ async fn the_project_client_drives_the_mock() {
     let machine = client.create(&request).await.unwrap();
     assert_eq!(machine.state, MachineState::Created);
     let outcome = client
-        .wait(&machine.id, &["stopped", "destroyed"], 30)
+        .wait(&machine.id, None, &["stopped", "destroyed"], 30)
         .await
         .unwrap();
     assert!(
@@ -142,7 +142,10 @@ async fn the_project_client_drives_the_mock() {
     // Gone is fine for the client.
     client.destroy(&machine.id, false).await.unwrap();
     assert_eq!(
-        client.wait(&machine.id, &["started"], 1).await.unwrap(),
+        client
+            .wait(&machine.id, None, &["started"], 1)
+            .await
+            .unwrap(),
         WaitOutcome::Gone
     );
     assert!(client.list(&Default::default()).await.unwrap().is_empty());
@@ -625,7 +628,9 @@ async fn create_validates_its_body() {
     let (status, body) = mock
         .call(Method::POST, path, Some(json!({"config": {}})))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A missing image reads as empty (the config type is lenient), then
+    // fails validation like an empty one.
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"].as_str().unwrap().contains("image"));
     let (status, _) = mock
         .call(Method::POST, path, Some(json!({"config": {"image": ""}})))

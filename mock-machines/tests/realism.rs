@@ -95,12 +95,15 @@ async fn rate_limits_answer_429_with_retry_after() {
     let (passed, elapsed, _) = count_until_limited(&mock, Method::GET, &get, None).await;
     assert_burst(passed, elapsed, 10, 5.0);
     assert_eq!(mock.get("limited", &ids[1]).await["id"], ids[1].as_str());
-    // Wait is not limited.
-    for _ in 0..20 {
-        let (status, body) = mock.wait("waits", &done, "state=stopped&timeout=30").await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    assert!(mock.server.stats().rate_limited >= 2);
+    // Every other action, wait and list included: 1/s, burst 3.
+    mock.wait_for("waits", &done, "stopped").await;
+    let wait = format!("/v1/apps/waits/machines/{done}/wait?state=stopped&timeout=30");
+    let (passed, elapsed, _) = count_until_limited(&mock, Method::GET, &wait, None).await;
+    assert_burst(passed, elapsed, 2, 1.0);
+    let list = "/v1/apps/waits/machines";
+    let (passed, elapsed, _) = count_until_limited(&mock, Method::GET, list, None).await;
+    assert_burst(passed, elapsed, 3, 1.0);
+    assert!(mock.server.stats().rate_limited >= 4);
 }
 
 #[tokio::test]

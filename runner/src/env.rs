@@ -35,6 +35,34 @@ pub(crate) const RUNNER_ONLY: [&str; 4] = [
     "JOB_HEARTBEAT_MS",
 ];
 
+/// The dispatcher's secrets (its own settings, and what it sends as
+/// `--token`). Fly puts an app's secrets in every machine created through
+/// the API unless the create says `skip_secrets`, whose effect Fly does not
+/// document; job machines share the dispatcher's app. The runner needs none
+/// of these (its store URL comes as `JOBS_STORE_URL`), so it removes them
+/// from its environment before anything runs: neither handlers nor
+/// commands can read them. Keep in step with the dispatcher's
+/// `hide_env_values` flags (a test in `tests/fly_fidelity.rs` checks).
+pub const DISPATCHER_SECRETS: [&str; 6] = [
+    "FLY_API_TOKEN",
+    "DISPATCHER_API_TOKENS",
+    "DISPATCHER_TOKEN",
+    "CALLBACK_SECRET",
+    "VALKEY_URL",
+    "RUNNER_VALKEY_URL",
+];
+
+/// Removes [`DISPATCHER_SECRETS`] from the process environment and returns
+/// the names that were present (never the values). Call before any other
+/// thread exists: changing the environment races with threads reading it.
+pub(crate) fn remove_dispatcher_secrets() -> Vec<&'static str> {
+    DISPATCHER_SECRETS
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .inspect(|name| std::env::remove_var(name))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("incomplete environment: {0}")]
 pub struct EnvError(String);

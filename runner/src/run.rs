@@ -117,7 +117,15 @@ impl Runner {
     /// the handler to stop ([`StopReason::Shutdown`]).
     pub fn main(self) -> ! {
         keep_secrets_from_peers();
+        // Single-threaded still: the only safe moment to change the env.
+        let removed = crate::env::remove_dispatcher_secrets();
         init_logging();
+        if !removed.is_empty() {
+            tracing::warn!(
+                names = ?removed,
+                "the machine was given the dispatcher's secrets; removed them from the environment so job code cannot read them"
+            );
+        }
         let (runner, env) = match self.configure() {
             Ok(configured) => configured,
             Err(error) => {

@@ -33,6 +33,8 @@ pub struct Options {
     pub body_limit: usize,
     /// More `dispatcher` flags, e.g. `--timeout-grace-secs=1`.
     pub extra_args: Vec<String>,
+    /// Changes to the mock's configuration (app secrets, ...).
+    pub mock: fn(&mut MockConfig),
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             api_tokens: Vec::new(),
             body_limit: 1 << 20,
             extra_args: Vec::new(),
+            mock: |_| {},
         }
     }
 }
@@ -72,7 +75,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     }
     let dir = TempDir::new();
     let valkey = start_valkey(&dir.path.join("valkey"), None).await;
-    let mock = start_mock().await;
+    let mock = start_mock_with(options.mock).await;
 
     let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
     let settings = settings(&options, &valkey.url(), machines_config.clone());
@@ -171,17 +174,17 @@ pub async fn free_port() -> u16 {
 /// The mock Machines API on a free port, rate limits off (tests create
 /// machines faster than Fly's 1/s per app).
 pub async fn start_mock() -> MockServer {
-    start_mock_with_limits(false).await
+    start_mock_with(|_| {}).await
 }
 
-/// The mock Machines API on a free port; `rate_limits` keeps Fly's
-/// published limits (creates queue behind 429s, as on Fly).
-pub async fn start_mock_with_limits(rate_limits: bool) -> MockServer {
-    let config = MockConfig {
+/// [`start_mock`] with `tweak` applied to its configuration.
+pub async fn start_mock_with(tweak: fn(&mut MockConfig)) -> MockServer {
+    let mut config = MockConfig {
         token: FLY_TOKEN.into(),
-        rate_limits,
+        rate_limits: false,
         ..MockConfig::default()
     };
+    tweak(&mut config);
     MockServer::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
         .await
         .unwrap()

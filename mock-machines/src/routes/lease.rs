@@ -16,7 +16,6 @@ use machines::{Lease, LeaseEnvelope, LeaseRequest, OkResponse};
 use super::{lease_nonce, optional_json_body, query_value};
 use crate::error::ApiError;
 use crate::ids;
-use crate::ratelimit::ActionKind;
 use crate::server::Shared;
 use crate::state::MachineEntry;
 
@@ -57,7 +56,7 @@ pub async fn acquire(
     Query(query): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<LeaseEnvelope>), ApiError> {
-    shared.rate_limit("lease", ActionKind::Mutate, &id)?;
+    shared.rate_limit("lease", &id)?;
     let request: LeaseRequest = optional_json_body(&body)?;
     let ttl = match query_value(&query, "ttl") {
         Some(text) => Some(
@@ -94,12 +93,12 @@ pub async fn show(
     State(shared): State<Arc<Shared>>,
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<LeaseEnvelope>, ApiError> {
-    shared.rate_limit("get_lease", ActionKind::Read, &id)?;
+    shared.rate_limit("get_lease", &id)?;
     shared.with_machine_result(&app, &id, |e| {
         e.active_lease()
             .cloned()
             .map(envelope)
-            .ok_or_else(|| ApiError::NotFound(format!("no lease on machine {id}")))
+            .ok_or_else(ApiError::lease_not_found)
     })
 }
 
@@ -109,13 +108,13 @@ pub async fn release(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("release_lease", ActionKind::Mutate, &id)?;
+    shared.rate_limit("release_lease", &id)?;
     let nonce = lease_nonce(&headers).ok_or_else(|| {
         ApiError::BadRequest("releasing a lease needs the fly-machine-lease-nonce header".into())
     })?;
     shared.with_machine_result(&app, &id, |e| {
         if e.active_lease().is_none() {
-            return Err(ApiError::NotFound(format!("no lease on machine {id}")));
+            return Err(ApiError::lease_not_found());
         }
         e.check_lease(Some(nonce))?;
         e.lease = None;

@@ -12,7 +12,6 @@ use machines::{GoDuration, MachineState, OkResponse, SignalRequest, StartRespons
 use super::machines::cannot;
 use super::{json_body, lease_nonce, optional_json_body, query_value};
 use crate::error::ApiError;
-use crate::ratelimit::ActionKind;
 use crate::server::Shared;
 use crate::signals;
 use crate::state::{MachineEntry, StopIntent};
@@ -26,7 +25,7 @@ pub async fn start(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<StartResponse>, ApiError> {
-    shared.rate_limit("start", ActionKind::Mutate, &id)?;
+    shared.rate_limit("start", &id)?;
     shared.with_machine_result(&app, &id, |e| {
         e.check_lease(lease_nonce(&headers))?;
         let previous = e.state();
@@ -52,7 +51,7 @@ pub async fn stop(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("stop", ActionKind::Mutate, &id)?;
+    shared.rate_limit("stop", &id)?;
     let request: StopRequest = optional_json_body(&body)?;
     bring_down(&shared, &app, &id, &headers, StopIntent::Stop, request)
 }
@@ -63,7 +62,7 @@ pub async fn suspend(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("suspend", ActionKind::Mutate, &id)?;
+    shared.rate_limit("suspend", &id)?;
     bring_down(
         &shared,
         &app,
@@ -81,7 +80,7 @@ pub async fn restart(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("restart", ActionKind::Mutate, &id)?;
+    shared.rate_limit("restart", &id)?;
     let timeout = query_value(&query, "timeout")
         .map(parse_timeout)
         .transpose()?
@@ -173,7 +172,7 @@ pub async fn signal(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("signal", ActionKind::Mutate, &id)?;
+    shared.rate_limit("signal", &id)?;
     let request: SignalRequest = json_body(&body)?;
     let signal = signals::parse(&request.signal)?;
     shared.with_machine_result(&app, &id, |e| {
@@ -195,7 +194,7 @@ pub async fn cordon(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("cordon", ActionKind::Mutate, &id)?;
+    shared.rate_limit("cordon", &id)?;
     shared.with_machine_result(&app, &id, |e| {
         e.check_lease(lease_nonce(&headers))?;
         Ok(Json(OkResponse { ok: true }))

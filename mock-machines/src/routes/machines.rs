@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use machines::{
     CreateMachineRequest, ImageRef, Lease, Machine, MachineConfig, MachineEvent, MachineState,
@@ -19,8 +20,7 @@ use super::lease::new_lease;
 use super::{json_body, lease_nonce, query_flag, query_value};
 use crate::error::ApiError;
 use crate::ids;
-use crate::ratelimit::ActionKind;
-use crate::server::Shared;
+use crate::server::{DropAnswer, Shared};
 use crate::signals;
 use crate::state::{now_rfc3339, MachineEntry, StopIntent};
 use crate::supervisor;
@@ -33,9 +33,9 @@ pub async fn list(
     Path(app): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    shared.rate_limit("list", ActionKind::Read, &app)?;
+    shared.rate_limit("list", &app)?;
+    let shape = Shape::of(&shared, query_flag(&query, "summary")?);
     let include_deleted = query_flag(&query, "include_deleted")?;
-    let summary = query_flag(&query, "summary")?;
     let region = query_value(&query, "region");
     let states: Vec<&str> = query
         .iter()
@@ -62,21 +62,69 @@ pub async fn list(
             .filter(|m| matches(m))
             .collect();
         found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        found
-            .into_iter()
-            .map(|m| machine_json(m, summary))
-            .collect()
+        found.into_iter().map(|m| shape.write(m)).collect()
     });
     Ok(Json(machines))
 }
 
-fn machine_json(machine: &Machine, summary: bool) -> Value {
-    let mut value = serde_json::to_value(machine).unwrap_or(Value::Null);
-    if let (true, Some(object)) = (summary, value.as_object_mut()) {
-        object.remove("config");
-        object.remove("events");
+/// How a machine body is written: whole or as a summary, and in the
+/// shapes the fault settings ask for (`lean_summaries`, `go_omitempty`,
+/// `stateless_gets`).
+struct Shape {
+    summary: bool,
+    lean: bool,
+    go_omitempty: bool,
+    stateless: bool,
+}
+
+impl Shape {
+    fn of(shared: &Shared, summary: bool) -> Self {
+        let faults = shared.faults.settings();
+        Self {
+            summary,
+            lean: faults.lean_summaries,
+            go_omitempty: faults.go_omitempty,
+            stateless: false,
+        }
     }
-    value
+
+    fn write(&self, machine: &Machine) -> Value {
+        let mut value = serde_json::to_value(machine).unwrap_or(Value::Null);
+        let Some(object) = value.as_object_mut() else {
+            return value;
+        };
+        if self.summary {
+            object.remove("config");
+            object.remove("events");
+            if self.lean {
+                object.remove("name");
+                object.remove("created_at");
+            }
+        }
+        if self.stateless {
+            object.remove("state");
+        }
+        if self.go_omitempty {
+            if let Some(config) = object.get_mut("config").and_then(Value::as_object_mut) {
+                for map in ["env", "metadata"] {
+                    config.entry(map).or_insert(Value::Null);
+                }
+            }
+            let exits = object
+                .get_mut("events")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(|event| event.pointer_mut("/request/exit_event"))
+                .filter_map(Value::as_object_mut);
+            for exit in exits {
+                if exit.get("exit_code") == Some(&Value::from(0)) {
+                    exit.remove("exit_code");
+                }
+            }
+        }
+        value
+    }
 }
 
 /// `POST /v1/apps/{app}/machines`: 200 with the machine in `created`; it
@@ -85,8 +133,8 @@ pub async fn create(
     State(shared): State<Arc<Shared>>,
     Path(app): Path<String>,
     body: Bytes,
-) -> Result<Json<Machine>, ApiError> {
-    shared.rate_limit("create", ActionKind::Mutate, &app)?;
+) -> Result<Response, ApiError> {
+    shared.rate_limit("create", &app)?;
     let request: CreateMachineRequest = json_body(&body)?;
     validate_config(&request.config)?;
     shared.faults.check_create()?;
@@ -120,6 +168,9 @@ pub async fn create(
             nonce: None,
         };
         let mut entry = MachineEntry::new(&app, machine, shared.counters.clone());
+        if !(request.skip_secrets && shared.config.honour_skip_secrets) {
+            entry.secrets = shared.config.app_secrets.clone();
+        }
         let lease = request
             .lease_ttl
             .map(|ttl| new_lease(&entry, ttl, String::new()));
@@ -133,7 +184,11 @@ pub async fn create(
         machines.insert(id, entry);
         Ok::<_, ApiError>(answer)
     })?;
-    Ok(Json(machine))
+    let mut response = Json(Shape::of(&shared, false).write(&machine)).into_response();
+    if shared.faults.drop_create_answer() {
+        response.extensions_mut().insert(DropAnswer);
+    }
+    Ok(response)
 }
 
 /// 409 when a machine that is not destroyed already has `name`.
@@ -239,10 +294,14 @@ fn fake_digest(image: &str) -> String {
 pub async fn get(
     State(shared): State<Arc<Shared>>,
     Path((app, id)): Path<(String, String)>,
-) -> Result<Json<Machine>, ApiError> {
-    shared.rate_limit("get", ActionKind::Read, &id)?;
+) -> Result<Json<Value>, ApiError> {
+    shared.rate_limit("get", &id)?;
+    let shape = Shape {
+        stateless: shared.faults.settings().stateless_gets,
+        ..Shape::of(&shared, false)
+    };
     shared
-        .with_machine_result(&app, &id, |e| Ok(e.machine.clone()))
+        .with_machine_result(&app, &id, |e| Ok(shape.write(&e.machine)))
         .map(Json)
 }
 
@@ -254,7 +313,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Machine>, ApiError> {
-    shared.rate_limit("update", ActionKind::Mutate, &id)?;
+    shared.rate_limit("update", &id)?;
     let request: CreateMachineRequest = json_body(&body)?;
     validate_config(&request.config)?;
     shared.with_app(&app, |machines| {
@@ -263,7 +322,7 @@ pub async fn update(
         }
         let entry = machines
             .get_mut(&id)
-            .ok_or_else(|| ApiError::machine_not_found(&id))?;
+            .ok_or_else(ApiError::machine_not_found)?;
         entry.check_lease(lease_nonce(&headers))?;
         if let Some(version) = request.current_version.as_deref() {
             if version != entry.version() {
@@ -323,13 +382,13 @@ pub async fn destroy(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<OkResponse>, ApiError> {
-    shared.rate_limit("destroy", ActionKind::Mutate, &id)?;
+    shared.rate_limit("destroy", &id)?;
     let force = query_flag(&query, "force")? || query_flag(&query, "kill")?;
     let (mut changes, guest_done) = shared.with_machine_result(&app, &id, |e| {
         e.check_lease(lease_nonce(&headers))?;
         let state = e.state();
         match state {
-            MachineState::Destroyed => return Err(ApiError::machine_not_found(&id)),
+            MachineState::Destroyed => return Err(ApiError::machine_not_found()),
             MachineState::Destroying => return Ok((e.subscribe(), None)),
             _ => {}
         }
@@ -391,7 +450,7 @@ pub async fn events(
     Path((app, id)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Vec<MachineEvent>>, ApiError> {
-    shared.rate_limit("events", ActionKind::Read, &id)?;
+    shared.rate_limit("events", &id)?;
     let limit = match query_value(&query, "limit") {
         None => 20,
         Some(text) => text
@@ -416,7 +475,7 @@ pub async fn versions(
     State(shared): State<Arc<Shared>>,
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<MachineVersion>>, ApiError> {
-    shared.rate_limit("versions", ActionKind::Read, &id)?;
+    shared.rate_limit("versions", &id)?;
     shared.with_machine_result(&app, &id, |e| {
         Ok(Json(
             e.versions
@@ -436,7 +495,7 @@ pub async fn metadata(
     State(shared): State<Arc<Shared>>,
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    shared.rate_limit("metadata", ActionKind::Read, &id)?;
+    shared.rate_limit("metadata", &id)?;
     shared.with_machine_result(&app, &id, |e| Ok(Json(e.machine.config.metadata.clone())))
 }
 
@@ -452,7 +511,7 @@ pub async fn set_metadata(
     Path((app, id, key)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    shared.rate_limit("set_metadata", ActionKind::Mutate, &id)?;
+    shared.rate_limit("set_metadata", &id)?;
     let MetadataValue { value } = json_body(&body)?;
     shared.with_machine_result(&app, &id, |e| {
         e.machine.config.metadata.insert(key, value);
@@ -465,7 +524,7 @@ pub async fn delete_metadata(
     State(shared): State<Arc<Shared>>,
     Path((app, id, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    shared.rate_limit("delete_metadata", ActionKind::Mutate, &id)?;
+    shared.rate_limit("delete_metadata", &id)?;
     shared.with_machine_result(&app, &id, |e| {
         e.machine.config.metadata.remove(&key);
         Ok(StatusCode::NO_CONTENT)

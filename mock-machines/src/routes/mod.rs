@@ -6,13 +6,14 @@ mod lease;
 mod lifecycle;
 mod machines;
 mod mock;
+mod ps;
 mod wait;
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -45,6 +46,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("{machine}/uncordon"), post(lifecycle::cordon))
         .route(&format!("{machine}/wait"), get(wait::wait))
         .route(&format!("{machine}/events"), get(machines::events))
+        .route(&format!("{machine}/ps"), get(ps::ps))
         .route(&format!("{machine}/versions"), get(machines::versions))
         .route(
             &format!("{machine}/lease"),
@@ -63,6 +65,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_mock/stats", get(mock::stats))
         .route("/_mock/faults", get(mock::faults).post(mock::set_faults));
     api.merge(control)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             auth::require_token,
@@ -70,6 +74,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route_layer(middleware::from_fn_with_state(shared.clone(), count_calls))
         .layer(middleware::from_fn(request_id))
         .with_state(shared)
+}
+
+/// A path the API does not have: a JSON error like every other, so
+/// clients that decode error bodies never meet an empty one.
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("not found: no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// Every answer carries a `fly-request-id`, as the real API's do.

@@ -113,6 +113,7 @@ pub async fn wait(
     Path((app, id)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<WaitResponse>, ApiError> {
+    shared.rate_limit("wait", &id)?;
     let request = WaitRequest::parse(&query)?;
     let deadline = tokio::time::Instant::now() + request.timeout;
     let (mut changes, mut seen) = shared.with_machine_result(&app, &id, |e| {
@@ -144,7 +145,7 @@ pub async fn wait(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
             // The machine's record is gone: nothing will ever change.
-            Ok(Err(_)) => return Err(ApiError::machine_not_found(&id)),
+            Ok(Err(_)) => return Err(ApiError::machine_not_found()),
             Err(_) => {
                 let current = shared.with_machine_result(&app, &id, |e| Ok(e.state()))?;
                 return Err(ApiError::WaitTimeout {
@@ -166,8 +167,7 @@ fn look(entry: &MachineEntry, request: &WaitRequest, seen: u64) -> Result<Look, 
     if entry.state() == MachineState::Destroyed {
         // It can never get there now.
         return Err(ApiError::NotFound(format!(
-            "machine {} was destroyed and will not reach state {}",
-            entry.id(),
+            "machine not found: it was destroyed and will not reach state {}",
             request.names.join(",")
         )));
     }
