@@ -75,7 +75,9 @@ impl Callbacks {
                 if let Some(signature) = &signature {
                     request = request.header(SIGNATURE_HEADER, signature);
                 }
-                let response = request.send().await?;
+                // reqwest names the URL in its errors; it may hold
+                // credentials, so the log shows the redacted one instead.
+                let response = request.send().await.map_err(|e| e.without_url())?;
                 match response.status() {
                     s if s.is_success() => Ok(()),
                     s => Err(DeliveryError::Status(s)),
@@ -89,7 +91,8 @@ impl Callbacks {
             match send.retry(backoff).when(DeliveryError::is_retryable).await {
                 Ok(()) => tracing::info!(job = %id, "callback delivered"),
                 Err(e) => {
-                    tracing::warn!(job = %id, error = %e, "callback not delivered; giving up")
+                    let url = jobs::redact_url(&url);
+                    tracing::warn!(job = %id, %url, error = %e, "callback not delivered; giving up")
                 }
             }
         });

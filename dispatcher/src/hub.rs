@@ -20,11 +20,15 @@ use crate::shutdown::Shutdown;
 
 type Mailboxes = HashMap<JobId, Vec<Arc<Mailbox>>>;
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct EventHub {
     mailboxes: Arc<Mutex<Mailboxes>>,
     launcher: Arc<Notify>,
     slots: Arc<Notify>,
+    /// Bumped when messages may have been missed (the hub lagged, or the
+    /// subscription reconnected): readers that rely on events alone, such
+    /// as event streams, re-read then instead of on a timer.
+    resyncs: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// One subscriber's queue. Empty, it is about a hundred bytes: a channel
@@ -77,12 +81,9 @@ impl EventHub {
         // Resubscribes by itself after a reconnect.
         let _manager = subscriber.manage_subscriptions();
         subscriber.subscribe(store.events_channel()).await?;
-        let hub = Self {
-            mailboxes: Arc::default(),
-            launcher: Arc::new(Notify::new()),
-            slots: Arc::new(Notify::new()),
-        };
+        let hub = Self::default();
         let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
         let fan_out = hub.clone();
         tokio::spawn(async move {
             loop {
@@ -99,9 +100,11 @@ impl EventHub {
                             tracing::warn!(missed = n, "event hub lagged");
                             fan_out.launcher.notify_one();
                             fan_out.slots.notify_one();
+                            fan_out.resync();
                         }
                         Err(_) => break,
                     },
+                    Ok(_) = reconnects.recv() => fan_out.resync(),
                 }
             }
             let _ = subscriber.quit().await;
@@ -135,6 +138,15 @@ impl EventHub {
         self.slots.clone()
     }
 
+    /// Changes whenever events may have been missed.
+    pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.resyncs.subscribe()
+    }
+
+    fn resync(&self) {
+        self.resyncs.send_modify(|n| *n += 1);
+    }
+
     fn dispatch(&self, event: JobEvent) {
         let queued = event.kind == EventKind::Status && event.status == Some(JobStatus::Queued);
         if queued || event.kind == EventKind::Lease {
@@ -159,11 +171,7 @@ mod tests {
     use super::*;
 
     fn hub() -> EventHub {
-        EventHub {
-            mailboxes: Arc::default(),
-            launcher: Arc::new(Notify::new()),
-            slots: Arc::new(Notify::new()),
-        }
+        EventHub::default()
     }
 
     fn event(id: JobId, attempt: u32) -> JobEvent {

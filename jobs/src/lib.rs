@@ -5,6 +5,8 @@
 //!   each one atomic Lua script in Valkey.
 //! - [`events`]: the change notifications those scripts publish.
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
+//! - [`sessions`]: the dashboard's login sessions.
+//! - [`redact`]: URLs with their credentials hidden, for logs.
 //!
 //! The lifecycle:
 //!
@@ -18,11 +20,14 @@
 
 pub mod events;
 pub mod model;
+pub mod redact;
 pub mod schedules;
+pub mod sessions;
 pub mod store;
 
 pub use events::{EventKind, JobEvent};
 pub use model::*;
+pub use redact::redact_url;
 pub use schedules::Schedule;
 pub use store::{
     AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Heartbeat, Idempotency, ListFilter,
