@@ -58,11 +58,16 @@ pub fn memory_mb(machine: &Machine) -> u32 {
         .map_or(DEFAULT_MEMORY_MB, |g| g.memory_mb)
 }
 
-/// `config.env` plus the variables Fly injects into every machine. The
-/// parent's own environment (PATH, ...) is inherited on top of this by the
-/// process launcher.
-pub fn environment(app: &str, machine: &Machine) -> BTreeMap<String, String> {
-    let mut env = machine.config.env.clone();
+/// The whole environment of a machine's process, as on Fly: the image's
+/// (`image_env`), then `config.env`, then the variables Fly injects into
+/// every machine. The mock's own environment is not inherited.
+pub fn environment(
+    app: &str,
+    machine: &Machine,
+    image_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = image_env.clone();
+    env.extend(machine.config.env.clone());
     let fly = [
         ("FLY_APP_NAME", app.to_string()),
         ("FLY_MACHINE_ID", machine.id.clone()),
@@ -135,13 +140,19 @@ mod tests {
 
     #[test]
     fn environment_has_fly_variables() {
+        let image = BTreeMap::from([
+            ("PATH".to_string(), "/bin".to_string()),
+            ("A".to_string(), "from image".to_string()),
+        ]);
         let env = environment(
             "app",
             &machine(
                 serde_json::json!({"image":"img","env":{"A":"1"},"metadata":{"fly_process_group":"worker"}}),
             ),
+            &image,
         );
         assert_eq!(env["A"], "1");
+        assert_eq!(env["PATH"], "/bin");
         assert_eq!(env["FLY_APP_NAME"], "app");
         assert_eq!(env["FLY_ALLOC_ID"], "0123456789abcd");
         assert_eq!(env["FLY_PROCESS_GROUP"], "worker");

@@ -313,6 +313,14 @@ impl TestSystem {
         }
     }
 
+    /// A plain client of the system's store, to look at keys directly.
+    pub async fn raw_store(&self) -> fred::clients::Client {
+        let config = fred::types::config::Config::from_url(&self.valkey.url()).unwrap();
+        let client = fred::types::Builder::from_config(config).build().unwrap();
+        client.init().await.unwrap();
+        client
+    }
+
     /// Records every status a job passes through, from the store's events.
     pub async fn record_statuses(&self) -> StatusRecorder {
         let subscriber = self.store.subscriber().await.unwrap();
