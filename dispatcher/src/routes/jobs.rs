@@ -225,7 +225,8 @@ pub async fn get(
 /// never on a timer, so idle watchers cost the store nothing.
 struct JobWatch {
     events: crate::hub::Subscription,
-    resyncs: tokio::sync::watch::Receiver<u64>,
+    /// `None` once the hub is gone (shutting down): events only then.
+    resyncs: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl JobWatch {
@@ -234,7 +235,7 @@ impl JobWatch {
     fn start(state: &AppState, id: JobId) -> Self {
         Self {
             events: state.hub.subscribe(id),
-            resyncs: state.hub.resyncs(),
+            resyncs: Some(state.hub.resyncs()),
         }
     }
 
@@ -242,19 +243,26 @@ impl JobWatch {
     /// it is gone (purged). A store error is retried at the next event.
     async fn changed(&mut self, state: &AppState, id: JobId) -> Option<Job> {
         loop {
-            tokio::select! {
-                event = self.events.recv() => {
-                    if !matches!(event.kind, EventKind::Status | EventKind::Progress | EventKind::Report) {
-                        continue;
-                    }
+            let resync = async {
+                match &mut self.resyncs {
+                    Some(resyncs) => resyncs.changed().await.is_ok(),
+                    None => std::future::pending().await,
                 }
-                changed = self.resyncs.changed() => {
-                    if changed.is_err() {
-                        // The hub is gone (shutting down): events only.
-                        self.resyncs = tokio::sync::watch::channel(0).1;
-                        continue;
+            };
+            let reread = tokio::select! {
+                event = self.events.recv() => matches!(
+                    event.kind,
+                    EventKind::Status | EventKind::Progress | EventKind::Report
+                ),
+                open = resync => {
+                    if !open {
+                        self.resyncs = None;
                     }
+                    open
                 }
+            };
+            if !reread {
+                continue;
             }
             match state.store.get(id).await {
                 Ok(Some(job)) => return Some(job),
