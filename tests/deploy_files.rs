@@ -235,7 +235,8 @@ fn fly_concurrency_stays_under_the_dispatchers_connection_cap() {
             .unwrap_or_else(|| panic!("[http_service.concurrency] {key}"))
     };
     assert!(limit("soft_limit") <= limit("hard_limit"));
-    let cli = dispatcher::cli::Cli::parse_from(["dispatcher", "serve", "--app=a", "--fly-api-token=t"]);
+    let cli =
+        dispatcher::cli::Cli::parse_from(["dispatcher", "serve", "--app=a", "--fly-api-token=t"]);
     let dispatcher::cli::Command::Serve(serve) = cli.command else {
         unreachable!()
     };

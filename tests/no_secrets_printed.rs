@@ -168,3 +168,20 @@ async fn a_dev_job_that_prints_its_environment_sees_no_dispatcher_secret() {
         assert!(!env.contains_key(name), "{name} visible to job code");
     }
 }
+
+/// Callbacks and the CLI report reqwest's errors, which name the URL:
+/// reqwest itself moves a URL's user-info into an `Authorization` header
+/// before sending, so its errors never carry the password. This guards
+/// that behaviour of the dependency.
+#[tokio::test]
+async fn transport_errors_name_the_url_without_its_credentials() {
+    let closed = free_port().await;
+    let url = format!("http://hook-user:{STORE_PASSWORD}@127.0.0.1:{closed}/hook");
+    let error = reqwest::Client::new().post(&url).send().await.unwrap_err();
+    let printed = format!("{error} {error:?}");
+    assert!(
+        printed.contains(&format!("127.0.0.1:{closed}/hook")),
+        "{printed}"
+    );
+    assert!(!printed.contains(STORE_PASSWORD), "{printed}");
+}

@@ -94,7 +94,12 @@ impl Streams {
         });
     }
 
-    async fn wait(&self, counter: &AtomicU64, expected: usize, limit: Instant) -> anyhow::Result<()> {
+    async fn wait(
+        &self,
+        counter: &AtomicU64,
+        expected: usize,
+        limit: Instant,
+    ) -> anyhow::Result<()> {
         while counter.load(Ordering::Relaxed) < expected as u64 {
             anyhow::ensure!(Instant::now() < limit, "streams did not all answer in time");
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -136,7 +136,10 @@ fn fleet_rows(f: &FleetResult, row: &mut impl FnMut(String, String, &str)) {
 
 fn stream_rows(s: &StreamResult, row: &mut impl FnMut(String, String, &str)) {
     row(
-        format!("streams: dispatcher peak RSS with {} event streams open", s.many),
+        format!(
+            "streams: dispatcher peak RSS with {} event streams open",
+            s.many
+        ),
         format!("{:.1} MB", s.peak_rss as f64 / 1e6),
         "< 100 MB",
     );

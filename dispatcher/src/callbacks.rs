@@ -75,9 +75,7 @@ impl Callbacks {
                 if let Some(signature) = &signature {
                     request = request.header(SIGNATURE_HEADER, signature);
                 }
-                // reqwest names the URL in its errors; it may hold
-                // credentials, so the log shows the redacted one instead.
-                let response = request.send().await.map_err(|e| e.without_url())?;
+                let response = request.send().await?;
                 match response.status() {
                     s if s.is_success() => Ok(()),
                     s => Err(DeliveryError::Status(s)),
@@ -91,8 +89,7 @@ impl Callbacks {
             match send.retry(backoff).when(DeliveryError::is_retryable).await {
                 Ok(()) => tracing::info!(job = %id, "callback delivered"),
                 Err(e) => {
-                    let url = jobs::redact_url(&url);
-                    tracing::warn!(job = %id, %url, error = %e, "callback not delivered; giving up")
+                    tracing::warn!(job = %id, error = %e, "callback not delivered; giving up")
                 }
             }
         });
