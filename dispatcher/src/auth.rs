@@ -56,8 +56,8 @@ pub async fn require_token(
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    if let Err(response) = state.limits.admit(caller) {
-        return response;
+    if let Err(refusal) = state.limits.admit(caller) {
+        return refusal.into_response();
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

@@ -64,7 +64,7 @@ impl Limits {
 
     /// Counts one request of `caller` against its rate. Only tokens are
     /// limited: without tokens the API is on loopback (dev).
-    pub fn admit(&self, caller: Caller) -> Result<(), Response> {
+    pub fn admit(&self, caller: Caller) -> Result<(), Refusal> {
         let (Some(limiter), Caller::Token(index)) = (&self.requests, caller) else {
             return Ok(());
         };
@@ -79,7 +79,7 @@ impl Limits {
     }
 
     /// Counts one login attempt from `client`.
-    pub fn admit_login(&self, client: IpAddr) -> Result<(), Response> {
+    pub fn admit_login(&self, client: IpAddr) -> Result<(), Refusal> {
         if self.logins.len() > LOGIN_KEYS_KEPT {
             self.logins.retain_recent();
         }
@@ -94,14 +94,31 @@ impl Limits {
     }
 }
 
-/// A JSON error with `Retry-After` (whole seconds, at least 1).
-pub fn refuse(status: StatusCode, message: String, retry_after: Duration) -> Response {
-    let mut response = ApiError::new(status, message).into_response();
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    response
+/// A request turned away until later: a JSON error with `Retry-After`.
+#[derive(Debug)]
+pub struct Refusal {
+    error: ApiError,
+    retry_after: Duration,
+}
+
+fn refuse(status: StatusCode, message: String, retry_after: Duration) -> Refusal {
+    Refusal {
+        error: ApiError::new(status, message),
+        retry_after,
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        // Whole seconds, rounded up, at least 1.
+        let wait = self.retry_after;
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        response
+    }
 }
 
 /// A bounded number of long-lived requests of one sort.
@@ -134,7 +151,7 @@ impl Slots {
         }
     }
 
-    pub fn acquire(self: &Arc<Self>, caller: Caller) -> Result<Slot, Response> {
+    pub fn acquire(self: &Arc<Self>, caller: Caller) -> Result<Slot, Refusal> {
         let mut held = self.held.lock().expect("slots lock");
         let mine = held.by_caller.get(&caller).copied().unwrap_or(0);
         if mine >= self.per_caller {
@@ -190,12 +207,12 @@ mod tests {
         let first = slots.acquire(a).unwrap();
         let _second = slots.acquire(a).unwrap();
         assert_eq!(
-            slots.acquire(a).err().unwrap().status(),
+            slots.acquire(a).err().unwrap().error.status,
             StatusCode::TOO_MANY_REQUESTS
         );
         let _third = slots.acquire(b).unwrap();
         assert_eq!(
-            slots.acquire(b).err().unwrap().status(),
+            slots.acquire(b).err().unwrap().error.status,
             StatusCode::SERVICE_UNAVAILABLE
         );
         drop(first);

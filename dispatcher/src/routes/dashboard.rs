@@ -92,14 +92,14 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     if let Err(refused) = same_site(&headers) {
-        return refused;
+        return refused.into_response();
     }
     if state.api.tokens.is_empty() {
         return Redirect::to("/").into_response();
     }
     let client = client_address(&headers, &extensions, state.api.limits.trust_fly_client_ip);
     if let Err(refused) = state.limits.admit_login(client) {
-        return refused;
+        return refused.into_response();
     }
     let token = form.token.trim();
     if state.api.token_index(token).is_none() {
@@ -132,7 +132,7 @@ pub async fn login(
         (status = 503, description = "store unavailable", body = ApiError)))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(refused) = same_site(&headers) {
-        return refused;
+        return refused.into_response();
     }
     for session in session_cookies(&headers) {
         if let Err(e) = state.store.close_session(session).await {
@@ -150,7 +150,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
 /// Refuses a form posted from another site. Browsers say where a request
 /// comes from in `Sec-Fetch-Site` (all current ones) or `Origin`; a
 /// request with neither is not from a browser's cross-site form.
-fn same_site(headers: &HeaderMap) -> Result<(), Response> {
+fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let cross_site = match (text("sec-fetch-site"), text("origin")) {
         (Some(site), _) => !matches!(site, "same-origin" | "none"),
@@ -164,8 +164,7 @@ fn same_site(headers: &HeaderMap) -> Result<(), Response> {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "posted from another site; use the dashboard's own form",
-        )
-        .into_response());
+        ));
     }
     Ok(())
 }

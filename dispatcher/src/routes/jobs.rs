@@ -205,7 +205,7 @@ pub async fn get(
     }
     let _slot = match state.limits.long_polls.acquire(caller) {
         Ok(slot) => slot,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(refused.into_response()),
     };
     let mut watch = JobWatch::start(&state, id);
     let mut job = find(&state, id).await?;
@@ -293,7 +293,7 @@ pub async fn events(
     let id = parse_id(&id)?;
     let slot = match state.limits.streams.acquire(caller) {
         Ok(slot) => slot,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(refused.into_response()),
     };
     let watch = JobWatch::start(&state, id);
     let first = find(&state, id).await?;
