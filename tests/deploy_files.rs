@@ -219,6 +219,36 @@ fn fly_keeps_the_dispatcher_running_while_it_supervises_jobs() {
 }
 
 #[test]
+fn fly_concurrency_stays_under_the_dispatchers_connection_cap() {
+    use clap::Parser;
+    let fly = fly();
+    let concurrency = table(table(&fly, "http_service"), "concurrency");
+    assert_eq!(
+        concurrency.get("type").and_then(toml::Value::as_str),
+        Some("connections"),
+        "event streams hold connections, not requests"
+    );
+    let limit = |key: &str| {
+        concurrency
+            .get(key)
+            .and_then(toml::Value::as_integer)
+            .unwrap_or_else(|| panic!("[http_service.concurrency] {key}"))
+    };
+    assert!(limit("soft_limit") <= limit("hard_limit"));
+    let cli =
+        dispatcher::cli::Cli::parse_from(["dispatcher", "serve", "--app=a", "--fly-api-token=t"]);
+    let dispatcher::cli::Command::Serve(serve) = cli.command else {
+        unreachable!()
+    };
+    let own_cap = i64::try_from(serve.common.max_connections).unwrap();
+    assert!(
+        limit("hard_limit") < own_cap,
+        "hard_limit {} must stay under MAX_CONNECTIONS {own_cap}",
+        limit("hard_limit")
+    );
+}
+
+#[test]
 fn fly_kill_timeout_outlasts_the_shutdown_grace() {
     let fly = fly();
     assert_eq!(

@@ -364,7 +364,8 @@ async fn listing_filters_by_kind_and_pages_with_a_cursor() {
             .await;
     }
     let mut seen = Vec::new();
-    let mut path = "/jobs?kind=echo&status=scheduled&limit=2".to_string();
+    // `full=true`: listings leave `params` out otherwise.
+    let mut path = "/jobs?kind=echo&status=scheduled&limit=2&full=true".to_string();
     loop {
         let page = system.get_json(&path).await;
         for job in page["jobs"].as_array().unwrap() {
@@ -373,7 +374,7 @@ async fn listing_filters_by_kind_and_pages_with_a_cursor() {
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => {
-                path = format!("/jobs?kind=echo&status=scheduled&limit=2&cursor={cursor}")
+                path = format!("/jobs?kind=echo&status=scheduled&limit=2&full=true&cursor={cursor}")
             }
             None => break,
         }

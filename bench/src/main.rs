@@ -7,6 +7,8 @@
 //!    job, and how fast a runner's exit becomes a terminal status.
 //! 4. [`fleet`]: thousands of sleeping jobs on virtual machines: the
 //!    dispatcher's memory, idle CPU, and API and store calls per job.
+//! 5. [`streams`]: memory with 1,000 open event streams, and store
+//!    commands with few streams against many.
 
 mod api;
 mod commands;
@@ -14,6 +16,7 @@ mod end_to_end;
 mod fleet;
 mod host;
 mod latency;
+mod streams;
 mod submit;
 mod system;
 mod table;
@@ -27,6 +30,7 @@ use clap::Parser;
 
 use crate::end_to_end::EndToEndSizes;
 use crate::fleet::FleetSizes;
+use crate::streams::StreamSizes;
 use crate::submit::SubmitSizes;
 use crate::system::Binaries;
 
@@ -60,6 +64,7 @@ enum Part {
     Submit,
     EndToEnd,
     Fleet,
+    Streams,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         let host = host::Host::describe();
         eprintln!("bench on {host}");
         let (submit_sizes, end_to_end_sizes, mut fleet_sizes) = sizes(args.quick);
+        let stream_sizes = stream_sizes(args.quick);
         if let Some(jobs) = args.fleet_jobs {
             fleet_sizes.jobs = jobs;
         }
@@ -101,12 +107,18 @@ fn main() -> anyhow::Result<()> {
             eprintln!("fleet of {} virtual machines", fleet_sizes.jobs);
             fleet = Some(fleet::run(&binaries, &fleet_sizes).await?);
         }
+        let mut streams = None;
+        if runs(Part::Streams) {
+            eprintln!("{} event streams", stream_sizes.many);
+            streams = Some(streams::run(&binaries, &stream_sizes).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
             submit,
             end_to_end,
             fleet,
+            streams,
         };
         println!("{}", table::render(&results));
         if let Some(fleet) = &results.fleet {
@@ -159,4 +171,14 @@ fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {
             limit: Duration::from_secs(300),
         },
     )
+}
+
+fn stream_sizes(quick: bool) -> StreamSizes {
+    StreamSizes {
+        jobs: 100,
+        few: 10,
+        many: if quick { 100 } else { 1000 },
+        window: Duration::from_secs(if quick { 2 } else { 10 }),
+        limit: Duration::from_secs(120),
+    }
 }

@@ -35,6 +35,8 @@ pub struct SystemOptions {
     /// feed, which costs it as much CPU as the commands themselves and
     /// would slow what the other parts measure.
     pub count_commands: bool,
+    /// More `dispatcher serve` flags.
+    pub dispatcher_args: Vec<String>,
 }
 
 pub enum BootWith {
@@ -129,8 +131,14 @@ impl System {
         )
         .await?;
         let port = free_port().await?;
-        let dispatcher =
-            spawn_dispatcher(binaries, options.max_machines, &valkey.url(), &mock, port)?;
+        let dispatcher = spawn_dispatcher(
+            binaries,
+            options.max_machines,
+            &options.dispatcher_args,
+            &valkey.url(),
+            &mock,
+            port,
+        )?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&base).await?;
         Ok(Self {
@@ -198,6 +206,7 @@ impl System {
 fn spawn_dispatcher(
     binaries: &Binaries,
     max_machines: u32,
+    extra_args: &[String],
     valkey_url: &str,
     mock: &MockServer,
     port: u16,
@@ -230,6 +239,7 @@ fn spawn_dispatcher(
         .arg("--runner-exec")
         .arg(path_text(&runner)?)
         .args(["--max-machines", &max_machines.to_string()])
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

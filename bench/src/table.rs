@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::end_to_end::EndToEndResult;
 use crate::fleet::FleetResult;
 use crate::host::Host;
+use crate::streams::StreamResult;
 use crate::submit::SubmitResult;
 
 pub struct Results {
@@ -13,6 +14,7 @@ pub struct Results {
     pub submit: Option<Vec<SubmitResult>>,
     pub end_to_end: Option<EndToEndResult>,
     pub fleet: Option<FleetResult>,
+    pub streams: Option<StreamResult>,
 }
 
 pub fn render(r: &Results) -> String {
@@ -48,6 +50,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(f) = &r.fleet {
         fleet_rows(f, &mut row);
+    }
+    if let Some(s) = &r.streams {
+        stream_rows(s, &mut row);
     }
     out
 }
@@ -126,5 +131,32 @@ fn fleet_rows(f: &FleetResult, row: &mut impl FnMut(String, String, &str)) {
             f.dispatcher_commands_per_job + f.runner_commands_per_job
         ),
         "≤ 10",
+    );
+}
+
+fn stream_rows(s: &StreamResult, row: &mut impl FnMut(String, String, &str)) {
+    row(
+        format!(
+            "streams: dispatcher peak RSS with {} event streams open",
+            s.many
+        ),
+        format!("{:.1} MB", s.peak_rss as f64 / 1e6),
+        "< 100 MB",
+    );
+    row(
+        format!(
+            "streams: dispatcher store commands/s, idle jobs, {} vs {} streams",
+            s.few, s.many
+        ),
+        format!(
+            "{:.1} vs {:.1}",
+            s.few_commands_per_sec, s.many_commands_per_sec
+        ),
+        "no growth with streams",
+    );
+    row(
+        "streams: store commands per stream when its job is cancelled (cancels included)".into(),
+        format!("{:.2}", s.commands_per_stream_on_cancel),
+        "",
     );
 }

@@ -14,7 +14,7 @@ use jobs::{MachineSpec, StoreConfig};
 use machines::ClientConfig;
 
 use crate::configuration::{
-    default_owner, ApiSettings, JobDefaults, LaunchSettings, Settings, UpkeepSettings,
+    default_owner, ApiSettings, HttpLimits, JobDefaults, LaunchSettings, Settings, UpkeepSettings,
 };
 use crate::telemetry::{self, LogFormat};
 
@@ -71,6 +71,47 @@ pub struct CommonArgs {
     /// Largest accepted request body.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1 << 20)]
     pub body_limit_bytes: usize,
+    /// Open HTTP connections at once; more wait until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this many seconds (idle
+    /// keep-alive connections are closed after it too).
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds (408).
+    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Open event streams (`GET /jobs/{id}/events`) at once, in all (503
+    /// past it).
+    #[arg(long, env = "MAX_EVENT_STREAMS", default_value_t = 1024)]
+    pub max_event_streams: usize,
+    /// Open event streams per API token (429 past it).
+    #[arg(long, env = "MAX_EVENT_STREAMS_PER_TOKEN", default_value_t = 256)]
+    pub max_event_streams_per_token: usize,
+    /// Waiting long-polls (`GET /jobs/{id}?wait=N`) at once, in all (503).
+    #[arg(long, env = "MAX_LONG_POLLS", default_value_t = 1024)]
+    pub max_long_polls: usize,
+    /// Waiting long-polls per API token (429).
+    #[arg(long, env = "MAX_LONG_POLLS_PER_TOKEN", default_value_t = 256)]
+    pub max_long_polls_per_token: usize,
+    /// Requests per second each API token may make, sustained (429 with
+    /// Retry-After past it); 0 turns the limit off. Without tokens (dev on
+    /// loopback) there is no limit.
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    pub rate_limit_per_sec: u32,
+    /// Requests a token may send in a burst above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Dashboard login attempts per minute per client address (429 past it).
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 10)]
+    pub login_attempts_per_minute: u32,
+    /// How long a dashboard session lasts.
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 12 * 3600)]
+    pub session_ttl_secs: u64,
+    /// Take the client address (login slow-down) from `Fly-Client-IP`.
+    /// Set it only behind Fly's proxy, which sets that header itself.
+    #[arg(long, env = "TRUST_FLY_CLIENT_IP")]
+    pub trust_fly_client_ip: bool,
     /// Attempts a job gets unless its request says otherwise.
     #[arg(long, env = "DEFAULT_MAX_ATTEMPTS", default_value_t = 3)]
     pub default_max_attempts: u32,
@@ -357,6 +398,20 @@ impl CommonArgs {
                 body_limit: self.body_limit_bytes,
                 defaults,
                 idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
+                limits: HttpLimits {
+                    max_connections: self.max_connections.max(1),
+                    header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+                    body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+                    max_streams: self.max_event_streams,
+                    max_streams_per_token: self.max_event_streams_per_token,
+                    max_long_polls: self.max_long_polls,
+                    max_long_polls_per_token: self.max_long_polls_per_token,
+                    rate_per_sec: self.rate_limit_per_sec,
+                    rate_burst: self.rate_limit_burst.max(1),
+                    login_attempts_per_min: self.login_attempts_per_minute.max(1),
+                    session_ttl: Duration::from_secs(self.session_ttl_secs.max(60)),
+                    trust_fly_client_ip: self.trust_fly_client_ip,
+                },
             },
             owner: default_owner(),
         }

@@ -82,6 +82,37 @@ pub struct ApiSettings {
     pub defaults: JobDefaults,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    pub limits: HttpLimits,
+}
+
+/// Bounds on what clients may hold or ask for ([`crate::server`],
+/// [`crate::limits`]). README "Limits" lists them with their flags.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Open connections at once; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (also between
+    /// keep-alive requests).
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this.
+    pub body_timeout: Duration,
+    /// Open `GET /jobs/{id}/events` streams: in all, and per token.
+    pub max_streams: usize,
+    pub max_streams_per_token: usize,
+    /// Waiting long-polls (`GET /jobs/{id}?wait=N`): in all, and per token.
+    pub max_long_polls: usize,
+    pub max_long_polls_per_token: usize,
+    /// Requests per second per token (sustained); 0 turns the limit off.
+    pub rate_per_sec: u32,
+    /// Requests a token may send at once above the sustained rate.
+    pub rate_burst: u32,
+    /// Login attempts per minute per client address.
+    pub login_attempts_per_min: u32,
+    /// How long a dashboard session lasts.
+    pub session_ttl: Duration,
+    /// Take the client's address from Fly's `Fly-Client-IP` header (set
+    /// only behind Fly's proxy, which overwrites any value a client sent).
+    pub trust_fly_client_ip: bool,
 }
 
 /// Values a job gets when its request leaves them out.

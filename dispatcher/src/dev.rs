@@ -23,17 +23,18 @@ use crate::valkey::{answers_ping, LocalValkey};
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let store_url = args.common.valkey_url.clone();
+    let shown_store_url = jobs::redact_url(&store_url);
     let Some(store_port) = loopback_port(&store_url) else {
-        bail!("dev runs its store on loopback; --valkey-url {store_url} is not a loopback redis:// URL");
+        bail!("dev runs its store on loopback; --valkey-url {shown_store_url} is not a loopback redis:// URL");
     };
     // Kept alive (and killed on exit) only when we started it.
     let _local_store = if answers_ping(store_port).await {
-        println!("store:      using the server already answering at {store_url}");
+        println!("store:      using the server already answering at {shown_store_url}");
         None
     } else {
         let server =
             LocalValkey::start(store_port, std::path::Path::new(".dev/valkey"), true).await?;
-        println!("store:      started a local server at {store_url} (data in .dev/valkey)");
+        println!("store:      started a local server at {shown_store_url} (data in .dev/valkey)");
         Some(server)
     };
 

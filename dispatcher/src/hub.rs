@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 
 type Mailboxes = HashMap<JobId, Vec<Arc<Mailbox>>>;
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct EventHub {
     mailboxes: Arc<Mutex<Mailboxes>>,
     launcher: Arc<Notify>,
@@ -80,12 +80,9 @@ impl EventHub {
         // Resubscribes by itself after a reconnect.
         let _manager = subscriber.manage_subscriptions();
         subscriber.subscribe(store.events_channel()).await?;
-        let hub = Self {
-            mailboxes: Arc::default(),
-            launcher: Arc::new(Notify::new()),
-            slots: Arc::new(Notify::new()),
-        };
+        let hub = Self::default();
         let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
         let fan_out = hub.clone();
         tokio::spawn(async move {
             loop {
@@ -103,6 +100,7 @@ impl EventHub {
                         }
                         Err(_) => break,
                     },
+                    Ok(_) = reconnects.recv() => fan_out.resync(),
                 }
             }
             let _ = subscriber.quit().await;
@@ -150,8 +148,9 @@ impl EventHub {
         }
     }
 
-    /// Messages were dropped: wake the launcher, and tell every subscriber
-    /// to re-read what it waits for.
+    /// Messages may have been missed (the hub lagged, or the subscription
+    /// reconnected): wake the launcher, and tell every subscriber to
+    /// re-read what it waits for.
     fn resync(&self) {
         self.launcher.notify_one();
         self.slots.notify_one();
@@ -183,11 +182,7 @@ mod tests {
     use super::*;
 
     fn hub() -> EventHub {
-        EventHub {
-            mailboxes: Arc::default(),
-            launcher: Arc::new(Notify::new()),
-            slots: Arc::new(Notify::new()),
-        }
+        EventHub::default()
     }
 
     fn event(id: JobId, attempt: u32) -> JobEvent {

@@ -28,6 +28,8 @@
 //!   supervisors and the launcher, so nothing polls.
 //! - [`leases`]: renews every lease this dispatcher holds in one store
 //!   call per few hundred attempts, so a large fleet stays cheap.
+//! - [`server`]: the listener with connection, header and body bounds;
+//!   [`limits`]: per-token rates and caps on streams and long-polls.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 //! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
@@ -45,6 +47,7 @@ pub mod hub;
 pub mod jobs_command;
 pub mod launcher;
 pub mod leases;
+pub mod limits;
 pub mod metrics;
 pub mod output;
 pub mod regions;
@@ -52,6 +55,7 @@ pub mod request;
 pub mod retry;
 pub mod routes;
 pub mod schedules;
+pub mod server;
 pub mod shutdown;
 pub mod sse;
 pub mod startup;

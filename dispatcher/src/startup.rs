@@ -39,7 +39,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = Store::connect(settings.store.clone())
             .await
-            .with_context(|| format!("connecting to the job store at {}", settings.store.url))?;
+            .with_context(|| {
+                format!(
+                    "connecting to the job store at {}",
+                    jobs::redact_url(&settings.store.url)
+                )
+            })?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -103,21 +108,22 @@ impl Application {
             shutdown: shutdown.clone(),
             hub: hub.clone(),
             callbacks,
+            limits: Arc::new(crate::limits::Limits::new(&settings.api.limits)),
         };
         tracing::info!(addr = %listener.local_addr()?, owner = %settings.owner, "dispatcher listening");
         let grace = settings.shutdown_grace;
         let draining = shutdown.clone();
-        let server =
-            axum::serve(listener, routes::router(state)).with_graceful_shutdown(async move {
-                draining.wait().await;
-                tokio::time::sleep(grace).await;
-            });
+        let limits = settings.api.limits.clone();
+        let server = crate::server::serve(listener, routes::router(state), &limits, async move {
+            draining.wait().await;
+            tokio::time::sleep(grace).await;
+        });
         let deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(grace + CUT_OFF).await;
         };
         tokio::select! {
-            served = async { server.await } => served?,
+            _ = server => {},
             _ = deadline => tracing::warn!(?grace, "connections still open after the grace period; closing"),
         }
         launcher.await?;

@@ -7,6 +7,8 @@
 //! - [`logs`]: each attempt's log lines, appended by the runner in batches.
 //! - [`job_env`]: which variables a job may set (`env`, `secrets`).
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
+//! - [`sessions`]: the dashboard's login sessions.
+//! - [`redact`]: URLs with their credentials hidden, for logs.
 //!
 //! The lifecycle:
 //!
@@ -22,13 +24,16 @@ pub mod events;
 pub mod job_env;
 pub mod logs;
 pub mod model;
+pub mod redact;
 pub mod schedules;
+pub mod sessions;
 pub mod store;
 
 pub use events::{EventKind, JobEvent};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;
+pub use redact::redact_url;
 pub use schedules::Schedule;
 pub use store::{
     AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency,

@@ -307,6 +307,8 @@ pub struct Job {
     pub id: JobId,
     pub kind: Kind,
     pub status: JobStatus,
+    /// Left out of listings unless asked for (`GET /jobs?full=true`).
+    #[serde(default)]
     #[schema(value_type = Object)]
     pub params: Value,
     pub priority: i32,

@@ -143,6 +143,7 @@ impl Args {
             watchdog_interval: Duration::from_millis(self.watchdog_interval_ms),
             boot: crate::config::Boot::Process,
             reap_orphans: !self.no_reap_orphans,
+            image_env: crate::config::image_env_from_host(),
         })
     }
 }

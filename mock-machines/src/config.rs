@@ -55,6 +55,36 @@ pub struct MockConfig {
     /// to the mock and reaped by it rather than left to PID 1. This is a
     /// process-wide setting of the hosting process.
     pub reap_orphans: bool,
+    /// The environment the machine's image would set (its `ENV` lines):
+    /// a machine process starts with this, then the machine's
+    /// `config.env`, then the variables Fly injects, and nothing of the
+    /// mock's own environment (its tokens and secrets). Defaults to
+    /// [`image_env_from_host`].
+    pub image_env: BTreeMap<String, String>,
+}
+
+/// Host variables that stand in for an image's `ENV` lines, since a local
+/// "machine" runs the host's binaries: the search path and locale, the
+/// runner's image-level command configuration, and Rust's diagnostics
+/// switches. Nothing else of the host's environment reaches a machine.
+pub const IMAGE_ENV_FROM_HOST: [&str; 9] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "TZ",
+    "RUNNER_COMMANDS",
+    "RUNNER_CONFIG",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "LLVM_PROFILE_FILE",
+];
+
+/// The host's values of [`IMAGE_ENV_FROM_HOST`] that are set.
+pub fn image_env_from_host() -> BTreeMap<String, String> {
+    IMAGE_ENV_FROM_HOST
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect()
 }
 
 impl Default for MockConfig {
@@ -74,6 +104,7 @@ impl Default for MockConfig {
             watchdog_interval: Duration::from_millis(50),
             boot: Boot::Process,
             reap_orphans: true,
+            image_env: image_env_from_host(),
         }
     }
 }

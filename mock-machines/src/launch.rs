@@ -58,16 +58,20 @@ pub fn memory_mb(machine: &Machine) -> u32 {
         .map_or(DEFAULT_MEMORY_MB, |g| g.memory_mb)
 }
 
-/// The machine's app `secrets`, then `config.env` (which wins over a
-/// secret of the same name: Fly does not document the order), then the
-/// variables Fly injects into every machine. The parent's own environment
-/// (PATH, ...) is inherited on top of this by the process launcher.
+/// The whole environment of a machine's process, as on Fly: the image's
+/// (`image_env`), then the app's `secrets` (unless the machine was created
+/// with `skip_secrets`: the caller passes none then), then `config.env`
+/// (which wins over a secret of the same name: Fly does not document the
+/// order), then the variables Fly injects into every machine. The mock's
+/// own environment is not inherited.
 pub fn environment(
     app: &str,
     machine: &Machine,
+    image_env: &BTreeMap<String, String>,
     secrets: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut env = secrets.clone();
+    let mut env = image_env.clone();
+    env.extend(secrets.clone());
     env.extend(machine.config.env.clone());
     let fly = [
         ("FLY_APP_NAME", app.to_string()),
@@ -141,6 +145,10 @@ mod tests {
 
     #[test]
     fn environment_has_fly_variables() {
+        let image = BTreeMap::from([
+            ("PATH".to_string(), "/bin".to_string()),
+            ("A".to_string(), "from image".to_string()),
+        ]);
         let secrets = BTreeMap::from([
             ("A".to_string(), "secret".to_string()),
             ("S".to_string(), "s".to_string()),
@@ -150,10 +158,12 @@ mod tests {
             &machine(
                 serde_json::json!({"image":"img","env":{"A":"1"},"metadata":{"fly_process_group":"worker"}}),
             ),
+            &image,
             &secrets,
         );
-        assert_eq!(env["A"], "1", "config.env wins over a secret");
+        assert_eq!(env["A"], "1", "config.env wins over a secret and the image");
         assert_eq!(env["S"], "s");
+        assert_eq!(env["PATH"], "/bin");
         assert_eq!(env["FLY_APP_NAME"], "app");
         assert_eq!(env["FLY_ALLOC_ID"], "0123456789abcd");
         assert_eq!(env["FLY_PROCESS_GROUP"], "worker");

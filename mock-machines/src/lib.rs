@@ -102,7 +102,10 @@ mod state;
 mod supervisor;
 mod watchdog;
 
-pub use config::{Boot, DelayRange, LatencyModel, MockConfig, VirtualFn, VirtualMachineEnv};
+pub use config::{
+    image_env_from_host, Boot, DelayRange, LatencyModel, MockConfig, VirtualFn, VirtualMachineEnv,
+    IMAGE_ENV_FROM_HOST,
+};
 pub use faults::FaultSettings;
 pub use server::MockServer;
 pub use stats::Stats;

@@ -56,7 +56,7 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns `command` with the parent's environment plus `env`.
+    /// Spawns `command` with exactly `env` as its environment.
     pub fn spawn(
         command: &[String],
         env: &BTreeMap<String, String>,
@@ -67,6 +67,7 @@ impl Process {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
         let mut child = Command::new(program)
             .args(args)
+            .env_clear()
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -209,7 +209,12 @@ fn launch_spec(shared: &Shared, entry: &MachineEntry) -> LaunchSpec {
         app: entry.app.clone(),
         machine_id: machine.id.clone(),
         command: launch::command(machine, &shared.config),
-        env: launch::environment(&entry.app, machine, &entry.secrets),
+        env: launch::environment(
+            &entry.app,
+            machine,
+            &shared.config.image_env,
+            &entry.secrets,
+        ),
         memory_limit_bytes: shared
             .config
             .enforce_memory

@@ -324,16 +324,20 @@ impl TestSystem {
         }
     }
 
-    /// Whether the store holds `key` (the test's own connection, for keys
-    /// no `Store` method reads).
+    /// Whether the store holds `key` (for keys no `Store` method reads).
     pub async fn key_exists(&self, key: &str) -> bool {
-        let client = Builder::from_config(Config::from_url(&self.valkey.url()).unwrap())
-            .build()
-            .unwrap();
-        client.init().await.unwrap();
+        let client = self.raw_store().await;
         let found: u32 = client.exists(key).await.unwrap();
         let _ = client.quit().await;
         found == 1
+    }
+
+    /// A plain client of the system's store, to look at keys directly.
+    pub async fn raw_store(&self) -> fred::clients::Client {
+        let config = fred::types::config::Config::from_url(&self.valkey.url()).unwrap();
+        let client = fred::types::Builder::from_config(config).build().unwrap();
+        client.init().await.unwrap();
+        client
     }
 
     /// Records every status a job passes through, from the store's events.

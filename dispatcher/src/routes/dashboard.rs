@@ -1,16 +1,18 @@
 //! The dashboard's routes: `/` and the login form. `/jobs/{id}` serves
 //! the job page from [`super::jobs::get`] when a browser asks for HTML.
 
+use std::net::IpAddr;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
 use super::jobs::list_filter;
 use super::{ApiError, AppState};
-use crate::auth::COOKIE;
+use crate::auth::{session_cookies, token_digest, COOKIE};
 use crate::dashboard::pages::{self, Filter};
 
 /// Jobs on the index page.
@@ -72,41 +74,74 @@ pub struct LoginForm {
     token: String,
 }
 
-/// `POST /login`: checks the token and stores it in the session cookie.
+/// `POST /login`: checks the token and opens a session: a random id,
+/// stored with an expiry, goes in the cookie (never the token). Attempts
+/// are limited per client address, and a cross-site post is refused.
 #[utoipa::path(post, path = "/login", tag = "dashboard",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "logged in: the session cookie is set; to the dashboard"),
         (status = 401, description = "wrong token: the form again", content_type = "text/html", body = String),
+        (status = 403, description = "posted from another site", body = ApiError),
         (status = 415, description = "not a form (`application/x-www-form-urlencoded`)"),
-        (status = 422, description = "the form lacks `token`")))]
+        (status = 422, description = "the form lacks `token`"),
+        (status = 429, description = "too many attempts from this address; see Retry-After", body = ApiError),
+        (status = 503, description = "store unavailable", body = ApiError)))]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if let Err(refused) = same_site(&headers) {
+        return refused.into_response();
+    }
+    if state.api.tokens.is_empty() {
+        return Redirect::to("/").into_response();
+    }
+    let client = client_address(&headers, &extensions, state.api.limits.trust_fly_client_ip);
+    if let Err(refused) = state.limits.admit_login(client) {
+        return refused.into_response();
+    }
     let token = form.token.trim();
-    if !state.api.tokens.is_empty() && !state.api.accepts(token) {
+    if state.api.token_index(token).is_none() {
+        tracing::info!(%client, "dashboard login refused: wrong token");
         let page = pages::login_page(Some(
             "That token is not one of this dispatcher's API tokens.",
         ));
         return (StatusCode::UNAUTHORIZED, Html(page)).into_response();
     }
-    if !token.chars().all(is_cookie_safe) {
-        let page = pages::login_page(Some(
-            "That token has characters a cookie cannot hold; use the API with it instead.",
-        ));
-        return (StatusCode::BAD_REQUEST, Html(page)).into_response();
+    let session = crate::callbacks::hex(&rand::random::<[u8; 32]>());
+    let ttl = state.api.limits.session_ttl;
+    if let Err(e) = state
+        .store
+        .open_session(&session, &token_digest(token), ttl)
+        .await
+    {
+        return ApiError::from(e).into_response();
     }
-    let cookie = session_cookie(token, behind_https(&headers), None);
+    let max_age = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+    let cookie = session_cookie(&session, behind_https(&headers), max_age);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-/// `POST /logout`: forgets the session cookie.
+/// `POST /logout`: ends the session in the store (the cookie stops
+/// working everywhere, copies included) and clears the cookie.
 #[utoipa::path(post, path = "/logout", tag = "dashboard",
-    responses((status = 303, description = "the session cookie is cleared; to the login form")))]
-pub async fn logout(headers: HeaderMap) -> Response {
-    let cookie = session_cookie("", behind_https(&headers), Some(0));
+    responses(
+        (status = 303, description = "the session is ended and its cookie cleared; to the login form"),
+        (status = 403, description = "posted from another site", body = ApiError),
+        (status = 503, description = "store unavailable", body = ApiError)))]
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = same_site(&headers) {
+        return refused.into_response();
+    }
+    for session in session_cookies(&headers) {
+        if let Err(e) = state.store.close_session(session).await {
+            return ApiError::from(e).into_response();
+        }
+    }
+    let cookie = session_cookie("", behind_https(&headers), 0);
     (
         [(header::SET_COOKIE, cookie)],
         Redirect::to(crate::auth::LOGIN_PATH),
@@ -114,16 +149,53 @@ pub async fn logout(headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// `HttpOnly` so page scripts cannot read the token; `SameSite=Strict` so
-/// other sites cannot use it; `Secure` when the request came over HTTPS
-/// (Fly's proxy says so in `X-Forwarded-Proto`).
-fn session_cookie(value: &str, secure: bool, max_age: Option<u32>) -> String {
-    let mut cookie = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
+/// Refuses a form posted from another site. Browsers say where a request
+/// comes from in `Sec-Fetch-Site` (all current ones) or `Origin`; a
+/// request with neither is not from a browser's cross-site form.
+fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = match (text("sec-fetch-site"), text("origin")) {
+        (Some(site), _) => !matches!(site, "same-origin" | "none"),
+        (None, Some(origin)) => {
+            let host = origin.split_once("://").map(|(_, host)| host);
+            host.is_none() || host != text("host")
+        }
+        (None, None) => false,
+    };
+    if cross_site {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "posted from another site; use the dashboard's own form",
+        ));
+    }
+    Ok(())
+}
+
+/// The client's address: Fly's proxy names it in `Fly-Client-IP` (trusted
+/// only when configured: anyone can send that header elsewhere), else the
+/// connection's peer.
+fn client_address(headers: &HeaderMap, extensions: &Extensions, trust_fly: bool) -> IpAddr {
+    let from_fly = || {
+        headers
+            .get("fly-client-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    trust_fly
+        .then(from_fly)
+        .flatten()
+        .or_else(|| crate::server::peer(extensions).map(|addr| addr.ip()))
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// `HttpOnly` so page scripts cannot read the session id; `SameSite=Strict`
+/// so other sites cannot use it; `Secure` when the request came over
+/// HTTPS (Fly's proxy says so in `X-Forwarded-Proto`).
+fn session_cookie(value: &str, secure: bool, max_age: u32) -> String {
+    let mut cookie =
+        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
     if secure {
         cookie.push_str("; Secure");
-    }
-    if let Some(age) = max_age {
-        cookie.push_str(&format!("; Max-Age={age}"));
     }
     cookie
 }
@@ -133,9 +205,4 @@ fn behind_https(headers: &HeaderMap) -> bool {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
-}
-
-/// RFC 6265's cookie-octet: printable ASCII but space, `"`, `,`, `;`, `\`.
-fn is_cookie_safe(c: char) -> bool {
-    c.is_ascii_graphic() && !matches!(c, '"' | ',' | ';' | '\\')
 }

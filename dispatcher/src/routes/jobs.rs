@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
-use futures::Stream;
 use jobs::{CancelResult, Enqueued, EventKind, Job, JobId, JobStatus, ListFilter, RetryResult};
 use serde::Deserialize;
 use serde_json::json;
@@ -18,15 +18,15 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{ApiError, AppState};
+use crate::auth::Caller;
 use crate::request::{idempotency_key, JobRequest};
 
 pub const DEFAULT_LIST_LIMIT: usize = 50;
-pub const MAX_LIST_LIMIT: usize = 1000;
+pub const MAX_LIST_LIMIT: usize = 200;
+/// A full listing (`?full=true`) stops adding jobs past this many bytes.
+pub const LIST_BYTE_BUDGET: usize = 4 << 20;
 /// Longest `?wait=` a long-poll may ask for, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
-/// Consumers re-read the record this often in case a pub/sub message was
-/// missed (it is best effort).
-const REREAD_EVERY: Duration = Duration::from_secs(1);
 
 /// `POST /jobs`: validate, store, answer 202. Nothing slow happens here:
 /// the launcher picks the job up. A repeat under the same idempotency key
@@ -178,15 +178,19 @@ pub struct GetQuery {
 }
 
 /// `GET /jobs/{id}`, optionally long-polling with `?wait=N`. A browser
-/// (`Accept: text/html`) gets the dashboard's job page instead.
+/// (`Accept: text/html`) gets the dashboard's job page instead. A
+/// long-poll holds one of the caller's long-poll slots while it waits.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "job id"), GetQuery),
     responses(
         (status = 200, description = "the job; HTML (the dashboard's job page) when `Accept` names text/html",
             content((Job = "application/json"), (String = "text/html"))),
-        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 429, description = "this token holds its most long-polls; see Retry-After", body = ApiError),
+        (status = 503, description = "this dispatcher holds its most long-polls; see Retry-After", body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<GetQuery>, QueryRejection>,
@@ -207,90 +211,136 @@ pub async fn get(
         )
         .with_field("wait"));
     }
-    // Subscribe before reading, so a change in between is not missed.
-    let mut events = state.hub.subscribe(id);
+    if wait == 0 {
+        return Ok((vary, Json(find(&state, id).await?)).into_response());
+    }
+    let _slot = match state.limits.long_polls.acquire(caller) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    let mut watch = JobWatch::start(&state, id);
     let mut job = find(&state, id).await?;
     let deadline = Instant::now() + Duration::from_secs(wait);
-    while !job.status.is_terminal() && Instant::now() < deadline {
-        let next = deadline.min(Instant::now() + REREAD_EVERY);
-        let _ = tokio::time::timeout_at(next, events.recv()).await;
-        job = find(&state, id).await?;
+    while !job.status.is_terminal() {
+        match tokio::time::timeout_at(deadline, watch.changed(&state, id)).await {
+            Ok(Some(changed)) => job = changed,
+            Ok(None) => return Err(ApiError::not_found(format!("no job {id}"))),
+            Err(_) => break,
+        }
     }
     Ok((vary, Json(job)).into_response())
+}
+
+/// Follows one job through the hub's events: a store read happens only
+/// when an event says the job changed (or the hub may have missed some),
+/// never on a timer, so idle watchers cost the store nothing.
+struct JobWatch {
+    events: crate::hub::Subscription,
+}
+
+impl JobWatch {
+    /// Subscribes; read the job after this, so a change in between is
+    /// not missed.
+    fn start(state: &AppState, id: JobId) -> Self {
+        Self {
+            events: state.hub.subscribe(id),
+        }
+    }
+
+    /// The job after its next change that a client can see; `None` once
+    /// it is gone (purged). A store error is retried at the next event.
+    /// After the hub may have missed messages (`Resync`), it re-reads too.
+    async fn changed(&mut self, state: &AppState, id: JobId) -> Option<Job> {
+        loop {
+            let event = self.events.recv().await;
+            if !matches!(
+                event.kind,
+                EventKind::Status | EventKind::Progress | EventKind::Report | EventKind::Resync
+            ) {
+                continue;
+            }
+            match state.store.get(id).await {
+                Ok(Some(job)) => return Some(job),
+                Ok(None) => return None,
+                Err(error) => tracing::warn!(job = %id, %error, "re-reading a watched job failed"),
+            }
+        }
+    }
 }
 
 /// `GET /jobs/{id}/events`: Server-Sent Events. Each event carries the
 /// whole job view: `status` on every status change (the first one at
 /// once), `progress` when the handler reports progress, and `done` once
-/// the job is finished, after which the stream ends.
+/// the job is finished, after which the stream ends. A stream holds one of
+/// the caller's stream slots until it ends or the client goes away.
 #[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
     responses(
         (status = 200, description = "text/event-stream of `status`, `progress` and `done` events, each with the job as data", content_type = "text/event-stream", body = String),
-        (status = 404, body = ApiError)))]
+        (status = 404, body = ApiError),
+        (status = 429, description = "this token holds its most event streams; see Retry-After", body = ApiError),
+        (status = 503, description = "this dispatcher holds its most event streams; see Retry-After", body = ApiError)))]
 pub async fn events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let subscription = state.hub.subscribe(id);
+    let slot = match state.limits.streams.acquire(caller) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    let watch = JobWatch::start(&state, id);
     let first = find(&state, id).await?;
 
     struct Cursor {
         state: AppState,
-        subscription: crate::hub::Subscription,
-        last: Option<Job>,
+        watch: JobWatch,
+        /// What the client last saw: only a change of these is sent.
+        last: Option<(JobStatus, Option<jobs::Progress>)>,
         pending: Option<Job>,
-        done: bool,
+        _slot: crate::limits::Slot,
     }
     let cursor = Cursor {
         state,
-        subscription,
+        watch,
         last: None,
         pending: Some(first),
-        done: false,
+        _slot: slot,
     };
     let stream = futures::stream::unfold(cursor, move |mut c| async move {
         loop {
-            if c.done {
+            if c.last
+                .as_ref()
+                .is_some_and(|(status, _)| status.is_terminal())
+            {
                 return None;
             }
             if let Some(job) = c.pending.take() {
                 let name = match &c.last {
                     _ if job.status.is_terminal() => "done",
-                    Some(last) if last.status == job.status => "progress",
+                    Some((status, _)) if *status == job.status => "progress",
                     _ => "status",
                 };
-                c.done = job.status.is_terminal();
                 let event = Event::default()
                     .event(name)
                     .json_data(&job)
                     .expect("a job serializes");
-                c.last = Some(job);
-                return Some((Ok(event), c));
+                c.last = Some((job.status, job.progress));
+                return Some((Ok::<_, Infallible>(event), c));
             }
-            let wake = tokio::time::timeout(REREAD_EVERY, c.subscription.recv()).await;
-            if let Ok(e) = &wake {
-                if !matches!(
-                    e.kind,
-                    EventKind::Status | EventKind::Progress | EventKind::Report | EventKind::Resync
-                ) {
-                    continue;
-                }
-            }
-            let Ok(Some(job)) = c.state.store.get(id).await else {
-                continue;
-            };
-            let changed = c
-                .last
-                .as_ref()
-                .is_none_or(|last| last.status != job.status || last.progress != job.progress);
+            let job = c.watch.changed(&c.state, id).await?;
+            let changed = c.last.as_ref().is_none_or(|(status, progress)| {
+                *status != job.status || *progress != job.progress
+            });
             if changed {
                 c.pending = Some(job);
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -299,15 +349,20 @@ pub async fn events(
 pub struct ListQuery {
     status: Option<String>,
     kind: Option<String>,
+    /// Jobs per page, 1 to 200 (default 50).
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Include each job's `params` and `result` (left out by default, so
+    /// a page stays small whatever the jobs carry). A full page also ends
+    /// early, at about 4 MiB of jobs; `next_cursor` continues it.
+    full: Option<bool>,
 }
 
 /// `GET /jobs`: newest first. `?status=failed` lists the dead letters.
 /// Pages are stable: follow `next_cursor` until it is null.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, description = "`{\"jobs\": [Job], \"next_cursor\": id or null}`", body = Object), (status = 400, body = ApiError)))]
+    responses((status = 200, description = "`{\"jobs\": [Job], \"next_cursor\": id or null}`; without `full=true` each job lacks `params` and `result`", body = Object), (status = 400, body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -323,7 +378,32 @@ pub async fn list(
         .with_field("limit"));
     }
     let page = state.store.list(&filter, limit).await?;
-    Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next })).into_response())
+    let (jobs, next) = page_body(page, query.full.unwrap_or(false));
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": next })).into_response())
+}
+
+/// The jobs of a listing page as JSON: summaries (no `params`, `result`),
+/// or whole jobs up to [`LIST_BYTE_BUDGET`], where the page is cut and
+/// its cursor moved back to the last job shown.
+fn page_body(page: jobs::Page, full: bool) -> (Vec<serde_json::Value>, Option<JobId>) {
+    let mut shown = Vec::with_capacity(page.jobs.len());
+    let mut bytes = 0;
+    let mut last = None;
+    for job in page.jobs {
+        let id = job.id;
+        let mut value = serde_json::to_value(job).expect("a job serializes");
+        if let Some(fields) = value.as_object_mut().filter(|_| !full) {
+            fields.remove("params");
+            fields.remove("result");
+        }
+        bytes += value.to_string().len();
+        if bytes > LIST_BYTE_BUDGET && last.is_some() {
+            return (shown, last);
+        }
+        shown.push(value);
+        last = Some(id);
+    }
+    (shown, page.next)
 }
 
 /// The filters of a job listing, as the API and the dashboard take them;

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Job events, for long-polls and SSE streams.
     pub hub: crate::hub::EventHub,
     pub callbacks: crate::callbacks::Callbacks,
+    /// Rate limits and caps on streams and long-polls.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Liveness path, unauthenticated (fly.toml's health check uses it).
@@ -115,9 +117,13 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
 pub fn router(state: AppState) -> Router {
     let (open, protected, doc) = routes();
     let protected = protected.layer(axum::middleware::from_fn_with_state(
-        state.api.clone(),
+        state.clone(),
         crate::auth::require_token,
     ));
+    let body_limits = Arc::new(crate::server::BodyLimits {
+        max_bytes: state.api.body_limit,
+        timeout: state.api.limits.body_timeout,
+    });
     Router::new()
         .merge(open)
         .route(OPENAPI_PATH, get(move || async move { axum::Json(doc) }))
@@ -133,6 +139,10 @@ pub fn router(state: AppState) -> Router {
             crate::dashboard::html::secure_html,
         ))
         .layer(DefaultBodyLimit::max(state.api.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limits,
+            crate::server::read_body_within,
+        ))
         .with_state(state)
 }
 
