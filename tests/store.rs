@@ -21,7 +21,7 @@ async fn store() -> (LocalValkey, Store) {
             .port();
         let dir = std::env::temp_dir().join(format!("store-test-{port}"));
         if let Ok(server) = LocalValkey::start(port, &dir, false).await {
-            let store = Store::connect(StoreConfig::new(server.url()))
+            let store = Store::connect(StoreConfig::new(server.address()))
                 .await
                 .unwrap();
             return (server, store);

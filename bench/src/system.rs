@@ -100,7 +100,7 @@ impl System {
                 None => Vec::new(),
             })
         };
-        let store = Store::connect(StoreConfig::new(valkey.url())).await?;
+        let store = Store::connect(StoreConfig::new(valkey.address())).await?;
         store.ping().await?;
         let store_clients = clients().await?;
         let probe = Client::new(Config::from_url(&valkey.url())?, None, None, None);

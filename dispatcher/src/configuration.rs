@@ -80,6 +80,16 @@ pub struct ApiSettings {
     pub defaults: JobDefaults,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// Durability mode: a new job is acknowledged only once replicated.
+    pub submit_replicas: Option<SubmitReplicas>,
+}
+
+/// `POST /jobs` answers 202 only once the job reached `replicas` store
+/// replicas (`WAIT`), or 503 after `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct SubmitReplicas {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 /// Values a job gets when its request leaves them out.

@@ -35,7 +35,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = Store::connect(settings.store.clone())
             .await
-            .with_context(|| format!("connecting to the job store at {}", settings.store.url))?;
+            .with_context(|| {
+                format!("connecting to the job store at {}", settings.store.address)
+            })?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

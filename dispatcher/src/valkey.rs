@@ -21,8 +21,13 @@ pub struct LocalValkey {
 }
 
 impl LocalValkey {
-    /// The first known server binary on `PATH` (or in `/usr/sbin`, `/usr/bin`).
+    /// The server binary: `VALKEY_SERVER` when set (what
+    /// `scripts/ensure-valkey` printed), else the first known one on
+    /// `PATH` (or in `/usr/sbin`, `/usr/bin`).
     pub fn find_binary() -> Option<PathBuf> {
+        if let Some(chosen) = std::env::var_os("VALKEY_SERVER").filter(|v| !v.is_empty()) {
+            return Some(chosen.into());
+        }
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
         dirs.extend(["/usr/sbin".into(), "/usr/bin".into()]);
@@ -83,6 +88,10 @@ impl LocalValkey {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn address(&self) -> jobs::StoreAddress {
+        self.url().parse().expect("a loopback redis:// URL parses")
     }
 
     /// Stops the server cleanly (SIGTERM: it flushes its append-only file)

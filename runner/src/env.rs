@@ -12,12 +12,14 @@ use jobs::{AttemptRef, JobId};
 /// | `JOB_TOKEN` | the attempt's fencing token |
 /// | `JOBS_STORE_URL` | the Valkey URL, e.g. `redis://host:6379` |
 /// | `JOBS_NAMESPACE` | key namespace (default `jobs`) |
+/// | `VALKEY_CA_CERT` | PEM file of the store's CA (`rediss://`), when private |
 /// | `JOB_HEARTBEAT_MS` | heartbeat interval (default 1000) |
 #[derive(Clone, Debug)]
 pub struct RunnerEnv {
     pub attempt: AttemptRef,
     pub store_url: String,
     pub namespace: String,
+    pub ca_cert: Option<std::path::PathBuf>,
     pub heartbeat_ms: u64,
 }
 
@@ -67,6 +69,9 @@ impl RunnerEnv {
             },
             store_url: required("JOBS_STORE_URL")?,
             namespace: get("JOBS_NAMESPACE").unwrap_or_else(|| "jobs".into()),
+            ca_cert: get("VALKEY_CA_CERT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
             heartbeat_ms,
         })
     }

@@ -83,7 +83,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     let shutdown = Shutdown::new();
     let app = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
-    let store = Store::connect(StoreConfig::new(valkey.url()))
+    let store = Store::connect(StoreConfig::new(valkey.address()))
         .await
         .unwrap();
     TestSystem {
@@ -121,13 +121,15 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
         unreachable!()
     };
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    args.common.settings(
-        listen,
-        machines,
-        "local/runner:test".into(),
-        vec![env!("CARGO_BIN_EXE_runner").to_string()],
-        store_url.to_string(),
-    )
+    args.common
+        .settings(
+            listen,
+            machines,
+            "local/runner:test".into(),
+            vec![env!("CARGO_BIN_EXE_runner").to_string()],
+            store_url.to_string(),
+        )
+        .expect("test settings are valid")
 }
 
 /// A Valkey-compatible server with AOF, its files in `dir`, on `port` (a

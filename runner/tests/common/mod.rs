@@ -68,7 +68,9 @@ impl TestStore {
                 .port();
             if let Ok(server) = LocalValkey::start(port, &dir, false).await {
                 let url = server.url();
-                let store = Store::connect(StoreConfig::new(&url)).await.unwrap();
+                let store = Store::connect(StoreConfig::new(url.parse().unwrap()))
+                    .await
+                    .unwrap();
                 return Self {
                     store,
                     url,
@@ -101,6 +103,7 @@ impl TestStore {
             Claim::Claimed { attempt, .. } => RunnerEnv {
                 attempt,
                 store_url: self.url.clone(),
+                ca_cert: None,
                 namespace: "jobs".into(),
                 heartbeat_ms: 50,
             },
