@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod topology;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use dispatcher::startup::Application;
 use dispatcher::valkey::LocalValkey;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use jobs::{Store, StoreConfig};
+use jobs::Store;
 use machines::{ClientConfig, ListFilter, Machine, MachinesClient};
 use mock_machines::{MockConfig, MockServer, Stats};
 use serde_json::Value;
@@ -33,6 +35,9 @@ pub struct Options {
     pub body_limit: usize,
     /// More `dispatcher` flags, e.g. `--timeout-grace-secs=1`.
     pub extra_args: Vec<String>,
+    /// The dispatcher's `--valkey-url`, when not the test's own server
+    /// (a Sentinel set, a TLS server: see [`topology`]).
+    pub store_url: Option<String>,
 }
 
 impl Default for Options {
@@ -42,6 +47,7 @@ impl Default for Options {
             api_tokens: Vec::new(),
             body_limit: 1 << 20,
             extra_args: Vec::new(),
+            store_url: None,
         }
     }
 }
@@ -75,7 +81,8 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     let mock = start_mock().await;
 
     let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
-    let settings = settings(&options, &valkey.url(), machines_config.clone());
+    let store_url = options.store_url.clone().unwrap_or_else(|| valkey.url());
+    let settings = settings(&options, &store_url, machines_config.clone());
     let app = Application::build(settings.clone())
         .await
         .expect("dispatcher starts");
@@ -83,9 +90,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     let shutdown = Shutdown::new();
     let app = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
-    let store = Store::connect(StoreConfig::new(valkey.address()))
-        .await
-        .unwrap();
+    let store = Store::connect(settings.store.clone()).await.unwrap();
     TestSystem {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
