@@ -299,6 +299,12 @@ impl Store {
         Ok(subscriber)
     }
 
+    /// The underlying client, for a command the store does not wrap
+    /// (tools, and tests probing what a store user may do).
+    pub fn raw_client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn namespace(&self) -> &str {
         &self.config.namespace
     }

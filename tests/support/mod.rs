@@ -38,6 +38,8 @@ pub struct Options {
     /// The dispatcher's `--valkey-url`, when not the test's own server
     /// (a Sentinel set, a TLS server: see [`topology`]).
     pub store_url: Option<String>,
+    /// The store URL runners get, when not `store_url`.
+    pub runner_store_url: Option<String>,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             body_limit: 1 << 20,
             extra_args: Vec::new(),
             store_url: None,
+            runner_store_url: None,
         }
     }
 }
@@ -132,7 +135,10 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
             machines,
             "local/runner:test".into(),
             vec![env!("CARGO_BIN_EXE_runner").to_string()],
-            store_url.to_string(),
+            options
+                .runner_store_url
+                .clone()
+                .unwrap_or_else(|| store_url.to_string()),
         )
         .expect("test settings are valid")
 }
