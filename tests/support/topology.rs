@@ -128,17 +128,17 @@ impl Cluster {
 
 pub const MASTER_SET: &str = "jobs";
 
-/// A primary, its replica, and 3 sentinels watching them with timeouts
+/// A primary, its replicas, and 3 sentinels watching them with timeouts
 /// tuned for a test (down after 1 s, failover within a few).
 pub struct Sentinels {
     pub primary: LocalValkey,
-    pub replica: LocalValkey,
+    pub replicas: Vec<LocalValkey>,
     pub sentinels: Vec<LocalValkey>,
     _dir: PathBuf,
 }
 
 impl Sentinels {
-    pub async fn start() -> Self {
+    pub async fn start(replica_count: usize) -> Self {
         let dir = scratch("sentinel");
         let primary = server(
             &dir.join("primary"),
@@ -153,7 +153,10 @@ impl Sentinels {
             "127.0.0.1".into(),
             primary.port().to_string(),
         ];
-        let replica = server(&dir.join("replica"), None, &replicaof).await;
+        let mut replicas = Vec::new();
+        for i in 0..replica_count {
+            replicas.push(server(&dir.join(format!("replica-{i}")), None, &replicaof).await);
+        }
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let sentinel_dir = dir.join(format!("sentinel-{i}"));
@@ -173,22 +176,24 @@ impl Sentinels {
             let options = strings(&["--sentinel"]);
             sentinels.push(server(&sentinel_dir, Some(&conf), &options).await);
         }
-        let replica_port = replica.port();
-        eventually(
-            Duration::from_secs(20),
-            "the replica in sync",
-            || async move {
-                let info: String = command(replica_port, "INFO", strings(&["replication"]))
-                    .await
-                    .convert()
-                    .unwrap();
-                info.contains("master_link_status:up")
-            },
-        )
-        .await;
+        for replica in &replicas {
+            let port = replica.port();
+            eventually(
+                Duration::from_secs(20),
+                "the replicas in sync",
+                || async move {
+                    let info: String = command(port, "INFO", strings(&["replication"]))
+                        .await
+                        .convert()
+                        .unwrap();
+                    info.contains("master_link_status:up")
+                },
+            )
+            .await;
+        }
         Self {
             primary,
-            replica,
+            replicas,
             sentinels,
             _dir: dir,
         }
