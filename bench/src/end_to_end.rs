@@ -70,6 +70,7 @@ async fn start(binaries: &Binaries, max_machines: u32) -> anyhow::Result<System>
             max_machines,
             boot: BootWith::Process,
             count_commands: false,
+            durable: false,
         },
     )
     .await

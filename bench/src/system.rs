@@ -35,6 +35,9 @@ pub struct SystemOptions {
     /// feed, which costs it as much CPU as the commands themselves and
     /// would slow what the other parts measure.
     pub count_commands: bool,
+    /// Start a replica of the store and run the dispatcher in durability
+    /// mode (`--submit-replicas 1`).
+    pub durable: bool,
 }
 
 pub enum BootWith {
@@ -79,6 +82,7 @@ pub struct System {
     pub machines: MachinesClient,
     dispatcher: Child,
     valkey: LocalValkey,
+    replica: Option<LocalValkey>,
     data_dir: PathBuf,
 }
 
@@ -90,6 +94,10 @@ impl System {
             free_port().await?
         ));
         let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
+        let replica = match options.durable {
+            true => Some(start_replica(&valkey, &data_dir.join("replica")).await?),
+            false => None,
+        };
         let counter = match options.count_commands {
             true => Some(CommandCounter::start(valkey.port()).await?),
             false => None,
@@ -129,8 +137,12 @@ impl System {
         )
         .await?;
         let port = free_port().await?;
+        let durability = if options.durable { "1" } else { "0" };
         let dispatcher =
-            spawn_dispatcher(binaries, options.max_machines, &valkey.url(), &mock, port)?;
+            spawn_dispatcher(binaries, options.max_machines, &valkey.url(), &mock, port)?
+                .env("SUBMIT_REPLICAS", durability)
+                .spawn()
+                .context("starting the dispatcher")?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&base).await?;
         Ok(Self {
@@ -142,6 +154,7 @@ impl System {
             mock,
             dispatcher,
             valkey,
+            replica,
             data_dir,
         })
     }
@@ -191,6 +204,9 @@ impl System {
         let _ = self.probe.quit().await;
         self.mock.shutdown().await;
         self.valkey.stop().await;
+        if let Some(mut replica) = self.replica {
+            replica.stop().await;
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -201,7 +217,7 @@ fn spawn_dispatcher(
     valkey_url: &str,
     mock: &MockServer,
     port: u16,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<Command> {
     let binary = binaries.dir.join("dispatcher");
     let runner = binaries.dir.join("runner");
     for needed in [&binary, &runner] {
@@ -220,7 +236,8 @@ fn spawn_dispatcher(
         }
         None => (Stdio::null(), Stdio::null()),
     };
-    let child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    command
         .arg("serve")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--valkey-url", valkey_url])
@@ -233,10 +250,27 @@ fn spawn_dispatcher(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    Ok(child)
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// A replica of `primary`, in sync before it returns.
+async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<LocalValkey> {
+    let replicaof = ["--replicaof", "127.0.0.1", &primary.port().to_string()].map(String::from);
+    let replica = LocalValkey::start_with(free_port().await?, dir, None, &replicaof).await?;
+    let client = Client::new(Config::from_url(&replica.url())?, None, None, None);
+    client.init().await?;
+    for _ in 0..200 {
+        let info: String = client
+            .info(Some(fred::types::InfoKind::Replication))
+            .await?;
+        if info.contains("master_link_status:up") {
+            let _ = client.quit().await;
+            return Ok(replica);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the replica did not sync within 10 s")
 }
 
 fn path_text(path: &Path) -> anyhow::Result<&str> {
