@@ -213,3 +213,69 @@ async fn sentinel_failover_under_load_loses_no_accepted_job() {
     assert_eq!(role[0].as_str().as_deref(), Some("master"));
     system.stop().await;
 }
+
+#[tokio::test]
+async fn durability_mode_refuses_to_acknowledge_a_job_no_replica_has() {
+    // The test's store has no replica, so `WAIT 1` can never be satisfied.
+    let system = spawn_system_with(Options {
+        max_machines: 0,
+        extra_args: vec![
+            "--submit-replicas=1".into(),
+            "--submit-replicas-timeout-ms=200".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let response = system
+            .request(reqwest::Method::POST, "/jobs")
+            .header("Idempotency-Key", "durable-1")
+            .json(&json!({"kind": "echo", "params": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("retry with the same Idempotency-Key"),
+            "{error}"
+        );
+    }
+    system.stop().await;
+}
+
+#[test]
+fn a_bad_store_url_is_refused_at_startup_naming_the_part() {
+    use clap::Parser;
+    let settings = |url: &str| {
+        let cli = dispatcher::cli::Cli::parse_from(["dispatcher", "dev", "--valkey-url", url]);
+        let dispatcher::cli::Command::Dev(args) = cli.command else {
+            unreachable!()
+        };
+        let machines = machines::ClientConfig::new("http://127.0.0.1:1", "app", "token");
+        args.common
+            .settings(
+                "127.0.0.1:0".parse().unwrap(),
+                machines,
+                "image".into(),
+                vec!["runner".into()],
+                url.into(),
+            )
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    };
+    let error = settings("redis-sentinel://jobs:hunter2@s1.internal").unwrap_err();
+    assert!(error.starts_with("--valkey-url (VALKEY_URL): "), "{error}");
+    assert!(
+        error.contains("master: a Sentinel URL names its master set"),
+        "{error}"
+    );
+    assert!(error.contains("jobs:***@s1.internal"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+    let error = settings("redis://u:hunter2@[fdaa::3]:6379?nodes=x").unwrap_err();
+    assert!(error.contains("unknown parameter `nodes`"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+    settings("redis-cluster://[fdaa::3]:6379?node=[fdaa::4]:6379").unwrap();
+}
