@@ -11,21 +11,31 @@ use jobs::{
 };
 use serde_json::json;
 
+#[path = "support/topology.rs"]
+mod topology;
+use topology::{free_port, Cluster};
+
 const LEASE: Duration = Duration::from_secs(30);
 
-async fn store() -> (LocalValkey, Store) {
+/// The store under test and the servers behind it (kept alive until the
+/// test ends): one server, or a 3-node cluster when
+/// `STORE_TEST_TOPOLOGY=cluster` (CI runs both).
+async fn store() -> (Box<dyn std::any::Any>, Store) {
+    if std::env::var("STORE_TEST_TOPOLOGY").as_deref() == Ok("cluster") {
+        let cluster = Cluster::start().await;
+        let store = Store::connect(StoreConfig::new(cluster.url().parse().unwrap()))
+            .await
+            .unwrap();
+        return (Box::new(cluster), store);
+    }
     for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("store-test-{port}"));
         if let Ok(server) = LocalValkey::start(port, &dir, false).await {
-            let store = Store::connect(StoreConfig::new(server.url()))
+            let store = Store::connect(StoreConfig::new(server.address()))
                 .await
                 .unwrap();
-            return (server, store);
+            return (Box::new(server), store);
         }
     }
     panic!("no Valkey-compatible server could be started");

@@ -71,6 +71,7 @@ async fn start(binaries: &Binaries, max_machines: u32) -> anyhow::Result<System>
             boot: BootWith::Process,
             count_commands: false,
             dispatcher_args: Vec::new(),
+            durable: false,
         },
     )
     .await

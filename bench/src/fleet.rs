@@ -56,6 +56,7 @@ pub async fn run(binaries: &Binaries, sizes: &FleetSizes) -> anyhow::Result<Flee
             boot: BootWith::Virtual(Box::new(virtual_runner)),
             count_commands: true,
             dispatcher_args: Vec::new(),
+            durable: false,
         },
     )
     .await?;

@@ -57,6 +57,10 @@ struct Args {
     /// profiling one of them.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Measure the submit part in durability mode: a replica next to the
+    /// store, and `POST /jobs` answering once the job reached it.
+    #[arg(long)]
+    durable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -86,7 +90,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let host = host::Host::describe();
         eprintln!("bench on {host}");
-        let (submit_sizes, end_to_end_sizes, mut fleet_sizes) = sizes(args.quick);
+        let (mut submit_sizes, end_to_end_sizes, mut fleet_sizes) = sizes(args.quick);
+        submit_sizes.durable = args.durable;
         let stream_sizes = stream_sizes(args.quick);
         if let Some(jobs) = args.fleet_jobs {
             fleet_sizes.jobs = jobs;
@@ -139,6 +144,7 @@ fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {
                 connections,
                 duration: Duration::from_secs(10),
                 max_requests: 200,
+                durable: false,
             },
             EndToEndSizes {
                 throughput: vec![(4, 20), (16, 20)],
@@ -158,6 +164,7 @@ fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {
             connections,
             duration: Duration::from_secs(8),
             max_requests: 1_000_000,
+            durable: false,
         },
         EndToEndSizes {
             throughput: vec![(4, 400), (16, 1000)],

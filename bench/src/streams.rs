@@ -52,6 +52,7 @@ pub async fn run(binaries: &Binaries, sizes: &StreamSizes) -> anyhow::Result<Str
                 "--max-event-streams-per-token".into(),
                 streams,
             ],
+            durable: false,
         },
     )
     .await?;

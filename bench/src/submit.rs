@@ -16,10 +16,14 @@ pub struct SubmitSizes {
     /// Each level runs this long, or until `max_requests` were sent.
     pub duration: Duration,
     pub max_requests: u64,
+    /// Durability mode: a replica next to the store and the dispatcher
+    /// answering only once a job reached it (`--submit-replicas 1`).
+    pub durable: bool,
 }
 
 pub struct SubmitResult {
     pub connections: usize,
+    pub durable: bool,
     pub requests: u64,
     pub per_second: f64,
     pub latencies: Latencies,
@@ -33,6 +37,7 @@ pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec
             boot: BootWith::Process,
             count_commands: false,
             dispatcher_args: Vec::new(),
+            durable: sizes.durable,
         },
     )
     .await?;
@@ -86,6 +91,7 @@ async fn level(
     let elapsed = started.elapsed();
     Ok(SubmitResult {
         connections,
+        durable: sizes.durable,
         requests: latencies.count(),
         per_second: latencies.count() as f64 / elapsed.as_secs_f64(),
         latencies,

@@ -37,6 +37,9 @@ pub struct SystemOptions {
     pub count_commands: bool,
     /// More `dispatcher serve` flags.
     pub dispatcher_args: Vec<String>,
+    /// Start a replica of the store and run the dispatcher in durability
+    /// mode (`--submit-replicas 1`).
+    pub durable: bool,
 }
 
 pub enum BootWith {
@@ -81,6 +84,7 @@ pub struct System {
     pub machines: MachinesClient,
     dispatcher: Child,
     valkey: LocalValkey,
+    replica: Option<LocalValkey>,
     data_dir: PathBuf,
 }
 
@@ -92,6 +96,10 @@ impl System {
             free_port().await?
         ));
         let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
+        let replica = match options.durable {
+            true => Some(start_replica(&valkey, &data_dir.join("replica")).await?),
+            false => None,
+        };
         let counter = match options.count_commands {
             true => Some(CommandCounter::start(valkey.port()).await?),
             false => None,
@@ -102,7 +110,7 @@ impl System {
                 None => Vec::new(),
             })
         };
-        let store = Store::connect(StoreConfig::new(valkey.url())).await?;
+        let store = Store::connect(StoreConfig::new(valkey.address())).await?;
         store.ping().await?;
         let store_clients = clients().await?;
         let probe = Client::new(Config::from_url(&valkey.url())?, None, None, None);
@@ -131,6 +139,7 @@ impl System {
         )
         .await?;
         let port = free_port().await?;
+        let durability = if options.durable { "1" } else { "0" };
         let dispatcher = spawn_dispatcher(
             binaries,
             options.max_machines,
@@ -138,7 +147,10 @@ impl System {
             &valkey.url(),
             &mock,
             port,
-        )?;
+        )?
+        .env("SUBMIT_REPLICAS", durability)
+        .spawn()
+        .context("starting the dispatcher")?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&base).await?;
         Ok(Self {
@@ -150,6 +162,7 @@ impl System {
             mock,
             dispatcher,
             valkey,
+            replica,
             data_dir,
         })
     }
@@ -199,6 +212,9 @@ impl System {
         let _ = self.probe.quit().await;
         self.mock.shutdown().await;
         self.valkey.stop().await;
+        if let Some(mut replica) = self.replica {
+            replica.stop().await;
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -210,7 +226,7 @@ fn spawn_dispatcher(
     valkey_url: &str,
     mock: &MockServer,
     port: u16,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<Command> {
     let binary = binaries.dir.join("dispatcher");
     let runner = binaries.dir.join("runner");
     for needed in [&binary, &runner] {
@@ -229,7 +245,8 @@ fn spawn_dispatcher(
         }
         None => (Stdio::null(), Stdio::null()),
     };
-    let child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    command
         .arg("serve")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--valkey-url", valkey_url])
@@ -243,10 +260,27 @@ fn spawn_dispatcher(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    Ok(child)
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// A replica of `primary`, in sync before it returns.
+async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<LocalValkey> {
+    let replicaof = ["--replicaof", "127.0.0.1", &primary.port().to_string()].map(String::from);
+    let replica = LocalValkey::start_with(free_port().await?, dir, None, &replicaof).await?;
+    let client = Client::new(Config::from_url(&replica.url())?, None, None, None);
+    client.init().await?;
+    for _ in 0..200 {
+        let info: String = client
+            .info(Some(fred::types::InfoKind::Replication))
+            .await?;
+        if info.contains("master_link_status:up") {
+            let _ = client.quit().await;
+            return Ok(replica);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the replica did not sync within 10 s")
 }
 
 fn path_text(path: &Path) -> anyhow::Result<&str> {

@@ -38,8 +38,14 @@ pub fn render(r: &Results) -> String {
         };
         row(
             format!(
-                "submit, {} connections ({} requests)",
-                s.connections, s.requests
+                "submit{}, {} connections ({} requests)",
+                if s.durable {
+                    " (durable: WAIT 1 replica)"
+                } else {
+                    ""
+                },
+                s.connections,
+                s.requests
             ),
             format!("{:.0} req/s, {}", s.per_second, s.latencies.p50_p99()),
             target,

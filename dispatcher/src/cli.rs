@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use jobs::{MachineSpec, StoreConfig};
+use jobs::{CaCert, MachineSpec, StoreAddress, StoreConfig};
 use machines::ClientConfig;
 
 use crate::configuration::{
-    default_owner, ApiSettings, HttpLimits, JobDefaults, LaunchSettings, Settings, UpkeepSettings,
+    default_owner, ApiSettings, HttpLimits, JobDefaults, LaunchSettings, Settings, SubmitReplicas,
+    UpkeepSettings,
 };
 use crate::telemetry::{self, LogFormat};
 
@@ -48,9 +49,31 @@ pub enum Command {
 /// Flags shared by `serve` and `dev`.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// The job store (Valkey or Redis).
-    #[arg(long, env = "VALKEY_URL", default_value = "redis://127.0.0.1:6379")]
+    /// The job store: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://` for TLS, `redis-sentinel://[user:password@]sentinel[:26379]?master=NAME&node=sentinel2:26379`
+    /// or `redis-cluster://host:port?node=host2:port` (README: "The job
+    /// store in production").
+    #[arg(
+        long,
+        env = "VALKEY_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub valkey_url: String,
+    /// PEM file of the CA that signed the store's TLS certificate; when
+    /// set, only it is trusted (else the system and bundled public roots).
+    /// Job machines get the same path.
+    #[arg(long, env = "VALKEY_CA_CERT")]
+    pub valkey_ca_cert: Option<std::path::PathBuf>,
+    /// Durability mode: `POST /jobs` answers 202 only once the job reached
+    /// this many store replicas (Valkey `WAIT`), so losing the primary
+    /// right after the answer loses no accepted job. 0 turns it off.
+    #[arg(long, env = "SUBMIT_REPLICAS", default_value_t = 0)]
+    pub submit_replicas: u32,
+    /// How long `POST /jobs` waits for those replicas; past it the answer
+    /// is 503 and the client retries with its idempotency key.
+    #[arg(long, env = "SUBMIT_REPLICAS_TIMEOUT_MS", default_value_t = 2000)]
+    pub submit_replicas_timeout_ms: u64,
     /// Key namespace in the store; dispatchers sharing it share the queue.
     #[arg(long, env = "JOBS_NAMESPACE", default_value = "jobs")]
     pub namespace: String,
@@ -170,6 +193,14 @@ pub struct CommonArgs {
     /// machine is stopped).
     #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Each attempt's log cap in bytes, handed to the runners (their
+    /// default: 4 MiB); past it the log ends with a truncation line.
+    #[arg(long, env = "JOB_LOG_MAX_BYTES")]
+    pub job_log_max_bytes: Option<u64>,
+    /// Longest log line in bytes, handed to the runners (their default:
+    /// 16 KiB); longer lines are cut.
+    #[arg(long, env = "JOB_LOG_MAX_LINE_BYTES")]
+    pub job_log_max_line_bytes: Option<u64>,
     /// Machines watched at once through a Machines API `wait` long-poll,
     /// which learns of a crash or OOM kill the moment it happens. Each is
     /// an open connection, so a large fleet watches only this many; the
@@ -295,7 +326,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         image,
         vec![args.runner_exec],
         runner_store_url,
-    );
+    )?;
     let shutdown = crate::shutdown::Shutdown::new();
     shutdown.trigger_on_signals();
     let app = crate::startup::Application::build(settings).await?;
@@ -325,9 +356,39 @@ impl CommonArgs {
         image: String,
         runner_exec: Vec<String>,
         runner_store_url: String,
-    ) -> Settings {
-        let mut store = StoreConfig::new(&self.valkey_url);
+    ) -> anyhow::Result<Settings> {
+        let address: StoreAddress = self
+            .valkey_url
+            .parse()
+            .context("--valkey-url (VALKEY_URL)")?;
+        runner_store_url
+            .parse::<StoreAddress>()
+            .context("--runner-valkey-url (RUNNER_VALKEY_URL)")?;
+        let mut store = StoreConfig::new(address);
         store.namespace = self.namespace.clone();
+        let mut runner_env = vec![(
+            "LOG_FORMAT".to_string(),
+            match self.log_format {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            }
+            .to_string(),
+        )];
+        // A machine gets only its own env (as on Fly): the runners' log
+        // limits travel in it.
+        let log_limits = [
+            ("JOB_LOG_MAX_BYTES", self.job_log_max_bytes),
+            ("JOB_LOG_MAX_LINE_BYTES", self.job_log_max_line_bytes),
+        ];
+        for (name, value) in log_limits {
+            if let Some(value) = value {
+                runner_env.push((name.to_string(), value.to_string()));
+            }
+        }
+        if let Some(path) = &self.valkey_ca_cert {
+            store.ca_cert = Some(CaCert::load(path).context("--valkey-ca-cert (VALKEY_CA_CERT)")?);
+            runner_env.push(("VALKEY_CA_CERT".into(), path.display().to_string()));
+        }
         let defaults = JobDefaults {
             max_attempts: self.default_max_attempts,
             timeout_secs: self.default_timeout_secs,
@@ -356,11 +417,7 @@ impl CommonArgs {
         // Watches never take the connections creates and destroys need.
         machines.max_in_flight = self.max_watches + OTHER_CALLS_IN_FLIGHT;
         let lost_after = Duration::from_secs(self.lost_after_secs.max(1));
-        let runner_log_format = match self.log_format {
-            LogFormat::Human => "human",
-            LogFormat::Json => "json",
-        };
-        Settings {
+        Ok(Settings {
             listen,
             store,
             machines,
@@ -380,7 +437,7 @@ impl CommonArgs {
                 )
                 .expect("caps serialize"),
                 callback_secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
-                runner_env: vec![("LOG_FORMAT".into(), runner_log_format.into())],
+                runner_env,
             },
             upkeep: UpkeepSettings {
                 sweep_every: Duration::from_secs(self.sweep_interval_secs.max(1)),
@@ -412,9 +469,13 @@ impl CommonArgs {
                     session_ttl: Duration::from_secs(self.session_ttl_secs.max(60)),
                     trust_fly_client_ip: self.trust_fly_client_ip,
                 },
+                submit_replicas: (self.submit_replicas > 0).then(|| SubmitReplicas {
+                    replicas: self.submit_replicas,
+                    timeout: Duration::from_millis(self.submit_replicas_timeout_ms.max(1)),
+                }),
             },
             owner: default_owner(),
-        }
+        })
     }
 }
 

@@ -83,6 +83,8 @@ pub struct ApiSettings {
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
     pub limits: HttpLimits,
+    /// Durability mode: a new job is acknowledged only once replicated.
+    pub submit_replicas: Option<SubmitReplicas>,
 }
 
 /// Bounds on what clients may hold or ask for ([`crate::server`],
@@ -113,6 +115,14 @@ pub struct HttpLimits {
     /// Take the client's address from Fly's `Fly-Client-IP` header (set
     /// only behind Fly's proxy, which overwrites any value a client sent).
     pub trust_fly_client_ip: bool,
+}
+
+/// `POST /jobs` answers 202 only once the job reached `replicas` store
+/// replicas (`WAIT`), or 503 after `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct SubmitReplicas {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 /// Values a job gets when its request leaves them out.

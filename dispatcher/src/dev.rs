@@ -76,7 +76,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         image,
         vec![runner.display().to_string()],
         store_url.clone(),
-    );
+    )?;
     let auth_note = if settings.api.tokens.is_empty() {
         "open (no token; loopback only). Set DISPATCHER_API_TOKENS to require one.".to_string()
     } else {

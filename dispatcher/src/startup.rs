@@ -40,10 +40,7 @@ impl Application {
         let store = Store::connect(settings.store.clone())
             .await
             .with_context(|| {
-                format!(
-                    "connecting to the job store at {}",
-                    jobs::redact_url(&settings.store.url)
-                )
+                format!("connecting to the job store at {}", settings.store.address)
             })?;
         let listener = TcpListener::bind(settings.listen)
             .await

@@ -21,8 +21,13 @@ pub struct LocalValkey {
 }
 
 impl LocalValkey {
-    /// The first known server binary on `PATH` (or in `/usr/sbin`, `/usr/bin`).
+    /// The server binary: `VALKEY_SERVER` when set (what
+    /// `scripts/ensure-valkey` printed), else the first known one on
+    /// `PATH` (or in `/usr/sbin`, `/usr/bin`).
     pub fn find_binary() -> Option<PathBuf> {
+        if let Some(chosen) = std::env::var_os("VALKEY_SERVER").filter(|v| !v.is_empty()) {
+            return Some(chosen.into());
+        }
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
         dirs.extend(["/usr/sbin".into(), "/usr/bin".into()]);
@@ -36,11 +41,28 @@ impl LocalValkey {
     /// waits until it answers. With `append_only`, writes survive a restart
     /// (AOF, `appendfsync everysec`).
     pub async fn start(port: u16, dir: &Path, append_only: bool) -> anyhow::Result<Self> {
+        let aof = ["--appendonly", if append_only { "yes" } else { "no" }];
+        Self::start_with(port, dir, None, &aof.map(String::from)).await
+    }
+
+    /// [`LocalValkey::start`] with a config file (e.g. Sentinel's, which
+    /// it rewrites) and more options (`--cluster-enabled yes`, TLS, ...).
+    pub async fn start_with(
+        port: u16,
+        dir: &Path,
+        config_file: Option<&Path>,
+        options: &[String],
+    ) -> anyhow::Result<Self> {
         let binary = Self::find_binary().context(
             "no valkey-server or redis-server found; install one (scripts/ensure-valkey does, on Debian)",
         )?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        // A config file can only be the first argument.
+        if let Some(file) = config_file {
+            command.arg(file);
+        }
+        let child = command
             .args([
                 "--port",
                 &port.to_string(),
@@ -49,10 +71,10 @@ impl LocalValkey {
                 "--save",
                 "",
             ])
-            .args(["--appendonly", if append_only { "yes" } else { "no" }])
             .args(["--appendfsync", "everysec", "--protected-mode", "yes"])
             .arg("--dir")
             .arg(dir)
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -83,6 +105,16 @@ impl LocalValkey {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn address(&self) -> jobs::StoreAddress {
+        self.url().parse().expect("a loopback redis:// URL parses")
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would, and waits
+    /// for it to be gone.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Stops the server cleanly (SIGTERM: it flushes its append-only file)

@@ -1,5 +1,8 @@
 //! The job model and the job store, shared by the dispatcher and the runner.
 //!
+//! - [`address`]: [`StoreAddress`], the store URL forms (standalone,
+//!   TLS, Sentinel, cluster) parsed into a domain type.
+//! - [`tls`]: [`CaCert`] and the TLS connector of `rediss://` URLs.
 //! - [`model`]: `JobId`, `Kind`, `JobStatus`, `Outcome`, `JobSpec`, `Job`.
 //! - [`store`]: [`Store`], whose methods are the job's state transitions,
 //!   each one atomic Lua script in Valkey.
@@ -20,6 +23,7 @@
 //!                      └──── retry by hand ──── failed | cancelled | succeeded
 //! ```
 
+pub mod address;
 pub mod events;
 pub mod job_env;
 pub mod logs;
@@ -28,7 +32,9 @@ pub mod redact;
 pub mod schedules;
 pub mod sessions;
 pub mod store;
+pub mod tls;
 
+pub use address::{AddressError, StoreAddress, Topology};
 pub use events::{EventKind, JobEvent};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
@@ -40,3 +46,4 @@ pub use store::{
     ListFilter, Owned, Page, Recorded, Report, ReportKind, RetryResult, Stats, Store, StoreConfig,
     StoreError, TakeOver,
 };
+pub use tls::{CaCert, CaCertError};

@@ -47,8 +47,10 @@ use fred::types::scripts::Script;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::address::StoreAddress;
 use crate::job_env::Secrets;
 use crate::model::{Fields, InvalidValue, Job, JobId, JobSpec, JobStatus, Outcome};
+use crate::tls::{tls_config, CaCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -248,16 +250,19 @@ pub enum RetryResult {
 /// Connection settings of the store.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    pub url: String,
+    pub address: StoreAddress,
+    /// The only CA trusted for a TLS address, when given.
+    pub ca_cert: Option<CaCert>,
     pub namespace: String,
     /// A command not answered within this fails instead of hanging.
     pub command_timeout: Duration,
 }
 
 impl StoreConfig {
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(address: StoreAddress) -> Self {
         Self {
-            url: url.into(),
+            address,
+            ca_cert: None,
             namespace: "jobs".into(),
             command_timeout: Duration::from_secs(5),
         }
@@ -332,7 +337,10 @@ impl Store {
     /// Connects and checks the server answers. The client reconnects by
     /// itself, with backoff, after the server restarts.
     pub async fn connect(config: StoreConfig) -> Result<Self> {
-        let fred_config = Config::from_url(&config.url)?;
+        let mut fred_config = config.address.fred_config();
+        if config.address.tls {
+            fred_config.tls = Some(tls_config(config.ca_cert.as_ref()));
+        }
         let client = builder(&fred_config, &config).build()?;
         client.init().await?;
         Ok(Self {
@@ -350,6 +358,12 @@ impl Store {
         let subscriber = builder(&self.fred_config, &self.config).build_subscriber_client()?;
         subscriber.init().await?;
         Ok(subscriber)
+    }
+
+    /// The underlying client, for a command the store does not wrap
+    /// (tools, and tests probing what a store user may do).
+    pub fn raw_client(&self) -> &Client {
+        &self.client
     }
 
     pub fn namespace(&self) -> &str {
@@ -871,14 +885,39 @@ impl Store {
         format!("{}job:{id}", self.prefix)
     }
 
-    /// Runs a transition script. The key prefix always goes first.
+    /// Runs a transition script. The key prefix is its one declared key
+    /// (`KEYS[1]`, the prelude's `P`): it carries the `{namespace}` hash
+    /// tag every key shares, so a cluster client sends the script to the
+    /// node owning that slot. It also stays first in ARGV, where the
+    /// scripts' numbered arguments have always started.
     pub(crate) async fn run<R: FromValue>(&self, script: &Script, args: Vec<String>) -> Result<R> {
         let mut all = Vec::with_capacity(args.len() + 1);
         all.push(self.prefix.to_string());
         all.extend(args);
         Ok(script
-            .evalsha_with_reload(&self.client, Vec::<String>::new(), all)
+            .evalsha_with_reload(&self.client, vec![self.prefix.to_string()], all)
             .await?)
+    }
+
+    /// Blocks until every write this client made so far reached at least
+    /// `replicas` replicas (`WAIT`), or `timeout` passed; returns how many
+    /// acknowledged. Sent to the node owning the namespace's slot, the
+    /// one that took the writes.
+    pub async fn wait_for_replicas(&self, replicas: u32, timeout: Duration) -> Result<u32> {
+        let slot = fred::util::redis_keyslot(self.prefix.as_bytes());
+        let command = fred::types::CustomCommand::new_static(
+            "WAIT",
+            fred::types::ClusterHash::Custom(slot),
+            true,
+        );
+        let acknowledged: i64 = self
+            .client
+            .custom(
+                command,
+                vec![i64::from(replicas), timeout.as_millis() as i64],
+            )
+            .await?;
+        Ok(u32::try_from(acknowledged).unwrap_or(0))
     }
 }
 

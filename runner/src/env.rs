@@ -14,6 +14,7 @@ use crate::logs::LogSettings;
 /// | `JOB_TOKEN` | the attempt's fencing token |
 /// | `JOBS_STORE_URL` | the Valkey URL, e.g. `redis://host:6379` |
 /// | `JOBS_NAMESPACE` | key namespace (default `jobs`) |
+/// | `VALKEY_CA_CERT` | PEM file of the store's CA (`rediss://`), when private |
 /// | `JOB_HEARTBEAT_MS` | heartbeat interval (default 1000) |
 /// | `JOB_LOG_*` | the attempt log's limits: see [`LogSettings`] |
 #[derive(Clone, Debug)]
@@ -21,6 +22,7 @@ pub struct RunnerEnv {
     pub attempt: AttemptRef,
     pub store_url: String,
     pub namespace: String,
+    pub ca_cert: Option<std::path::PathBuf>,
     pub heartbeat_ms: u64,
     pub logs: LogSettings,
 }
@@ -99,6 +101,9 @@ impl RunnerEnv {
             },
             store_url: required("JOBS_STORE_URL")?,
             namespace: get("JOBS_NAMESPACE").unwrap_or_else(|| "jobs".into()),
+            ca_cert: get("VALKEY_CA_CERT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
             heartbeat_ms,
             logs: LogSettings::from_lookup(&get).map_err(EnvError)?,
         })

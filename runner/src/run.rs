@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use jobs::{Report, Store, StoreConfig};
+use jobs::{CaCert, Report, Store, StoreAddress, StoreConfig};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -161,8 +161,13 @@ impl Runner {
 
     /// [`Runner::run`], asking the handler to stop when `shutdown` resolves.
     async fn run_until(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
-        let mut config = StoreConfig::new(&env.store_url);
-        config.namespace = env.namespace.clone();
+        let config = match store_config(&env) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(job = %env.attempt.job_id, error = %e, "bad store settings");
+                return exit::STORE_UNAVAILABLE;
+            }
+        };
         let store = match Store::connect(config).await {
             Ok(store) => store,
             Err(e) => {
@@ -389,6 +394,16 @@ fn init_logging() {
     } else {
         builder.finish().with(CaptureLayer).init();
     }
+}
+
+/// The store settings from the runner's environment: its URL and, for a
+/// private TLS store, the CA file.
+fn store_config(env: &RunnerEnv) -> Result<StoreConfig, Box<dyn std::error::Error>> {
+    let address: StoreAddress = env.store_url.parse()?;
+    let mut config = StoreConfig::new(address);
+    config.namespace = env.namespace.clone();
+    config.ca_cert = env.ca_cert.as_deref().map(CaCert::load).transpose()?;
+    Ok(config)
 }
 
 #[cfg(test)]

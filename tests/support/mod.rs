@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod topology;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use dispatcher::startup::Application;
 use dispatcher::valkey::LocalValkey;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use jobs::{Store, StoreConfig};
+use jobs::Store;
 use machines::{ClientConfig, ListFilter, Machine, MachinesClient};
 use mock_machines::{MockConfig, MockServer, Stats};
 use serde_json::Value;
@@ -35,6 +37,11 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// Changes to the mock's configuration (app secrets, ...).
     pub mock: fn(&mut MockConfig),
+    /// The dispatcher's `--valkey-url`, when not the test's own server
+    /// (a Sentinel set, a TLS server: see [`topology`]).
+    pub store_url: Option<String>,
+    /// The store URL runners get, when not `store_url`.
+    pub runner_store_url: Option<String>,
 }
 
 impl Default for Options {
@@ -45,6 +52,8 @@ impl Default for Options {
             body_limit: 1 << 20,
             extra_args: Vec::new(),
             mock: |_| {},
+            store_url: None,
+            runner_store_url: None,
         }
     }
 }
@@ -78,7 +87,8 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     let mock = start_mock_with(options.mock).await;
 
     let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
-    let settings = settings(&options, &valkey.url(), machines_config.clone());
+    let store_url = options.store_url.clone().unwrap_or_else(|| valkey.url());
+    let settings = settings(&options, &store_url, machines_config.clone());
     let app = Application::build(settings.clone())
         .await
         .expect("dispatcher starts");
@@ -86,9 +96,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     let shutdown = Shutdown::new();
     let app = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
-    let store = Store::connect(StoreConfig::new(valkey.url()))
-        .await
-        .unwrap();
+    let store = Store::connect(settings.store.clone()).await.unwrap();
     TestSystem {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
@@ -126,13 +134,18 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
         unreachable!()
     };
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    args.common.settings(
-        listen,
-        machines,
-        "local/runner:test".into(),
-        vec![env!("CARGO_BIN_EXE_runner").to_string()],
-        store_url.to_string(),
-    )
+    args.common
+        .settings(
+            listen,
+            machines,
+            "local/runner:test".into(),
+            vec![env!("CARGO_BIN_EXE_runner").to_string()],
+            options
+                .runner_store_url
+                .clone()
+                .unwrap_or_else(|| store_url.to_string()),
+        )
+        .expect("test settings are valid")
 }
 
 /// A Valkey-compatible server with AOF, its files in `dir`, on `port` (a

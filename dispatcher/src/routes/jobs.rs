@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::{ApiError, AppState};
 use crate::auth::Caller;
+use crate::configuration::SubmitReplicas;
 use crate::request::{idempotency_key, JobRequest};
 
 pub const DEFAULT_LIST_LIMIT: usize = 50;
@@ -82,6 +83,9 @@ pub async fn submit(
         .await?
     {
         Enqueued::Created(job) => {
+            if let Some(durability) = state.api.submit_replicas {
+                await_replicas(&state, durability, job.id).await?;
+            }
             tracing::info!(job = %job.id, kind = %job.kind, status = %job.status, "job submitted");
             state.launcher_wakeup.notify_one();
             let location = format!("/jobs/{}", job.id);
@@ -93,6 +97,10 @@ pub async fn submit(
                 .into_response())
         }
         Enqueued::Existing(id) => {
+            // A retry after a 503 above: confirm the first write now.
+            if let Some(durability) = state.api.submit_replicas {
+                await_replicas(&state, durability, id).await?;
+            }
             let location = format!("/jobs/{id}");
             let job = find(&state, id).await?;
             Ok((StatusCode::OK, [(header::LOCATION, location)], Json(job)).into_response())
@@ -102,6 +110,38 @@ pub async fn submit(
         ))
         .with_field("idempotency_key")),
     }
+}
+
+/// Durability mode: the job counts as accepted only once it reached the
+/// replicas, so a failover right after the 202 cannot lose it. When they
+/// do not confirm in time the job may still exist, so the answer asks the
+/// client to retry with the same idempotency key (which finds it) rather
+/// than to give up.
+async fn await_replicas(
+    state: &AppState,
+    durability: SubmitReplicas,
+    id: JobId,
+) -> Result<(), ApiError> {
+    let acknowledged = state
+        .store
+        .wait_for_replicas(durability.replicas, durability.timeout)
+        .await?;
+    if acknowledged >= durability.replicas {
+        return Ok(());
+    }
+    tracing::warn!(
+        job = %id,
+        acknowledged,
+        wanted = durability.replicas,
+        "job not replicated in time; answering 503"
+    );
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "job {id} was not confirmed by {} store replica(s) in time; retry with the same Idempotency-Key",
+            durability.replicas
+        ),
+    ))
 }
 
 pub(crate) fn unprocessable(field: &str, message: String) -> ApiError {

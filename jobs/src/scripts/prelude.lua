@@ -1,7 +1,8 @@
--- Shared by every script. ARGV[1] is the key prefix, "{namespace}:".
--- Every key starts with it, so all keys share one hash slot and these
--- multi-key scripts also run on a Valkey cluster.
-local P = ARGV[1]
+-- Shared by every script. KEYS[1] is the key prefix, "{namespace}:".
+-- Every key starts with it, so all keys share one hash slot; declaring it
+-- lets a cluster client route the script to the node that owns that slot.
+-- ARGV[1] repeats it, so each script's own arguments start at ARGV[2].
+local P = KEYS[1]
 
 -- Integers are passed to Valkey as "%d" text: Lua's default number
 -- formatting would turn large ones into exponent notation.

@@ -72,7 +72,9 @@ impl TestStore {
                 .port();
             if let Ok(server) = LocalValkey::start(port, &dir, false).await {
                 let url = server.url();
-                let store = Store::connect(StoreConfig::new(&url)).await.unwrap();
+                let store = Store::connect(StoreConfig::new(url.parse().unwrap()))
+                    .await
+                    .unwrap();
                 return Self {
                     store,
                     epochs: Mutex::default(),
@@ -111,6 +113,7 @@ impl TestStore {
                     attempt.attempt_ref
                 },
                 store_url: self.url.clone(),
+                ca_cert: None,
                 namespace: "jobs".into(),
                 heartbeat_ms: 50,
                 logs: runner::logs::LogSettings::default(),
