@@ -143,6 +143,19 @@ pub struct CommonArgs {
     /// fly.toml's `kill_timeout` must be longer.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = crate::startup::SHUTDOWN_GRACE.as_secs())]
     pub shutdown_grace_secs: u64,
+    /// Warm pools of stopped machines: `N` keeps N machines of the default
+    /// size and region created and stopped, so a job starts one (well
+    /// under a second) instead of creating one (seconds, and at most about
+    /// one per second per app on Fly). More pools, comma-separated:
+    /// `cpu_kind:cpus:memory_mb[@region]=N`, e.g. `8,performance:2:4096=2`.
+    /// Stopped machines bill only their root filesystem. Default: none for
+    /// `serve`, 8 for `dev`; 0 turns it off.
+    #[arg(long, env = "WARM_POOL", value_delimiter = ',', value_parser = check_warm_pool)]
+    pub warm_pool: Vec<String>,
+    /// A pooled machine idle this long is destroyed while its pool holds
+    /// more than its target (after the target was lowered).
+    #[arg(long, env = "WARM_POOL_IDLE_SECS", default_value_t = 600)]
+    pub warm_pool_idle_secs: u64,
     /// Test hook: pause between creating a machine and recording it.
     #[arg(long, hide = true)]
     pub test_pause_after_create_ms: Option<u64>,
@@ -311,6 +324,8 @@ impl CommonArgs {
                 .expect("caps serialize"),
                 callback_secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 runner_env: vec![("LOG_FORMAT".into(), runner_log_format.into())],
+                pools: self.pools(&defaults.machine),
+                pool_idle: Duration::from_secs(self.warm_pool_idle_secs),
             },
             upkeep: UpkeepSettings {
                 sweep_every: Duration::from_secs(self.sweep_interval_secs.max(1)),
@@ -331,6 +346,39 @@ impl CommonArgs {
             },
             owner: default_owner(),
         }
+    }
+}
+
+impl CommonArgs {
+    /// The pools `--warm-pool` asks for (entries were checked when parsed).
+    fn pools(&self, machine: &MachineSpec) -> Vec<crate::pool::PoolSpec> {
+        let default = default_pool(machine, 0);
+        self.warm_pool
+            .iter()
+            .filter(|e| !e.trim().is_empty())
+            .filter_map(|e| crate::pool::parse_entry(e, &default).ok())
+            .collect()
+    }
+}
+
+/// A `--warm-pool` entry, checked (its default-size form is completed
+/// later, once the default machine size is known).
+fn check_warm_pool(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Ok(String::new());
+    }
+    let placeholder = default_pool(&MachineSpec::default(), 0);
+    crate::pool::parse_entry(text, &placeholder).map(|_| text.to_string())
+}
+
+/// The pool of the default machine size and region, with `size` machines.
+pub fn default_pool(machine: &MachineSpec, size: u32) -> crate::pool::PoolSpec {
+    crate::pool::PoolSpec {
+        cpu_kind: machine.cpu_kind.clone(),
+        cpus: machine.cpus,
+        memory_mb: machine.memory_mb,
+        region: machine.region.clone(),
+        size,
     }
 }
 

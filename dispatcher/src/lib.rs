@@ -20,6 +20,8 @@
 //! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
+//! - [`pool`]: the warm pool of stopped machines (`--warm-pool`): fill,
+//!   claim, return, replace.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
 //!   this process's counters and histograms.
@@ -45,6 +47,7 @@ pub mod launcher;
 pub mod leases;
 pub mod metrics;
 pub mod output;
+pub mod pool;
 pub mod request;
 pub mod retry;
 pub mod routes;

@@ -25,6 +25,8 @@ pub const ATTEMPTS: &str = "dispatcher_attempts_total";
 pub const QUEUE_WAIT: &str = "dispatcher_queue_wait_seconds";
 pub const ATTEMPT_DURATION: &str = "dispatcher_attempt_duration_seconds";
 pub const RETRIES: &str = "dispatcher_retries_total";
+pub const MACHINE_START: &str = "dispatcher_machine_start_seconds";
+pub const POOL_MACHINES: &str = "dispatcher_pool_machines";
 
 /// Histogram buckets in seconds: machines boot in about a second, jobs
 /// run for seconds to an hour.
@@ -76,6 +78,15 @@ fn describe() {
     describe_gauge!(MACHINES_IN_FLIGHT, "Attempts holding a machine slot");
     describe_counter!(ATTEMPTS, "Finished attempts, by outcome");
     describe_counter!(RETRIES, "Failed attempts that were given another try");
+    describe_histogram!(
+        MACHINE_START,
+        Unit::Seconds,
+        "Time from claim to a machine the API accepted: created (cold) or a pooled one started (warm)"
+    );
+    describe_gauge!(
+        POOL_MACHINES,
+        "Warm pool machines per pool and state (ready, in_use, warming; total), across all dispatchers"
+    );
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time from due to claimed");
     describe_histogram!(
         ATTEMPT_DURATION,
@@ -93,9 +104,11 @@ pub fn install() {
 /// this process recorded.
 pub async fn render(store: &Store) -> Result<String, StoreError> {
     let stats = store.stats().await?;
+    let pools = store.pool_stats().await?;
     let exporter = exporter();
     let _one_at_a_time = exporter.scrape.lock().unwrap_or_else(|e| e.into_inner());
     set_store_gauges(&stats);
+    set_pool_gauges(&pools);
     Ok(exporter.handle.render())
 }
 
@@ -107,6 +120,26 @@ fn set_store_gauges(stats: &Stats) {
         metrics::gauge!(QUEUE_DEPTH, "kind" => kind.clone()).set(*depth as f64);
     }
     metrics::gauge!(MACHINES_IN_FLIGHT).set(stats.in_flight as f64);
+}
+
+fn set_pool_gauges(pools: &std::collections::BTreeMap<String, jobs::PoolStats>) {
+    for (pool, p) in pools {
+        for (state, count) in [
+            ("total", p.machines),
+            ("ready", p.ready),
+            ("in_use", p.in_use),
+            ("warming", p.warming),
+        ] {
+            metrics::gauge!(POOL_MACHINES, "pool" => pool.clone(), "state" => state)
+                .set(count as f64);
+        }
+    }
+}
+
+/// An attempt's machine was obtained `took` after its claim, cold
+/// (created) or warm (a pooled one started).
+pub fn machine_started(source: crate::pool::source::MachineSource, took: Duration) {
+    metrics::histogram!(MACHINE_START, "source" => source.as_str()).record(took.as_secs_f64());
 }
 
 /// A job left the queue for a machine after waiting `waited` since it

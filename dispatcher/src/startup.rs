@@ -74,6 +74,10 @@ impl Application {
             watches: Arc::new(Semaphore::new(settings.launch.max_watches)),
         });
         let launcher = tokio::spawn(launcher::run(supervision.clone(), shutdown.clone()));
+        let pools = tokio::spawn(crate::pool::upkeep::run(
+            supervision.clone(),
+            shutdown.clone(),
+        ));
         let sweeper = tokio::spawn(sweeper::run(
             supervision,
             settings.upkeep.clone(),
@@ -109,6 +113,7 @@ impl Application {
             _ = deadline => tracing::warn!(?grace, "requests still open after the grace period; closing"),
         }
         launcher.await?;
+        pools.await?;
         sweeper.await?;
         scheduler.await?;
         store.quit().await;

@@ -38,6 +38,8 @@ use tokio::time::Instant;
 use crate::configuration::LaunchSettings;
 use crate::hub::{EventHub, Subscription};
 use crate::leases::{Held, Leases, Renewal};
+use crate::pool::source::{self as pooled, MachineSource};
+use crate::pool::PoolSpec;
 
 /// Everything supervisors share.
 pub struct Supervision {
@@ -120,9 +122,10 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
     let terms = Terms::of(&job, &attempt);
 
     let machine = Box::pin(machine_of(&shared, job, &attempt, start)).await;
-    let (ending, machine_id) = match machine {
+    let (ending, machine) = match machine {
         Err(ending) => (ending, None),
-        Ok((machine_id, region)) => {
+        Ok((machine_id, region, source)) => {
+            crate::metrics::machine_started(source, began.elapsed());
             let recorded = Box::pin(with_store_retries(|| {
                 shared.store.record_machine(&attempt, &machine_id, &region)
             }))
@@ -145,40 +148,53 @@ pub async fn supervise(shared: Arc<Supervision>, job: Job, attempt: AttemptRef, 
                     machine_destroyed: false,
                 },
             };
-            (ending, Some(machine_id))
+            (ending, Some((machine_id, source)))
         }
     };
-    Box::pin(finish(&shared, &terms, &attempt, ending, machine_id, began)).await;
+    Box::pin(finish(&shared, &terms, &attempt, ending, machine, began)).await;
 }
 
-/// Step 1: the attempt's machine, created afresh or, for an attempt taken
+/// Step 1: the attempt's machine (id, region, source): a pooled one
+/// claimed and started, else one created afresh, or, for an attempt taken
 /// over, the one already there. Consumes the job: nothing later needs it.
 async fn machine_of(
     shared: &Supervision,
     job: Job,
     attempt: &AttemptRef,
     start: Start,
-) -> Result<(String, String), Ending> {
+) -> Result<(String, String, MachineSource), Ending> {
     let known = match start {
-        Start::Fresh => None,
-        Start::Resume => resumable_machine(shared, &job, attempt).await,
+        Start::Fresh => pooled::claim(shared, &job, attempt)
+            .await
+            .map(|(id, region)| (id, region, MachineSource::Pooled)),
+        Start::Resume => match resumable_machine(shared, &job, attempt).await {
+            Some(id) => {
+                let source = pooled::resume(shared, attempt, &id).await;
+                Some((id, String::new(), source))
+            }
+            None => None,
+        },
     };
     match known {
-        Some(id) => Ok((id, String::new())),
-        None => create_machine(shared, &job, attempt).await,
+        Some(known) => Ok(known),
+        None => create_machine(shared, &job, attempt)
+            .await
+            .map(|(id, region)| (id, region, MachineSource::Created)),
     }
 }
 
 /// Step 3 and 4: writes the attempt's end down (which moves the job on),
-/// destroys the machine and frees the slot.
+/// destroys the machine (or returns a pooled one to its pool) and frees
+/// the slot.
 async fn finish(
     shared: &Supervision,
     terms: &Terms,
     attempt: &AttemptRef,
     ending: Ending,
-    machine_id: Option<String>,
+    machine: Option<(String, MachineSource)>,
     began: std::time::Instant,
 ) {
+    let machine_id = machine.as_ref().map(|(id, _)| id.clone());
     let finished = with_store_retries(|| {
         shared.store.finish_attempt(
             attempt,
@@ -209,11 +225,21 @@ async fn finish(
         Err(e) => tracing::error!(error = %e, "could not record the attempt's end"),
     }
 
-    match &machine_id {
-        Some(id) if ending.machine_destroyed => {
+    match &machine {
+        Some((id, MachineSource::Pooled)) => {
+            pooled::dispose(
+                shared,
+                attempt,
+                id,
+                ending.outcome,
+                ending.machine_destroyed,
+            )
+            .await
+        }
+        Some((id, MachineSource::Created)) if ending.machine_destroyed => {
             tracing::info!(machine = %id, "machine destroyed itself (auto_destroy)")
         }
-        Some(id) => destroy(&shared.machines, id).await,
+        Some((id, MachineSource::Created)) => destroy(&shared.machines, id).await,
         None => {}
     }
     if let Err(e) = with_store_retries(|| shared.store.release(attempt)).await {
@@ -325,7 +351,9 @@ pub async fn clean_up(
         None => find_machine(&shared.machines, &shared.store, job, attempt.attempt).await,
     };
     if let Some(id) = &machine {
-        destroy(&shared.machines, id).await;
+        // A pooled machine is destroyed too (never reused: how its attempt
+        // ended is unknown); a created one has no pool record.
+        pooled::dispose(&shared, &attempt, id, Outcome::Lost, false).await;
     }
     if let Err(e) = with_store_retries(|| shared.store.release(&attempt)).await {
         tracing::error!(error = %e, "could not free the machine slot");
@@ -563,7 +591,7 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
 
 /// Asks the machine to stop (SIGTERM, then SIGKILL after 5 s) and waits
 /// for it to be down, so its exit is recorded before destruction.
-async fn stop(machines: &MachinesClient, id: &str) {
+pub(crate) async fn stop(machines: &MachinesClient, id: &str) {
     let request = StopRequest {
         signal: Some("SIGTERM".into()),
         timeout: Some(GoDuration(Duration::from_secs(5))),
@@ -577,7 +605,7 @@ async fn stop(machines: &MachinesClient, id: &str) {
 
 /// Destroys the machine, retrying until the API confirms it is gone: no
 /// path may leave a machine behind.
-async fn destroy(machines: &MachinesClient, id: &str) {
+pub(crate) async fn destroy(machines: &MachinesClient, id: &str) {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(30))
@@ -618,23 +646,11 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
     // The job's own variables first: the runner's below always win (and
     // the API refuses requests that try to set them).
     let mut env = job.machine.env.clone();
-    env.extend(launch.runner_env.iter().cloned());
+    env.extend(runner_env(shared));
     env.extend([
         ("JOB_ID".to_string(), job.id.to_string()),
         ("JOB_ATTEMPT".to_string(), attempt.attempt.to_string()),
         ("JOB_TOKEN".to_string(), attempt.token.clone()),
-        (
-            "JOBS_STORE_URL".to_string(),
-            launch.runner_store_url.clone(),
-        ),
-        (
-            "JOBS_NAMESPACE".to_string(),
-            shared.store.namespace().to_string(),
-        ),
-        (
-            "JOB_HEARTBEAT_MS".to_string(),
-            launch.heartbeat.as_millis().to_string(),
-        ),
     ]);
     // Job machines carry no `fly_*` metadata, so `fly deploy` never
     // manages (or destroys) them; `role=job` is how the sweeper finds them.
@@ -648,38 +664,109 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
         ("attempt".to_string(), attempt.attempt.to_string()),
         ("dispatcher".to_string(), shared.owner.clone()),
     ]);
+    let image = job
+        .machine
+        .image
+        .clone()
+        .unwrap_or_else(|| launch.image.clone());
+    let guest = Guest::new(
+        &job.machine.cpu_kind,
+        job.machine.cpus,
+        job.machine.memory_mb,
+    );
     CreateMachineRequest {
         name: Some(machine_name(job.id, attempt.attempt)),
         region: job.machine.region.clone(),
         skip_secrets: true,
-        config: MachineConfig {
-            image: job
-                .machine
-                .image
-                .clone()
-                .unwrap_or_else(|| launch.image.clone()),
-            env,
-            guest: Some(Guest::new(
-                &job.machine.cpu_kind,
-                job.machine.cpus,
-                job.machine.memory_mb,
-            )),
-            auto_destroy: true,
-            restart: Some(Restart {
-                policy: RestartPolicy::No,
-                max_retries: None,
-            }),
-            init: Some(Init {
-                exec: Some(launch.runner_exec.clone()),
-                ..Init::default()
-            }),
-            metadata,
-            stop_config: Some(StopConfig {
-                signal: Some("SIGTERM".into()),
-                timeout: Some(GoDuration(Duration::from_secs(5))),
-            }),
-            ..MachineConfig::default()
-        },
+        config: runner_config(shared, image, guest, env, metadata, true),
         ..CreateMachineRequest::default()
+    }
+}
+
+/// The create request for a machine of a warm pool: no attempt in its
+/// environment (`JOB_POOLED=1`: the runner asks the store), no
+/// `auto_destroy` (it stops between jobs), `role=pool` metadata.
+pub(crate) fn pooled_machine_request(
+    shared: &Supervision,
+    spec: &PoolSpec,
+    name: &str,
+) -> CreateMachineRequest {
+    let mut env: BTreeMap<String, String> = runner_env(shared).collect();
+    env.insert("JOB_POOLED".into(), "1".into());
+    let metadata = BTreeMap::from([
+        ("role".to_string(), "pool".to_string()),
+        (
+            "jobs_namespace".to_string(),
+            shared.store.namespace().to_string(),
+        ),
+        ("pool".to_string(), spec.key()),
+        ("dispatcher".to_string(), shared.owner.clone()),
+    ]);
+    let guest = Guest::new(&spec.cpu_kind, spec.cpus, spec.memory_mb);
+    CreateMachineRequest {
+        name: Some(name.to_string()),
+        region: spec.region.clone(),
+        skip_secrets: true,
+        config: runner_config(
+            shared,
+            shared.launch.image.clone(),
+            guest,
+            env,
+            metadata,
+            false,
+        ),
+        ..CreateMachineRequest::default()
+    }
+}
+
+/// What every runner needs besides its attempt: the store and how to talk
+/// to it.
+fn runner_env(shared: &Supervision) -> impl Iterator<Item = (String, String)> + '_ {
+    let launch = &shared.launch;
+    launch.runner_env.iter().cloned().chain([
+        (
+            "JOBS_STORE_URL".to_string(),
+            launch.runner_store_url.clone(),
+        ),
+        (
+            "JOBS_NAMESPACE".to_string(),
+            shared.store.namespace().to_string(),
+        ),
+        (
+            "JOB_HEARTBEAT_MS".to_string(),
+            launch.heartbeat.as_millis().to_string(),
+        ),
+    ])
+}
+
+/// A runner machine's config: the runner as `init.exec`, `restart: no`,
+/// SIGTERM with a 5 s grace to stop.
+fn runner_config(
+    shared: &Supervision,
+    image: String,
+    guest: Guest,
+    env: BTreeMap<String, String>,
+    metadata: BTreeMap<String, String>,
+    auto_destroy: bool,
+) -> MachineConfig {
+    MachineConfig {
+        image,
+        env,
+        guest: Some(guest),
+        auto_destroy,
+        restart: Some(Restart {
+            policy: RestartPolicy::No,
+            max_retries: None,
+        }),
+        init: Some(Init {
+            exec: Some(shared.launch.runner_exec.clone()),
+            ..Init::default()
+        }),
+        metadata,
+        stop_config: Some(StopConfig {
+            signal: Some("SIGTERM".into()),
+            timeout: Some(GoDuration(Duration::from_secs(5))),
+        }),
+        ..MachineConfig::default()
     }
 }

@@ -5,6 +5,8 @@
 //!   each one atomic Lua script in Valkey.
 //! - [`events`]: the change notifications those scripts publish.
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
+//! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
+//!   a time.
 //!
 //! The lifecycle:
 //!
@@ -18,11 +20,13 @@
 
 pub mod events;
 pub mod model;
+pub mod pool;
 pub mod schedules;
 pub mod store;
 
 pub use events::{EventKind, JobEvent};
 pub use model::*;
+pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use schedules::Schedule;
 pub use store::{
     AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Heartbeat, Idempotency, ListFilter,

@@ -236,6 +236,19 @@ impl MachinesClient {
         }
     }
 
+    /// Boots a stopped machine again (fresh from its image: a start
+    /// resets the root filesystem). A warm pool's claim.
+    pub async fn start(&self, id: &str) -> Result<(), MachinesError> {
+        self.call::<serde_json::Value>(
+            Method::POST,
+            Route::new("/v1/apps/{app}/machines/{id}/start", Some(id)),
+            None,
+            |r| r,
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn stop(&self, id: &str, request: &StopRequest) -> Result<(), MachinesError> {
         self.call::<serde_json::Value>(
             Method::POST,

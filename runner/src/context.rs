@@ -1,5 +1,8 @@
 //! [`Context`]: what a handler gets besides its params.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use jobs::{AttemptRef, JobId, Store};
 use tokio::sync::watch;
 
@@ -13,6 +16,8 @@ pub struct Context {
     attempt: AttemptRef,
     stop: watch::Receiver<Option<StopReason>>,
     span: tracing::Span,
+    /// The job's `machine.env`, read from its record in the store.
+    env: Arc<BTreeMap<String, String>>,
 }
 
 impl Context {
@@ -21,13 +26,31 @@ impl Context {
         attempt: AttemptRef,
         stop: watch::Receiver<Option<StopReason>>,
         span: tracing::Span,
+        env: BTreeMap<String, String>,
     ) -> Self {
         Self {
             store,
             attempt,
             stop,
             span,
+            env: Arc::new(env),
         }
+    }
+
+    /// A variable of the job's `machine.env`, else of the process. On a
+    /// machine created for the job they are the same; on a pooled machine
+    /// (created before the job existed) the job's variables come from the
+    /// store, so read them here rather than with `std::env::var`.
+    pub fn env(&self, name: &str) -> Option<String> {
+        self.env
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    }
+
+    /// The job's `machine.env`; commands get these in their environment.
+    pub fn job_env(&self) -> &BTreeMap<String, String> {
+        &self.env
     }
 
     pub fn job_id(&self) -> JobId {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::extract::{erase, FromParams, Handler};
 use crate::stop::{watch_attempt, wrap_up_window};
-use crate::{Commands, ConfigError, Context, EnvError, JobError, RunnerEnv, StopReason};
+use crate::{Commands, ConfigError, Context, EnvError, JobError, PooledEnv, RunnerEnv, StopReason};
 
 /// The runner's exit codes. The dispatcher does not rely on them (it reads
 /// the report from the store), but they make a machine's log readable.
@@ -41,6 +41,14 @@ enum StartError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+/// Where the runner learns its attempt.
+enum Boot {
+    /// From its environment: a machine created for the attempt.
+    Attempt(RunnerEnv),
+    /// From the store: a machine of the warm pool.
+    Pooled(PooledEnv),
 }
 
 /// Handlers by kind, and the loop that runs one attempt.
@@ -125,16 +133,20 @@ impl Runner {
             .expect("tokio runtime");
         let code = runtime.block_on(async {
             let shutdown = stop_signal();
-            runner.run_until(env, shutdown).await
+            runner.boot(env, shutdown).await
         });
         std::process::exit(code)
     }
 
     /// The environment and this runner with the configured commands.
-    fn configure(self) -> Result<(Self, RunnerEnv), StartError> {
-        let env = RunnerEnv::from_env()?;
+    fn configure(self) -> Result<(Self, Boot), StartError> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        let boot = match PooledEnv::from_lookup(lookup)? {
+            Some(pooled) => Boot::Pooled(pooled),
+            None => Boot::Attempt(RunnerEnv::from_env()?),
+        };
         let runner = self.commands(Commands::from_env()?)?;
-        Ok((runner, env))
+        Ok((runner, boot))
     }
 
     /// Runs one attempt and returns the exit code. Every log line carries
@@ -146,14 +158,38 @@ impl Runner {
 
     /// [`Runner::run`], asking the handler to stop when `shutdown` resolves.
     async fn run_until(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
-        let mut config = StoreConfig::new(&env.store_url);
-        config.namespace = env.namespace.clone();
+        self.boot(Boot::Attempt(env), shutdown).await
+    }
+
+    /// Connects to the store, learns the attempt (a pooled machine asks the
+    /// store for it) and runs it.
+    async fn boot(&self, boot: Boot, shutdown: BoxFuture<'static, ()>) -> i32 {
+        let (url, namespace) = match &boot {
+            Boot::Attempt(env) => (&env.store_url, &env.namespace),
+            Boot::Pooled(pooled) => (&pooled.store_url, &pooled.namespace),
+        };
+        let mut config = StoreConfig::new(url);
+        config.namespace = namespace.clone();
         let store = match Store::connect(config).await {
             Ok(store) => store,
             Err(e) => {
-                tracing::error!(job = %env.attempt.job_id, error = %e, "cannot reach the job store");
+                tracing::error!(error = %e, "cannot reach the job store");
                 return exit::STORE_UNAVAILABLE;
             }
+        };
+        let env = match boot {
+            Boot::Attempt(env) => env,
+            Boot::Pooled(pooled) => match pooled.assignment(&store).await {
+                Ok(Some(env)) => env,
+                Ok(None) => {
+                    tracing::info!(machine = %pooled.machine_id, "pooled machine has no attempt to run; stopping");
+                    return exit::SUCCEEDED;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot ask the store for this machine's attempt");
+                    return exit::STORE_UNAVAILABLE;
+                }
+            },
         };
         self.run_in_process(&store, env, shutdown).await
     }
@@ -217,7 +253,8 @@ impl Runner {
             },
             Some(handler) => {
                 let span = tracing::Span::current();
-                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span);
+                let env = job.machine.env.clone();
+                let ctx = Context::new(store.clone(), attempt.clone(), stop_rx.clone(), span, env);
                 let outcome = tokio::time::timeout(timeout, handler(ctx, job.params.clone())).await;
                 let stopped = *stop_rx.borrow();
                 report_for(outcome.ok(), stopped, job.timeout_secs)

@@ -100,6 +100,7 @@ fn spawn(argv: &[String], ctx: &Context) -> Result<Child, JobError> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        .envs(ctx.job_env())
         .env("JOB_ID", ctx.job_id().to_string())
         .env("JOB_ATTEMPT", ctx.attempt().to_string())
         .stdin(Stdio::piped())
