@@ -156,7 +156,8 @@ pub struct CommonArgs {
     /// more than its target (after the target was lowered).
     #[arg(long, env = "WARM_POOL_IDLE_SECS", default_value_t = 600)]
     pub warm_pool_idle_secs: u64,
-    /// Test hook: pause between creating a machine and recording it.
+    /// Test hook: pause between creating a machine and recording it (or
+    /// between claiming a pooled machine and starting it).
     #[arg(long, hide = true)]
     pub test_pause_after_create_ms: Option<u64>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]

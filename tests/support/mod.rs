@@ -191,6 +191,18 @@ impl TestSystem {
         shutdown
     }
 
+    /// A peer whose settings differ as `change` says (e.g. another
+    /// runner image: a deploy). Returns its handle and base URL.
+    pub async fn spawn_peer_with(&self, change: impl FnOnce(&mut Settings)) -> (Shutdown, String) {
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        let app = Application::build(settings).await.expect("peer starts");
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = Shutdown::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        (shutdown, base)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -58,6 +58,10 @@ pub async fn claim(
             return None;
         }
     };
+    if let Some(pause) = shared.launch.pause_after_create {
+        tracing::warn!(?pause, "test hook: pausing between claim and start");
+        tokio::time::sleep(pause).await;
+    }
     match shared.machines.start(&id).await {
         Ok(()) => {
             tracing::info!(machine = %id, pool = %spec.key(), "pooled machine started");
