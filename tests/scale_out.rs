@@ -69,6 +69,7 @@ impl Cluster {
             .env("RUNNER_IMAGE", "local/runner:test")
             .env("RUNNER_EXEC", env!("CARGO_BIN_EXE_runner"))
             .env("LEASE_SECS", LEASE_SECS)
+            .env("MACHINES_API_PACING", "off")
             .env("FLY_MACHINE_ID", name)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())

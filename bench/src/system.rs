@@ -230,6 +230,8 @@ fn spawn_dispatcher(
         .arg("--runner-exec")
         .arg(path_text(&runner)?)
         .args(["--max-machines", &max_machines.to_string()])
+        // The mock's rate limits are off here, so no pacing either.
+        .args(["--api-pacing", "off"])
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

@@ -127,6 +127,13 @@ pub struct CommonArgs {
     /// (--lost-after-secs). A finished job is seen at once either way.
     #[arg(long, env = "MAX_WATCHES", default_value_t = 500)]
     pub max_watches: usize,
+    /// Client-side pacing of Machines API calls: `fly` (Fly's published
+    /// limits: 1 call/s per action with bursts of 3, reads 5/s with bursts
+    /// of 10, per machine, or per app for creates, the create budget shared
+    /// by all dispatchers through the store), a number (those limits times
+    /// it, e.g. `2`), or `off`.
+    #[arg(long, env = "MACHINES_API_PACING", default_value = "fly", value_parser = parse_pacing)]
+    pub api_pacing: Pacing,
     /// How long Machines API calls are retried (429, 5xx, connection errors).
     #[arg(long, env = "MACHINES_RETRY_SECS", default_value_t = 60)]
     pub machines_retry_secs: u64,
@@ -297,6 +304,7 @@ impl CommonArgs {
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);
+        machines.pacing = self.api_pacing.0;
         // Watches never take the connections creates and destroys need.
         machines.max_in_flight = self.max_watches + OTHER_CALLS_IN_FLIGHT;
         let lost_after = Duration::from_secs(self.lost_after_secs.max(1));
@@ -380,6 +388,22 @@ pub fn default_pool(machine: &MachineSpec, size: u32) -> crate::pool::PoolSpec {
         memory_mb: machine.memory_mb,
         region: machine.region.clone(),
         size,
+    }
+}
+
+/// `--api-pacing`: the limits to pace at, if any.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing(pub Option<machines::pacing::Limits>);
+
+fn parse_pacing(text: &str) -> Result<Pacing, String> {
+    use machines::pacing::Limits;
+    match text.trim() {
+        "off" => Ok(Pacing(None)),
+        "fly" => Ok(Pacing(Some(Limits::fly(1.0)))),
+        scale => match scale.parse::<f64>() {
+            Ok(scale) if scale > 0.0 && scale.is_finite() => Ok(Pacing(Some(Limits::fly(scale)))),
+            _ => Err(format!("{text:?}: expected fly, off or a positive number")),
+        },
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
+//! - [`pacing`]: the Machines API create budget shared through the store.
 //! - [`pool`]: the warm pool of stopped machines (`--warm-pool`): fill,
 //!   claim, return, replace.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
@@ -47,6 +48,7 @@ pub mod launcher;
 pub mod leases;
 pub mod metrics;
 pub mod output;
+pub mod pacing;
 pub mod pool;
 pub mod request;
 pub mod retry;

@@ -20,6 +20,17 @@ use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
 use crate::{schedules, sweeper};
 
+/// The client's config with the create budget shared through the store.
+fn machines_config(settings: &Settings, store: &Store) -> machines::ClientConfig {
+    let mut config = settings.machines.clone();
+    if config.pacing.is_some() {
+        config.shared_budget = Some(std::sync::Arc::new(crate::pacing::StoreBudget(
+            store.clone(),
+        )));
+    }
+    config
+}
+
 /// Default time in-flight HTTP requests get after SIGTERM
 /// (`--shutdown-grace-secs`); fly.toml's `kill_timeout` must be longer.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -65,7 +76,7 @@ impl Application {
         let callbacks = Callbacks::new(settings.launch.callback_secret.clone());
         let supervision = Arc::new(Supervision {
             store: store.clone(),
-            machines: MachinesClient::new(settings.machines.clone()),
+            machines: MachinesClient::new(machines_config(&settings, &store)),
             hub: hub.clone(),
             leases: Leases::new(store.clone(), settings.launch.lease),
             launch: settings.launch.clone(),

@@ -5,6 +5,8 @@
 //!   each one atomic Lua script in Valkey.
 //! - [`events`]: the change notifications those scripts publish.
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
+//! - [`pacing`]: a token bucket shared by every dispatcher (the app's
+//!   Machines API create budget).
 //! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
 //!   a time.
 //!
@@ -20,6 +22,7 @@
 
 pub mod events;
 pub mod model;
+pub mod pacing;
 pub mod pool;
 pub mod schedules;
 pub mod store;

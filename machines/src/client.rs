@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use crate::metrics;
+use crate::pacing::{ActionKind, Limits, Pacer, SharedBudget};
 use crate::types::*;
 
 /// Where the API is and how patient to be with it.
@@ -38,6 +39,17 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Exchanges in flight at once (a `wait` holds one while it blocks).
     pub max_in_flight: usize,
+    /// Pace calls at these limits ([`crate::pacing`]); `None` (the
+    /// default): no pacing.
+    pub pacing: Option<Limits>,
+    /// The budget creates share with other clients (other dispatchers).
+    pub shared_budget: Option<Arc<dyn SharedBudget>>,
+}
+
+impl std::fmt::Debug for dyn SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedBudget")
+    }
 }
 
 impl ClientConfig {
@@ -55,6 +67,8 @@ impl ClientConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             max_in_flight: 256,
+            pacing: None,
+            shared_budget: None,
         }
     }
 }
@@ -127,6 +141,7 @@ pub struct MachinesClient {
     http: reqwest::Client,
     config: Arc<ClientConfig>,
     in_flight: Arc<Semaphore>,
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl MachinesClient {
@@ -138,6 +153,9 @@ impl MachinesClient {
         Self {
             http,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            pacer: config
+                .pacing
+                .map(|limits| Arc::new(Pacer::new(limits, config.shared_budget.clone()))),
             config: Arc::new(config),
         }
     }
@@ -319,7 +337,14 @@ impl MachinesClient {
         let url = format!("{}{path}", config.base_url);
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
         let endpoint = route.template;
+        let paced = self.pacer.as_ref().and_then(|p| {
+            let (action, kind) = action_of(&method, endpoint)?;
+            Some((p, action, kind, route.id.unwrap_or(&config.app)))
+        });
         let once = || async {
+            if let Some((pacer, action, kind, key)) = paced {
+                pacer.pace(action, kind, key).await;
+            }
             let _permit = self.in_flight.acquire().await.expect("never closed");
             let request = self
                 .http
@@ -356,6 +381,24 @@ impl MachinesClient {
             })
             .await
     }
+}
+
+/// The rate-limited action a call is, and its kind; `None` for `wait`
+/// (a long poll, which Fly recommends over polling).
+fn action_of(method: &Method, template: &str) -> Option<(&'static str, ActionKind)> {
+    let tail = template.trim_start_matches("/v1/apps/{app}/machines");
+    Some(match (method.as_str(), tail) {
+        ("POST", "") => ("create", ActionKind::Mutate),
+        ("GET", "") => ("list", ActionKind::Read),
+        ("GET", "/{id}") => ("get", ActionKind::Read),
+        ("DELETE", "/{id}") => ("destroy", ActionKind::Mutate),
+        ("GET", "/{id}/events") => ("events", ActionKind::Read),
+        ("GET", "/{id}/wait") => return None,
+        ("POST", "/{id}/start") => ("start", ActionKind::Mutate),
+        ("POST", "/{id}/stop") => ("stop", ActionKind::Mutate),
+        ("POST", "/{id}/signal") => ("signal", ActionKind::Mutate),
+        (_, _) => ("other", ActionKind::Mutate),
+    })
 }
 
 /// An API path: a fixed template such as

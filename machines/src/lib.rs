@@ -9,11 +9,14 @@
 //! - [`client`]: [`MachinesClient`], a small `reqwest` client that retries
 //!   429, 5xx and connection errors with backoff (honouring `Retry-After`),
 //!   never retries other 4xx, and puts a timeout on every call.
+//! - [`pacing`]: token buckets at Fly's published rate limits, so calls
+//!   wait their turn here instead of drawing 429s.
 //! - [`metrics`]: what the client counts (calls by endpoint and status,
 //!   retries and their waits).
 
 pub mod client;
 pub mod metrics;
+pub mod pacing;
 pub mod types;
 
 pub use client::{ClientConfig, ListFilter, MachinesClient, MachinesError, WaitOutcome};

@@ -33,6 +33,9 @@ pub struct Options {
     pub body_limit: usize,
     /// More `dispatcher` flags, e.g. `--timeout-grace-secs=1`.
     pub extra_args: Vec<String>,
+    /// Keep the mock's rate limits on (Fly's numbers), as `dispatcher dev`
+    /// does; off by default so tests create machines quickly.
+    pub mock_rate_limits: bool,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             api_tokens: Vec::new(),
             body_limit: 1 << 20,
             extra_args: Vec::new(),
+            mock_rate_limits: false,
         }
     }
 }
@@ -72,7 +76,7 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     }
     let dir = TempDir::new();
     let valkey = start_valkey(&dir.path.join("valkey"), None).await;
-    let mock = start_mock().await;
+    let mock = start_mock_with(options.mock_rate_limits).await;
 
     let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
     let settings = settings(&options, &valkey.url(), machines_config.clone());
@@ -112,6 +116,10 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
         format!("--body-limit-bytes={}", options.body_limit),
         "--lease-secs=5".to_string(),
     ];
+    if !options.mock_rate_limits {
+        // No limits to pace at.
+        argv.push("--api-pacing=off".to_string());
+    }
     if !options.api_tokens.is_empty() {
         argv.push(format!("--api-tokens={}", options.api_tokens.join(",")));
     }
@@ -169,9 +177,14 @@ pub async fn free_port() -> u16 {
 /// The mock Machines API on a free port, rate limits off (tests create
 /// machines faster than Fly's 1/s per app).
 pub async fn start_mock() -> MockServer {
+    start_mock_with(false).await
+}
+
+/// The mock Machines API on a free port, with or without Fly's rate limits.
+pub async fn start_mock_with(rate_limits: bool) -> MockServer {
     let config = MockConfig {
         token: FLY_TOKEN.into(),
-        rate_limits: false,
+        rate_limits,
         ..MockConfig::default()
     };
     MockServer::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
