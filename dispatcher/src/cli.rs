@@ -292,6 +292,7 @@ impl CommonArgs {
                 cpus: self.cpus,
                 memory_mb: self.memory_mb,
                 region: self.region.clone(),
+                fallback_regions: Vec::new(),
                 image: None,
                 env: Default::default(),
             },

@@ -21,6 +21,7 @@
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`pacing`]: the Machines API create budget shared through the store.
+//! - [`placement`]: capacity errors retried, then the job's next region.
 //! - [`pool`]: the warm pool of stopped machines (`--warm-pool`): fill,
 //!   claim, return, replace.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
@@ -49,6 +50,7 @@ pub mod leases;
 pub mod metrics;
 pub mod output;
 pub mod pacing;
+pub mod placement;
 pub mod pool;
 pub mod request;
 pub mod retry;

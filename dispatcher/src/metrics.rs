@@ -27,6 +27,7 @@ pub const ATTEMPT_DURATION: &str = "dispatcher_attempt_duration_seconds";
 pub const RETRIES: &str = "dispatcher_retries_total";
 pub const MACHINE_START: &str = "dispatcher_machine_start_seconds";
 pub const POOL_MACHINES: &str = "dispatcher_pool_machines";
+pub const CAPACITY_ERRORS: &str = "dispatcher_capacity_errors_total";
 
 /// Histogram buckets in seconds: machines boot in about a second, jobs
 /// run for seconds to an hour.
@@ -83,6 +84,10 @@ fn describe() {
         Unit::Seconds,
         "Time from claim to a machine the API accepted: created (cold) or a pooled one started (warm)"
     );
+    describe_counter!(
+        CAPACITY_ERRORS,
+        "Machine creates Fly refused for lack of capacity (not rate limits), by region"
+    );
     describe_gauge!(
         POOL_MACHINES,
         "Warm pool machines per pool and state (ready, in_use, warming; total), across all dispatchers"
@@ -134,6 +139,11 @@ fn set_pool_gauges(pools: &std::collections::BTreeMap<String, jobs::PoolStats>) 
                 .set(count as f64);
         }
     }
+}
+
+/// A create was refused for lack of capacity in `region`.
+pub fn capacity_error(region: &str) {
+    metrics::counter!(CAPACITY_ERRORS, "region" => region.to_string()).increment(1);
 }
 
 /// An attempt's machine was obtained `took` after its claim, cold

@@ -255,10 +255,8 @@ async fn create_machine(
     job: &Job,
     attempt: &AttemptRef,
 ) -> Result<(String, String), Ending> {
-    match shared
-        .machines
-        .create(&machine_request(shared, job, attempt))
-        .await
+    let request = machine_request(shared, job, attempt);
+    match crate::placement::create(&shared.machines, &request, &job.machine.fallback_regions).await
     {
         Ok(machine) => {
             tracing::info!(machine = %machine.id, region = %machine.region, "machine created");

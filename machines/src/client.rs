@@ -108,6 +108,34 @@ impl MachinesError {
         }
     }
 
+    /// Fly is out of capacity for this request (not a rate limit): 412
+    /// "insufficient resources", 409 "insufficient memory", 403 "over the
+    /// allowed quota", 400/422 "no capacity", or any answer whose `status`
+    /// is `insufficient_capacity`. Worth retrying later, or elsewhere.
+    pub fn is_capacity(&self) -> bool {
+        let Self::Api {
+            status,
+            message,
+            code,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        if code.as_deref() == Some("insufficient_capacity") {
+            return true;
+        }
+        let message = message.to_ascii_lowercase();
+        let says = |words: &[&str]| words.iter().any(|w| message.contains(w));
+        match status {
+            412 => says(&["insufficient resources", "capacity"]),
+            409 => says(&["insufficient memory", "capacity"]),
+            403 => says(&["quota"]),
+            400 | 422 => says(&["no capacity", "capacity"]),
+            _ => false,
+        }
+    }
+
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
@@ -482,6 +510,24 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         (base, counts)
+    }
+
+    #[test]
+    fn capacity_answers_are_told_apart_from_rate_limits() {
+        let api = |status, message: &str, code: Option<&str>| MachinesError::Api {
+            status,
+            message: message.into(),
+            code: code.map(Into::into),
+            retry_after: None,
+        };
+        assert!(api(412, "insufficient resources to create new machine", None).is_capacity());
+        assert!(api(409, "insufficient memory available", None).is_capacity());
+        assert!(api(403, "organization is over the allowed quota", None).is_capacity());
+        assert!(api(422, "no capacity in region", None).is_capacity());
+        assert!(api(412, "x", Some("insufficient_capacity")).is_capacity());
+        assert!(!api(429, "rate limited", None).is_capacity());
+        assert!(!api(409, "lease held", None).is_capacity());
+        assert!(!api(412, "unable to start machine from current state", None).is_capacity());
     }
 
     #[tokio::test]
