@@ -7,6 +7,8 @@
 //!    job, and how fast a runner's exit becomes a terminal status.
 //! 4. [`fleet`]: thousands of sleeping jobs on virtual machines: the
 //!    dispatcher's memory, idle CPU, and API and store calls per job.
+//! 5. [`warm_pool`]: cold against warm (`--warm-pool`) under the mock's
+//!    default, Fly-like rate limits and latencies.
 
 mod api;
 mod commands;
@@ -18,6 +20,7 @@ mod submit;
 mod system;
 mod table;
 mod usage;
+mod warm_pool;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use crate::end_to_end::EndToEndSizes;
 use crate::fleet::FleetSizes;
 use crate::submit::SubmitSizes;
 use crate::system::Binaries;
+use crate::warm_pool::WarmPoolSizes;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +64,7 @@ enum Part {
     Submit,
     EndToEnd,
     Fleet,
+    WarmPool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,12 +106,18 @@ fn main() -> anyhow::Result<()> {
             eprintln!("fleet of {} virtual machines", fleet_sizes.jobs);
             fleet = Some(fleet::run(&binaries, &fleet_sizes).await?);
         }
+        let mut warm_pool = None;
+        if runs(Part::WarmPool) {
+            eprintln!("cold and warm pool under the mock's default limits");
+            warm_pool = Some(warm_pool::run(&binaries, &warm_pool_sizes(args.quick)).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
             submit,
             end_to_end,
             fleet,
+            warm_pool,
         };
         println!("{}", table::render(&results));
         if let Some(fleet) = &results.fleet {
@@ -117,6 +128,27 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+fn warm_pool_sizes(quick: bool) -> WarmPoolSizes {
+    if quick {
+        return WarmPoolSizes {
+            cold_jobs: 6,
+            cold_max_machines: 8,
+            pool: 4,
+            warm_jobs: 20,
+            sequential_jobs: 5,
+            limit: Duration::from_secs(120),
+        };
+    }
+    WarmPoolSizes {
+        cold_jobs: 20,
+        cold_max_machines: 16,
+        pool: 64,
+        warm_jobs: 300,
+        sequential_jobs: 50,
+        limit: Duration::from_secs(600),
+    }
 }
 
 fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {

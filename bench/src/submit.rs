@@ -32,6 +32,8 @@ pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec
             max_machines: 0,
             boot: BootWith::Process,
             count_commands: false,
+            faithful_mock: false,
+            extra_args: Vec::new(),
         },
     )
     .await?;
