@@ -10,8 +10,10 @@ local key = job_key(A.job_id)
 if not is_current(key, A.attempt, A.token) then return nil end
 local ready = ready_key(A.pool)
 while true do
-  -- Newest first: recently used machines have their image cached.
-  local popped = redis.call('ZPOPMAX', ready)
+  -- The machine idle longest first: Fly limits starts per machine (1/s,
+  -- burst 3), so spreading claims over the pool keeps every start within
+  -- its machine's budget, where reusing the last one would queue on it.
+  local popped = redis.call('ZPOPMIN', ready)
   if #popped == 0 then return nil end
   local id = popped[1]
   local record = record_of(id)
