@@ -251,3 +251,36 @@ async fn a_new_image_replaces_the_pool_and_no_job_runs_old_code() {
     deployed.trigger();
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_machine_that_fails_to_start_is_replaced_and_the_job_still_runs() {
+    let system = spawn_system_with(with_pool(1, 2)).await;
+    pool_until(&system, "1 ready", |p| p.ready == 1).await;
+    let gone = pool_machines(&system).await[0].id.clone();
+    // Destroyed behind the pool's back: its start will be refused.
+    system.machines.destroy(&gone, true).await.unwrap();
+
+    let job = system.submit(json!({"kind": "echo", "params": {}})).await;
+    let job = system
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_ne!(machine_of(&job), gone, "{job:#}");
+    assert_eq!(
+        job["attempts"].as_array().unwrap().len(),
+        1,
+        "one attempt: {job:#}"
+    );
+    let pool = pool_until(&system, "a replacement", |p| {
+        p.ready == 1 && p.machines == 1
+    })
+    .await;
+    assert_eq!(pool.in_use, 0);
+    let live = pool_machines(&system).await;
+    assert_eq!(live.len(), 1);
+    assert_ne!(live[0].id, gone);
+    system.stop().await;
+}

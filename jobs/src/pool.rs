@@ -328,6 +328,16 @@ impl Store {
         Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
     }
 
+    /// Every pooled machine the store knows, with its record.
+    pub async fn pool_machines(&self) -> Result<BTreeMap<String, PoolRecord>> {
+        let all: BTreeMap<String, String> =
+            fred::interfaces::HashesInterface::hgetall(&self.client, self.key("pool_machines"))
+                .await?;
+        all.into_iter()
+            .map(|(id, text)| Ok((id, serde_json::from_str(&text)?)))
+            .collect()
+    }
+
     /// Which of `machines` a pool owns or is creating, in order.
     pub async fn pool_known(&self, machines: &[PoolMachineRef]) -> Result<Vec<bool>> {
         #[derive(Serialize)]

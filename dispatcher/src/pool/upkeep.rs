@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use machines::{MachineState, WaitOutcome};
+use machines::{ListFilter, MachineState, WaitOutcome};
 use tokio::task::JoinSet;
 
 use super::source::retire;
@@ -27,9 +27,12 @@ pub const MAX_WARMING: usize = 3;
 /// How long a reservation lasts if its creator dies before reporting.
 const RESERVATION: Duration = Duration::from_secs(180);
 const TICK: Duration = Duration::from_millis(500);
+/// How often the pool's records are checked against the API's machines.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
     let mut warming = JoinSet::new();
+    let mut last_reconcile: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,6 +41,10 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
             _ = shutdown.wait() => break,
         }
         while warming.try_join_next().is_some() {}
+        if last_reconcile.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY) {
+            last_reconcile = Some(tokio::time::Instant::now());
+            forget_vanished(&shared).await;
+        }
         retire_one_per_pool(&shared).await;
         for spec in shared.launch.pools.iter().filter(|p| p.size > 0) {
             while warming.len() < MAX_WARMING {
@@ -62,6 +69,42 @@ pub async fn run(shared: Arc<Supervision>, shutdown: Shutdown) {
     // Machines being created are left to finish: the reservation lapses
     // and the sweeper destroys what no pool knows.
     warming.abort_all();
+}
+
+/// Forgets ready machines the API no longer has (destroyed by hand, or a
+/// local mock restarted under a store that kept its records), so the pool
+/// refills instead of handing them to attempts one failed start at a time.
+async fn forget_vanished(shared: &Supervision) {
+    let Ok(records) = shared.store.pool_machines().await else {
+        return;
+    };
+    if records.is_empty() {
+        return;
+    }
+    let filter = ListFilter {
+        metadata: vec![
+            ("role".into(), "pool".into()),
+            (
+                "jobs_namespace".into(),
+                shared.store.namespace().to_string(),
+            ),
+        ],
+        ..ListFilter::default()
+    };
+    let Ok(live) = shared.machines.list_summaries(&filter).await else {
+        return;
+    };
+    let live: BTreeSet<&str> = live
+        .iter()
+        .filter(|m| m.state != MachineState::Destroyed)
+        .map(|m| m.id.as_str())
+        .collect();
+    for (id, record) in records {
+        if record.state != "in_use" && !live.contains(id.as_str()) {
+            tracing::warn!(machine = %id, pool = %record.pool, "pooled machine no longer exists; forgetting it");
+            let _ = shared.store.pool_forget(&id).await;
+        }
+    }
 }
 
 /// Retires one machine of each pool, configured or left from an earlier
