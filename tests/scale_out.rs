@@ -82,6 +82,7 @@ impl Cluster {
             .env("RUNNER_IMAGE", "local/runner:test")
             .env("RUNNER_EXEC", env!("CARGO_BIN_EXE_runner"))
             .env("LEASE_SECS", LEASE_SECS)
+            .env("MACHINES_API_PACING", "off")
             .env("FLY_MACHINE_ID", name)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
@@ -902,4 +903,97 @@ impl FinalStatuses {
     async fn counts(&self) -> HashMap<String, usize> {
         self.counts.lock().unwrap().clone()
     }
+}
+
+/// The (only) pool's counts, once they satisfy `done`.
+async fn pool_until(
+    store: &jobs::Store,
+    what: &str,
+    done: impl Fn(&jobs::PoolStats) -> bool,
+) -> jobs::PoolStats {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = store.pool_stats().await.unwrap();
+        let pool = stats.values().next().copied().unwrap_or_default();
+        if done(&pool) {
+            return pool;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pool never got {what}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// kill -9 a dispatcher after it claimed a pooled machine for an attempt
+/// (`stage` "claimed": before it started it) or while the job runs on it
+/// ("running"). The successor finishes the attempt on that same machine:
+/// the job's code runs once, the machine boots once for it, no other
+/// machine is created, and it goes back to the pool.
+async fn kill_9_with_a_pooled_machine(stage: &str) {
+    let cluster = Cluster::start().await;
+    let store = jobs::Store::connect(jobs::StoreConfig::new(cluster.store.address()))
+        .await
+        .unwrap();
+    let pool = ["--warm-pool", "1", "--max-machines", "1"];
+    let mut first_args = pool.to_vec();
+    if stage == "claimed" {
+        first_args.extend(["--test-pause-after-create-ms", "600000"]);
+    }
+    let mut first = cluster.dispatcher("first", &first_args).await;
+    pool_until(&store, "1 ready", |p| p.ready == 1).await;
+    let traces = cluster.dir.path.join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    let body = json!({"kind": "sleep", "params": {"ms": 2000, "trace_dir": traces}});
+    let id = cluster.submit(&first, body).await;
+    pool_until(&store, "its machine claimed", |p| p.in_use == 1).await;
+    if stage == "running" {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while trace_files(&traces).is_empty() {
+            assert!(Instant::now() < deadline, "the job never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let boots_before = cluster.mock.stats().boots;
+    kill_9(&first);
+    let _ = first.child.wait().await;
+
+    let successor = cluster.dispatcher("successor", &pool).await;
+    let jobs = cluster
+        .wait_all(
+            &successor,
+            std::slice::from_ref(&id),
+            Duration::from_secs(60),
+        )
+        .await;
+    let job = &jobs[&id];
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    assert_eq!(trace_files(&traces).get(&id), Some(&1), "the job ran once");
+    let stats = cluster.mock.stats();
+    assert_eq!(
+        stats.created, 1,
+        "no machine besides the pooled one: {stats:?}"
+    );
+    let boots_for_job = stats.boots - boots_before + u64::from(stage == "running");
+    assert_eq!(
+        boots_for_job, 1,
+        "the machine booted once for the job: {stats:?}"
+    );
+    pool_until(&store, "the machine back", |p| {
+        p.ready == 1 && p.in_use == 0
+    })
+    .await;
+    let _ = successor;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_pool_claim_and_start_leaves_the_machine_to_the_successor() {
+    kill_9_with_a_pooled_machine("claimed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_pooled_machine_runs_its_job_loses_nothing() {
+    kill_9_with_a_pooled_machine("running").await;
 }

@@ -163,3 +163,56 @@ async fn finished_jobs_are_removed_after_their_retention() {
     );
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_machines_are_stock_and_strays_are_destroyed() {
+    let system = spawn_system_with(Options {
+        extra_args: vec![
+            "--sweep-interval-secs=1".into(),
+            "--orphan-grace-secs=1".into(),
+            "--warm-pool=2".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let pool_key = "shared-1x-256-any";
+    // A pool machine whose creator died before the pool knew it.
+    let stray = boot(
+        &system,
+        Some(format!("pool-{pool_key}-0123456789ab")),
+        &[("role", "pool"), ("jobs_namespace", "jobs")],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = system.machines.get(&stray).await.unwrap().state;
+        if state == MachineState::Destroyed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stray is still {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The pool's own stopped machines are stock, not orphans: still there
+    // after more sweeps.
+    loop {
+        let stats = system.store.pool_stats().await.unwrap();
+        if stats.get(pool_key).is_some_and(|p| p.ready == 2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pooled: Vec<_> = system
+        .machines(false)
+        .await
+        .into_iter()
+        .filter(|m| m.name.starts_with("pool-"))
+        .collect();
+    assert_eq!(pooled.len(), 2, "{pooled:#?}");
+    assert!(pooled.iter().all(|m| m.state == MachineState::Stopped));
+    system.stop().await;
+}

@@ -70,8 +70,9 @@ async fn start(binaries: &Binaries, max_machines: u32) -> anyhow::Result<System>
             max_machines,
             boot: BootWith::Process,
             count_commands: false,
-            dispatcher_args: Vec::new(),
             durable: false,
+            faithful_mock: false,
+            extra_args: Vec::new(),
         },
     )
     .await

@@ -55,8 +55,9 @@ pub async fn run(binaries: &Binaries, sizes: &FleetSizes) -> anyhow::Result<Flee
             max_machines: sizes.jobs as u32,
             boot: BootWith::Virtual(Box::new(virtual_runner)),
             count_commands: true,
-            dispatcher_args: Vec::new(),
             durable: false,
+            faithful_mock: false,
+            extra_args: Vec::new(),
         },
     )
     .await?;

@@ -9,6 +9,8 @@
 //!    dispatcher's memory, idle CPU, and API and store calls per job.
 //! 5. [`streams`]: memory with 1,000 open event streams, and store
 //!    commands with few streams against many.
+//! 5. [`warm_pool`]: cold against warm (`--warm-pool`) under the mock's
+//!    default, Fly-like rate limits and latencies.
 
 mod api;
 mod commands;
@@ -21,6 +23,7 @@ mod submit;
 mod system;
 mod table;
 mod usage;
+mod warm_pool;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +36,7 @@ use crate::fleet::FleetSizes;
 use crate::streams::StreamSizes;
 use crate::submit::SubmitSizes;
 use crate::system::Binaries;
+use crate::warm_pool::WarmPoolSizes;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +73,7 @@ enum Part {
     EndToEnd,
     Fleet,
     Streams,
+    WarmPool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +122,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{} event streams", stream_sizes.many);
             streams = Some(streams::run(&binaries, &stream_sizes).await?);
         }
+        let mut warm_pool = None;
+        if runs(Part::WarmPool) {
+            eprintln!("cold and warm pool under the mock's default limits");
+            warm_pool = Some(warm_pool::run(&binaries, &warm_pool_sizes(args.quick)).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
@@ -124,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             end_to_end,
             fleet,
             streams,
+            warm_pool,
         };
         println!("{}", table::render(&results));
         if let Some(fleet) = &results.fleet {
@@ -134,6 +145,27 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+fn warm_pool_sizes(quick: bool) -> WarmPoolSizes {
+    if quick {
+        return WarmPoolSizes {
+            cold_jobs: 6,
+            cold_max_machines: 8,
+            pool: 4,
+            warm_jobs: 20,
+            sequential_jobs: 5,
+            limit: Duration::from_secs(120),
+        };
+    }
+    WarmPoolSizes {
+        cold_jobs: 20,
+        cold_max_machines: 16,
+        pool: 64,
+        warm_jobs: 300,
+        sequential_jobs: 50,
+        limit: Duration::from_secs(600),
+    }
 }
 
 fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {

@@ -46,13 +46,14 @@ pub async fn run(binaries: &Binaries, sizes: &StreamSizes) -> anyhow::Result<Str
             max_machines: 0,
             boot: BootWith::Process,
             count_commands: true,
-            dispatcher_args: vec![
+            extra_args: vec![
                 "--max-event-streams".into(),
                 streams.clone(),
                 "--max-event-streams-per-token".into(),
                 streams,
             ],
             durable: false,
+            faithful_mock: false,
         },
     )
     .await?;

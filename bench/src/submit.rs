@@ -36,8 +36,9 @@ pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec
             max_machines: 0,
             boot: BootWith::Process,
             count_commands: false,
-            dispatcher_args: Vec::new(),
             durable: sizes.durable,
+            faithful_mock: false,
+            extra_args: Vec::new(),
         },
     )
     .await?;

@@ -1,6 +1,7 @@
 //! [`System`]: the real system on loopback ports, one per scenario: a
 //! Valkey-compatible server, the mock Machines API in this process (zero
-//! latency, rate limits and memory enforcement off) and the release
+//! latency, rate limits and memory enforcement off, unless the scenario
+//! asks for the mock's own defaults, which follow Fly) and the release
 //! `dispatcher serve` binary as its own process, so its memory and CPU
 //! can be read from `/proc`.
 
@@ -35,8 +36,12 @@ pub struct SystemOptions {
     /// feed, which costs it as much CPU as the commands themselves and
     /// would slow what the other parts measure.
     pub count_commands: bool,
+    /// The mock with its command line's defaults (Fly's rate limits,
+    /// create and start latencies) and the dispatcher pacing its calls,
+    /// instead of everything turned off.
+    pub faithful_mock: bool,
     /// More `dispatcher serve` flags.
-    pub dispatcher_args: Vec<String>,
+    pub extra_args: Vec<String>,
     /// Start a replica of the store and run the dispatcher in durability
     /// mode (`--submit-replicas 1`).
     pub durable: bool,
@@ -123,34 +128,43 @@ impl System {
             store_clients,
             probe_clients,
         });
+        // Against a mock without rate limits, no pacing either.
+        let pacing = if options.faithful_mock { "fly" } else { "off" };
+        let mut dispatcher_args = vec![
+            "--max-machines".to_string(),
+            options.max_machines.to_string(),
+            "--api-pacing".to_string(),
+            pacing.to_string(),
+        ];
+        dispatcher_args.extend(options.extra_args.iter().cloned());
         let boot = match options.boot {
             BootWith::Process => Boot::Process,
             BootWith::Virtual(build) => build(store.clone()),
         };
-        let mock = MockServer::start(
+        let config = if options.faithful_mock {
+            use clap::Parser as _;
+            MockConfig {
+                token: FLY_TOKEN.into(),
+                boot,
+                ..mock_machines::cli::Args::parse_from(["mock-machines", "--token", FLY_TOKEN])
+                    .config()?
+            }
+        } else {
             MockConfig {
                 token: FLY_TOKEN.into(),
                 rate_limits: false,
                 enforce_memory: false,
                 boot,
                 ..MockConfig::default()
-            },
-            TcpListener::bind("127.0.0.1:0").await?,
-        )
-        .await?;
+            }
+        };
+        let mock = MockServer::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
         let port = free_port().await?;
         let durability = if options.durable { "1" } else { "0" };
-        let dispatcher = spawn_dispatcher(
-            binaries,
-            options.max_machines,
-            &options.dispatcher_args,
-            &valkey.url(),
-            &mock,
-            port,
-        )?
-        .env("SUBMIT_REPLICAS", durability)
-        .spawn()
-        .context("starting the dispatcher")?;
+        let dispatcher = spawn_dispatcher(binaries, &dispatcher_args, &valkey.url(), &mock, port)?
+            .env("SUBMIT_REPLICAS", durability)
+            .spawn()
+            .context("starting the dispatcher")?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&base).await?;
         Ok(Self {
@@ -221,8 +235,7 @@ impl System {
 
 fn spawn_dispatcher(
     binaries: &Binaries,
-    max_machines: u32,
-    extra_args: &[String],
+    args: &[String],
     valkey_url: &str,
     mock: &MockServer,
     port: u16,
@@ -255,8 +268,7 @@ fn spawn_dispatcher(
         .args(["--image", "local/runner:bench"])
         .arg("--runner-exec")
         .arg(path_text(&runner)?)
-        .args(["--max-machines", &max_machines.to_string()])
-        .args(extra_args)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

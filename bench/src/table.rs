@@ -7,6 +7,7 @@ use crate::fleet::FleetResult;
 use crate::host::Host;
 use crate::streams::StreamResult;
 use crate::submit::SubmitResult;
+use crate::warm_pool::WarmPoolResult;
 
 pub struct Results {
     pub host: Host,
@@ -15,6 +16,7 @@ pub struct Results {
     pub end_to_end: Option<EndToEndResult>,
     pub fleet: Option<FleetResult>,
     pub streams: Option<StreamResult>,
+    pub warm_pool: Option<WarmPoolResult>,
 }
 
 pub fn render(r: &Results) -> String {
@@ -60,6 +62,9 @@ pub fn render(r: &Results) -> String {
     if let Some(s) = &r.streams {
         stream_rows(s, &mut row);
     }
+    if let Some(w) = &r.warm_pool {
+        warm_pool_rows(w, &mut row);
+    }
     out
 }
 
@@ -94,6 +99,47 @@ fn end_to_end_rows(e: &EndToEndResult, row: &mut impl FnMut(String, String, &str
         ),
         e.detection.p50_p99(),
         "p50 < 5 ms",
+    );
+}
+
+fn warm_pool_rows(w: &WarmPoolResult, row: &mut impl FnMut(String, String, &str)) {
+    row(
+        format!(
+            "default mock limits, cold ({} echo jobs, no pool)",
+            w.cold_jobs
+        ),
+        format!("{:.2} jobs/s", w.cold_per_second),
+        "",
+    );
+    row(
+        "default mock limits, cold: create POSTs per machine".into(),
+        format!("{:.2}", w.creates_per_machine),
+        "≤ 1.5",
+    );
+    row(
+        format!(
+            "default mock limits, warm (`--warm-pool {0} --max-machines {0}`, {1} echo jobs)",
+            w.pool, w.warm_jobs
+        ),
+        format!(
+            "{:.1} jobs/s ({:.0}× cold)",
+            w.warm_per_second,
+            w.warm_per_second / w.cold_per_second
+        ),
+        "≥ 45/s, ≥ 30× cold",
+    );
+    row(
+        "default mock limits, warm: API calls answered 429".into(),
+        format!("{:.2} %", w.rate_limited_share * 100.0),
+        "< 5 %",
+    );
+    row(
+        format!(
+            "default mock limits, warm one at a time: submit → succeeded ({} jobs)",
+            w.sequential.count()
+        ),
+        w.sequential.p50_p99(),
+        "p50 < 500 ms",
     );
 }
 

@@ -208,6 +208,13 @@ pub struct CommonArgs {
     /// (--lost-after-secs). A finished job is seen at once either way.
     #[arg(long, env = "MAX_WATCHES", default_value_t = 500)]
     pub max_watches: usize,
+    /// Client-side pacing of Machines API calls: `fly` (Fly's published
+    /// limits: 1 call/s per action with bursts of 3, reads 5/s with bursts
+    /// of 10, per machine, or per app for creates, the create budget shared
+    /// by all dispatchers through the store), a number (those limits times
+    /// it, e.g. `2`), or `off`.
+    #[arg(long, env = "MACHINES_API_PACING", default_value = "fly", value_parser = parse_pacing)]
+    pub api_pacing: Pacing,
     /// How long Machines API calls are retried (429, 5xx, connection errors).
     #[arg(long, env = "MACHINES_RETRY_SECS", default_value_t = 60)]
     pub machines_retry_secs: u64,
@@ -225,7 +232,21 @@ pub struct CommonArgs {
     /// fly.toml's `kill_timeout` must be longer.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = crate::startup::SHUTDOWN_GRACE.as_secs())]
     pub shutdown_grace_secs: u64,
-    /// Test hook: pause between creating a machine and recording it.
+    /// Warm pools of stopped machines: `N` keeps N machines of the default
+    /// size and region created and stopped, so a job starts one (well
+    /// under a second) instead of creating one (seconds, and at most about
+    /// one per second per app on Fly). More pools, comma-separated:
+    /// `cpu_kind:cpus:memory_mb[@region]=N`, e.g. `8,performance:2:4096=2`.
+    /// Stopped machines bill only their root filesystem. Default: none for
+    /// `serve`, 8 for `dev`; 0 turns it off.
+    #[arg(long, env = "WARM_POOL", value_delimiter = ',', value_parser = check_warm_pool)]
+    pub warm_pool: Vec<String>,
+    /// A pooled machine idle this long is destroyed while its pool holds
+    /// more than its target (after the target was lowered).
+    #[arg(long, env = "WARM_POOL_IDLE_SECS", default_value_t = 600)]
+    pub warm_pool_idle_secs: u64,
+    /// Test hook: pause between creating a machine and recording it (or
+    /// between claiming a pooled machine and starting it).
     #[arg(long, hide = true)]
     pub test_pause_after_create_ms: Option<u64>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -398,6 +419,7 @@ impl CommonArgs {
                 cpus: self.cpus,
                 memory_mb: self.memory_mb,
                 region: self.region.clone(),
+                fallback_regions: Vec::new(),
                 image: None,
                 env: Default::default(),
             },
@@ -414,6 +436,7 @@ impl CommonArgs {
             ..JobDefaults::default()
         };
         machines.retry_deadline = Duration::from_secs(self.machines_retry_secs);
+        machines.pacing = self.api_pacing.0;
         // Watches never take the connections creates and destroys need.
         machines.max_in_flight = self.max_watches + OTHER_CALLS_IN_FLIGHT;
         let lost_after = Duration::from_secs(self.lost_after_secs.max(1));
@@ -438,6 +461,8 @@ impl CommonArgs {
                 .expect("caps serialize"),
                 callback_secret: self.callback_secret.clone().filter(|s| !s.is_empty()),
                 runner_env,
+                pools: self.pools(&defaults.machine),
+                pool_idle: Duration::from_secs(self.warm_pool_idle_secs),
             },
             upkeep: UpkeepSettings {
                 sweep_every: Duration::from_secs(self.sweep_interval_secs.max(1)),
@@ -476,6 +501,55 @@ impl CommonArgs {
             },
             owner: default_owner(),
         })
+    }
+}
+
+impl CommonArgs {
+    /// The pools `--warm-pool` asks for (entries were checked when parsed).
+    fn pools(&self, machine: &MachineSpec) -> Vec<crate::pool::PoolSpec> {
+        let default = default_pool(machine, 0);
+        self.warm_pool
+            .iter()
+            .filter(|e| !e.trim().is_empty())
+            .filter_map(|e| crate::pool::parse_entry(e, &default).ok())
+            .collect()
+    }
+}
+
+/// A `--warm-pool` entry, checked (its default-size form is completed
+/// later, once the default machine size is known).
+fn check_warm_pool(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Ok(String::new());
+    }
+    let placeholder = default_pool(&MachineSpec::default(), 0);
+    crate::pool::parse_entry(text, &placeholder).map(|_| text.to_string())
+}
+
+/// The pool of the default machine size and region, with `size` machines.
+pub fn default_pool(machine: &MachineSpec, size: u32) -> crate::pool::PoolSpec {
+    crate::pool::PoolSpec {
+        cpu_kind: machine.cpu_kind.clone(),
+        cpus: machine.cpus,
+        memory_mb: machine.memory_mb,
+        region: machine.region.clone(),
+        size,
+    }
+}
+
+/// `--api-pacing`: the limits to pace at, if any.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing(pub Option<machines::pacing::Limits>);
+
+fn parse_pacing(text: &str) -> Result<Pacing, String> {
+    use machines::pacing::Limits;
+    match text.trim() {
+        "off" => Ok(Pacing(None)),
+        "fly" => Ok(Pacing(Some(Limits::fly(1.0)))),
+        scale => match scale.parse::<f64>() {
+            Ok(scale) if scale > 0.0 && scale.is_finite() => Ok(Pacing(Some(Limits::fly(scale)))),
+            _ => Err(format!("{text:?}: expected fly, off or a positive number")),
+        },
     }
 }
 

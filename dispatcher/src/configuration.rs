@@ -58,6 +58,12 @@ pub struct LaunchSettings {
     /// Test hook: sleep between creating a machine and recording it, so a
     /// test can kill the dispatcher exactly there.
     pub pause_after_create: Option<Duration>,
+    /// Warm pools of stopped machines ([`crate::pool`]); empty: every
+    /// attempt creates its machine.
+    pub pools: Vec<crate::pool::PoolSpec>,
+    /// A ready pooled machine idle this long is destroyed while its pool
+    /// holds more than its target.
+    pub pool_idle: Duration,
 }
 
 /// Background upkeep: orphaned machines and old job records.

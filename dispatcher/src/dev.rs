@@ -4,7 +4,8 @@
 //!    else started (`valkey-server` or `redis-server`, data in `.dev/`).
 //! 2. The mock Machines API in-process on `--machines-port`; it boots each
 //!    "machine" as a local `runner` process (the binary next to this one).
-//! 3. The dispatcher on `--port`, on loopback.
+//! 3. The dispatcher on `--port`, on loopback, with a warm pool of
+//!    [`DEV_WARM_POOL`] machines unless `--warm-pool` says otherwise.
 //!
 //! `FLY_API_TOKEN` (generated when unset) is both the token the mock
 //! requires and the one the dispatcher sends.
@@ -20,6 +21,9 @@ use crate::cli::{DevArgs, LOOPBACK};
 use crate::shutdown::Shutdown;
 use crate::startup::Application;
 use crate::valkey::{answers_ping, LocalValkey};
+
+/// The warm pool `dev` keeps unless `--warm-pool` says otherwise.
+pub const DEV_WARM_POOL: u32 = 8;
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let store_url = args.common.valkey_url.clone();
@@ -70,13 +74,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let image = std::env::var("FLY_IMAGE_REF").unwrap_or_else(|_| "local/runner:dev".into());
     let listen = SocketAddr::new(LOOPBACK, args.port);
     let machines = ClientConfig::new(mock.base_url(), &app, &token);
-    let settings = args.common.settings(
+    let mut settings = args.common.settings(
         listen,
         machines,
         image,
         vec![runner.display().to_string()],
         store_url.clone(),
     )?;
+    // The embedded mock keeps Fly's rate limits (one create per second per
+    // app), so without a pool a newcomer's burst of jobs would crawl.
+    if args.common.warm_pool.is_empty() {
+        settings.launch.pools = vec![crate::cli::default_pool(
+            &settings.api.defaults.machine,
+            DEV_WARM_POOL,
+        )];
+    }
     let auth_note = if settings.api.tokens.is_empty() {
         "open (no token; loopback only). Set DISPATCHER_API_TOKENS to require one.".to_string()
     } else {

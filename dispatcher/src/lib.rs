@@ -21,6 +21,10 @@
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`callback_targets`]: where a `callback_url` may point (public hosts only, by default).
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
+//! - [`pacing`]: the Machines API create budget shared through the store.
+//! - [`placement`]: capacity errors retried, then the job's next region.
+//! - [`pool`]: the warm pool of stopped machines (`--warm-pool`): fill,
+//!   claim, return, replace.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
 //!   this process's counters and histograms.
@@ -50,6 +54,9 @@ pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod output;
+pub mod pacing;
+pub mod placement;
+pub mod pool;
 pub mod regions;
 pub mod request;
 pub mod retry;

@@ -29,6 +29,9 @@ pub const FENCE_REFUSALS: &str = "dispatcher_fence_refusals_total";
 pub const LOG_BYTES: &str = "dispatcher_log_bytes_total";
 pub const LOG_LINES_DROPPED: &str = "dispatcher_log_lines_dropped_total";
 pub const LOGS_TRUNCATED: &str = "dispatcher_logs_truncated_total";
+pub const MACHINE_START: &str = "dispatcher_machine_start_seconds";
+pub const POOL_MACHINES: &str = "dispatcher_pool_machines";
+pub const CAPACITY_ERRORS: &str = "dispatcher_capacity_errors_total";
 
 /// Histogram buckets in seconds: machines boot in about a second, jobs
 /// run for seconds to an hour.
@@ -84,6 +87,19 @@ fn describe() {
         FENCE_REFUSALS,
         "Writes this dispatcher tried for attempts a peer had taken over, refused by the store, by operation"
     );
+    describe_histogram!(
+        MACHINE_START,
+        Unit::Seconds,
+        "Time from claim to a machine the API accepted: created (cold) or a pooled one started (warm)"
+    );
+    describe_counter!(
+        CAPACITY_ERRORS,
+        "Machine creates Fly refused for lack of capacity (not rate limits), by region"
+    );
+    describe_gauge!(
+        POOL_MACHINES,
+        "Warm pool machines per pool and state (ready, in_use, warming; total), across all dispatchers"
+    );
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time from due to claimed");
     describe_counter!(
         LOG_BYTES,
@@ -111,9 +127,11 @@ pub fn install() {
 /// this process recorded.
 pub async fn render(store: &Store) -> Result<String, StoreError> {
     let stats = store.stats().await?;
+    let pools = store.pool_stats().await?;
     let exporter = exporter();
     let _one_at_a_time = exporter.scrape.lock().unwrap_or_else(|e| e.into_inner());
     set_store_gauges(&stats);
+    set_pool_gauges(&pools);
     Ok(exporter.handle.render())
 }
 
@@ -125,6 +143,31 @@ fn set_store_gauges(stats: &Stats) {
         metrics::gauge!(QUEUE_DEPTH, "kind" => kind.clone()).set(*depth as f64);
     }
     metrics::gauge!(MACHINES_IN_FLIGHT).set(stats.in_flight as f64);
+}
+
+fn set_pool_gauges(pools: &std::collections::BTreeMap<String, jobs::PoolStats>) {
+    for (pool, p) in pools {
+        for (state, count) in [
+            ("total", p.machines),
+            ("ready", p.ready),
+            ("in_use", p.in_use),
+            ("warming", p.warming),
+        ] {
+            metrics::gauge!(POOL_MACHINES, "pool" => pool.clone(), "state" => state)
+                .set(count as f64);
+        }
+    }
+}
+
+/// A create was refused for lack of capacity in `region`.
+pub fn capacity_error(region: &str) {
+    metrics::counter!(CAPACITY_ERRORS, "region" => region.to_string()).increment(1);
+}
+
+/// An attempt's machine was obtained `took` after its claim, cold
+/// (created) or warm (a pooled one started).
+pub fn machine_started(source: crate::pool::source::MachineSource, took: Duration) {
+    metrics::histogram!(MACHINE_START, "source" => source.as_str()).record(took.as_secs_f64());
 }
 
 /// A job left the queue for a machine after waiting `waited` since it

@@ -76,6 +76,9 @@ pub struct MachineRequest {
     pub cpus: Option<u32>,
     pub memory_mb: Option<u32>,
     pub region: Option<String>,
+    /// Regions in order of preference: the first is tried first, the
+    /// others when it is out of capacity. Instead of `region`.
+    pub regions: Option<Vec<String>>,
     pub image: Option<String>,
     /// Variables for the job's code, shown in every view of the job.
     /// Names: `^[A-Z_][A-Z0-9_]{0,127}$`, not reserved (see the README).
@@ -311,18 +314,45 @@ fn machine_spec(
             format!("{cpus} {cpu_kind} CPU(s) take a multiple of 256 between {min} and {max}, got {memory_mb}"),
         ));
     }
-    let region = match request.region {
-        Some(r) if defaults.regions.contains(&r) => Some(r),
-        Some(r) => {
-            return Err(field_error(
-                "machine.region",
+    let region_code = |field: &str, r: String| {
+        if defaults.regions.contains(&r) {
+            Ok(r)
+        } else {
+            Err(field_error(
+                field,
                 format!(
                     "{r:?} is not one of this dispatcher's region codes ({}; see --regions)",
                     defaults.regions.join(", ")
                 ),
             ))
         }
-        None => fallback.region.clone(),
+    };
+    let (region, fallback_regions) = match (request.region, request.regions) {
+        (Some(_), Some(_)) => {
+            return Err(field_error(
+                "machine.regions",
+                "give machine.region or machine.regions, not both".to_string(),
+            ))
+        }
+        (Some(r), None) => (Some(region_code("machine.region", r)?), Vec::new()),
+        (None, Some(list)) => {
+            let mut codes = Vec::with_capacity(list.len());
+            for r in list {
+                let code = region_code("machine.regions", r)?;
+                if !codes.contains(&code) {
+                    codes.push(code);
+                }
+            }
+            if codes.is_empty() || codes.len() > 8 {
+                return Err(field_error(
+                    "machine.regions",
+                    "list 1 to 8 regions".to_string(),
+                ));
+            }
+            let first = codes.remove(0);
+            (Some(first), codes)
+        }
+        (None, None) => (fallback.region.clone(), Vec::new()),
     };
     let image = match request.image {
         Some(image) if defaults.allowed_images.contains(&image) => Some(image),
@@ -351,6 +381,7 @@ fn machine_spec(
         cpus,
         memory_mb,
         region,
+        fallback_regions,
         image,
         env,
     };

@@ -20,6 +20,17 @@ use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
 use crate::{schedules, sweeper};
 
+/// The client's config with the create budget shared through the store.
+fn machines_config(settings: &Settings, store: &Store) -> machines::ClientConfig {
+    let mut config = settings.machines.clone();
+    if config.pacing.is_some() {
+        config.shared_budget = Some(std::sync::Arc::new(crate::pacing::StoreBudget(
+            store.clone(),
+        )));
+    }
+    config
+}
+
 /// Default time a dispatcher keeps answering after SIGTERM
 /// (`--shutdown-grace-secs`); fly.toml's `kill_timeout` must be longer.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -76,7 +87,7 @@ impl Application {
         );
         let supervision = Arc::new(Supervision {
             store: store.clone(),
-            machines: MachinesClient::new(settings.machines.clone()),
+            machines: MachinesClient::new(machines_config(&settings, &store)),
             hub: hub.clone(),
             leases: Leases::new(store.clone(), settings.launch.lease),
             launch: settings.launch.clone(),
@@ -85,6 +96,10 @@ impl Application {
             watches: Arc::new(Semaphore::new(settings.launch.max_watches)),
         });
         let launcher = tokio::spawn(launcher::run(supervision.clone(), shutdown.clone()));
+        let pools = tokio::spawn(crate::pool::upkeep::run(
+            supervision.clone(),
+            shutdown.clone(),
+        ));
         let sweeper = tokio::spawn(sweeper::run(
             supervision,
             settings.upkeep.clone(),
@@ -124,6 +139,7 @@ impl Application {
             _ = deadline => tracing::warn!(?grace, "connections still open after the grace period; closing"),
         }
         launcher.await?;
+        pools.await?;
         sweeper.await?;
         scheduler.await?;
         store.quit().await;

@@ -57,6 +57,8 @@ use tokio::time::Instant;
 use crate::configuration::LaunchSettings;
 use crate::hub::{EventHub, Subscription};
 use crate::leases::{Held, Leases, Renewal};
+use crate::pool::source::{self as pooled, MachineSource};
+use crate::pool::PoolSpec;
 
 /// Everything supervisors share.
 pub struct Supervision {
@@ -125,10 +127,10 @@ impl Terms {
 /// The supervisor no longer owns its attempt: a peer took it over. Names
 /// the step whose write (or confirmation) the store refused.
 #[derive(Debug)]
-struct Lost(&'static str);
+pub(crate) struct Lost(&'static str);
 
 /// Counts a refusal as it is met.
-fn lost(step: &'static str) -> Lost {
+pub(crate) fn lost(step: &'static str) -> Lost {
     crate::metrics::fence_refused(step);
     Lost(step)
 }
@@ -176,9 +178,10 @@ async fn see_through(
 ) -> Result<(), Lost> {
     let terms = Terms::of(&job, attempt);
     let machine = Box::pin(machine_of(shared, job, attempt, start)).await?;
-    let (ending, machine_id) = match machine {
+    let (ending, machine) = match machine {
         Err(ending) => (ending, None),
-        Ok((machine_id, region, instance_id)) => {
+        Ok((machine_id, region, instance_id, source)) => {
+            crate::metrics::machine_started(source, began.elapsed());
             let recorded = Box::pin(with_store_retries(|| {
                 shared.store.record_machine(attempt, &machine_id, &region)
             }))
@@ -203,16 +206,17 @@ async fn see_through(
                     machine_destroyed: false,
                 },
             };
-            (ending, Some(machine_id))
+            (ending, Some((machine_id, source)))
         }
     };
     Box::pin(finish(
-        shared, &terms, attempt, ending, machine_id, lease, began,
+        shared, &terms, attempt, ending, machine, lease, began,
     ))
     .await
 }
 
-/// Step 1: the attempt's machine, created afresh or, for an attempt taken
+/// Step 1: the attempt's machine (id, region, source): a pooled one
+/// claimed and started, else one created afresh, or, for an attempt taken
 /// over, the one already there. Consumes the job: nothing later needs it.
 /// No machine is created for a job whose cancel was requested, nor by a
 /// dispatcher that no longer owns the attempt.
@@ -221,28 +225,40 @@ async fn machine_of(
     job: Job,
     attempt: &Owned,
     start: Start,
-) -> Result<Result<(String, String, Option<String>), Ending>, Lost> {
+) -> Result<Result<(String, String, Option<String>, MachineSource), Ending>, Lost> {
     let known = match start {
-        Start::Fresh => None,
-        Start::Resume => resumable_machine(shared, &job, attempt).await,
+        Start::Fresh => pooled::claim(shared, &job, attempt)
+            .await?
+            .map(|(id, region)| (id, region, MachineSource::Pooled)),
+        Start::Resume => match resumable_machine(shared, &job, attempt).await {
+            Some(id) => {
+                let source = pooled::resume(shared, attempt, &id).await?;
+                Some((id, String::new(), source))
+            }
+            None => None,
+        },
     };
     match known {
-        Some(id) => Ok(Ok((id, String::new(), None))),
-        None => create_machine(shared, &job, attempt).await,
+        Some((id, region, source)) => Ok(Ok((id, region, None, source))),
+        None => Ok(create_machine(shared, &job, attempt)
+            .await?
+            .map(|(id, region, instance_id)| (id, region, instance_id, MachineSource::Created))),
     }
 }
 
 /// Step 3 and 4: writes the attempt's end down (which moves the job on),
-/// destroys the machine and frees the slot.
+/// destroys the machine (or returns a pooled one to its pool) and frees
+/// the slot.
 async fn finish(
     shared: &Supervision,
     terms: &Terms,
     attempt: &Owned,
     ending: Ending,
-    machine_id: Option<String>,
+    machine: Option<(String, MachineSource)>,
     lease: Held,
     began: std::time::Instant,
 ) -> Result<(), Lost> {
+    let machine_id = machine.as_ref().map(|(id, _)| id.clone());
     let finished = with_store_retries(|| {
         shared.store.finish_attempt(
             attempt,
@@ -290,11 +306,21 @@ async fn finish(
 
     // The attempt is closed: a peer that takes it over from here on only
     // cleans up, so destroying the machine needs no further confirmation.
-    match &machine_id {
-        Some(id) if ending.machine_destroyed => {
+    match &machine {
+        Some((id, MachineSource::Pooled)) => {
+            pooled::dispose(
+                shared,
+                attempt,
+                id,
+                ending.outcome,
+                ending.machine_destroyed,
+            )
+            .await
+        }
+        Some((id, MachineSource::Created)) if ending.machine_destroyed => {
             tracing::info!(machine = %id, "machine destroyed itself (auto_destroy)")
         }
-        Some(id) => destroy(&shared.machines, id).await,
+        Some((id, MachineSource::Created)) => destroy(&shared.machines, id).await,
         None => {}
     }
     release(shared, attempt, lease).await
@@ -347,7 +373,9 @@ async fn create_machine(
     let request = machine_request(shared, job, attempt);
     let mut created = Err(MachinesError::Withdrawn);
     for _ in 0..STALE_CONFIRMATIONS {
-        created = shared.machines.create_guarded(&request, still_wanted).await;
+        let fallback = &job.machine.fallback_regions;
+        created =
+            crate::placement::create(&shared.machines, &request, fallback, &still_wanted).await;
         let Err(MachinesError::Withdrawn) = created else {
             break;
         };
@@ -463,7 +491,9 @@ pub async fn clean_up(
         None => find_machine(&shared.machines, &shared.store, job, attempt.attempt).await,
     };
     if let Some(id) = &machine {
-        destroy(&shared.machines, id).await;
+        // A pooled machine is destroyed too (never reused: how its attempt
+        // ended is unknown); a created one has no pool record.
+        pooled::dispose(&shared, &attempt, id, Outcome::Lost, false).await;
     }
     let released = release(&shared, &attempt, lease).await;
     tracing::info!(
@@ -755,7 +785,7 @@ async fn remains_of(machines: &MachinesClient, id: &str) -> Remains {
 
 /// Asks the machine to stop (SIGTERM, then SIGKILL after 5 s) and waits
 /// for it to be down, so its exit is recorded before destruction.
-async fn stop(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
+pub(crate) async fn stop(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
     let request = StopRequest {
         signal: Some("SIGTERM".into()),
         timeout: Some(GoDuration(Duration::from_secs(5))),
@@ -773,7 +803,7 @@ async fn stop(machines: &MachinesClient, id: &str, instance_id: Option<&str>) {
 
 /// Destroys the machine, retrying until the API confirms it is gone: no
 /// path may leave a machine behind.
-async fn destroy(machines: &MachinesClient, id: &str) {
+pub(crate) async fn destroy(machines: &MachinesClient, id: &str) {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(30))
@@ -814,23 +844,11 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
     // The machine's environment is the runner's alone: the job's `env`
     // and `secrets` reach job code through the runner (read from the
     // store), so no job-supplied variable can configure the runner.
-    let mut env: BTreeMap<String, String> = launch.runner_env.iter().cloned().collect();
+    let mut env: BTreeMap<String, String> = runner_env(shared).collect();
     env.extend([
         ("JOB_ID".to_string(), job.id.to_string()),
         ("JOB_ATTEMPT".to_string(), attempt.attempt.to_string()),
         ("JOB_TOKEN".to_string(), attempt.token.clone()),
-        (
-            "JOBS_STORE_URL".to_string(),
-            launch.runner_store_url.clone(),
-        ),
-        (
-            "JOBS_NAMESPACE".to_string(),
-            shared.store.namespace().to_string(),
-        ),
-        (
-            "JOB_HEARTBEAT_MS".to_string(),
-            launch.heartbeat.as_millis().to_string(),
-        ),
     ]);
     // Job machines carry no `fly_*` metadata, so `fly deploy` never
     // manages (or destroys) them; `role=job` is how the sweeper finds them.
@@ -844,38 +862,109 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
         ("attempt".to_string(), attempt.attempt.to_string()),
         ("dispatcher".to_string(), shared.owner.clone()),
     ]);
+    let image = job
+        .machine
+        .image
+        .clone()
+        .unwrap_or_else(|| launch.image.clone());
+    let guest = Guest::new(
+        &job.machine.cpu_kind,
+        job.machine.cpus,
+        job.machine.memory_mb,
+    );
     CreateMachineRequest {
         name: Some(machine_name(job.id, attempt.attempt)),
         region: job.machine.region.clone(),
         skip_secrets: true,
-        config: MachineConfig {
-            image: job
-                .machine
-                .image
-                .clone()
-                .unwrap_or_else(|| launch.image.clone()),
-            env,
-            guest: Some(Guest::new(
-                &job.machine.cpu_kind,
-                job.machine.cpus,
-                job.machine.memory_mb,
-            )),
-            auto_destroy: true,
-            restart: Some(Restart {
-                policy: RestartPolicy::No,
-                max_retries: None,
-            }),
-            init: Some(Init {
-                exec: Some(launch.runner_exec.clone()),
-                ..Init::default()
-            }),
-            metadata,
-            stop_config: Some(StopConfig {
-                signal: Some("SIGTERM".into()),
-                timeout: Some(GoDuration(Duration::from_secs(5))),
-            }),
-            ..MachineConfig::default()
-        },
+        config: runner_config(shared, image, guest, env, metadata, true),
         ..CreateMachineRequest::default()
+    }
+}
+
+/// The create request for a machine of a warm pool: no attempt in its
+/// environment (`JOB_POOLED=1`: the runner asks the store), no
+/// `auto_destroy` (it stops between jobs), `role=pool` metadata.
+pub(crate) fn pooled_machine_request(
+    shared: &Supervision,
+    spec: &PoolSpec,
+    name: &str,
+) -> CreateMachineRequest {
+    let mut env: BTreeMap<String, String> = runner_env(shared).collect();
+    env.insert("JOB_POOLED".into(), "1".into());
+    let metadata = BTreeMap::from([
+        ("role".to_string(), "pool".to_string()),
+        (
+            "jobs_namespace".to_string(),
+            shared.store.namespace().to_string(),
+        ),
+        ("pool".to_string(), spec.key()),
+        ("dispatcher".to_string(), shared.owner.clone()),
+    ]);
+    let guest = Guest::new(&spec.cpu_kind, spec.cpus, spec.memory_mb);
+    CreateMachineRequest {
+        name: Some(name.to_string()),
+        region: spec.region.clone(),
+        skip_secrets: true,
+        config: runner_config(
+            shared,
+            shared.launch.image.clone(),
+            guest,
+            env,
+            metadata,
+            false,
+        ),
+        ..CreateMachineRequest::default()
+    }
+}
+
+/// What every runner needs besides its attempt: the store and how to talk
+/// to it.
+fn runner_env(shared: &Supervision) -> impl Iterator<Item = (String, String)> + '_ {
+    let launch = &shared.launch;
+    launch.runner_env.iter().cloned().chain([
+        (
+            "JOBS_STORE_URL".to_string(),
+            launch.runner_store_url.clone(),
+        ),
+        (
+            "JOBS_NAMESPACE".to_string(),
+            shared.store.namespace().to_string(),
+        ),
+        (
+            "JOB_HEARTBEAT_MS".to_string(),
+            launch.heartbeat.as_millis().to_string(),
+        ),
+    ])
+}
+
+/// A runner machine's config: the runner as `init.exec`, `restart: no`,
+/// SIGTERM with a 5 s grace to stop.
+fn runner_config(
+    shared: &Supervision,
+    image: String,
+    guest: Guest,
+    env: BTreeMap<String, String>,
+    metadata: BTreeMap<String, String>,
+    auto_destroy: bool,
+) -> MachineConfig {
+    MachineConfig {
+        image,
+        env,
+        guest: Some(guest),
+        auto_destroy,
+        restart: Some(Restart {
+            policy: RestartPolicy::No,
+            max_retries: None,
+        }),
+        init: Some(Init {
+            exec: Some(shared.launch.runner_exec.clone()),
+            ..Init::default()
+        }),
+        metadata,
+        stop_config: Some(StopConfig {
+            signal: Some("SIGTERM".into()),
+            timeout: Some(GoDuration(Duration::from_secs(5))),
+        }),
+        ..MachineConfig::default()
     }
 }

@@ -13,6 +13,10 @@
 //!   checked a batch at a time in one store command, not one round trip
 //!   per machine. Fly's spec does not promise `name` or `created_at` in a
 //!   summary; a machine whose summary lacks one is read in full (`GET`).
+//! - Pool machines (metadata `role=pool`) that no pool owns or is
+//!   creating (their creator died, or a record was lost) are destroyed
+//!   once older than the grace period. Stopped machines a pool owns are
+//!   its stock, not orphans.
 //! - Old records: finished jobs past their retention are removed with
 //!   their index entries.
 //!
@@ -21,7 +25,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use jobs::JobId;
+use jobs::{JobId, PoolMachineRef};
 use machines::{ListFilter, MachineState, MachineSummary};
 
 use crate::configuration::UpkeepSettings;
@@ -42,6 +46,7 @@ pub async fn run(shared: Arc<Supervision>, upkeep: UpkeepSettings, shutdown: Shu
             _ = shutdown.wait() => return,
         }
         sweep_orphans(&shared, &upkeep).await;
+        sweep_pool_orphans(&shared, &upkeep).await;
         purge_old_jobs(&shared, &upkeep).await;
     }
 }
@@ -114,6 +119,60 @@ async fn complete_summaries(shared: &Supervision, machines: &mut [MachineSummary
             }
         }
     }
+}
+
+/// Destroys pool machines no pool owns or is creating. Returns how many.
+pub async fn sweep_pool_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usize {
+    let filter = ListFilter {
+        metadata: vec![
+            ("role".into(), "pool".into()),
+            (
+                "jobs_namespace".into(),
+                shared.store.namespace().to_string(),
+            ),
+        ],
+        ..ListFilter::default()
+    };
+    let machines = match shared.machines.list_summaries(&filter).await {
+        Ok(machines) => machines,
+        Err(e) => {
+            tracing::warn!(error = %e, "sweeper could not list pool machines");
+            return 0;
+        }
+    };
+    let candidates: Vec<PoolMachineRef> = machines
+        .iter()
+        .filter(|m| m.state != MachineState::Destroyed && older_than(m, upkeep.orphan_grace))
+        .filter_map(|m| {
+            Some(PoolMachineRef {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                pool: crate::pool::pool_of_name(&m.name)?.to_string(),
+            })
+        })
+        .collect();
+    let mut destroyed = 0;
+    for batch in candidates.chunks(CHECK_BATCH) {
+        let known = match shared.store.pool_known(batch).await {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::debug!(error = %e, "sweeper could not check pool machines");
+                continue;
+            }
+        };
+        for (machine, known) in batch.iter().zip(known) {
+            if known {
+                continue;
+            }
+            tracing::warn!(machine = %machine.id, pool = %machine.pool, "destroying a pool machine no pool owns");
+            if let Err(e) = shared.machines.destroy(&machine.id, true).await {
+                tracing::warn!(machine = %machine.id, error = %e, "could not destroy an orphan");
+            } else {
+                destroyed += 1;
+            }
+        }
+    }
+    destroyed
 }
 
 async fn purge_old_jobs(shared: &Supervision, upkeep: &UpkeepSettings) {

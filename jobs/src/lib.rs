@@ -12,6 +12,10 @@
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
 //! - [`sessions`]: the dashboard's login sessions.
 //! - [`redact`]: URLs with their credentials hidden, for logs.
+//! - [`pacing`]: a token bucket shared by every dispatcher (the app's
+//!   Machines API create budget).
+//! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
+//!   a time.
 //!
 //! The lifecycle:
 //!
@@ -28,6 +32,8 @@ pub mod events;
 pub mod job_env;
 pub mod logs;
 pub mod model;
+pub mod pacing;
+pub mod pool;
 pub mod redact;
 pub mod schedules;
 pub mod sessions;
@@ -39,6 +45,7 @@ pub use events::{EventKind, JobEvent};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;
+pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;
 pub use schedules::Schedule;
 pub use store::{

@@ -207,6 +207,9 @@ pub struct MachineSpec {
     pub memory_mb: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Regions to try, in order, when `region` is out of capacity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_regions: Vec<String>,
     /// Another image than the runner's default (from an allow-list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -237,6 +240,7 @@ impl Default for MachineSpec {
             cpus: 1,
             memory_mb: 256,
             region: None,
+            fallback_regions: Vec::new(),
             image: None,
             env: BTreeMap::new(),
         }

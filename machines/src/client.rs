@@ -39,6 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::metrics;
+use crate::pacing::{ActionKind, Limits, Pacer, SharedBudget};
 use crate::types::*;
 
 /// Where the API is and how patient to be with it.
@@ -57,6 +58,17 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Exchanges in flight at once (a `wait` holds one while it blocks).
     pub max_in_flight: usize,
+    /// Pace calls at these limits ([`crate::pacing`]); `None` (the
+    /// default): no pacing.
+    pub pacing: Option<Limits>,
+    /// The budget creates share with other clients (other dispatchers).
+    pub shared_budget: Option<Arc<dyn SharedBudget>>,
+}
+
+impl std::fmt::Debug for dyn SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedBudget")
+    }
 }
 
 impl ClientConfig {
@@ -74,6 +86,8 @@ impl ClientConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             max_in_flight: 256,
+            pacing: None,
+            shared_budget: None,
         }
     }
 
@@ -148,6 +162,34 @@ impl MachinesError {
         refused_unread || (repeat == Repeat::Safe && self.is_ambiguous())
     }
 
+    /// Fly is out of capacity for this request (not a rate limit): 412
+    /// "insufficient resources", 409 "insufficient memory", 403 "over the
+    /// allowed quota", 400/422 "no capacity", or any answer whose `status`
+    /// is `insufficient_capacity`. Worth retrying later, or elsewhere.
+    pub fn is_capacity(&self) -> bool {
+        let Self::Api {
+            status,
+            message,
+            code,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        if code.as_deref() == Some("insufficient_capacity") {
+            return true;
+        }
+        let message = message.to_ascii_lowercase();
+        let says = |words: &[&str]| words.iter().any(|w| message.contains(w));
+        match status {
+            412 => says(&["insufficient resources", "capacity"]),
+            409 => says(&["insufficient memory", "capacity"]),
+            403 => says(&["quota"]),
+            400 | 422 => says(&["no capacity", "capacity"]),
+            _ => false,
+        }
+    }
+
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
@@ -191,6 +233,7 @@ pub struct MachinesClient {
     http: reqwest::Client,
     config: Arc<ClientConfig>,
     in_flight: Arc<Semaphore>,
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl MachinesClient {
@@ -202,6 +245,9 @@ impl MachinesClient {
         Self {
             http,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            pacer: config
+                .pacing
+                .map(|limits| Arc::new(Pacer::new(limits, config.shared_budget.clone()))),
             config: Arc::new(config),
         }
     }
@@ -397,6 +443,16 @@ impl MachinesClient {
         }
     }
 
+    /// Boots a stopped machine again (fresh from its image: a start
+    /// resets the root filesystem). A warm pool's claim.
+    /// Not repeated after an ambiguous failure: a second start of a
+    /// machine the first one booted is refused, which would read as a
+    /// failed start.
+    pub async fn start(&self, id: &str) -> Result<(), MachinesError> {
+        let route = Route::new("/v1/apps/{app}/machines/{id}/start", Some(id), Repeat::Once);
+        self.call(Method::POST, route, None, |r| r).await.map(drop)
+    }
+
     pub async fn stop(&self, id: &str, request: &StopRequest) -> Result<(), MachinesError> {
         let route = Route::new("/v1/apps/{app}/machines/{id}/stop", Some(id), Repeat::Safe);
         self.call(Method::POST, route, None, |r| r.json(request))
@@ -475,7 +531,14 @@ impl MachinesClient {
         let url = format!("{}{path}", config.base_url);
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
         let endpoint = route.template;
+        let paced = self.pacer.as_ref().and_then(|p| {
+            let (action, kind) = action_of(&method, endpoint)?;
+            Some((p, action, kind, route.id.unwrap_or(&config.app)))
+        });
         let once = || async {
+            if let Some((pacer, action, kind, key)) = paced {
+                pacer.pace(action, kind, key).await;
+            }
             let Some(until) = still_wanted().await else {
                 return Err(MachinesError::Withdrawn);
             };
@@ -514,6 +577,24 @@ impl MachinesClient {
             })
             .await
     }
+}
+
+/// The rate-limited action a call is, and its kind; `None` for `wait`
+/// (a long poll, which Fly recommends over polling).
+fn action_of(method: &Method, template: &str) -> Option<(&'static str, ActionKind)> {
+    let tail = template.trim_start_matches("/v1/apps/{app}/machines");
+    Some(match (method.as_str(), tail) {
+        ("POST", "") => ("create", ActionKind::Mutate),
+        ("GET", "") => ("list", ActionKind::Read),
+        ("GET", "/{id}") => ("get", ActionKind::Read),
+        ("DELETE", "/{id}") => ("destroy", ActionKind::Mutate),
+        ("GET", "/{id}/events") => ("events", ActionKind::Read),
+        ("GET", "/{id}/wait") => return None,
+        ("POST", "/{id}/start") => ("start", ActionKind::Mutate),
+        ("POST", "/{id}/stop") => ("stop", ActionKind::Mutate),
+        ("POST", "/{id}/signal") => ("signal", ActionKind::Mutate),
+        (_, _) => ("other", ActionKind::Mutate),
+    })
 }
 
 /// An API path: a fixed template such as
@@ -715,6 +796,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(tries.1.load(Ordering::SeqCst), 2, "stop retried");
+    }
+
+    #[test]
+    fn capacity_answers_are_told_apart_from_rate_limits() {
+        let api = |status, message: &str, code: Option<&str>| MachinesError::Api {
+            status,
+            message: message.into(),
+            code: code.map(Into::into),
+            retry_after: None,
+        };
+        assert!(api(412, "insufficient resources to create new machine", None).is_capacity());
+        assert!(api(409, "insufficient memory available", None).is_capacity());
+        assert!(api(403, "organization is over the allowed quota", None).is_capacity());
+        assert!(api(422, "no capacity in region", None).is_capacity());
+        assert!(api(412, "x", Some("insufficient_capacity")).is_capacity());
+        assert!(!api(429, "rate limited", None).is_capacity());
+        assert!(!api(409, "lease held", None).is_capacity());
+        assert!(!api(412, "unable to start machine from current state", None).is_capacity());
     }
 
     #[tokio::test]

@@ -11,11 +11,14 @@
 //!   where a call may be repeated, never sends a create twice blindly (it
 //!   adopts the machine of a lost answer or a taken name instead), never
 //!   retries other 4xx, and puts a timeout on every call.
+//! - [`pacing`]: token buckets at Fly's published rate limits, so calls
+//!   wait their turn here instead of drawing 429s.
 //! - [`metrics`]: what the client counts (calls by endpoint and status,
 //!   retries and their waits).
 
 pub mod client;
 pub mod metrics;
+pub mod pacing;
 pub mod types;
 
 pub use client::{ClientConfig, ListFilter, MachinesClient, MachinesError, WaitOutcome};

@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `machines_api_requests_total` | `method`, `endpoint`, `status` | every HTTP exchange, retries included; `status` is the code, or `error` when no answer came |
 //! | `machines_api_retries_total` | `method`, `endpoint`, `reason` | tries repeated after `rate_limited` (429), `server_error` (5xx) or `unreachable` |
+//! | `machines_api_pacing_wait_seconds` | `action` | histogram of the time a call waited for its turn under the client's own pacing ([`crate::pacing`]) |
 //! | `machines_api_retry_wait_seconds` | `method`, `endpoint`, `reason` | histogram of the time slept before each retry (for `rate_limited`: the rate-limit waits) |
 //! | `machines_api_creates_adopted_total` | `after` | creates settled by adopting the machine an earlier try made, after a `conflict` (409, name taken) or an `ambiguous` failure (5xx, lost answer) |
 //!
@@ -22,6 +23,7 @@ pub const REQUESTS: &str = "machines_api_requests_total";
 pub const RETRIES: &str = "machines_api_retries_total";
 pub const RETRY_WAIT: &str = "machines_api_retry_wait_seconds";
 pub const ADOPTED: &str = "machines_api_creates_adopted_total";
+pub const PACING_WAIT: &str = "machines_api_pacing_wait_seconds";
 
 /// Gives the metrics their help texts; call once after installing a
 /// recorder.
@@ -43,6 +45,16 @@ pub fn describe() {
         ADOPTED,
         "Machine creates settled by adopting the machine an earlier try made, by what failed (conflict, ambiguous)"
     );
+    metrics::describe_histogram!(
+        PACING_WAIT,
+        metrics::Unit::Seconds,
+        "Time a Machines API call waited for its turn under client-side pacing, by action"
+    );
+}
+
+/// A call waited `wait` for its turn under client-side pacing.
+pub(crate) fn record_pacing(action: &'static str, wait: Duration) {
+    metrics::histogram!(PACING_WAIT, "action" => action).record(wait.as_secs_f64());
 }
 
 /// One HTTP exchange; `status` is `None` when no answer came.

@@ -59,6 +59,10 @@ pub struct FaultSettings {
     /// The next N creates fail with `fail_status`, then creates work again.
     pub fail_next_creates: u32,
     pub fail_status: u16,
+    /// Regions out of capacity: every create there fails with 412
+    /// `insufficient_capacity` (so a client's region fallback shows).
+    #[serde(default)]
+    pub full_regions: Vec<String>,
 }
 
 impl Default for FaultSettings {
@@ -79,6 +83,7 @@ impl Default for FaultSettings {
             slow_response_ms: 0,
             fail_next_creates: 0,
             fail_status: 503,
+            full_regions: Vec::new(),
         }
     }
 }
@@ -173,10 +178,12 @@ impl Faults {
         self.injected.load(Ordering::Relaxed)
     }
 
-    /// `Err` when this create must fail.
-    pub fn check_create(&self) -> Result<(), ApiError> {
+    /// `Err` when this create (in `region`) must fail.
+    pub fn check_create(&self, region: &str) -> Result<(), ApiError> {
         let mut settings = self.lock();
-        let error = if settings.fail_next_creates > 0 {
+        let error = if settings.full_regions.iter().any(|r| r == region) {
+            Some(ApiError::InsufficientCapacity)
+        } else if settings.fail_next_creates > 0 {
             settings.fail_next_creates -= 1;
             Some(injected_error(settings.fail_status))
         } else if chance(settings.capacity_error_rate) {
@@ -307,11 +314,11 @@ mod tests {
             ..Default::default()
         });
         assert!(matches!(
-            faults.check_create(),
+            faults.check_create("lcl"),
             Err(ApiError::RateLimited { .. })
         ));
-        assert!(faults.check_create().is_err());
-        assert!(faults.check_create().is_ok());
+        assert!(faults.check_create("lcl").is_err());
+        assert!(faults.check_create("lcl").is_ok());
         assert_eq!(faults.injected(), 2);
     }
 }

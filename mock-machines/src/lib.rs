@@ -19,7 +19,8 @@
 //! - `guest`: a main process, real (`process`) or virtual
 //!   ([`Boot::Virtual`]), behind one signal/await interface; `watchdog`
 //!   enforces `guest.memory_mb` by RSS; `launch` picks the command and
-//!   environment.
+//!   environment; `scratch` gives each machine a private root (`$HOME`,
+//!   `$TMPDIR`) wiped on every boot, as a start resets a Fly rootfs.
 //! - Realism: `ratelimit` (Fly's per-action token buckets), the latency
 //!   model in [`config`], and [`faults`] (settable at run time through
 //!   `POST /_mock/faults`).
@@ -96,6 +97,7 @@ mod launch;
 mod process;
 mod ratelimit;
 mod routes;
+mod scratch;
 mod server;
 mod signals;
 mod state;

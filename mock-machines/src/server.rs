@@ -23,6 +23,7 @@ use crate::faults::Faults;
 use crate::process;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
+use crate::scratch::Scratch;
 use crate::state::MachineEntry;
 use crate::stats::{Counters, Stats};
 use crate::watchdog::Watchdog;
@@ -38,6 +39,7 @@ pub(crate) struct Shared {
     pub faults: Faults,
     limiter: RateLimiter,
     pub watchdog: Watchdog,
+    pub scratch: Scratch,
 }
 
 impl Shared {
@@ -127,6 +129,7 @@ impl MockServer {
             watchdog: Watchdog::start(config.watchdog_interval),
             counters: Arc::new(Counters::default()),
             apps: Mutex::new(HashMap::new()),
+            scratch: Scratch::new(&addr.port().to_string()),
             config,
         });
         let router = routes::router(shared.clone());
@@ -173,6 +176,7 @@ impl MockServer {
         {
             tracing::warn!("some machine processes were not reaped within 10 s of shutdown");
         }
+        self.shared.scratch.remove_all();
         tracing::info!(addr = %self.addr, "mock Machines API stopped");
     }
 }
@@ -185,6 +189,7 @@ impl Drop for MockServer {
         // Best effort without awaiting: the processes get SIGKILL now and
         // are reaped by their tasks if the runtime lives on.
         drop(self.shared.kill_all());
+        self.shared.scratch.remove_all();
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::faults::BootFault;
 use crate::guest::{self, Exit, GuestControl, LaunchSpec};
 use crate::launch;
+use crate::scratch;
 use crate::server::Shared;
 use crate::state::{MachineEntry, Run, StopIntent};
 
@@ -49,8 +50,16 @@ pub fn boot(shared: &Arc<Shared>, entry: &mut MachineEntry, first_boot: bool) {
         },
         first_boot,
     );
+    let (shared, app, id) = (shared.clone(), entry.app.clone(), entry.id().to_string());
     tokio::spawn(async move {
         task.await;
+        let gone = shared
+            .with_machine(&app, &id, |e| e.state() == MachineState::Destroyed)
+            .unwrap_or(true);
+        if gone {
+            let root = shared.scratch.path_of(&id);
+            let _ = tokio::task::spawn_blocking(move || scratch::remove(&root)).await;
+        }
         done_tx.send_replace(true);
     });
 }
@@ -130,10 +139,18 @@ async fn run(shared: Arc<Shared>, current: Current, first_boot: bool) {
             if !current.is(e) {
                 return None;
             }
-            e.enter(MachineState::Starting, "start", "flyd");
+            // A start through the API entered `starting` already.
+            if e.state() != MachineState::Starting {
+                e.enter(MachineState::Starting, "start", "flyd");
+            }
             Some(launch_spec(&shared, e))
         });
         let Some(Some(spec)) = spec else { return };
+        let root = shared.scratch.path_of(&current.id);
+        let wiped = tokio::task::spawn_blocking(move || scratch::wipe(&root)).await;
+        if let Ok(Err(e)) | Err(e) = wiped.map_err(std::io::Error::other) {
+            tracing::warn!(machine_id = %current.id, error = %e, "could not wipe the scratch root");
+        }
         tokio::time::sleep(shared.config.latency.start.draw()).await;
 
         let guest = match guest::launch(&shared.config.boot, spec, &shared.watchdog) {
@@ -209,17 +226,31 @@ fn launch_spec(shared: &Shared, entry: &MachineEntry) -> LaunchSpec {
         app: entry.app.clone(),
         machine_id: machine.id.clone(),
         command: launch::command(machine, &shared.config),
-        env: launch::environment(
-            &entry.app,
-            machine,
-            &shared.config.image_env,
-            &entry.secrets,
+        env: with_scratch_root(
+            launch::environment(
+                &entry.app,
+                machine,
+                &shared.config.image_env,
+                &entry.secrets,
+            ),
+            &shared.scratch.path_of(&machine.id),
         ),
         memory_limit_bytes: shared
             .config
             .enforce_memory
             .then(|| u64::from(launch::memory_mb(machine)) * 1024 * 1024),
     }
+}
+
+/// The machine's private root as its `$HOME` and `$TMPDIR`.
+fn with_scratch_root(
+    mut env: std::collections::BTreeMap<String, String>,
+    root: &std::path::Path,
+) -> std::collections::BTreeMap<String, String> {
+    let root = root.display().to_string();
+    env.insert("HOME".into(), root.clone());
+    env.insert("TMPDIR".into(), root);
+    env
 }
 
 /// No guest could be launched: the machine is `failed`, and the exit event

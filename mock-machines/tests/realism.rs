@@ -360,3 +360,36 @@ async fn virtual_machines_run_in_process() {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A start is a fresh boot: a file one run wrote in its scratch root
+/// (`$HOME`, `$TMPDIR`) is gone on the next run, as job B on a pooled
+/// machine must never see what job A left there.
+#[tokio::test]
+async fn a_start_wipes_the_machines_scratch_root() {
+    let mock = start_with(config()).await;
+    // Exit 3 if an earlier run's file is there; else leave one and exit 0.
+    let script = r#"test -e "$HOME/left-by-a" && exit 3; test "$TMPDIR" = "$HOME" || exit 4; echo secret > "$HOME/left-by-a""#;
+    let id = mock.run("app", &["sh", "-c", script]).await;
+    mock.wait_for("app", &id, "stopped").await;
+    assert_eq!(last_exit(&mock.get("app", &id).await)["exit_code"], 0);
+
+    for _ in 0..2 {
+        let (status, body) = mock
+            .call(
+                Method::POST,
+                &format!("/v1/apps/app/machines/{id}/start"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // The start answers once the machine is starting, so this waits
+        // for the end of this run, not the previous one.
+        mock.wait_for("app", &id, "stopped").await;
+        let machine = mock.get("app", &id).await;
+        assert_eq!(
+            last_exit(&machine)["exit_code"],
+            0,
+            "the second run saw the first run's file: {machine}"
+        );
+    }
+}

@@ -76,23 +76,14 @@ impl RunnerEnv {
 
     /// Parses from any lookup, so tests need not touch the process env.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
-        let required = |name: &str| {
-            get(name)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| EnvError(format!("{name} is not set")))
-        };
+        let required = |name: &str| required(&get, name);
         let job_id: JobId = required("JOB_ID")?
             .parse()
             .map_err(|e| EnvError(format!("JOB_ID: {e}")))?;
         let attempt = required("JOB_ATTEMPT")?
             .parse()
             .map_err(|_| EnvError("JOB_ATTEMPT is not a number".into()))?;
-        let heartbeat_ms = match get("JOB_HEARTBEAT_MS") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| EnvError("JOB_HEARTBEAT_MS is not a number".into()))?,
-            None => 1000,
-        };
+        let heartbeat_ms = heartbeat_ms(&get)?;
         Ok(Self {
             attempt: AttemptRef {
                 job_id,
@@ -107,6 +98,26 @@ impl RunnerEnv {
             heartbeat_ms,
             logs: LogSettings::from_lookup(&get).map_err(EnvError)?,
         })
+    }
+}
+
+/// A variable that must be set and non-empty.
+pub(crate) fn required(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<String, EnvError> {
+    get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| EnvError(format!("{name} is not set")))
+}
+
+/// `JOB_HEARTBEAT_MS`, 1000 when unset.
+pub(crate) fn heartbeat_ms(get: &impl Fn(&str) -> Option<String>) -> Result<u64, EnvError> {
+    match get("JOB_HEARTBEAT_MS") {
+        Some(v) => v
+            .parse()
+            .map_err(|_| EnvError("JOB_HEARTBEAT_MS is not a number".into())),
+        None => Ok(1000),
     }
 }
 

@@ -10,6 +10,11 @@
 //! a handler only computes, so it cannot get the protocol wrong, and job
 //! code never holds the attempt's token.
 //!
+//! On a pooled machine (`JOB_POOLED=1`, see [`PooledEnv`]) it asks the
+//! store which attempt its machine was claimed for instead, and exits at
+//! once when there is none. The job's `machine.env` reaches handlers
+//! through [`Context::env`] and commands through their environment.
+//!
 //! ## Handlers in Rust
 //! A handler is an async function of a [`Context`] and its params that
 //! returns a result or a [`JobError`]. The params are anything
@@ -66,6 +71,7 @@ mod env;
 mod error;
 mod extract;
 pub mod logs;
+mod pooled;
 mod run;
 mod stop;
 
@@ -74,5 +80,6 @@ pub use context::Context;
 pub use env::{EnvError, RunnerEnv, DISPATCHER_SECRETS};
 pub use error::JobError;
 pub use extract::{FromParams, Json};
+pub use pooled::PooledEnv;
 pub use run::{exit, Runner};
 pub use stop::{wrap_up_window, StopReason};

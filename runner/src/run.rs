@@ -17,7 +17,7 @@ use crate::context::JobVars;
 use crate::extract::{erase, FromParams, Handler};
 use crate::logs::{CaptureLayer, LogSink};
 use crate::stop::{watch_attempt, wrap_up_window};
-use crate::{Commands, ConfigError, Context, EnvError, JobError, RunnerEnv, StopReason};
+use crate::{Commands, ConfigError, Context, EnvError, JobError, PooledEnv, RunnerEnv, StopReason};
 
 /// The runner's exit codes. The dispatcher does not rely on them (it reads
 /// the report from the store), but they make a machine's log readable.
@@ -48,6 +48,14 @@ enum StartError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+/// Where the runner learns its attempt.
+enum Boot {
+    /// From its environment: a machine created for the attempt.
+    Attempt(RunnerEnv),
+    /// From the store: a machine of the warm pool.
+    Pooled(PooledEnv),
 }
 
 /// Handlers by kind, and the loop that runs one attempt.
@@ -140,16 +148,20 @@ impl Runner {
             .expect("tokio runtime");
         let code = runtime.block_on(async {
             let shutdown = stop_signal();
-            runner.run_until(env, shutdown).await
+            runner.boot(env, shutdown).await
         });
         std::process::exit(code)
     }
 
     /// The environment and this runner with the configured commands.
-    fn configure(self) -> Result<(Self, RunnerEnv), StartError> {
-        let env = RunnerEnv::from_env()?;
+    fn configure(self) -> Result<(Self, Boot), StartError> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        let boot = match PooledEnv::from_lookup(lookup)? {
+            Some(pooled) => Boot::Pooled(pooled),
+            None => Boot::Attempt(RunnerEnv::from_env()?),
+        };
         let runner = self.commands(Commands::from_env()?)?;
-        Ok((runner, env))
+        Ok((runner, boot))
     }
 
     /// Runs one attempt and returns the exit code. Every log line carries
@@ -161,19 +173,49 @@ impl Runner {
 
     /// [`Runner::run`], asking the handler to stop when `shutdown` resolves.
     async fn run_until(&self, env: RunnerEnv, shutdown: BoxFuture<'static, ()>) -> i32 {
-        let config = match store_config(&env) {
+        self.boot(Boot::Attempt(env), shutdown).await
+    }
+
+    /// Connects to the store, learns the attempt (a pooled machine asks the
+    /// store for it) and runs it.
+    async fn boot(&self, boot: Boot, shutdown: BoxFuture<'static, ()>) -> i32 {
+        let config = match &boot {
+            Boot::Attempt(env) => {
+                store_config(&env.store_url, &env.namespace, env.ca_cert.as_deref())
+            }
+            Boot::Pooled(pooled) => store_config(
+                &pooled.store_url,
+                &pooled.namespace,
+                pooled.ca_cert.as_deref(),
+            ),
+        };
+        let config = match config {
             Ok(config) => config,
             Err(e) => {
-                tracing::error!(job = %env.attempt.job_id, error = %e, "bad store settings");
+                tracing::error!(error = %e, "bad store settings");
                 return exit::STORE_UNAVAILABLE;
             }
         };
         let store = match Store::connect(config).await {
             Ok(store) => store,
             Err(e) => {
-                tracing::error!(job = %env.attempt.job_id, error = %e, "cannot reach the job store");
+                tracing::error!(error = %e, "cannot reach the job store");
                 return exit::STORE_UNAVAILABLE;
             }
+        };
+        let env = match boot {
+            Boot::Attempt(env) => env,
+            Boot::Pooled(pooled) => match pooled.assignment(&store).await {
+                Ok(Some(env)) => env,
+                Ok(None) => {
+                    tracing::info!(machine = %pooled.machine_id, "pooled machine has no attempt to run; stopping");
+                    return exit::SUCCEEDED;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot ask the store for this machine's attempt");
+                    return exit::STORE_UNAVAILABLE;
+                }
+            },
         };
         self.run_in_process(&store, env, shutdown).await
     }
@@ -398,11 +440,15 @@ fn init_logging() {
 
 /// The store settings from the runner's environment: its URL and, for a
 /// private TLS store, the CA file.
-fn store_config(env: &RunnerEnv) -> Result<StoreConfig, Box<dyn std::error::Error>> {
-    let address: StoreAddress = env.store_url.parse()?;
+fn store_config(
+    url: &str,
+    namespace: &str,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<StoreConfig, Box<dyn std::error::Error + Send + Sync>> {
+    let address: StoreAddress = url.parse()?;
     let mut config = StoreConfig::new(address);
-    config.namespace = env.namespace.clone();
-    config.ca_cert = env.ca_cert.as_deref().map(CaCert::load).transpose()?;
+    config.namespace = namespace.to_string();
+    config.ca_cert = ca_cert.map(CaCert::load).transpose()?;
     Ok(config)
 }
 

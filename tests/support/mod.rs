@@ -125,6 +125,10 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
         // Tests that stop a system need no drain window (scale_out tests it).
         "--shutdown-grace-secs=0".to_string(),
     ];
+    if !mock_config(options.mock).rate_limits {
+        // No limits to pace at.
+        argv.push("--api-pacing=off".to_string());
+    }
     if !options.api_tokens.is_empty() {
         argv.push(format!("--api-tokens={}", options.api_tokens.join(",")));
     }
@@ -192,15 +196,24 @@ pub async fn start_mock() -> MockServer {
 
 /// [`start_mock`] with `tweak` applied to its configuration.
 pub async fn start_mock_with(tweak: fn(&mut MockConfig)) -> MockServer {
+    MockServer::start(
+        mock_config(tweak),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The tests' mock configuration: rate limits off unless `tweak` turns
+/// them on.
+fn mock_config(tweak: fn(&mut MockConfig)) -> MockConfig {
     let mut config = MockConfig {
         token: FLY_TOKEN.into(),
         rate_limits: false,
         ..MockConfig::default()
     };
     tweak(&mut config);
-    MockServer::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .await
-        .unwrap()
+    config
 }
 
 impl TestSystem {
@@ -213,6 +226,18 @@ impl TestSystem {
         let shutdown = Shutdown::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         shutdown
+    }
+
+    /// A peer whose settings differ as `change` says (e.g. another
+    /// runner image: a deploy). Returns its handle and base URL.
+    pub async fn spawn_peer_with(&self, change: impl FnOnce(&mut Settings)) -> (Shutdown, String) {
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        let app = Application::build(settings).await.expect("peer starts");
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = Shutdown::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        (shutdown, base)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -19,9 +19,15 @@ pub struct Filter {
 
 /// `/`: the summary, the filter form and a page of jobs, newest first,
 /// with a link to the next page.
-pub fn jobs_page(filter: &Filter, page: &Page, stats: &Stats) -> String {
+pub fn jobs_page(
+    filter: &Filter,
+    page: &Page,
+    stats: &Stats,
+    pools: &std::collections::BTreeMap<String, jobs::PoolStats>,
+) -> String {
     let jobs = &page.jobs;
     let mut body = summary(stats);
+    body.push_str(&pool_summary(pools));
     body.push_str(&filter_form(filter));
     body.push_str("<p id=\"flash\" role=\"status\"></p>\n");
     body.push_str(
@@ -85,6 +91,27 @@ fn summary(stats: &Stats) -> String {
         let _ = writeln!(
             out,
             "<div data-count=\"{label}\"><b>{value}</b>{label}</div>"
+        );
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// One line per warm pool: its machines, ready, in use and warming.
+fn pool_summary(pools: &std::collections::BTreeMap<String, jobs::PoolStats>) -> String {
+    if pools.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<section id=\"pools\" class=\"summary\" data-live>\n");
+    for (pool, p) in pools {
+        let _ = writeln!(
+            out,
+            "<div data-pool=\"{pool}\"><b>{ready}/{machines}</b>ready in pool {pool} ({in_use} in use, {warming} warming)</div>",
+            pool = escape(pool),
+            ready = p.ready,
+            machines = p.machines,
+            in_use = p.in_use,
+            warming = p.warming,
         );
     }
     out.push_str("</section>\n");
@@ -267,7 +294,7 @@ mod tests {
             jobs: vec![job],
             next: None,
         };
-        let list = jobs_page(&filter, &page, &Stats::default());
+        let list = jobs_page(&filter, &page, &Stats::default(), &Default::default());
         assert!(!list.contains("\"><script>"));
         assert!(list.contains("<td>echo</td>"));
     }

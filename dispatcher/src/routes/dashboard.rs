@@ -47,12 +47,16 @@ pub async fn index(
             .filter(|v| !v.is_empty())
     };
     let list = list_filter(given(query.status), given(query.kind), given(query.cursor))?;
-    let (page, stats) = tokio::try_join!(state.store.list(&list, PAGE_SIZE), state.store.stats())?;
+    let (page, stats, pools) = tokio::try_join!(
+        state.store.list(&list, PAGE_SIZE),
+        state.store.stats(),
+        state.store.pool_stats()
+    )?;
     let filter = Filter {
         status: list.status,
         kind: list.kind.as_ref().map(|k| k.to_string()),
     };
-    Ok(Html(pages::jobs_page(&filter, &page, &stats)))
+    Ok(Html(pages::jobs_page(&filter, &page, &stats, &pools)))
 }
 
 /// `GET /login`: the form (straight to the dashboard when no tokens are

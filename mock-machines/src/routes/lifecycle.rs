@@ -36,6 +36,9 @@ pub async fn start(
             return Err(cannot("start", previous));
         }
         supervisor::boot(&shared, e, false);
+        // Like flyd: the answer comes once the machine is starting, so a
+        // `wait` for `stopped` right after it waits for this run's end.
+        e.enter(MachineState::Starting, "start", "user");
         Ok(Json(StartResponse {
             previous_state: previous.to_string(),
             migrated: false,

@@ -137,7 +137,12 @@ pub async fn create(
     shared.rate_limit("create", &app)?;
     let request: CreateMachineRequest = json_body(&body)?;
     validate_config(&request.config)?;
-    shared.faults.check_create()?;
+    let region = request
+        .region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| shared.config.region.clone());
+    shared.faults.check_create(&region)?;
     let machine = shared.with_app(&app, |machines| {
         let name = match request.name.clone().filter(|n| !n.is_empty()) {
             Some(name) => {
@@ -152,11 +157,7 @@ pub async fn create(
             id: id.clone(),
             name,
             state: MachineState::Created,
-            region: request
-                .region
-                .clone()
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| shared.config.region.clone()),
+            region: region.clone(),
             instance_id: ids::ulid(),
             private_ip: ids::private_ip(),
             created_at: now.clone(),
