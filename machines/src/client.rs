@@ -531,9 +531,9 @@ impl MachinesClient {
         let url = format!("{}{path}", config.base_url);
         let timeout = config.call_timeout + extra_timeout.unwrap_or_default();
         let endpoint = route.template;
-        let paced = self.pacer.as_ref().and_then(|p| {
-            let (action, kind) = action_of(&method, endpoint)?;
-            Some((p, action, kind, route.id.unwrap_or(&config.app)))
+        let paced = self.pacer.as_ref().map(|p| {
+            let (action, kind) = action_of(&method, endpoint);
+            (p, action, kind, route.id.unwrap_or(&config.app))
         });
         let once = || async {
             if let Some((pacer, action, kind, key)) = paced {
@@ -579,22 +579,23 @@ impl MachinesClient {
     }
 }
 
-/// The rate-limited action a call is, and its kind; `None` for `wait`
-/// (a long poll, which Fly recommends over polling).
-fn action_of(method: &Method, template: &str) -> Option<(&'static str, ActionKind)> {
+/// The rate-limited action a call is, and its rate class. Only Get
+/// Machine has the read rate; list, events and `wait` (its own action)
+/// have everything else's, as the mock enforces (see its crate doc).
+fn action_of(method: &Method, template: &str) -> (&'static str, ActionKind) {
     let tail = template.trim_start_matches("/v1/apps/{app}/machines");
-    Some(match (method.as_str(), tail) {
+    match (method.as_str(), tail) {
         ("POST", "") => ("create", ActionKind::Mutate),
-        ("GET", "") => ("list", ActionKind::Read),
+        ("GET", "") => ("list", ActionKind::Mutate),
         ("GET", "/{id}") => ("get", ActionKind::Read),
         ("DELETE", "/{id}") => ("destroy", ActionKind::Mutate),
-        ("GET", "/{id}/events") => ("events", ActionKind::Read),
-        ("GET", "/{id}/wait") => return None,
+        ("GET", "/{id}/events") => ("events", ActionKind::Mutate),
+        ("GET", "/{id}/wait") => ("wait", ActionKind::Mutate),
         ("POST", "/{id}/start") => ("start", ActionKind::Mutate),
         ("POST", "/{id}/stop") => ("stop", ActionKind::Mutate),
         ("POST", "/{id}/signal") => ("signal", ActionKind::Mutate),
         (_, _) => ("other", ActionKind::Mutate),
-    })
+    }
 }
 
 /// An API path: a fixed template such as

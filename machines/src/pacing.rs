@@ -1,15 +1,15 @@
 //! Client-side pacing at Fly's published rate limits, so a burst of work
 //! waits its turn here instead of drawing 429s from the API.
 //!
-//! Fly limits every action to 1 request/s with bursts of 3, except reads
-//! (Get Machine: 5/s, burst 10), keyed by the machine id, or by the app for
-//! create and list. The [`Pacer`] keeps one token bucket per (action, key)
-//! in the same shape; `wait` (a long poll) is not limited.
+//! Fly limits every action to 1 request/s with bursts of 3 (list, events
+//! and `wait` included), except Get Machine (5/s, burst 10), keyed by the
+//! machine id, or by the app for create and list. The [`Pacer`] keeps one
+//! token bucket per (action, key) in the same shape.
 //!
 //! The buckets are reservations: a caller takes a token at once, even one
 //! not yet refilled, and sleeps until its turn. Concurrent callers thus
-//! queue in arrival order and never retry against each other. Creates draw
-//! on one budget per app shared by every dispatcher: a [`SharedBudget`]
+//! queue in arrival order and never retry against each other. Creates and
+//! lists draw on one budget per app shared by every dispatcher: a [`SharedBudget`]
 //! (the job store's token bucket, in the dispatcher) reserves there, so two
 //! dispatchers together stay under the app's create limit.
 
@@ -60,7 +60,8 @@ pub trait SharedBudget: Send + Sync {
     fn reserve(&self, key: String, rate: Rate) -> BoxFuture<'static, Duration>;
 }
 
-/// Whether an action changes state (paced as mutate) or reads it.
+/// An action's rate class: Get Machine's (`Read`), or every other
+/// action's (`Mutate`, list and `wait` included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActionKind {
     Read,
@@ -98,8 +99,11 @@ impl Pacer {
             ActionKind::Read => self.limits.read,
             ActionKind::Mutate => self.limits.mutate,
         };
+        // The app-wide actions draw on budgets every dispatcher shares.
         let wait = match (&self.shared, action) {
-            (Some(shared), "create") => shared.reserve(format!("{action}:{key}"), rate).await,
+            (Some(shared), "create" | "list") => {
+                shared.reserve(format!("{action}:{key}"), rate).await
+            }
             _ => self.reserve_local(action, key, rate),
         };
         if !wait.is_zero() {

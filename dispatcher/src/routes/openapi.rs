@@ -2,13 +2,14 @@
 //! so no route can forget one: the document lists every status the server
 //! really answers (a fuzzer, `scripts/fuzz-api`, holds it to that).
 //!
-//! - every protected route: 401 (no valid token) and 503 (store
-//!   unavailable, with `Retry-After`);
+//! - every protected route: 401 (no valid token), 400 (more than one
+//!   credential), 429 (the token's request rate is over its limit, with
+//!   `Retry-After`) and 503 (store unavailable, with `Retry-After`);
 //! - a route with an `{id}`: the id is a UUID (`format: uuid`), 400 when it
 //!   is not one, 404 when there is no such thing;
 //! - a route with query parameters: 400 for a bad one;
-//! - a route with a JSON body: 400 (malformed), 413 (too large), 415 (not
-//!   JSON), 422 (invalid, naming the field);
+//! - a route with a JSON body: 400 (malformed), 408 (sent too slowly),
+//!   413 (too large), 415 (not JSON), 422 (invalid, naming the field);
 //! - a `text/event-stream` answer: the schema of one event (`event` and
 //!   `data`), the way OpenAPI 3.0/3.1 tools (schemathesis among them) read
 //!   a stream's schema.
@@ -27,6 +28,11 @@ pub fn complete_protected(protected: &mut OpenApi) {
     for (path, item) in protected.paths.paths.iter_mut() {
         for operation in operations(item) {
             add(operation, "401", "no valid bearer token or session");
+            add(
+                operation,
+                "429",
+                "this token's request rate is over its limit; retry after `Retry-After`",
+            );
             add(
                 operation,
                 "503",
@@ -52,6 +58,7 @@ pub fn complete_protected(protected: &mut OpenApi) {
             sse_events(operation);
             if operation.request_body.is_some() {
                 add(operation, "400", "malformed JSON");
+                add(operation, "408", "the body did not arrive in time");
                 add(operation, "413", "body too large");
                 add(
                     operation,
@@ -64,6 +71,7 @@ pub fn complete_protected(protected: &mut OpenApi) {
                     "invalid request; `field` names the problem",
                 );
             }
+            add(operation, "400", "more than one credential in the request");
         }
     }
 }
