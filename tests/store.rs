@@ -30,12 +30,13 @@ async fn store() -> (Box<dyn std::any::Any>, Store) {
     }
     for _ in 0..5 {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("store-test-{port}"));
+        let dir = topology::scratch("store-test");
         if let Ok(server) = LocalValkey::start(port, &dir, false).await {
             let store = Store::connect(StoreConfig::new(server.address()))
                 .await
                 .unwrap();
-            return (Box::new(server), store);
+            // The server stops before its directory goes.
+            return (Box::new((server, dir)), store);
         }
     }
     panic!("no Valkey-compatible server could be started");

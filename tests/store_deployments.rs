@@ -45,7 +45,7 @@ async fn raw_client(tls: &TlsServer, user: &str, password: &str) -> Store {
 
 #[tokio::test]
 async fn tls_store_with_least_privilege_users_runs_jobs() {
-    let dir = std::env::temp_dir().join(format!("acl-{}", std::process::id()));
+    let dir = support::topology::scratch("acl");
     let tls = TlsServer::start(&acl_file(&dir)).await;
     let ca = tls.ca.ca_cert.display().to_string();
     let system = spawn_system_with(Options {

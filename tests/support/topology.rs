@@ -20,10 +20,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("{name}-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// A topology's directory, removed with it (kept when the test failed, for
+/// the servers' logs). The last field of its owner, so the servers stop
+/// first.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Starts a server with `options`, retrying on another port when the
@@ -78,7 +99,7 @@ where
 /// A 3-primary cluster with no replicas, every slot assigned.
 pub struct Cluster {
     pub nodes: Vec<LocalValkey>,
-    _dir: PathBuf,
+    _dir: Scratch,
 }
 
 impl Cluster {
@@ -134,7 +155,7 @@ pub struct Sentinels {
     pub primary: LocalValkey,
     pub replicas: Vec<LocalValkey>,
     pub sentinels: Vec<LocalValkey>,
-    _dir: PathBuf,
+    _dir: Scratch,
 }
 
 impl Sentinels {
@@ -307,7 +328,7 @@ pub struct TlsServer {
     pub server: LocalValkey,
     pub tls_port: u16,
     pub ca: TestCa,
-    _dir: PathBuf,
+    _dir: Scratch,
 }
 
 impl TlsServer {
