@@ -284,3 +284,46 @@ async fn a_pooled_machine_that_fails_to_start_is_replaced_and_the_job_still_runs
     assert_ne!(live[0].id, gone);
     system.stop().await;
 }
+
+/// A command, from the runner image's `RUNNER_COMMANDS`, that answers
+/// whether an earlier job left a file in the machine's home (its scratch
+/// root), then leaves one itself.
+fn with_snooping_command(config: &mut mock_machines::MockConfig) {
+    let snoop = r#"if [ -e "$HOME/left-behind" ]; then echo '{"saw": true}'; else echo '{"saw": false}'; fi; echo secret > "$HOME/left-behind""#;
+    let commands = json!({"snoop": ["sh", "-c", snoop]});
+    config
+        .image_env
+        .insert("RUNNER_COMMANDS".into(), commands.to_string());
+}
+
+/// Job B on a pooled machine cannot see what job A wrote there: every
+/// start boots the machine fresh (the mock wipes its scratch root, as a
+/// stop wipes a Fly machine's root filesystem).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_a_pooled_machine_never_sees_what_the_previous_job_left() {
+    let system = spawn_system_with(Options {
+        mock: with_snooping_command,
+        ..with_pool(1, 1)
+    })
+    .await;
+    pool_until(&system, "1 ready", |p| p.ready == 1).await;
+    let mut machines = Vec::new();
+    for _ in 0..2 {
+        let job = system.submit(json!({"kind": "snoop"})).await;
+        let job = system
+            .wait_for(
+                job["id"].as_str().unwrap(),
+                "succeeded",
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(job["result"], json!({"saw": false}), "{job:#}");
+        machines.push(machine_of(&job));
+        pool_until(&system, "its machine back", |p| p.ready == 1).await;
+    }
+    assert_eq!(
+        machines[0], machines[1],
+        "both jobs ran on the one pooled machine"
+    );
+    system.stop().await;
+}
