@@ -55,7 +55,7 @@ pub fn complete_protected(protected: &mut OpenApi) {
                     "a query parameter is invalid; `field` names it",
                 );
             }
-            sse_events(operation);
+            sse_events(operation, path);
             if operation.request_body.is_some() {
                 add(operation, "400", "malformed JSON");
                 add(operation, "408", "the body did not arrive in time");
@@ -108,7 +108,19 @@ fn add(operation: &mut Operation, status: &str, description: &str) {
 }
 
 /// Each event of a stream: its name and, as JSON text, the job.
-fn sse_events(operation: &mut Operation) {
+fn sse_events(operation: &mut Operation, path: &str) {
+    // The job's own stream, or its log's (`?follow=true`).
+    let (events, data): (&[&str], &str) = if path.ends_with("/logs") {
+        (
+            &["line", "end"],
+            "`line`: one log line as JSON (`GET /jobs/{id}/logs?format=jsonl`); `end`: the job's status once it is final",
+        )
+    } else {
+        (
+            &["status", "progress", "done"],
+            "the job as `GET /jobs/{id}` shows it, as JSON",
+        )
+    };
     for response in operation.responses.responses.values_mut() {
         let RefOr::T(response) = response else {
             continue;
@@ -116,10 +128,10 @@ fn sse_events(operation: &mut Operation) {
         if let Some(content) = response.content.get_mut("text/event-stream") {
             let name = ObjectBuilder::new()
                 .schema_type(Type::String)
-                .enum_values(Some(["status", "progress", "done"]));
+                .enum_values(Some(events.iter().copied()));
             let data = ObjectBuilder::new()
                 .schema_type(Type::String)
-                .description(Some("the job as `GET /jobs/{id}` shows it, as JSON"));
+                .description(Some(data));
             content.schema = Some(RefOr::T(
                 ObjectBuilder::new()
                     .property("event", name)
