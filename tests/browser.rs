@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium (Debian's package,
 //! driven through chromedriver) logs in with an API token, sees a finished
-//! job in the jobs table, clicks Cancel on a sleeping job and watches the
-//! live table show it cancelled, then opens a job's page; and reads a
+//! job in the jobs table and in the charts of the last hour, clicks Cancel
+//! on a sleeping job and watches the live table and charts show it
+//! cancelled, then opens a job's page; and reads a
 //! job's log in the job page's pane, live while the job runs. Fails, never
 //! skips, when Chromium is missing (`scripts/ensure-chromium` installs it).
 
@@ -50,6 +51,23 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     assert!(finished.text().await.contains("succeeded"));
     let summary = browser.wait_for("#summary", WITHIN).await.text().await;
     assert!(summary.contains("1\nrunning"), "{summary}");
+    // The charts of the last hour: both attempts started, the echo
+    // succeeded, each drawn as a bar in this minute.
+    let started = browser
+        .wait_for("figure[data-series=started]", WITHIN)
+        .await;
+    assert_eq!(started.attribute("data-total").await.as_deref(), Some("2"));
+    let succeeded = browser
+        .wait_for("figure[data-series=succeeded]", WITHIN)
+        .await;
+    assert_eq!(
+        succeeded.attribute("data-total").await.as_deref(),
+        Some("1")
+    );
+    assert!(succeeded.text().await.contains("succeeded 1"));
+    browser
+        .wait_for("figure[data-series=succeeded] svg rect.bar", WITHIN)
+        .await;
     browser
         .wait_for(
             &format!("tr[data-job=\"{sleeper}\"] button[data-action=cancel]"),
@@ -76,6 +94,13 @@ async fn dashboard_shows_jobs_and_cancels_one() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(system.job(&sleeper).await["status"], "cancelled");
+    // The live refresh redraws the charts too.
+    browser
+        .wait_for(
+            "figure[data-series=cancelled][data-total=\"1\"] svg rect.bar",
+            WITHIN,
+        )
+        .await;
 
     // The job page: result (escaped, shown as text) and the attempt.
     browser.goto(&system.url(&format!("/jobs/{echo}"))).await;

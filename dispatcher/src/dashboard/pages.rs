@@ -24,10 +24,12 @@ pub fn jobs_page(
     page: &Page,
     stats: &Stats,
     pools: &std::collections::BTreeMap<String, jobs::PoolStats>,
+    activity: &jobs::Activity,
 ) -> String {
     let jobs = &page.jobs;
     let mut body = summary(stats);
     body.push_str(&pool_summary(pools));
+    body.push_str(&super::charts::activity_charts(activity));
     body.push_str(&filter_form(filter));
     body.push_str("<p id=\"flash\" role=\"status\"></p>\n");
     body.push_str(
@@ -319,7 +321,13 @@ mod tests {
             jobs: vec![job],
             next: None,
         };
-        let list = jobs_page(&filter, &page, &Stats::default(), &Default::default());
+        let list = jobs_page(
+            &filter,
+            &page,
+            &Stats::default(),
+            &Default::default(),
+            &Default::default(),
+        );
         assert!(!list.contains("\"><script>"));
         assert!(list.contains("<td>echo</td>"));
     }
