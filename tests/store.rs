@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
+use fred::interfaces::KeysInterface as _;
 use jobs::{
     Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency, JobId,
     JobSpec, JobStatus, Kind, ListFilter, MachineSpec, MinuteCounts, Outcome, Owned, Recorded,
@@ -734,6 +735,15 @@ async fn activity_counts_claims_and_final_states_per_minute() {
             cancelled: 1
         }
     );
+    // Bounded: each minute's hash expires within the two hours it is read.
+    let first_used = after.minutes.iter().position(|m| m.started > 0).unwrap();
+    let key = format!(
+        "{{{}}}:minute:{}",
+        store.namespace(),
+        after.first_minute + first_used as i64
+    );
+    let ttl: i64 = store.raw_client().ttl(&key).await.unwrap();
+    assert!((1..=7200).contains(&ttl), "{key} expires in {ttl} s");
     // Asking for more than the counters keep is clamped, never an error.
     assert_eq!(
         store.activity(100_000).await.unwrap().minutes.len(),
