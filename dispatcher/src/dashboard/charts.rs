@@ -67,7 +67,11 @@ fn chart(activity: &Activity, name: &str, label: &str, value: Reading) -> String
             at = minute_label(minute),
         );
     }
-    svg.push_str("</svg></figure>\n");
+    let _ = writeln!(
+        svg,
+        "</svg><div class=\"chart-axis\"><span>{} min ago</span><span>now</span></div></figure>",
+        values.len()
+    );
     svg
 }
 
@@ -106,5 +110,6 @@ mod tests {
         ));
         assert_eq!(html.matches("<rect").count(), 3);
         assert_eq!(html.matches("<svg").count(), SERIES.len());
+        assert!(html.contains("<span>3 min ago</span><span>now</span>"));
     }
 }
