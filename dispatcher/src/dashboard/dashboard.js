@@ -79,18 +79,19 @@
       raw.href = base + query;
       state.textContent = "loading…";
       // A reconnect resumes from the last line seen (Last-Event-ID).
-      source = new EventSource(base + (query ? query + "&" : "?") + "follow=true");
-      source.addEventListener("open", function () { state.textContent = "following live"; });
-      source.addEventListener("line", function (event) { append(JSON.parse(event.data)); });
-      source.addEventListener("end", function () {
-        source.close();
+      const stream = new EventSource(base + (query ? query + "&" : "?") + "follow=true");
+      source = stream;
+      stream.addEventListener("open", function () { state.textContent = "following live"; });
+      stream.addEventListener("line", function (event) { append(JSON.parse(event.data)); });
+      stream.addEventListener("end", function () {
+        stream.close();
         lines.dataset.ended = "true";
         state.textContent = trimmed ? "showing the last " + MAX_LINES + " lines"
           : lines.childElementCount ? "" : "no output";
       });
-      source.addEventListener("error", function () {
+      stream.addEventListener("error", function () {
         // CLOSED: refused (e.g. the session ended), not retried by the browser.
-        state.textContent = source.readyState === EventSource.CLOSED ? "log unavailable" : "reconnecting…";
+        state.textContent = stream.readyState === EventSource.CLOSED ? "log unavailable" : "reconnecting…";
       });
     }
     choice.addEventListener("change", follow);
