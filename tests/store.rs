@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use dispatcher::valkey::LocalValkey;
+use fred::interfaces::KeysInterface as _;
 use jobs::{
     Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency, JobId,
-    JobSpec, JobStatus, Kind, ListFilter, MachineSpec, Outcome, Owned, Recorded, Report,
-    RetryResult, Store, StoreConfig,
+    JobSpec, JobStatus, Kind, ListFilter, MachineSpec, MinuteCounts, Outcome, Owned, Recorded,
+    Report, RetryResult, Store, StoreConfig, ACTIVITY_MAX_MINUTES,
 };
 use serde_json::json;
 
@@ -674,4 +675,79 @@ async fn schedules_stop_at_the_cap() {
     }
     assert!(!store.create_schedule(&schedule(), due, 2).await.unwrap());
     assert_eq!(store.list_schedules().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn activity_counts_claims_and_final_states_per_minute() {
+    let (_server, store) = store().await;
+    let before = store.activity(60).await.unwrap();
+    assert_eq!(before.minutes.len(), 60);
+    assert!(before.minutes.iter().all(|m| *m == MinuteCounts::default()));
+    let now_minute = chrono::Utc::now().timestamp() / 60;
+    assert!(
+        (before.first_minute + 59 - now_minute).abs() <= 1,
+        "the last minute is the current one"
+    );
+
+    // Three attempts start; one job succeeds, one fails for good, one is
+    // cancelled; a retried attempt counts as a start, not a final state.
+    for _ in 0..3 {
+        enqueue(&store, JobId::new(), &spec("echo", 0, 1), Duration::ZERO).await;
+    }
+    let retried = JobId::new();
+    enqueue(&store, retried, &spec("echo", 0, 2), Duration::ZERO).await;
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        attempts.push(claimed(&store).await.1);
+    }
+    let outcomes = [
+        Outcome::Succeeded,
+        Outcome::Error,
+        Outcome::Cancelled,
+        Outcome::Error,
+    ];
+    for (attempt, outcome) in attempts.iter().zip(outcomes) {
+        let done = store
+            .finish_attempt(attempt, outcome, None, None, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(matches!(done, Fenced::Done(_)), "{done:?}");
+    }
+    let (again, _) = claimed(&store).await;
+    assert_eq!(again.id, retried);
+
+    let after = store.activity(60).await.unwrap();
+    let total = after
+        .minutes
+        .iter()
+        .fold(MinuteCounts::default(), |sum, m| MinuteCounts {
+            started: sum.started + m.started,
+            succeeded: sum.succeeded + m.succeeded,
+            failed: sum.failed + m.failed,
+            cancelled: sum.cancelled + m.cancelled,
+        });
+    assert_eq!(
+        total,
+        MinuteCounts {
+            started: 5,
+            succeeded: 1,
+            failed: 1,
+            cancelled: 1
+        }
+    );
+    // Bounded: each minute's hash expires within the two hours it is read.
+    let first_used = after.minutes.iter().position(|m| m.started > 0).unwrap();
+    let key = format!(
+        "{{{}}}:minute:{}",
+        store.namespace(),
+        after.first_minute + first_used as i64
+    );
+    let ttl: i64 = store.raw_client().ttl(&key).await.unwrap();
+    assert!((1..=7200).contains(&ttl), "{key} expires in {ttl} s");
+    // Asking for more than the counters keep is clamped, never an error.
+    assert_eq!(
+        store.activity(100_000).await.unwrap().minutes.len(),
+        ACTIVITY_MAX_MINUTES as usize
+    );
+    assert_eq!(store.activity(0).await.unwrap().minutes.len(), 1);
 }

@@ -49,8 +49,8 @@ pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;
 pub use schedules::Schedule;
 pub use store::{
-    AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency,
-    ListFilter, Owned, Page, Recorded, Report, ReportKind, RetryResult, Stats, Store, StoreConfig,
-    StoreError, TakeOver,
+    Activity, AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat,
+    Idempotency, ListFilter, MinuteCounts, Owned, Page, Recorded, Report, ReportKind, RetryResult,
+    Stats, Store, StoreConfig, StoreError, TakeOver, ACTIVITY_MAX_MINUTES,
 };
 pub use tls::{CaCert, CaCertError};

@@ -177,6 +177,29 @@ pub struct Stats {
     pub finished_last_hour: u64,
 }
 
+/// How many minutes [`Store::activity`] can look back: the counters expire
+/// after two hours (`MINUTE_TTL_SECS` in `prelude.lua`).
+pub const ACTIVITY_MAX_MINUTES: u32 = 120;
+
+/// What happened in one minute of the store's clock, across dispatchers:
+/// attempts started (claimed) and jobs that reached each final status.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct MinuteCounts {
+    pub started: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+/// [`Store::activity`]: one [`MinuteCounts`] per minute, oldest first; the
+/// last is the current, partial minute.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Activity {
+    /// The first minute's start, in minutes since the Unix epoch.
+    pub first_minute: i64,
+    pub minutes: Vec<MinuteCounts>,
+}
+
 /// One page of jobs, newest first.
 #[derive(Debug)]
 pub struct Page {
@@ -288,6 +311,7 @@ pub(crate) struct Scripts {
     cancel: Script,
     retry: Script,
     stats: Script,
+    activity: Script,
     confirm: Script,
     secrets: Script,
 }
@@ -316,6 +340,7 @@ impl Scripts {
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
             stats: with_prelude(include_str!("scripts/stats.lua")),
+            activity: with_prelude(include_str!("scripts/activity.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
             secrets: with_prelude(include_str!("scripts/secrets.lua")),
         }
@@ -496,6 +521,16 @@ impl Store {
     pub async fn stats(&self) -> Result<Stats> {
         let statuses = JobStatus::ALL.iter().map(|s| s.to_string()).collect();
         let text: String = self.run(&self.scripts.stats, statuses).await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The last `minutes` minutes' counters (1 to [`ACTIVITY_MAX_MINUTES`],
+    /// clamped), in one round trip: the dashboard's charts.
+    pub async fn activity(&self, minutes: u32) -> Result<Activity> {
+        let minutes = minutes.clamp(1, ACTIVITY_MAX_MINUTES);
+        let text: String = self
+            .run(&self.scripts.activity, vec![minutes.to_string()])
+            .await?;
         Ok(serde_json::from_str(&text)?)
     }
 

@@ -36,4 +36,65 @@
     }
     await update().catch(() => {});
   });
+
+  // The job page's log pane: the follow endpoint's SSE `line` events
+  // (JSON) become text nodes, never markup. The pane keeps the newest
+  // MAX_LINES; the plain-text link has everything. Choosing an attempt
+  // starts over with that attempt's log.
+  const logs = document.getElementById("logs");
+  if (logs) {
+    const MAX_LINES = 5000;
+    const lines = document.getElementById("log-lines");
+    const state = document.getElementById("log-state");
+    const choice = document.getElementById("log-attempt");
+    const raw = document.getElementById("log-raw");
+    const base = "/jobs/" + encodeURIComponent(logs.dataset.job) + "/logs";
+    let source = null;
+    let trimmed = false;
+
+    function append(entry) {
+      const atBottom = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
+      const row = document.createElement("div");
+      row.className = "log-line";
+      row.dataset.stream = entry.stream;
+      const meta = document.createElement("span");
+      meta.className = "log-meta";
+      meta.title = entry.ts;
+      meta.textContent = entry.ts.slice(11, 23) + " [" + entry.attempt + " " + entry.stream + "] ";
+      row.append(meta, document.createTextNode(entry.line));
+      lines.append(row);
+      while (lines.childElementCount > MAX_LINES) {
+        lines.firstElementChild.remove();
+        trimmed = true;
+      }
+      if (atBottom) lines.scrollTop = lines.scrollHeight;
+    }
+
+    function follow() {
+      if (source) source.close();
+      lines.replaceChildren();
+      lines.dataset.ended = "false";
+      trimmed = false;
+      const query = choice.value ? "?attempt=" + encodeURIComponent(choice.value) : "";
+      raw.href = base + query;
+      state.textContent = "loading…";
+      // A reconnect resumes from the last line seen (Last-Event-ID).
+      const stream = new EventSource(base + (query ? query + "&" : "?") + "follow=true");
+      source = stream;
+      stream.addEventListener("open", function () { state.textContent = "following live"; });
+      stream.addEventListener("line", function (event) { append(JSON.parse(event.data)); });
+      stream.addEventListener("end", function () {
+        stream.close();
+        lines.dataset.ended = "true";
+        state.textContent = trimmed ? "showing the last " + MAX_LINES + " lines"
+          : lines.childElementCount ? "" : "no output";
+      });
+      stream.addEventListener("error", function () {
+        // CLOSED: refused (e.g. the session ended), not retried by the browser.
+        state.textContent = stream.readyState === EventSource.CLOSED ? "log unavailable" : "reconnecting…";
+      });
+    }
+    choice.addEventListener("change", follow);
+    follow();
+  }
 })();

@@ -24,10 +24,12 @@ pub fn jobs_page(
     page: &Page,
     stats: &Stats,
     pools: &std::collections::BTreeMap<String, jobs::PoolStats>,
+    activity: &jobs::Activity,
 ) -> String {
     let jobs = &page.jobs;
     let mut body = summary(stats);
     body.push_str(&pool_summary(pools));
+    body.push_str(&super::charts::activity_charts(activity));
     body.push_str(&filter_form(filter));
     body.push_str("<p id=\"flash\" role=\"status\"></p>\n");
     body.push_str(
@@ -213,6 +215,7 @@ pub fn job_page(job: &Job) -> String {
     }
     body.push_str(&attempts_table(job));
     body.push_str("</section>\n");
+    body.push_str(&log_pane(job));
     html::page(&format!("{} {}", job.kind, job.id), &body)
 }
 
@@ -239,6 +242,30 @@ fn attempts_table(job: &Job) -> String {
     }
     out.push_str("</tbody>\n</table>\n");
     out
+}
+
+/// The log pane, outside the live-swapped section so the lines the
+/// script appended survive each refresh. The script fills `#log-lines`
+/// from the follow endpoint (SSE): "all attempts" by default, which keeps
+/// following across retries until the job ends, or one chosen attempt.
+/// Attempts that start after the page loaded are reached through "all".
+fn log_pane(job: &Job) -> String {
+    let id = escape(&job.id.to_string());
+    let mut options = String::from("<option value=\"\">all attempts</option>");
+    for attempt in &job.attempts {
+        let _ = write!(
+            options,
+            "<option value=\"{n}\">attempt {n}</option>",
+            n = attempt.number
+        );
+    }
+    format!(
+        "<section id=\"logs\" data-job=\"{id}\">\n<h2>Log</h2>\n\
+         <p><label>Show <select id=\"log-attempt\">{options}</select></label> \
+         <span id=\"log-state\" role=\"status\"></span> \
+         <a id=\"log-raw\" href=\"/jobs/{id}/logs\">plain text</a></p>\n\
+         <div id=\"log-lines\" class=\"log mono\" data-ended=\"false\"></div>\n</section>\n"
+    )
 }
 
 fn pretty(value: &serde_json::Value) -> String {
@@ -294,8 +321,39 @@ mod tests {
             jobs: vec![job],
             next: None,
         };
-        let list = jobs_page(&filter, &page, &Stats::default(), &Default::default());
+        let list = jobs_page(
+            &filter,
+            &page,
+            &Stats::default(),
+            &Default::default(),
+            &Default::default(),
+        );
         assert!(!list.contains("\"><script>"));
         assert!(list.contains("<td>echo</td>"));
+    }
+
+    #[test]
+    fn the_log_pane_offers_all_attempts_and_each_one() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "0190a3f4-0000-7000-8000-000000000000",
+            "kind": "print", "status": "running", "params": {},
+            "priority": 0, "max_attempts": 3, "timeout_secs": 60,
+            "backoff": {"base_ms": 1000, "max_ms": 1000, "jitter": false},
+            "machine": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
+            "created_at": "2026-11-23T10:00:00Z", "updated_at": "2026-11-23T10:00:00Z",
+            "cancel_requested": false,
+            "attempts": [{"number": 1, "outcome": "error"}, {"number": 2}]
+        }))
+        .unwrap();
+        let html = job_page(&job);
+        let pane = &html[html.find("<section id=\"logs\"").expect("a log pane")..];
+        let pane = &pane[..pane.find("</section>").expect("the pane ends")];
+        // Outside the live-swapped section: a refresh keeps its lines.
+        assert!(!pane.contains("data-live"));
+        assert!(pane.contains("data-job=\"0190a3f4-0000-7000-8000-000000000000\""));
+        assert!(pane.contains("<option value=\"\">all attempts</option>"));
+        assert!(pane.contains("<option value=\"1\">attempt 1</option>"));
+        assert!(pane.contains("<option value=\"2\">attempt 2</option>"));
+        assert!(pane.contains("<div id=\"log-lines\""));
     }
 }

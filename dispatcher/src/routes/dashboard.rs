@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::jobs::list_filter;
 use super::{ApiError, AppState};
 use crate::auth::{session_cookies, token_digest, COOKIE};
+use crate::dashboard::charts::CHART_MINUTES;
 use crate::dashboard::pages::{self, Filter};
 
 /// Jobs on the index page.
@@ -47,16 +48,19 @@ pub async fn index(
             .filter(|v| !v.is_empty())
     };
     let list = list_filter(given(query.status), given(query.kind), given(query.cursor))?;
-    let (page, stats, pools) = tokio::try_join!(
+    let (page, stats, pools, activity) = tokio::try_join!(
         state.store.list(&list, PAGE_SIZE),
         state.store.stats(),
-        state.store.pool_stats()
+        state.store.pool_stats(),
+        state.store.activity(CHART_MINUTES)
     )?;
     let filter = Filter {
         status: list.status,
         kind: list.kind.as_ref().map(|k| k.to_string()),
     };
-    Ok(Html(pages::jobs_page(&filter, &page, &stats, &pools)))
+    Ok(Html(pages::jobs_page(
+        &filter, &page, &stats, &pools, &activity,
+    )))
 }
 
 /// `GET /login`: the form (straight to the dashboard when no tokens are

@@ -72,10 +72,22 @@ local function schedule(id, key, from, at)
   set_status(id, key, from, 'scheduled')
 end
 
+-- Per-minute counters for the dashboard's charts of the last hour
+-- (`activity.lua` reads them): one hash per minute of the server's clock,
+-- a field per event ('started', 'succeeded', 'failed', 'cancelled'). Each
+-- expires two hours after its last write, so at most ~121 exist.
+local MINUTE_TTL_SECS = 7200
+local function count_minute(event)
+  local bucket = P .. 'minute:' .. int(math.floor(NOW / 60000))
+  redis.call('HINCRBY', bucket, event, 1)
+  redis.call('EXPIRE', bucket, MINUTE_TTL_SECS)
+end
+
 -- Terminal jobs are indexed by when they finished, so `purge` can remove
 -- them once their retention has passed.
 -- A finished job's secrets are deleted: nothing will read them again.
 local function finish(id, key, from, to)
+  count_minute(to)
   redis.call('DEL', P .. 'secrets:' .. id)
   redis.call('HSET', key, 'finished_at', int(NOW))
   redis.call('ZADD', P .. 'finished', int(NOW), id)
