@@ -81,6 +81,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         vec![runner.display().to_string()],
         store_url.clone(),
     )?;
+    // On a laptop nothing routes around a stopping dispatcher, and the
+    // Valkey server and machines this process started must go with it:
+    // Ctrl-C stops at once instead of draining.
+    settings.shutdown_grace = std::time::Duration::ZERO;
     // The embedded mock keeps Fly's rate limits (one create per second per
     // app), so without a pool a newcomer's burst of jobs would crawl.
     if args.common.warm_pool.is_empty() {
