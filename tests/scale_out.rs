@@ -17,7 +17,7 @@ use fred::prelude::*;
 use machines::{ClientConfig, ListFilter, MachinesClient};
 use mock_machines::MockServer;
 use serde_json::{json, Value};
-use support::{free_port, start_mock_with, start_valkey, TempDir, APP, FLY_TOKEN};
+use support::{free_port, pool_until, start_mock_with, start_valkey, TempDir, APP, FLY_TOKEN};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -902,27 +902,6 @@ impl FinalStatuses {
 
     async fn counts(&self) -> HashMap<String, usize> {
         self.counts.lock().unwrap().clone()
-    }
-}
-
-/// The (only) pool's counts, once they satisfy `done`.
-async fn pool_until(
-    store: &jobs::Store,
-    what: &str,
-    done: impl Fn(&jobs::PoolStats) -> bool,
-) -> jobs::PoolStats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = store.pool_stats().await.unwrap();
-        let pool = stats.values().next().copied().unwrap_or_default();
-        if done(&pool) {
-            return pool;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pool never got {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

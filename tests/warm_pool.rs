@@ -8,10 +8,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use jobs::PoolStats;
 use machines::{Machine, MachineState};
 use serde_json::{json, Value};
-use support::{spawn_system_with, Options, TestSystem};
+use support::{pool_until, spawn_system_with, Options, TestSystem};
 use tokio::time::Instant;
 
 fn with_pool(size: u32, max_machines: u32) -> Options {
@@ -19,27 +18,6 @@ fn with_pool(size: u32, max_machines: u32) -> Options {
         max_machines,
         extra_args: vec![format!("--warm-pool={size}")],
         ..Options::default()
-    }
-}
-
-/// Waits until the (only) pool's counts satisfy `done`.
-async fn pool_until(
-    system: &TestSystem,
-    what: &str,
-    done: impl Fn(&PoolStats) -> bool,
-) -> PoolStats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = system.store.pool_stats().await.unwrap();
-        let pool = stats.values().next().copied().unwrap_or_default();
-        if done(&pool) {
-            return pool;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pool never got {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -63,7 +41,10 @@ fn machine_of(job: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_fills_serves_jobs_and_takes_its_machines_back() {
     let system = spawn_system_with(with_pool(2, 4)).await;
-    pool_until(&system, "2 ready", |p| p.ready == 2 && p.machines == 2).await;
+    pool_until(&system.store, "2 ready", |p| {
+        p.ready == 2 && p.machines == 2
+    })
+    .await;
     let pooled: BTreeSet<String> = pool_machines(&system)
         .await
         .into_iter()
@@ -87,7 +68,7 @@ async fn the_pool_fills_serves_jobs_and_takes_its_machines_back() {
             pooled.contains(&machine_of(&job)),
             "ran on a pooled machine: {job:#}"
         );
-        pool_until(&system, "its machine back", |p| {
+        pool_until(&system.store, "its machine back", |p| {
             p.ready == 2 && p.in_use == 0
         })
         .await;
@@ -107,7 +88,7 @@ async fn the_pool_fills_serves_jobs_and_takes_its_machines_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_whose_job_crashed_is_replaced_not_reused() {
     let system = spawn_system_with(with_pool(1, 2)).await;
-    pool_until(&system, "1 ready", |p| p.ready == 1).await;
+    pool_until(&system.store, "1 ready", |p| p.ready == 1).await;
     let job = system
         .submit(json!({"kind": "crash", "params": {"code": 9}, "max_attempts": 1}))
         .await;
@@ -121,7 +102,7 @@ async fn a_machine_whose_job_crashed_is_replaced_not_reused() {
     let crashed = machine_of(&job);
     assert_eq!(job["attempts"][0]["outcome"], "crashed", "{job:#}");
 
-    pool_until(&system, "a replacement", |p| {
+    pool_until(&system.store, "a replacement", |p| {
         p.ready == 1 && p.machines == 1
     })
     .await;
@@ -151,7 +132,7 @@ async fn two_dispatchers_never_hand_one_machine_to_two_attempts() {
     // As many slots as pooled machines: every job runs warm.
     let system = spawn_system_with(with_pool(3, 3)).await;
     let peer = system.spawn_peer().await;
-    pool_until(&system, "3 ready", |p| p.ready == 3).await;
+    pool_until(&system.store, "3 ready", |p| p.ready == 3).await;
 
     let mut ids = Vec::new();
     for n in 0..24 {
@@ -196,7 +177,7 @@ async fn two_dispatchers_never_hand_one_machine_to_two_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_image_replaces_the_pool_and_no_job_runs_old_code() {
     let system = spawn_system_with(with_pool(2, 2)).await;
-    pool_until(&system, "2 ready", |p| p.ready == 2).await;
+    pool_until(&system.store, "2 ready", |p| p.ready == 2).await;
     let old: BTreeSet<String> = pool_machines(&system)
         .await
         .into_iter()
@@ -255,7 +236,7 @@ async fn a_new_image_replaces_the_pool_and_no_job_runs_old_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_machine_that_fails_to_start_is_replaced_and_the_job_still_runs() {
     let system = spawn_system_with(with_pool(1, 2)).await;
-    pool_until(&system, "1 ready", |p| p.ready == 1).await;
+    pool_until(&system.store, "1 ready", |p| p.ready == 1).await;
     let gone = pool_machines(&system).await[0].id.clone();
     // Destroyed behind the pool's back: its start will be refused.
     system.machines.destroy(&gone, true).await.unwrap();
@@ -274,7 +255,7 @@ async fn a_pooled_machine_that_fails_to_start_is_replaced_and_the_job_still_runs
         1,
         "one attempt: {job:#}"
     );
-    let pool = pool_until(&system, "a replacement", |p| {
+    let pool = pool_until(&system.store, "a replacement", |p| {
         p.ready == 1 && p.machines == 1
     })
     .await;
@@ -306,7 +287,7 @@ async fn a_job_on_a_pooled_machine_never_sees_what_the_previous_job_left() {
         ..with_pool(1, 1)
     })
     .await;
-    pool_until(&system, "1 ready", |p| p.ready == 1).await;
+    pool_until(&system.store, "1 ready", |p| p.ready == 1).await;
     let mut machines = Vec::new();
     for _ in 0..2 {
         let job = system.submit(json!({"kind": "snoop"})).await;
@@ -319,7 +300,7 @@ async fn a_job_on_a_pooled_machine_never_sees_what_the_previous_job_left() {
             .await;
         assert_eq!(job["result"], json!({"saw": false}), "{job:#}");
         machines.push(machine_of(&job));
-        pool_until(&system, "its machine back", |p| p.ready == 1).await;
+        pool_until(&system.store, "its machine back", |p| p.ready == 1).await;
     }
     assert_eq!(
         machines[0], machines[1],

@@ -51,18 +51,24 @@ pub async fn run(shared: Arc<Supervision>, upkeep: UpkeepSettings, shutdown: Shu
     }
 }
 
-/// Destroys job machines no in-flight attempt owns. Returns how many.
-pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usize {
-    let filter = ListFilter {
+/// The machines of `role` (`job`, `pool`) in this dispatcher's namespace:
+/// never the app's own process groups, nor another namespace's.
+pub(crate) fn role_filter(shared: &Supervision, role: &str) -> ListFilter {
+    ListFilter {
         metadata: vec![
-            ("role".into(), "job".into()),
+            ("role".into(), role.into()),
             (
                 "jobs_namespace".into(),
                 shared.store.namespace().to_string(),
             ),
         ],
         ..ListFilter::default()
-    };
+    }
+}
+
+/// Destroys job machines no in-flight attempt owns. Returns how many.
+pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usize {
+    let filter = role_filter(shared, "job");
     let mut machines = match shared.machines.list_summaries(&filter).await {
         Ok(machines) => machines,
         Err(e) => {
@@ -123,16 +129,7 @@ async fn complete_summaries(shared: &Supervision, machines: &mut [MachineSummary
 
 /// Destroys pool machines no pool owns or is creating. Returns how many.
 pub async fn sweep_pool_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usize {
-    let filter = ListFilter {
-        metadata: vec![
-            ("role".into(), "pool".into()),
-            (
-                "jobs_namespace".into(),
-                shared.store.namespace().to_string(),
-            ),
-        ],
-        ..ListFilter::default()
-    };
+    let filter = role_filter(shared, "pool");
     let machines = match shared.machines.list_summaries(&filter).await {
         Ok(machines) => machines,
         Err(e) => {

@@ -452,3 +452,24 @@ impl Drop for TempDir {
         }
     }
 }
+
+/// The (only) warm pool's counts, once they satisfy `done`.
+pub async fn pool_until(
+    store: &Store,
+    what: &str,
+    done: impl Fn(&jobs::PoolStats) -> bool,
+) -> jobs::PoolStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = store.pool_stats().await.unwrap();
+        let pool = stats.values().next().copied().unwrap_or_default();
+        if done(&pool) {
+            return pool;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pool never got {what}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use machines::{ListFilter, MachineState, WaitOutcome};
+use machines::{MachineState, WaitOutcome};
 use tokio::task::JoinSet;
 
 use super::source::retire;
@@ -81,16 +81,7 @@ async fn forget_vanished(shared: &Supervision) {
     if records.is_empty() {
         return;
     }
-    let filter = ListFilter {
-        metadata: vec![
-            ("role".into(), "pool".into()),
-            (
-                "jobs_namespace".into(),
-                shared.store.namespace().to_string(),
-            ),
-        ],
-        ..ListFilter::default()
-    };
+    let filter = crate::sweeper::role_filter(shared, "pool");
     let Ok(live) = shared.machines.list_summaries(&filter).await else {
         return;
     };
