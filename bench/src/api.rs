@@ -43,6 +43,29 @@ pub async fn wait_finished(http: &reqwest::Client, base: &str, id: &str) -> anyh
     }
 }
 
+/// Submits echo job `n` and long-polls it to its end: the finished job
+/// and the time from submit to its end. Fails unless it succeeded.
+pub async fn echo_to_end(
+    http: &reqwest::Client,
+    base: &str,
+    n: u64,
+) -> anyhow::Result<(Value, std::time::Duration)> {
+    let sent = std::time::Instant::now();
+    let id = submit(
+        http,
+        base,
+        &serde_json::json!({"kind": "echo", "params": {"n": n}}),
+    )
+    .await?;
+    let job = wait_finished(http, base, &id).await?;
+    let took = sent.elapsed();
+    anyhow::ensure!(
+        job["status"] == "succeeded",
+        "job {id} did not succeed: {job}"
+    );
+    Ok((job, took))
+}
+
 /// Waits until `expected` jobs have succeeded, polling the store's
 /// counters. Any failed or cancelled job, or `limit` passing, is an error.
 pub async fn wait_succeeded(system: &System, expected: u64, limit: Duration) -> anyhow::Result<()> {

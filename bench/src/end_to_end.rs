@@ -109,19 +109,8 @@ async fn sequential(system: &System, jobs: u64) -> anyhow::Result<(Latencies, La
     let mut latencies = Latencies::default();
     let mut views = Vec::new();
     for n in 0..jobs {
-        let sent = Instant::now();
-        let id = api::submit(
-            &http,
-            &system.base,
-            &json!({"kind": "echo", "params": {"n": n}}),
-        )
-        .await?;
-        let job = api::wait_finished(&http, &system.base, &id).await?;
-        latencies.record(sent.elapsed());
-        anyhow::ensure!(
-            job["status"] == "succeeded",
-            "job {id} did not succeed: {job}"
-        );
+        let (job, took) = api::echo_to_end(&http, &system.base, n).await?;
+        latencies.record(took);
         views.push(job);
     }
     let mut detection = Latencies::default();

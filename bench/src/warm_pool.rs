@@ -136,19 +136,8 @@ async fn sequential(system: &System, jobs: u64) -> anyhow::Result<Latencies> {
     let http = reqwest::Client::new();
     let mut latencies = Latencies::default();
     for n in 0..jobs {
-        let sent = Instant::now();
-        let id = api::submit(
-            &http,
-            &system.base,
-            &json!({"kind": "echo", "params": {"n": n}}),
-        )
-        .await?;
-        let job = api::wait_finished(&http, &system.base, &id).await?;
-        latencies.record(sent.elapsed());
-        anyhow::ensure!(
-            job["status"] == "succeeded",
-            "job {id} did not succeed: {job}"
-        );
+        let (job, took) = api::echo_to_end(&http, &system.base, n).await?;
+        latencies.record(took);
         job["attempts"][0]["machine_id"]
             .as_str()
             .context("a job without a machine")?;

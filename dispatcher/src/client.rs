@@ -154,33 +154,24 @@ impl ApiClient {
         id: &str,
         mut on_update: impl FnMut(&Update),
     ) -> Result<Job, ClientError> {
-        let mut response = self
+        let request = self
             .request(Method::GET, &format!("/jobs/{id}/events"))
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(api_error(response).await);
-        }
-        let mut events = crate::sse::Parser::default();
-        while let Some(chunk) = response.chunk().await? {
-            for event in events.push(&chunk) {
-                let job: Job = serde_json::from_str(&event.data)
-                    .map_err(|e| ClientError::Decode(format!("event {}: {e}", event.name)))?;
-                let update = if event.name == "done" {
-                    Update::Done(job)
-                } else {
-                    Update::Changed(job)
-                };
-                on_update(&update);
-                if let Update::Done(job) = update {
-                    return Ok(job);
-                }
-            }
-        }
-        Err(ClientError::Decode(
-            "the event stream ended before the job finished".into(),
-        ))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        read_events(request, "the job finished", |event| {
+            let job: Job = serde_json::from_str(&event.data)
+                .map_err(|e| ClientError::Decode(format!("event {}: {e}", event.name)))?;
+            let update = if event.name == "done" {
+                Update::Done(job)
+            } else {
+                Update::Changed(job)
+            };
+            on_update(&update);
+            Ok(match update {
+                Update::Done(job) => Some(job),
+                Update::Changed(_) => None,
+            })
+        })
+        .await
     }
 
     /// Every line of the job's logs (of one `attempt`, or all), page by
@@ -200,26 +191,15 @@ impl ApiClient {
         }
         if follow {
             query.push(("follow", "true".into()));
-            let mut response = self
-                .request(Method::GET, &path)
-                .query(&query)
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                return Err(api_error(response).await);
-            }
-            let mut events = crate::sse::Parser::default();
-            while let Some(chunk) = response.chunk().await? {
-                for event in events.push(&chunk) {
-                    if event.name == "end" {
-                        return Ok(());
-                    }
-                    on_line(&decode_entry(&event.data)?);
+            let request = self.request(Method::GET, &path).query(&query);
+            return read_events(request, "the attempt ended", |event| {
+                if event.name == "end" {
+                    return Ok(Some(()));
                 }
-            }
-            return Err(ClientError::Decode(
-                "the log stream ended before the attempt did".into(),
-            ));
+                on_line(&decode_entry(&event.data)?);
+                Ok(None)
+            })
+            .await;
         }
         let mut cursor: Option<String> = None;
         loop {
@@ -267,6 +247,31 @@ fn decode_entry(text: &str) -> Result<LogEntry, ClientError> {
 }
 
 /// The dispatcher's `{"error": ..., "field": ...}` body, or the raw text.
+/// Reads a Server-Sent Events answer, handing each event to `on_event`
+/// until it returns a value; a stream that ends first is an error naming
+/// what it ended before (`before`).
+async fn read_events<T>(
+    request: RequestBuilder,
+    before: &str,
+    mut on_event: impl FnMut(crate::sse::Event) -> Result<Option<T>, ClientError>,
+) -> Result<T, ClientError> {
+    let mut response = request.send().await?;
+    if !response.status().is_success() {
+        return Err(api_error(response).await);
+    }
+    let mut events = crate::sse::Parser::default();
+    while let Some(chunk) = response.chunk().await? {
+        for event in events.push(&chunk) {
+            if let Some(done) = on_event(event)? {
+                return Ok(done);
+            }
+        }
+    }
+    Err(ClientError::Decode(format!(
+        "the event stream ended before {before}"
+    )))
+}
+
 async fn api_error(response: reqwest::Response) -> ClientError {
     #[derive(Deserialize)]
     struct Body {
