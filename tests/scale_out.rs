@@ -582,12 +582,24 @@ async fn a_dispatcher_paused_past_its_lease_changes_nothing_when_it_wakes() {
             "params": {"ms": 6000, "trace_dir": traces}});
         ids.push(cluster.submit(&frozen, body).await);
     }
-    // Creates go out at Fly's pace (1/s, burst 3): once a few machines
-    // exist, the rest of the creates are waiting out 429s. Freeze then.
+    // Creates go out at Fly's pace (1/s, burst 3): once the frozen-to-be
+    // dispatcher holds every attempt and a few machines exist, the rest of
+    // its creates are waiting out 429s. Freeze then. (Waiting for the
+    // claims too matters on a slow box: a job it had not claimed yet would
+    // simply be the peer's, with nothing to fence.)
     cluster
-        .until("a first machine", Duration::from_secs(20), || async {
-            cluster.mock.stats().created >= 2
-        })
+        .until(
+            "every attempt claimed and a first machine",
+            Duration::from_secs(20),
+            || async {
+                cluster.mock.stats().created >= 2
+                    && cluster
+                        .owners(&ids, 1)
+                        .await
+                        .iter()
+                        .all(|o| o.as_deref() == Some("frozen"))
+            },
+        )
         .await;
     signal(&frozen, libc::SIGSTOP);
     let created_before = cluster.mock.stats().created;
