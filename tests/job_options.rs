@@ -335,6 +335,8 @@ async fn callbacks_are_posted_once_with_a_valid_signature() {
         assert!(Instant::now() < deadline, "no callback arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Wall time is the point: a second (duplicate) delivery would follow
+    // within moments of the first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let calls = received.lock().unwrap().clone();
     assert_eq!(calls.len(), 1, "exactly one callback");
@@ -404,7 +406,15 @@ async fn schedules_fire_once_per_tick_across_three_dispatchers() {
     assert_eq!(created.status(), 201);
     let schedule: Value = created.json().await.unwrap();
     let schedule_id = schedule["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed: Value = system.get_json("/jobs?kind=echo&limit=100").await;
+        if listed["jobs"].as_array().unwrap().len() >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fewer than 4 ticks in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let deleted = system
         .http
         .delete(system.url(&format!("/schedules/{schedule_id}")))
@@ -427,8 +437,8 @@ async fn schedules_fire_once_per_tick_across_three_dispatchers() {
         .collect();
     ticks.sort();
     assert!(
-        (3..=5).contains(&ticks.len()),
-        "{} jobs in 4.5 s of a 1 s schedule: {ticks:?}",
+        ticks.len() >= 4,
+        "{} jobs of a 1 s schedule: {ticks:?}",
         ticks.len()
     );
     for pair in ticks.windows(2) {

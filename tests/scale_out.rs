@@ -323,11 +323,15 @@ async fn kill_9_a_dispatcher_mid_run_and_every_job_runs_exactly_once() {
         let body = json!({"kind": "sleep", "params": {"ms": ms, "trace_dir": traces}});
         ids.push(cluster.submit(via, body).await);
     }
-    // Let the run get going, then kill one dispatcher outright.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the run is under way (jobs done, machines up, every dispatcher
+    // holding some), kill one dispatcher outright and start it again.
+    cluster
+        .until("the run under way", Duration::from_secs(60), || async {
+            trace_files(&traces).len() >= 24 && cluster.mock.stats().created >= 36
+        })
+        .await;
     kill_9(&dispatchers[0]);
     let _ = dispatchers[0].child.wait().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     dispatchers[0] = cluster.dispatcher("d0-restarted", &args).await;
 
     let jobs = cluster
@@ -420,7 +424,11 @@ async fn jobs_finish_across_a_valkey_restart() {
                 .await,
         );
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster
+        .until("machines running", Duration::from_secs(30), || async {
+            cluster.mock.stats().created >= 6
+        })
+        .await;
 
     // A clean stop flushes the append-only file, as a restart would.
     let port = cluster.store.port();
@@ -441,6 +449,8 @@ async fn jobs_finish_across_a_valkey_restart() {
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
+    // Wall time is the point here: an outage that lasts a while, with
+    // machines finishing and runners failing to report meanwhile.
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.store = start_valkey(&cluster.store_dir, Some(port)).await;
 
@@ -471,8 +481,12 @@ async fn sigterm_hands_work_to_a_peer_and_exits_within_the_grace_period() {
                 .await,
         );
     }
-    // Let the leaving dispatcher take the first jobs on, then start its peer.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Once the leaving dispatcher runs the first jobs, start its peer.
+    cluster
+        .until("the first machines", Duration::from_secs(30), || async {
+            cluster.mock.stats().created >= 8
+        })
+        .await;
     let peer = cluster.dispatcher("peer", &args).await;
 
     let pid = leaving.child.id().unwrap() as i32;
