@@ -74,6 +74,17 @@ pub struct Supervision {
     pub watches: Arc<Semaphore>,
 }
 
+impl Supervision {
+    /// Whether `attempt` is still this dispatcher's, asked right before a
+    /// step that acts on its machine (a create try, a pooled start, a
+    /// stop); extends the lease. `Done(true)`: still ours, cancel asked.
+    /// Store errors are retried a while: acting on a machine without the
+    /// store's word could touch one a peer now owns.
+    pub(crate) async fn confirm(&self, attempt: &Owned) -> Result<Fenced<bool>, StoreError> {
+        with_store_retries(|| self.store.confirm(attempt, self.launch.lease)).await
+    }
+}
+
 /// How the attempt ended, before it is written down.
 #[derive(Debug)]
 struct Ending {
@@ -358,11 +369,10 @@ async fn create_machine(
 ) -> Result<Result<(String, String, Option<String>), Ending>, Lost> {
     /// Confirmations that ran out before their try was sent, in a row.
     const STALE_CONFIRMATIONS: usize = 5;
-    let lease = shared.launch.lease;
-    let confirm = || with_store_retries(|| shared.store.confirm(attempt, lease));
     let still_wanted = || async {
         let asked = Instant::now();
-        matches!(confirm().await, Ok(Fenced::Done(false))).then(|| asked + lease / 2)
+        matches!(shared.confirm(attempt).await, Ok(Fenced::Done(false)))
+            .then(|| asked + shared.launch.lease / 2)
     };
     let ending = |outcome, error: String| Ending {
         outcome,
@@ -379,7 +389,7 @@ async fn create_machine(
         let Err(MachinesError::Withdrawn) = created else {
             break;
         };
-        match confirm().await {
+        match shared.confirm(attempt).await {
             Ok(Fenced::Lost) => return Err(lost("create")),
             Ok(Fenced::Done(true)) => {
                 return Ok(Err(ending(
@@ -628,9 +638,7 @@ impl Watching<'_> {
             }
             Signal::MachineDown | Signal::Silent => Ok(judge(shared, attempt, machine_id).await),
             Signal::CancelRequested | Signal::Deadline => {
-                let confirmed =
-                    with_store_retries(|| shared.store.confirm(attempt, shared.launch.lease)).await;
-                if let Ok(Fenced::Lost) = confirmed {
+                if let Ok(Fenced::Lost) = shared.confirm(attempt).await {
                     return Err(lost("stop"));
                 }
                 // A report that raced the cancel or deadline wins: the work is done.

@@ -67,7 +67,7 @@ pub(crate) async fn claim(
         tokio::time::sleep(pause).await;
     }
     let region = spec.region.clone().unwrap_or_default();
-    match shared.store.confirm(attempt, shared.launch.lease).await {
+    match shared.confirm(attempt).await {
         Ok(Fenced::Lost) => return Err(lost("start")),
         // Not started: the watch sees the cancel, and the machine is
         // replaced afterwards like any machine whose job did not report.
@@ -100,7 +100,7 @@ pub(crate) async fn resume(
         _ => return Ok(MachineSource::Created),
     };
     if !record.booted {
-        if let Ok(Fenced::Lost) = shared.store.confirm(attempt, shared.launch.lease).await {
+        if let Ok(Fenced::Lost) = shared.confirm(attempt).await {
             return Err(lost("start"));
         }
         match shared.machines.get(id).await {
