@@ -30,8 +30,8 @@ fn runner_process(env: Option<&RunnerEnv>, config: &[(&str, &str)]) -> tokio::pr
             .env("JOB_ID", env.attempt.job_id.to_string())
             .env("JOB_ATTEMPT", env.attempt.attempt.to_string())
             .env("JOB_TOKEN", &env.attempt.token)
-            .env("JOBS_STORE_URL", &env.store_url)
-            .env("JOB_HEARTBEAT_MS", env.heartbeat_ms.to_string()),
+            .env("JOBS_STORE_URL", &env.machine.store_url)
+            .env("JOB_HEARTBEAT_MS", env.machine.heartbeat_ms.to_string()),
         None => command
             .env("JOB_ID", jobs::JobId::new().to_string())
             .env("JOB_ATTEMPT", "1")

@@ -5,7 +5,8 @@ use jobs::{AttemptRef, JobId};
 
 use crate::logs::LogSettings;
 
-/// The runner's environment, parsed.
+/// The runner's environment, parsed: the attempt it runs, and what every
+/// runner reads ([`MachineEnv`]).
 ///
 /// | variable | meaning |
 /// | --- | --- |
@@ -20,6 +21,14 @@ use crate::logs::LogSettings;
 #[derive(Clone, Debug)]
 pub struct RunnerEnv {
     pub attempt: AttemptRef,
+    pub machine: MachineEnv,
+}
+
+/// What every runner reads from its machine's environment, whether the
+/// environment names an attempt or (on a pooled machine) not: the store
+/// and how to report to it.
+#[derive(Clone, Debug)]
+pub struct MachineEnv {
     pub store_url: String,
     pub namespace: String,
     pub ca_cert: Option<std::path::PathBuf>,
@@ -83,20 +92,27 @@ impl RunnerEnv {
         let attempt = required("JOB_ATTEMPT")?
             .parse()
             .map_err(|_| EnvError("JOB_ATTEMPT is not a number".into()))?;
-        let heartbeat_ms = heartbeat_ms(&get)?;
         Ok(Self {
             attempt: AttemptRef {
                 job_id,
                 attempt,
                 token: required("JOB_TOKEN")?,
             },
-            store_url: required("JOBS_STORE_URL")?,
+            machine: MachineEnv::from_lookup(&get)?,
+        })
+    }
+}
+
+impl MachineEnv {
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        Ok(Self {
+            store_url: required(get, "JOBS_STORE_URL")?,
             namespace: get("JOBS_NAMESPACE").unwrap_or_else(|| "jobs".into()),
             ca_cert: get("VALKEY_CA_CERT")
                 .filter(|v| !v.is_empty())
                 .map(Into::into),
-            heartbeat_ms,
-            logs: LogSettings::from_lookup(&get).map_err(EnvError)?,
+            heartbeat_ms: heartbeat_ms(get)?,
+            logs: LogSettings::from_lookup(get).map_err(EnvError)?,
         })
     }
 }
@@ -158,7 +174,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(env.attempt.attempt, 2);
-        assert_eq!(env.namespace, "jobs");
-        assert_eq!(env.heartbeat_ms, 1000);
+        assert_eq!(env.machine.namespace, "jobs");
+        assert_eq!(env.machine.heartbeat_ms, 1000);
     }
 }

@@ -77,7 +77,7 @@ mod stop;
 
 pub use config::{Commands, ConfigError, COMMANDS_VAR, CONFIG_VAR, DEFAULT_CONFIG_PATH};
 pub use context::Context;
-pub use env::{EnvError, RunnerEnv, DISPATCHER_SECRETS};
+pub use env::{EnvError, MachineEnv, RunnerEnv, DISPATCHER_SECRETS};
 pub use error::JobError;
 pub use extract::{FromParams, Json};
 pub use pooled::PooledEnv;

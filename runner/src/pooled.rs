@@ -15,18 +15,14 @@
 
 use jobs::{AttemptRef, Store};
 
-use crate::env::{required, EnvError};
+use crate::env::{required, EnvError, MachineEnv};
 use crate::RunnerEnv;
 
 /// The environment of a runner on a pooled machine.
 #[derive(Clone, Debug)]
 pub struct PooledEnv {
     pub machine_id: String,
-    pub store_url: String,
-    pub namespace: String,
-    pub ca_cert: Option<std::path::PathBuf>,
-    pub heartbeat_ms: u64,
-    pub logs: crate::logs::LogSettings,
+    pub machine: MachineEnv,
 }
 
 impl PooledEnv {
@@ -35,28 +31,9 @@ impl PooledEnv {
         if get("JOB_POOLED").as_deref() != Some("1") {
             return Ok(None);
         }
-        // Everything but the attempt, read as an ordinary runner reads it.
-        let placeholder = |name: &str| match name {
-            "JOB_ID" => Some(jobs::JobId::new().to_string()),
-            "JOB_ATTEMPT" => Some("0".into()),
-            "JOB_TOKEN" => Some("-".into()),
-            _ => get(name),
-        };
-        let RunnerEnv {
-            store_url,
-            namespace,
-            ca_cert,
-            heartbeat_ms,
-            logs,
-            ..
-        } = RunnerEnv::from_lookup(placeholder)?;
         Ok(Some(Self {
             machine_id: required(&get, "FLY_MACHINE_ID")?,
-            store_url,
-            namespace,
-            ca_cert,
-            heartbeat_ms,
-            logs,
+            machine: MachineEnv::from_lookup(&get)?,
         }))
     }
 
@@ -66,11 +43,7 @@ impl PooledEnv {
         let attempt: Option<AttemptRef> = store.pool_boot(&self.machine_id).await?;
         Ok(attempt.map(|attempt| RunnerEnv {
             attempt,
-            store_url: self.store_url.clone(),
-            namespace: self.namespace.clone(),
-            ca_cert: self.ca_cert.clone(),
-            heartbeat_ms: self.heartbeat_ms,
-            logs: self.logs.clone(),
+            machine: self.machine.clone(),
         }))
     }
 }

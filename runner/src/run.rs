@@ -17,7 +17,10 @@ use crate::context::JobVars;
 use crate::extract::{erase, FromParams, Handler};
 use crate::logs::{CaptureLayer, LogSink};
 use crate::stop::{watch_attempt, wrap_up_window};
-use crate::{Commands, ConfigError, Context, EnvError, JobError, PooledEnv, RunnerEnv, StopReason};
+use crate::{
+    Commands, ConfigError, Context, EnvError, JobError, MachineEnv, PooledEnv, RunnerEnv,
+    StopReason,
+};
 
 /// The runner's exit codes. The dispatcher does not rely on them (it reads
 /// the report from the store), but they make a machine's log readable.
@@ -179,17 +182,11 @@ impl Runner {
     /// Connects to the store, learns the attempt (a pooled machine asks the
     /// store for it) and runs it.
     async fn boot(&self, boot: Boot, shutdown: BoxFuture<'static, ()>) -> i32 {
-        let config = match &boot {
-            Boot::Attempt(env) => {
-                store_config(&env.store_url, &env.namespace, env.ca_cert.as_deref())
-            }
-            Boot::Pooled(pooled) => store_config(
-                &pooled.store_url,
-                &pooled.namespace,
-                pooled.ca_cert.as_deref(),
-            ),
+        let machine = match &boot {
+            Boot::Attempt(env) => &env.machine,
+            Boot::Pooled(pooled) => &pooled.machine,
         };
-        let config = match config {
+        let config = match store_config(machine) {
             Ok(config) => config,
             Err(e) => {
                 tracing::error!(error = %e, "bad store settings");
@@ -224,7 +221,7 @@ impl Runner {
     /// handler to stop when `shutdown` resolves, and returns the exit code.
     /// For hosts that run many attempts in one process (the mock's virtual
     /// machines): a connection per attempt would not scale to thousands.
-    /// `env.store_url` and `env.namespace` are not used; `store` decides.
+    /// `env.machine.store_url` and `namespace` are not used; `store` decides.
     pub async fn run_in_process(
         &self,
         store: &Store,
@@ -277,7 +274,7 @@ impl Runner {
             watch_attempt(
                 store.clone(),
                 attempt.clone(),
-                Duration::from_millis(env.heartbeat_ms.max(10)),
+                Duration::from_millis(env.machine.heartbeat_ms.max(10)),
                 timeout.saturating_sub(wrap_up_window(timeout)),
                 shutdown,
                 stop_tx,
@@ -288,10 +285,10 @@ impl Runner {
         let span = tracing::Span::current();
         // The job's write-only secrets are masked before a line leaves the machine.
         let log_settings = crate::logs::LogSettings {
-            secrets: (env.logs.secrets.iter().chain(secrets.0.values()))
+            secrets: (env.machine.logs.secrets.iter().chain(secrets.0.values()))
                 .cloned()
                 .collect(),
-            ..env.logs.clone()
+            ..env.machine.logs.clone()
         };
         let (log, shipper) = LogSink::start(store.clone(), attempt.clone(), log_settings);
         crate::logs::capture::attach(&span, &log);
@@ -441,14 +438,12 @@ fn init_logging() {
 /// The store settings from the runner's environment: its URL and, for a
 /// private TLS store, the CA file.
 fn store_config(
-    url: &str,
-    namespace: &str,
-    ca_cert: Option<&std::path::Path>,
+    machine: &MachineEnv,
 ) -> Result<StoreConfig, Box<dyn std::error::Error + Send + Sync>> {
-    let address: StoreAddress = url.parse()?;
+    let address: StoreAddress = machine.store_url.parse()?;
     let mut config = StoreConfig::new(address);
-    config.namespace = namespace.to_string();
-    config.ca_cert = ca_cert.map(CaCert::load).transpose()?;
+    config.namespace = machine.namespace.clone();
+    config.ca_cert = machine.ca_cert.as_deref().map(CaCert::load).transpose()?;
     Ok(config)
 }
 

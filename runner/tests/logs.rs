@@ -49,7 +49,7 @@ async fn a_commands_output_is_kept_per_stream_and_secrets_are_masked() {
     );
     store.submit(&spec("talk", json!({}))).await;
     let mut env = store.claim().await;
-    env.logs.secrets = vec!["hunter2-secret".into()];
+    env.machine.logs.secrets = vec!["hunter2-secret".into()];
     let id = env.attempt.job_id;
     let code = tokio::time::timeout(WITHIN, runner.run(env.clone()))
         .await
@@ -102,7 +102,7 @@ async fn a_log_past_its_cap_ends_with_a_truncation_line() {
     let runner = Runner::new().handler("chatty", chatty);
     store.submit(&spec("chatty", json!({"lines": 5000}))).await;
     let mut env = store.claim().await;
-    env.logs.max_bytes = 50_000;
+    env.machine.logs.max_bytes = 50_000;
     let id = env.attempt.job_id;
     let code = tokio::time::timeout(WITHIN, runner.run(env.clone()))
         .await

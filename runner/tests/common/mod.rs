@@ -112,11 +112,13 @@ impl TestStore {
                     epochs.insert((attempt.job_id, attempt.attempt), attempt.epoch);
                     attempt.attempt_ref
                 },
-                store_url: self.url.clone(),
-                ca_cert: None,
-                namespace: "jobs".into(),
-                heartbeat_ms: 50,
-                logs: runner::logs::LogSettings::default(),
+                machine: runner::MachineEnv {
+                    store_url: self.url.clone(),
+                    ca_cert: None,
+                    namespace: "jobs".into(),
+                    heartbeat_ms: 50,
+                    logs: runner::logs::LogSettings::default(),
+                },
             },
             other => panic!("nothing to claim: {other:?}"),
         }
