@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{spawn_system, TempDir, TestSystem};
+use support::{spawn_system_with, Options, TempDir, TestSystem};
 
 const WITHIN: Duration = Duration::from_secs(60);
 /// The attempt's cap for this test's runners (`JOB_LOG_MAX_BYTES`).
@@ -38,35 +38,34 @@ print("woke", flush=True)
 time.sleep(1)
 "#;
 
-// One test only: it sets environment variables before any other thread
-// of this test binary exists (the mock's machines inherit them, as they
-// would `ENV` lines of a job image).
-#[test]
-fn logs_are_kept_and_followed() {
+/// The job image's commands, as its `ENV RUNNER_COMMANDS=...` line.
+fn image(mock: &mut mock_machines::MockConfig) {
     let commands = json!({
         "flood": ["python3", "-c", FLOOD_PY],
         "slow": ["sh", "-c", SLOW_SH],
         "wake": ["python3", "-c", WAKE_PY],
     });
-    std::env::set_var("RUNNER_COMMANDS", commands.to_string());
-    std::env::set_var("JOB_LOG_MAX_BYTES", CAP.to_string());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let system = spawn_system().await;
-            tokio::join!(
-                a_flood_is_capped_in_few_store_commands(&system),
-                a_timed_out_job_keeps_what_it_printed(&system),
-                an_oom_killed_job_keeps_what_it_printed(&system),
-                follow_sees_a_line_as_it_is_printed(&system),
-            );
-            metrics_count_what_was_shipped(&system).await;
-            system.assert_all_machines_destroyed().await;
-            system.stop().await;
-        });
+    mock.image_env
+        .insert("RUNNER_COMMANDS".into(), commands.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_kept_and_followed() {
+    let system = spawn_system_with(Options {
+        mock: image,
+        extra_args: vec![format!("--job-log-max-bytes={CAP}")],
+        ..Options::default()
+    })
+    .await;
+    tokio::join!(
+        a_flood_is_capped_in_few_store_commands(&system),
+        a_timed_out_job_keeps_what_it_printed(&system),
+        an_oom_killed_job_keeps_what_it_printed(&system),
+        follow_sees_a_line_as_it_is_printed(&system),
+    );
+    metrics_count_what_was_shipped(&system).await;
+    system.assert_all_machines_destroyed().await;
+    system.stop().await;
 }
 
 fn id(job: &Value) -> String {

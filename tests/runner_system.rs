@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{processes_with, wait_until};
 use serde_json::{json, Value};
-use support::{spawn_system, TestSystem};
+use support::{spawn_system_with, Options, TestSystem};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -50,13 +50,8 @@ print(json.dumps({"steps": 2}))
 /// Starts a background child named `stray-{job id}`, then waits for it.
 const ENDLESS_SH: &str = r#"sh -c 'sleep 300; :' "stray-$JOB_ID" & wait"#;
 
-// One test only: it sets an environment variable before any other thread
-// of this test binary exists.
-#[test]
-fn command_jobs_run_on_machines() {
-    // The mock boots each machine as a local process that inherits this
-    // process's environment: the counterpart of `ENV RUNNER_COMMANDS=...`
-    // in a job image.
+/// The job image's commands, as its `ENV RUNNER_COMMANDS=...` line.
+fn image(mock: &mut mock_machines::MockConfig) {
     let commands = json!({
         "report": ["python3", REPORT_PY],
         "env": ["python3", "-c", ENV_PY],
@@ -64,27 +59,29 @@ fn command_jobs_run_on_machines() {
         "steps": ["python3", "-c", STEPS_PY],
         "endless": ["sh", "-c", ENDLESS_SH],
     });
-    std::env::set_var("RUNNER_COMMANDS", commands.to_string());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let system = spawn_system().await;
-            tokio::join!(
-                python_report(&system),
-                permanent_exit_code(&system),
-                job_code_cannot_reach_the_store(&system),
-                job_variables_reach_the_command(&system),
-                stored_job_variables_cannot_configure_the_runner(&system),
-                progress_while_running(&system),
-                cancel_kills_the_process_group(&system),
-                timeout_kills_the_process_group(&system),
-            );
-            system.assert_all_machines_destroyed().await;
-            system.stop().await;
-        });
+    mock.image_env
+        .insert("RUNNER_COMMANDS".into(), commands.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_jobs_run_on_machines() {
+    let system = spawn_system_with(Options {
+        mock: image,
+        ..Options::default()
+    })
+    .await;
+    tokio::join!(
+        python_report(&system),
+        permanent_exit_code(&system),
+        job_code_cannot_reach_the_store(&system),
+        job_variables_reach_the_command(&system),
+        stored_job_variables_cannot_configure_the_runner(&system),
+        progress_while_running(&system),
+        cancel_kills_the_process_group(&system),
+        timeout_kills_the_process_group(&system),
+    );
+    system.assert_all_machines_destroyed().await;
+    system.stop().await;
 }
 
 fn id(job: &Value) -> String {
