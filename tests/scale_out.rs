@@ -56,7 +56,15 @@ impl Cluster {
             store,
             store_dir,
             mock,
-            http: reqwest::Client::new(),
+            // A fresh connection per request: a dispatcher frozen past its
+            // idle-connection timeout closes its kept-alive connections the
+            // moment it wakes, and a request sent on one just then fails
+            // (hyper's IncompleteMessage). Real clients retry that; these
+            // tests count every request, so they never reuse one.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             dir,
         }
     }
