@@ -35,18 +35,28 @@ pub struct Limits {
     pub read: Rate,
 }
 
+/// Tokens of Fly's burst the pacer leaves unused. Paced exactly at the
+/// limit, Fly's bucket runs empty, and then a request delayed on its way
+/// (a busy host, a slow connection) followed by one on time arrive closer
+/// than the refill interval: Fly refuses the second. One spare token
+/// absorbs up to a refill interval of such jitter and costs nothing once
+/// the burst is spent (the rate is Fly's own).
+const HEADROOM: f64 = 1.0;
+
 impl Limits {
-    /// Fly's published numbers, times `scale` (2.0 = twice as permissive).
+    /// Fly's published numbers, times `scale` (2.0 = twice as permissive),
+    /// with [`HEADROOM`] kept out of each burst.
     pub fn fly(scale: f64) -> Self {
         let scale = if scale > 0.0 { scale } else { 1.0 };
+        let burst = |fly: f64| (fly * scale - HEADROOM).max(1.0);
         Self {
             mutate: Rate {
                 per_sec: scale,
-                burst: 3.0 * scale,
+                burst: burst(3.0),
             },
             read: Rate {
                 per_sec: 5.0 * scale,
-                burst: 10.0 * scale,
+                burst: burst(10.0),
             },
         }
     }
