@@ -51,7 +51,7 @@ pub enum Command {
 pub struct CommonArgs {
     /// The job store: `redis://[user:password@]host[:port][/db]`,
     /// `rediss://` for TLS, `redis-sentinel://[user:password@]sentinel[:26379]?master=NAME&node=sentinel2:26379`
-    /// or `redis-cluster://host:port?node=host2:port` (README: "The job
+    /// or `redis-cluster://host:port?node=host2:port` (docs/store.md: "The job
     /// store in production").
     #[arg(
         long,

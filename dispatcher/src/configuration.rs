@@ -94,7 +94,7 @@ pub struct ApiSettings {
 }
 
 /// Bounds on what clients may hold or ask for ([`crate::server`],
-/// [`crate::limits`]). README "Limits" lists them with their flags.
+/// [`crate::limits`]). docs/configuration.md "Limits" lists them with their flags.
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     /// Open connections at once; more wait in the accept backlog.

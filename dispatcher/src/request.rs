@@ -81,7 +81,7 @@ pub struct MachineRequest {
     pub regions: Option<Vec<String>>,
     pub image: Option<String>,
     /// Variables for the job's code, shown in every view of the job.
-    /// Names: `^[A-Z_][A-Z0-9_]{0,127}$`, not reserved (see the README).
+    /// Names: `^[A-Z_][A-Z0-9_]{0,127}$`, not reserved (see docs/security.md).
     pub env: Option<BTreeMap<String, String>>,
     /// Like `env`, but write-only: never shown, deleted when the job
     /// finishes.
