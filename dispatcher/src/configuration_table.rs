@@ -98,7 +98,7 @@ fn the_configuration_page_shows_each_literal_default_the_flag_has() {
         .into_iter()
         .filter_map(|(name, written)| {
             let real = flags.get(&name).cloned().flatten();
-            (written.is_some() && written != real).then(|| (name, written, real))
+            (written.is_some() && written != real).then_some((name, written, real))
         })
         .collect();
     assert!(

@@ -19,6 +19,8 @@
 //!   timeout and cancellation, records the outcome, destroys the machine.
 //! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
+//! - [`terminal`]: what follows a job's final state (counter, callback), one
+//!   path for every call site that can end a job.
 //! - [`callback_targets`]: where a `callback_url` may point (public hosts only, by default).
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`pacing`]: the Machines API create budget shared through the store.
@@ -72,4 +74,5 @@ pub mod startup;
 pub mod supervisor;
 pub mod sweeper;
 pub mod telemetry;
+pub mod terminal;
 pub mod valkey;

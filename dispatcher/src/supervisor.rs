@@ -277,11 +277,14 @@ async fn finish(
                 JobStatus::Cancelled => Outcome::Cancelled,
                 _ => ending.outcome,
             };
-            if status.is_terminal() && terms.has_callback {
-                if let Ok(Some(done)) = shared.store.get(attempt.job_id).await {
-                    shared.callbacks.deliver(&done);
-                }
-            }
+            crate::terminal::on_terminal(
+                &shared.store,
+                &shared.callbacks,
+                attempt.job_id,
+                status,
+                terms.has_callback,
+            )
+            .await;
             crate::metrics::attempt_finished(outcome, began.elapsed(), !status.is_terminal());
             if let Ok(log) = shared
                 .store

@@ -40,9 +40,8 @@ struct PoolScripts {
 
 static SCRIPTS: LazyLock<PoolScripts> = LazyLock::new(|| {
     let script = |body: &str| {
-        Script::from_lua(format!(
-            "{}\n{}\n{}",
-            include_str!("scripts/prelude.lua"),
+        crate::store::with_prelude(&format!(
+            "{}\n{}",
             include_str!("scripts/pool/common.lua"),
             body
         ))

@@ -292,6 +292,15 @@ impl StoreConfig {
     }
 }
 
+/// Shared by every script (helpers, key builders, the `TRANSITIONS` table
+/// of the job state machine); each script is this, then its own body.
+pub const PRELUDE: &str = include_str!("scripts/prelude.lua");
+
+/// A script body behind the [`PRELUDE`].
+pub(crate) fn with_prelude(body: &str) -> Script {
+    Script::from_lua(format!("{PRELUDE}\n{body}"))
+}
+
 pub(crate) struct Scripts {
     enqueue: Script,
     claim: Script,
@@ -318,9 +327,6 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     fn load() -> Self {
-        let with_prelude = |body: &str| {
-            Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
-        };
         Self {
             enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
             claim: with_prelude(include_str!("scripts/claim.lua")),

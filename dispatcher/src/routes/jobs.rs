@@ -516,9 +516,14 @@ async fn cancel_job(
     };
     let job = find(&state, id).await?;
     tracing::info!(job = %id, attempt = job.attempts.len(), status = %job.status, "cancel requested");
-    if job.status.is_terminal() {
-        state.callbacks.deliver(&job);
-    }
+    crate::terminal::on_terminal(
+        &state.store,
+        &state.callbacks,
+        id,
+        job.status,
+        job.callback_url.is_some(),
+    )
+    .await;
     Ok((status, Json(job)).into_response())
 }
 

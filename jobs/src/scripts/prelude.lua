@@ -39,9 +39,37 @@ local function status_indexes(key, status)
   return P .. 'status:' .. status, P .. 'status:' .. status .. ':' .. kind
 end
 
+-- The job state machine, whole: for each status, the statuses a job may
+-- move to from it ('' is a job not stored yet). `set_status` refuses any
+-- other pair, so a script cannot invent an edge. docs/state-machine.md
+-- draws it with the script and caller of every edge; `JobStatus::successors`
+-- mirrors it in Rust, and a store test keeps the two equal.
+local TRANSITIONS = {
+  [''] = { queued = true, scheduled = true },
+  scheduled = { queued = true, cancelled = true },
+  queued = { starting = true, cancelled = true },
+  starting = { running = true, scheduled = true, succeeded = true, failed = true, cancelled = true },
+  running = { scheduled = true, succeeded = true, failed = true, cancelled = true },
+  succeeded = {},
+  failed = { queued = true },
+  cancelled = { queued = true },
+}
+
+-- Raises an error reply (the script stops there) unless `from` -> `to` is
+-- in TRANSITIONS. `set_status` and the helpers below that lead to it check
+-- before their first write: an error does not roll a script back.
+local function check_transition(id, from, to)
+  local allowed = TRANSITIONS[from or '']
+  if not (allowed and allowed[to]) then
+    error(redis.error_reply('TRANSITION job ' .. id .. ': ' .. tostring(from or 'new')
+      .. ' -> ' .. tostring(to) .. ' is not in the job state machine'))
+  end
+end
+
 -- The one place where a job's status changes: it keeps the per-status
 -- indexes right and tells every listener.
 local function set_status(id, key, from, to)
+  check_transition(id, from, to)
   redis.call('HSET', key, 'status', to, 'updated_at', int(NOW))
   if from then
     local by_status, by_status_kind = status_indexes(key, from)
@@ -59,6 +87,7 @@ end
 -- queue depths of /metrics (jobs stored before it existed join on their
 -- next trip through the queue).
 local function push_queue(id, key, from)
+  check_transition(id, from, 'queued')
   redis.call('SADD', P .. 'kinds', hget(key, 'kind'))
   local seq = redis.call('INCR', P .. 'seq')
   local score = (tonumber(hget(key, 'priority')) + 1000) * 1e12 + seq
@@ -67,6 +96,7 @@ local function push_queue(id, key, from)
 end
 
 local function schedule(id, key, from, at)
+  check_transition(id, from, 'scheduled')
   redis.call('HSET', key, 'run_at', int(at))
   redis.call('ZADD', P .. 'scheduled', int(at), id)
   set_status(id, key, from, 'scheduled')
@@ -87,6 +117,7 @@ end
 -- them once their retention has passed.
 -- A finished job's secrets are deleted: nothing will read them again.
 local function finish(id, key, from, to)
+  check_transition(id, from, to)
   count_minute(to)
   redis.call('DEL', P .. 'secrets:' .. id)
   redis.call('HSET', key, 'finished_at', int(NOW))
