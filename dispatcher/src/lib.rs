@@ -25,6 +25,8 @@
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`pacing`]: the Machines API create budget shared through the store.
 //! - [`placement`]: capacity errors retried, then the job's next region.
+//! - [`machine_name`]: `job-{id}-{attempt}`, written by the supervisor and
+//!   read back by the sweeper.
 //! - [`pool`]: the warm pool of stopped machines (`--warm-pool`): fill,
 //!   claim, return, replace.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
@@ -57,6 +59,7 @@ pub mod jobs_command;
 pub mod launcher;
 pub mod leases;
 pub mod limits;
+pub mod machine_name;
 pub mod metrics;
 pub mod output;
 pub mod pacing;

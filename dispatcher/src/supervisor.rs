@@ -834,13 +834,6 @@ where
     call.retry(backoff).await
 }
 
-/// A job machine's name, one per attempt. The sweeper reads the attempt
-/// back from it (`sweeper::owner_of`): the summary lists it uses carry no
-/// metadata.
-pub(crate) fn machine_name(job: JobId, attempt: u32) -> String {
-    format!("job-{job}-{attempt}")
-}
-
 /// The create request for an attempt's machine.
 fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> CreateMachineRequest {
     let launch = &shared.launch;
@@ -876,7 +869,13 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
         job.machine.memory_mb,
     );
     CreateMachineRequest {
-        name: Some(machine_name(job.id, attempt.attempt)),
+        name: Some(
+            crate::machine_name::JobMachineName {
+                job: job.id,
+                attempt: attempt.attempt,
+            }
+            .to_string(),
+        ),
         region: job.machine.region.clone(),
         skip_secrets: true,
         config: runner_config(shared, image, guest, env, metadata, true),

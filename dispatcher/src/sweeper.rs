@@ -9,7 +9,7 @@
 //!   The sweep has to scale to ten thousand machines in flight. Listing
 //!   them in full (config and events) buffers tens of megabytes each
 //!   sweep, so it lists summaries, which carry no config: the attempt is
-//!   read from the machine's name (`job-{id}-{attempt}`). The slots are
+//!   read from the machine's name ([`JobMachineName`]). The slots are
 //!   checked a batch at a time in one store command, not one round trip
 //!   per machine. Fly's spec does not promise `name` or `created_at` in a
 //!   summary; a machine whose summary lacks one is read in full (`GET`).
@@ -29,6 +29,7 @@ use jobs::{JobId, PoolMachineRef};
 use machines::{ListFilter, MachineState, MachineSummary};
 
 use crate::configuration::UpkeepSettings;
+use crate::machine_name::JobMachineName;
 use crate::shutdown::Shutdown;
 use crate::supervisor::Supervision;
 
@@ -80,7 +81,10 @@ pub async fn sweep_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -> usi
     let candidates: Vec<(&MachineSummary, (JobId, u32))> = machines
         .iter()
         .filter(|m| m.state != MachineState::Destroyed && older_than(m, upkeep.orphan_grace))
-        .filter_map(|m| Some((m, owner_of(&m.name)?)))
+        .filter_map(|m| {
+            let name: JobMachineName = m.name.parse().ok()?;
+            Some((m, (name.job, name.attempt)))
+        })
         .collect();
     let mut destroyed = 0;
     for batch in candidates.chunks(CHECK_BATCH) {
@@ -189,13 +193,6 @@ async fn purge_old_jobs(shared: &Supervision, upkeep: &UpkeepSettings) {
     }
 }
 
-/// The attempt a job machine runs, from the name it was created with
-/// ([`crate::supervisor::machine_name`]).
-fn owner_of(name: &str) -> Option<(JobId, u32)> {
-    let (job, attempt) = name.strip_prefix("job-")?.rsplit_once('-')?;
-    Some((job.parse().ok()?, attempt.parse().ok()?))
-}
-
 fn older_than(machine: &MachineSummary, age: std::time::Duration) -> bool {
     match machine.created_at.parse::<DateTime<Utc>>() {
         Ok(created) => (Utc::now() - created)
@@ -203,22 +200,5 @@ fn older_than(machine: &MachineSummary, age: std::time::Duration) -> bool {
             .is_ok_and(|elapsed| elapsed >= age),
         // Unknown age: wait for a record that tells.
         Err(_) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::supervisor::machine_name;
-
-    #[test]
-    fn owners_come_from_job_machine_names() {
-        let job = JobId::new();
-        assert_eq!(owner_of(&machine_name(job, 3)), Some((job, 3)));
-        assert_eq!(owner_of(&format!("web-{job}-3")), None, "wrong prefix");
-        assert_eq!(owner_of("job-not-a-uuid-3"), None, "bad uuid");
-        assert_eq!(owner_of(&format!("job-{job}")), None, "no attempt");
-        assert_eq!(owner_of(&format!("job-{job}-")), None, "empty attempt");
-        assert_eq!(owner_of("aged-thunder-7371"), None, "generated name");
     }
 }

@@ -1,5 +1,11 @@
 //! [`ApiError`]: every error answer is JSON, `{"error": ..., "field": ...}`,
 //! with `field` naming the offending part of the request when there is one.
+//!
+//! An error has two messages, as Dropshot's `HttpError` has: `error`, for
+//! the client, and `detail`, for the dispatcher's log only. What the store
+//! holds or answered that it should not (a corrupt record, an unexpected
+//! script reply) is detail: it names keys and values the client has no
+//! business seeing and could not act on.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +20,9 @@ pub struct ApiError {
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For the log, never sent: logged once, when the answer is made.
+    #[serde(skip)]
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -22,6 +31,18 @@ impl ApiError {
             status,
             error: error.into(),
             field: None,
+            detail: None,
+        }
+    }
+
+    /// A `500` whose cause (`detail`) goes to the log only.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self {
+            detail: Some(detail.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; the dispatcher's log has the details",
+            )
         }
     }
 
@@ -42,17 +63,14 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "store unavailable");
-                Self::new(
+            StoreError::Unavailable(_) => Self {
+                detail: Some(e.to_string()),
+                ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the job store is unavailable; try again shortly",
                 )
-            }
-            StoreError::Corrupt(_) => {
-                tracing::error!(error = %e, "corrupt record");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
+            },
+            StoreError::Corrupt(_) => Self::internal(e.to_string()),
         }
     }
 }
@@ -60,6 +78,13 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
+        if let Some(detail) = &self.detail {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(%status, error = %self.error, %detail, "request refused");
+            } else {
+                tracing::error!(%status, error = %self.error, %detail, "request failed");
+            }
+        }
         let mut response = (status, Json(self)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

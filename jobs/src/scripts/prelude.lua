@@ -12,7 +12,24 @@ local function int(n) return string.format('%d', n) end
 local time = redis.call('TIME')
 local NOW = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+-- Every key a script names is built here, once (the key layout is in
+-- store.rs's module doc).
 local function job_key(id) return P .. 'job:' .. id end
+local function secrets_key(id) return P .. 'secrets:' .. id end
+local function kind_key(kind) return P .. 'kind:' .. kind end
+local function idempotency_key(k) return P .. 'idempotency:' .. k end
+local function log_key(id, attempt) return P .. 'log:' .. id .. ':' .. attempt end
+local function minute_key(minute) return P .. 'minute:' .. int(minute) end
+local function status_key(status, kind)
+  if kind then return P .. 'status:' .. status .. ':' .. kind end
+  return P .. 'status:' .. status
+end
+
+-- An in-flight attempt's slot, a member of `in_flight`: "{id}/{attempt}"
+-- (store.rs's `member` and `parse_member` are the Rust side).
+local function member_of(id, attempt) return id .. '/' .. attempt end
+-- The job id and attempt number (text) of a member; nil for another form.
+local function parse_member(member) return string.match(member, '^(.+)/(%d+)$') end
 
 local function hget(key, field)
   local v = redis.call('HGET', key, field)
@@ -35,8 +52,7 @@ end
 -- ids are UUIDv7, so that order is creation order and a page cursor is
 -- simply the last id seen.
 local function status_indexes(key, status)
-  local kind = hget(key, 'kind')
-  return P .. 'status:' .. status, P .. 'status:' .. status .. ':' .. kind
+  return status_key(status), status_key(status, hget(key, 'kind'))
 end
 
 -- The job state machine, whole: for each status, the statuses a job may
@@ -108,7 +124,7 @@ end
 -- expires two hours after its last write, so at most ~121 exist.
 local MINUTE_TTL_SECS = 7200
 local function count_minute(event)
-  local bucket = P .. 'minute:' .. int(math.floor(NOW / 60000))
+  local bucket = minute_key(math.floor(NOW / 60000))
   redis.call('HINCRBY', bucket, event, 1)
   redis.call('EXPIRE', bucket, MINUTE_TTL_SECS)
 end
@@ -119,14 +135,11 @@ end
 local function finish(id, key, from, to)
   check_transition(id, from, to)
   count_minute(to)
-  redis.call('DEL', P .. 'secrets:' .. id)
+  redis.call('DEL', secrets_key(id))
   redis.call('HSET', key, 'finished_at', int(NOW))
   redis.call('ZADD', P .. 'finished', int(NOW), id)
   set_status(id, key, from, to)
 end
-
--- An in-flight attempt's slot, a member of `in_flight`.
-local function member_of(id, attempt) return id .. '/' .. attempt end
 
 -- Fencing between dispatchers. Every change of ownership of an in-flight
 -- attempt (its claim, each takeover) issues a new epoch, kept beside the
