@@ -38,8 +38,7 @@
 //!   call per few hundred attempts, so a large fleet stays cheap.
 //! - [`server`]: the listener with connection, header and body bounds;
 //!   [`limits`]: per-token rates and caps on streams and long-polls.
-//! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring
-//!   (`configuration_table`, test-only: docs/configuration.md matches the flags).
+//! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 //! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
 //!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
@@ -50,8 +49,6 @@ pub mod callbacks;
 pub mod cli;
 pub mod client;
 pub mod configuration;
-#[cfg(test)]
-mod configuration_table;
 pub mod dashboard;
 pub mod dev;
 pub mod hub;
