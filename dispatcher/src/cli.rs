@@ -304,7 +304,12 @@ pub struct DevArgs {
     pub machines_port: u16,
 }
 
-pub fn main() -> anyhow::Result<ExitCode> {
+/// Runs the command line. `dev` is handed in by the binary, which composes
+/// the dispatcher with the mock Machines API (the library does not depend
+/// on the mock).
+pub fn main(
+    dev: impl FnOnce(DevArgs) -> futures::future::BoxFuture<'static, anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -318,7 +323,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Dev(args) => {
             telemetry::init(args.common.log_format);
             args.common.check_region()?;
-            runtime.block_on(crate::dev::run(args))?;
+            runtime.block_on(dev(args))?;
         }
         // A client prints its answers on stdout: no log lines among them.
         Command::Jobs(args) => return Ok(runtime.block_on(crate::jobs_command::run(args))),

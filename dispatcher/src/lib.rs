@@ -39,7 +39,8 @@
 //! - [`server`]: the listener with connection, header and body bounds;
 //!   [`limits`]: per-token rates and caps on streams and long-polls.
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
-//! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
+//! - `dispatcher dev`, the whole system on a laptop, composes in the root
+//!   package's binary (`src/bin/dispatcher/dev.rs`), with the mock.
 //! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
 //!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
 
@@ -50,7 +51,6 @@ pub mod cli;
 pub mod client;
 pub mod configuration;
 pub mod dashboard;
-pub mod dev;
 pub mod hub;
 pub mod jobs_command;
 pub mod launcher;

@@ -17,10 +17,10 @@ use machines::ClientConfig;
 use mock_machines::{MockConfig, MockServer};
 use tokio::net::TcpListener;
 
-use crate::cli::{DevArgs, LOOPBACK};
-use crate::shutdown::Shutdown;
-use crate::startup::Application;
-use crate::valkey::{answers_ping, LocalValkey};
+use dispatcher::cli::{DevArgs, LOOPBACK};
+use dispatcher::shutdown::Shutdown;
+use dispatcher::startup::Application;
+use dispatcher::valkey::{answers_ping, LocalValkey};
 
 /// The warm pool `dev` keeps unless `--warm-pool` says otherwise.
 pub const DEV_WARM_POOL: u32 = 8;
@@ -88,7 +88,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The embedded mock keeps Fly's rate limits (one create per second per
     // app), so without a pool a newcomer's burst of jobs would crawl.
     if args.common.warm_pool.is_empty() {
-        settings.launch.pools = vec![crate::cli::default_pool(
+        settings.launch.pools = vec![dispatcher::cli::default_pool(
             &settings.api.defaults.machine,
             DEV_WARM_POOL,
         )];
