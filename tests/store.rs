@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dispatcher::valkey::LocalValkey;
+use devkit::valkey::LocalValkey;
 use fred::interfaces::KeysInterface as _;
 use jobs::{
     Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency, JobId,

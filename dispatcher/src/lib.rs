@@ -75,4 +75,3 @@ pub mod supervisor;
 pub mod sweeper;
 pub mod telemetry;
 pub mod terminal;
-pub mod valkey;

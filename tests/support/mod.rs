@@ -15,10 +15,10 @@ pub use topology::Scratch as TempDir;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use devkit::valkey::LocalValkey;
 use dispatcher::configuration::Settings;
 use dispatcher::shutdown::Shutdown;
 use dispatcher::startup::Application;
-use dispatcher::valkey::LocalValkey;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use jobs::Store;

@@ -17,10 +17,10 @@ use machines::ClientConfig;
 use mock_machines::{MockConfig, MockServer};
 use tokio::net::TcpListener;
 
+use devkit::valkey::{answers_ping, LocalValkey};
 use dispatcher::cli::{DevArgs, LOOPBACK};
 use dispatcher::shutdown::Shutdown;
 use dispatcher::startup::Application;
-use dispatcher::valkey::{answers_ping, LocalValkey};
 
 /// The warm pool `dev` keeps unless `--warm-pool` says otherwise.
 pub const DEV_WARM_POOL: u32 = 8;
