@@ -16,8 +16,8 @@ use std::time::Duration;
 use machines::GoDuration;
 
 use clap::CommandFactory;
+use dispatcher::api::routes::HEALTH_PATH;
 use dispatcher::cli::{Cli, DEFAULT_PORT};
-use dispatcher::routes::HEALTH_PATH;
 use dispatcher::startup::SHUTDOWN_GRACE;
 
 // include_str! also makes cargo rebuild this test whenever one changes.

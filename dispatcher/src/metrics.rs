@@ -171,7 +171,7 @@ pub fn capacity_error(region: &str) {
 
 /// An attempt's machine was obtained `took` after its claim, cold
 /// (created) or warm (a pooled one started).
-pub fn machine_started(source: crate::pool::source::MachineSource, took: Duration) {
+pub fn machine_started(source: crate::engine::pool::source::MachineSource, took: Duration) {
     metrics::histogram!(MACHINE_START, "source" => source.as_str()).record(took.as_secs_f64());
 }
 
@@ -192,7 +192,7 @@ pub fn attempt_finished(outcome: Outcome, took: Duration, retrying: bool) {
     }
 }
 
-/// This dispatcher moved a job to a final `status` ([`crate::terminal`]).
+/// This dispatcher moved a job to a final `status` ([`crate::engine::terminal`]).
 pub fn job_finished(status: jobs::JobStatus) {
     metrics::counter!(JOBS_FINISHED, "status" => status.as_str()).increment(1);
 }

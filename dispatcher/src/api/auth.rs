@@ -13,7 +13,7 @@
 //! cookie is not looked at.
 //!
 //! The middleware leaves a [`Caller`] in the request's extensions: rate
-//! limits and stream caps are counted per caller ([`crate::limits`]).
+//! limits and stream caps are counted per caller ([`crate::api::limits`]).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::api::routes::{ApiError, AppState};
 use crate::configuration::ApiSettings;
-use crate::routes::{ApiError, AppState};
 
 /// The dashboard's session cookie: a session id, see [`jobs::sessions`].
 pub const COOKIE: &str = "dispatcher_session";
@@ -84,7 +84,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, Respo
 }
 
 fn unauthorized(headers: &HeaderMap) -> Response {
-    if crate::routes::wants_html(headers) {
+    if crate::api::routes::wants_html(headers) {
         return Redirect::to(LOGIN_PATH).into_response();
     }
     let mut response = ApiError::new(
@@ -142,7 +142,7 @@ pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// What a session stores of its token: enough to tell which token it was,
 /// useless to anyone who reads the store.
 pub fn token_digest(token: &str) -> String {
-    crate::callbacks::hex(&Sha256::digest(token.as_bytes()))
+    crate::engine::callbacks::hex(&Sha256::digest(token.as_bytes()))
 }
 
 impl ApiSettings {

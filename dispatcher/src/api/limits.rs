@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::Caller;
+use crate::api::auth::Caller;
+use crate::api::routes::ApiError;
 use crate::configuration::HttpLimits;
-use crate::routes::ApiError;
 
 /// Login limiter entries kept before idle ones are forgotten.
 const LOGIN_KEYS_KEPT: usize = 10_000;

@@ -9,8 +9,8 @@ use jobs::{Backoff, JobSpec, Kind, MachineSpec, Secrets};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::callback_targets::CallbackTargets;
 use crate::configuration::JobDefaults;
+use crate::engine::callback_targets::CallbackTargets;
 
 /// Priorities run from `MIN_PRIORITY` (first) to `MAX_PRIORITY` (last).
 pub const MIN_PRIORITY: i32 = -1000;

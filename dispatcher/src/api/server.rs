@@ -34,8 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::Service;
 
+use crate::api::routes::ApiError;
 use crate::configuration::HttpLimits;
-use crate::routes::ApiError;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for
 /// open connections to finish (the caller bounds that wait). Handlers can

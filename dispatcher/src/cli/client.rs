@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::routes::logs::LogEntry;
+use crate::api::routes::logs::LogEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -211,7 +211,7 @@ impl ApiClient {
             }
             cursor = response
                 .headers()
-                .get(crate::routes::logs::NEXT_CURSOR)
+                .get(crate::api::routes::logs::NEXT_CURSOR)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             let text = response.text().await?;
@@ -253,13 +253,13 @@ fn decode_entry(text: &str) -> Result<LogEntry, ClientError> {
 async fn read_events<T>(
     request: RequestBuilder,
     before: &str,
-    mut on_event: impl FnMut(crate::sse::Event) -> Result<Option<T>, ClientError>,
+    mut on_event: impl FnMut(crate::cli::sse::Event) -> Result<Option<T>, ClientError>,
 ) -> Result<T, ClientError> {
     let mut response = request.send().await?;
     if !response.status().is_success() {
         return Err(api_error(response).await);
     }
-    let mut events = crate::sse::Parser::default();
+    let mut events = crate::cli::sse::Parser::default();
     while let Some(chunk) = response.chunk().await? {
         for event in events.push(&chunk) {
             if let Some(done) = on_event(event)? {

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jobs::{Job, JobStatus};
 use serde_json::Value;
 
-use crate::client::{ApiClient, ListQuery, SubmitOptions, Update};
-use crate::output;
+use crate::cli::client::{ApiClient, ListQuery, SubmitOptions, Update};
+use crate::cli::output;
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {

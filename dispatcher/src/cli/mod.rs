@@ -1,7 +1,12 @@
 //! The `dispatcher` command line: `serve` (production), `dev` (the whole
 //! system on a laptop) and `jobs` (a client of a running dispatcher, in
-//! [`crate::jobs_command`]). Every flag has an environment fallback, so a
+//! [`crate::cli::jobs_command`]). Every flag has an environment fallback, so a
 //! `fly.toml` `[env]` section or secrets configure it.
+
+pub mod client;
+pub mod jobs_command;
+pub mod output;
+pub mod sse;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -43,7 +48,7 @@ pub enum Command {
     Dev(DevArgs),
     /// Submit, show, list, cancel, retry and wait for jobs of a running
     /// dispatcher (`--url`/`DISPATCHER_URL`, `--token`/`DISPATCHER_TOKEN`).
-    Jobs(crate::jobs_command::JobsArgs),
+    Jobs(crate::cli::jobs_command::JobsArgs),
 }
 
 /// Flags shared by `serve` and `dev`.
@@ -326,7 +331,7 @@ pub fn main(
             runtime.block_on(dev(args))?;
         }
         // A client prints its answers on stdout: no log lines among them.
-        Command::Jobs(args) => return Ok(runtime.block_on(crate::jobs_command::run(args))),
+        Command::Jobs(args) => return Ok(runtime.block_on(crate::cli::jobs_command::run(args))),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -435,7 +440,7 @@ impl CommonArgs {
                 .cloned()
                 .collect(),
             regions: crate::regions::allowed(&self.regions),
-            callback_targets: crate::callback_targets::CallbackTargets::allowing(
+            callback_targets: crate::engine::callback_targets::CallbackTargets::allowing(
                 self.callback_allow_hosts.iter().cloned(),
             ),
             ..JobDefaults::default()
@@ -511,12 +516,12 @@ impl CommonArgs {
 
 impl CommonArgs {
     /// The pools `--warm-pool` asks for (entries were checked when parsed).
-    fn pools(&self, machine: &MachineSpec) -> Vec<crate::pool::PoolSpec> {
+    fn pools(&self, machine: &MachineSpec) -> Vec<crate::engine::pool::PoolSpec> {
         let default = default_pool(machine, 0);
         self.warm_pool
             .iter()
             .filter(|e| !e.trim().is_empty())
-            .filter_map(|e| crate::pool::parse_entry(e, &default).ok())
+            .filter_map(|e| crate::engine::pool::parse_entry(e, &default).ok())
             .collect()
     }
 }
@@ -528,12 +533,12 @@ fn check_warm_pool(text: &str) -> Result<String, String> {
         return Ok(String::new());
     }
     let placeholder = default_pool(&MachineSpec::default(), 0);
-    crate::pool::parse_entry(text, &placeholder).map(|_| text.to_string())
+    crate::engine::pool::parse_entry(text, &placeholder).map(|_| text.to_string())
 }
 
 /// The pool of the default machine size and region, with `size` machines.
-pub fn default_pool(machine: &MachineSpec, size: u32) -> crate::pool::PoolSpec {
-    crate::pool::PoolSpec {
+pub fn default_pool(machine: &MachineSpec, size: u32) -> crate::engine::pool::PoolSpec {
+    crate::engine::pool::PoolSpec {
         cpu_kind: machine.cpu_kind.clone(),
         cpus: machine.cpus,
         memory_mb: machine.memory_mb,

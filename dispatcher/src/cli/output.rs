@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use jobs::{Attempt, Job};
 
-use crate::client::JobPage;
+use crate::cli::client::JobPage;
 
 /// `claimed → started` (machine boot and runner start) and
 /// `started → finished` (the handler's run) of one attempt, when known.

@@ -17,7 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use hmac::{Hmac, KeyInit, Mac};
 use jobs::Job;
 
-use crate::callback_targets::CallbackTargets;
+use crate::engine::callback_targets::CallbackTargets;
 use sha2::Sha256;
 
 pub const SIGNATURE_HEADER: &str = "x-signature-256";

@@ -23,8 +23,8 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::engine::supervisor::{self, Start, Supervision};
 use crate::shutdown::Shutdown;
-use crate::supervisor::{self, Start, Supervision};
 
 /// Longest sleep between claims when nothing announces work.
 const SAFETY_TICK: Duration = Duration::from_secs(1);

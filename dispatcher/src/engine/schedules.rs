@@ -24,10 +24,10 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::api::request::JobRequest;
+use crate::api::routes::jobs::{json_body, unprocessable};
+use crate::api::routes::{ApiError, AppState};
 use crate::configuration::ApiSettings;
-use crate::request::JobRequest;
-use crate::routes::jobs::{json_body, unprocessable};
-use crate::routes::{ApiError, AppState};
 use crate::shutdown::Shutdown;
 
 /// The shortest interval `every_secs` accepts.

@@ -55,10 +55,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::configuration::LaunchSettings;
-use crate::hub::{EventHub, Subscription};
-use crate::leases::{Held, Leases, Renewal};
-use crate::pool::source::{self as pooled, MachineSource};
-use crate::pool::PoolSpec;
+use crate::engine::hub::{EventHub, Subscription};
+use crate::engine::leases::{Held, Leases, Renewal};
+use crate::engine::pool::source::{self as pooled, MachineSource};
+use crate::engine::pool::PoolSpec;
 
 /// Everything supervisors share.
 pub struct Supervision {
@@ -68,7 +68,7 @@ pub struct Supervision {
     pub leases: Arc<Leases>,
     pub launch: LaunchSettings,
     pub owner: String,
-    pub callbacks: crate::callbacks::Callbacks,
+    pub callbacks: crate::engine::callbacks::Callbacks,
     /// Free watch slots (`--max-watches`): machines watched at once with a
     /// `wait` long-poll.
     pub watches: Arc<Semaphore>,
@@ -118,7 +118,7 @@ impl Terms {
         let failures = attempt.attempt.saturating_sub(job.attempt_base).max(1);
         Self {
             timeout_secs: job.timeout_secs,
-            retry_delay: crate::retry::delay(&job.backoff, failures),
+            retry_delay: crate::engine::retry::delay(&job.backoff, failures),
             has_callback: job.callback_url.is_some(),
         }
     }
@@ -277,7 +277,7 @@ async fn finish(
                 JobStatus::Cancelled => Outcome::Cancelled,
                 _ => ending.outcome,
             };
-            crate::terminal::on_terminal(
+            crate::engine::terminal::on_terminal(
                 &shared.store,
                 &shared.callbacks,
                 attempt.job_id,
@@ -378,7 +378,8 @@ async fn create_machine(
     for _ in 0..STALE_CONFIRMATIONS {
         let fallback = &job.machine.fallback_regions;
         created =
-            crate::placement::create(&shared.machines, &request, fallback, &still_wanted).await;
+            crate::engine::placement::create(&shared.machines, &request, fallback, &still_wanted)
+                .await;
         let Err(MachinesError::Withdrawn) = created else {
             break;
         };
@@ -870,7 +871,7 @@ fn machine_request(shared: &Supervision, job: &Job, attempt: &AttemptRef) -> Cre
     );
     CreateMachineRequest {
         name: Some(
-            crate::machine_name::JobMachineName {
+            crate::engine::machine_name::JobMachineName {
                 job: job.id,
                 attempt: attempt.attempt,
             }

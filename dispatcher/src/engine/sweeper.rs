@@ -29,9 +29,9 @@ use jobs::{JobId, PoolMachineRef};
 use machines::{ListFilter, MachineState, MachineSummary};
 
 use crate::configuration::UpkeepSettings;
-use crate::machine_name::JobMachineName;
+use crate::engine::machine_name::JobMachineName;
+use crate::engine::supervisor::Supervision;
 use crate::shutdown::Shutdown;
-use crate::supervisor::Supervision;
 
 /// Records removed per purge call, so one call never blocks the store long.
 const PURGE_BATCH: usize = 500;
@@ -148,7 +148,7 @@ pub async fn sweep_pool_orphans(shared: &Supervision, upkeep: &UpkeepSettings) -
             Some(PoolMachineRef {
                 id: m.id.clone(),
                 name: m.name.clone(),
-                pool: crate::pool::pool_of_name(&m.name)?.to_string(),
+                pool: crate::engine::pool::pool_of_name(&m.name)?.to_string(),
             })
         })
         .collect();

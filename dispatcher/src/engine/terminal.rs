@@ -9,7 +9,7 @@
 
 use jobs::{JobId, JobStatus, Store};
 
-use crate::callbacks::Callbacks;
+use crate::engine::callbacks::Callbacks;
 
 /// Follows the transition of job `id` to `status`; does nothing when
 /// `status` is not final. `has_callback` spares a store read for the many

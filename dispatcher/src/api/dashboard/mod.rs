@@ -4,8 +4,8 @@
 //! script for live updates, the job page's log pane (following the logs
 //! endpoint's SSE) and the Retry / Cancel buttons. No build step:
 //! the stylesheet and script are inlined from files beside this one.
-//! Routes are in [`crate::routes`]; auth (the login cookie) in
-//! [`crate::auth`].
+//! Routes are in [`crate::api::routes`]; auth (the login cookie) in
+//! [`crate::api::auth`].
 
 pub mod charts;
 pub mod html;

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use jobs::{Job, JobStatus, Page, Stats};
 
 use super::html::{self, escape};
-use crate::output::{attempt_phases, duration, timestamp};
+use crate::cli::output::{attempt_phases, duration, timestamp};
 
 /// The index page's filters, as the form submits them.
 #[derive(Debug, Default)]

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use super::jobs::list_filter;
 use super::{ApiError, AppState};
-use crate::auth::{session_cookies, token_digest, COOKIE};
-use crate::dashboard::charts::CHART_MINUTES;
-use crate::dashboard::pages::{self, Filter};
+use crate::api::auth::{session_cookies, token_digest, COOKIE};
+use crate::api::dashboard::charts::CHART_MINUTES;
+use crate::api::dashboard::pages::{self, Filter};
 
 /// Jobs on the index page.
 const PAGE_SIZE: usize = 100;
@@ -119,7 +119,7 @@ pub async fn login(
         ));
         return (StatusCode::UNAUTHORIZED, Html(page)).into_response();
     }
-    let session = crate::callbacks::hex(&rand::random::<[u8; 32]>());
+    let session = crate::engine::callbacks::hex(&rand::random::<[u8; 32]>());
     let ttl = state.api.limits.session_ttl;
     if let Err(e) = state
         .store
@@ -152,7 +152,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let cookie = session_cookie("", behind_https(&headers), 0);
     (
         [(header::SET_COOKIE, cookie)],
-        Redirect::to(crate::auth::LOGIN_PATH),
+        Redirect::to(crate::api::auth::LOGIN_PATH),
     )
         .into_response()
 }
@@ -192,7 +192,7 @@ fn client_address(headers: &HeaderMap, extensions: &Extensions, trust_fly: bool)
     trust_fly
         .then(from_fly)
         .flatten()
-        .or_else(|| crate::server::peer(extensions).map(|addr| addr.ip()))
+        .or_else(|| crate::api::server::peer(extensions).map(|addr| addr.ip()))
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 

@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{ApiError, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
+use crate::api::request::{idempotency_key, JobRequest};
 use crate::configuration::SubmitReplicas;
-use crate::request::{idempotency_key, JobRequest};
 
 pub const DEFAULT_LIST_LIMIT: usize = 50;
 pub const MAX_LIST_LIMIT: usize = 200;
@@ -77,7 +77,7 @@ pub async fn submit(
         .into_submission(&state.api.defaults, chrono::Utc::now())
         .map_err(|e| unprocessable(&e.field, e.message))?;
     // The raw body identifies the request: a retry sends the same bytes.
-    let request_hash = crate::callbacks::hex(&Sha256::digest(&body));
+    let request_hash = crate::engine::callbacks::hex(&Sha256::digest(&body));
     match submission
         .enqueue(&state.store, request_hash, state.api.idempotency_ttl)
         .await?
@@ -240,7 +240,7 @@ pub async fn get(
     let vary = [(header::VARY, "accept")];
     if super::wants_html(&headers) {
         let job = find(&state, id).await?;
-        return Ok((vary, Html(crate::dashboard::pages::job_page(&job))).into_response());
+        return Ok((vary, Html(crate::api::dashboard::pages::job_page(&job))).into_response());
     }
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let wait = query.wait.unwrap_or(0);
@@ -275,7 +275,7 @@ pub async fn get(
 /// when an event says the job changed (or the hub may have missed some),
 /// never on a timer, so idle watchers cost the store nothing.
 struct JobWatch {
-    events: crate::hub::Subscription,
+    events: crate::engine::hub::Subscription,
 }
 
 impl JobWatch {
@@ -339,7 +339,7 @@ pub async fn events(
         /// What the client last saw: only a change of these is sent.
         last: Option<(JobStatus, Option<jobs::Progress>)>,
         pending: Option<Job>,
-        _slot: crate::limits::Slot,
+        _slot: crate::api::limits::Slot,
     }
     let cursor = Cursor {
         state,
@@ -516,7 +516,7 @@ async fn cancel_job(
     };
     let job = find(&state, id).await?;
     tracing::info!(job = %id, attempt = job.attempts.len(), status = %job.status, "cancel requested");
-    crate::terminal::on_terminal(
+    crate::engine::terminal::on_terminal(
         &state.store,
         &state.callbacks,
         id,

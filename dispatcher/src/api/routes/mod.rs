@@ -46,10 +46,10 @@ pub struct AppState {
     /// against a peer.
     pub shutdown: crate::shutdown::Shutdown,
     /// Job events, for long-polls and SSE streams.
-    pub hub: crate::hub::EventHub,
-    pub callbacks: crate::callbacks::Callbacks,
+    pub hub: crate::engine::hub::EventHub,
+    pub callbacks: crate::engine::callbacks::Callbacks,
     /// Rate limits and caps on streams and long-polls.
-    pub limits: Arc<crate::limits::Limits>,
+    pub limits: Arc<crate::api::limits::Limits>,
 }
 
 /// Liveness path, unauthenticated (fly.toml's health check uses it).
@@ -87,7 +87,7 @@ impl utoipa::Modify for BearerAuth {
 /// The routes and their OpenAPI description, built together so they can
 /// never drift apart: a route exists only through its annotated handler.
 pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
-    use crate::schedules;
+    use crate::engine::schedules;
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
 
@@ -118,9 +118,9 @@ pub fn router(state: AppState) -> Router {
     let (open, protected, doc) = routes();
     let protected = protected.layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::auth::require_token,
+        crate::api::auth::require_token,
     ));
-    let body_limits = Arc::new(crate::server::BodyLimits {
+    let body_limits = Arc::new(crate::api::server::BodyLimits {
         max_bytes: state.api.body_limit,
         timeout: state.api.limits.body_timeout,
     });
@@ -136,12 +136,12 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::map_response(
-            crate::dashboard::html::secure_html,
+            crate::api::dashboard::html::secure_html,
         ))
         .layer(DefaultBodyLimit::max(state.api.body_limit))
         .layer(axum::middleware::from_fn_with_state(
             body_limits,
-            crate::server::read_body_within,
+            crate::api::server::read_body_within,
         ))
         .with_state(state)
 }

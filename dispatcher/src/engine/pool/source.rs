@@ -13,7 +13,7 @@ use jobs::{AttemptRef, Fenced, Job, Outcome, Owned, Released};
 use machines::MachineState;
 
 use super::{pool_for, target_of};
-use crate::supervisor::{destroy, lost, stop, Lost, Supervision};
+use crate::engine::supervisor::{destroy, lost, stop, Lost, Supervision};
 
 /// Where an attempt's machine came from, which decides its end: a created
 /// machine is destroyed, a pooled one goes back to its pool if it ended

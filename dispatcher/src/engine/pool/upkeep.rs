@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 
 use super::source::retire;
 use super::{machine_name, target_of, PoolSpec};
+use crate::engine::supervisor::{destroy, pooled_machine_request, Supervision};
 use crate::shutdown::Shutdown;
-use crate::supervisor::{destroy, pooled_machine_request, Supervision};
 
 /// Machines this dispatcher creates for pools at once.
 pub const MAX_WARMING: usize = 3;
@@ -81,7 +81,7 @@ async fn forget_vanished(shared: &Supervision) {
     if records.is_empty() {
         return;
     }
-    let filter = crate::sweeper::role_filter(shared, "pool");
+    let filter = crate::engine::sweeper::role_filter(shared, "pool");
     let Ok(live) = shared.machines.list_summaries(&filter).await else {
         return;
     };
