@@ -27,7 +27,16 @@
 //! ## Transitions
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
 //! `prelude.lua`), so it is atomic and two dispatchers can never both own
-//! an attempt. The method names below are the transitions.
+//! an attempt. The method names below are the transitions; the moves a
+//! job's status may make are the prelude's `TRANSITIONS` table, which
+//! `set_status` enforces (docs/state-machine.md).
+//!
+//! ## Protocol
+//! A script's arguments are named: a wide one takes one JSON argument
+//! serialized from a Rust struct (`EnqueueArgs`, renew's `Args`), a narrow
+//! one names each `ARGV` in its first lines. Keys and `in_flight` members
+//! are built in the prelude only. A reply a script never gives is
+//! [`StoreError::Corrupt`], never a default.
 //!
 //! ## Fencing
 //! Runners prove their attempt with its number and random token

@@ -17,8 +17,10 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
 use crate::error::ApiError;
 
@@ -35,8 +37,14 @@ fn limits(action: &str) -> (f64, f64) {
 }
 
 /// Keyed by (action name, app or machine id): `governor`'s GCRA, the
-/// token bucket the dispatcher's own rate limits use.
-type Buckets = DefaultKeyedRateLimiter<(&'static str, String)>;
+/// token bucket the dispatcher's own rate limits use. On the std
+/// monotonic clock, the one the dispatcher's pacing (`machines::pacing`)
+/// measures its waits with: governor's default TSC clock can run a hair
+/// slow against it, and a client pacing exactly at the refill time would
+/// then draw 429s.
+type Key = (&'static str, String);
+type Buckets =
+    Gcra<Key, DefaultKeyedStateStore<Key>, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 
 /// Token buckets per action and key; `None` when limits are off.
 pub struct RateLimiter {
@@ -53,10 +61,12 @@ impl RateLimiter {
             let burst =
                 NonZeroU32::new((burst * scale).round().max(1.0) as u32).expect("at least 1");
             let period = Duration::from_secs_f64(1.0 / (rate * scale));
-            Buckets::keyed(
+            Buckets::new(
                 Quota::with_period(period)
                     .expect("a positive period")
                     .allow_burst(burst),
+                DefaultKeyedStateStore::default(),
+                MonotonicClock,
             )
         };
         Self {
@@ -73,7 +83,7 @@ impl RateLimiter {
         buckets
             .check_key(&(action, key.to_string()))
             .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(MonotonicClock.now());
                 ApiError::RateLimited {
                     retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
                 }
