@@ -231,3 +231,41 @@ async fn list_is_newest_first_with_a_limit() {
     assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
     system.stop().await;
 }
+
+/// A record the store cannot read back is the dispatcher's problem, not the
+/// client's: a `500` with a plain message, and what was wrong (keys,
+/// values) only in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_is_a_500_that_keeps_its_detail_from_the_client() {
+    use fred::interfaces::{ClientLike as _, HashesInterface as _};
+    let system = spawn_system().await;
+    let job = system
+        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let raw = system.raw_store().await;
+    let _: () = raw
+        .hset(
+            format!("{{{}}}:job:{id}", system.store.namespace()),
+            ("priority", "not-a-number-7f3a"),
+        )
+        .await
+        .unwrap();
+    let _ = raw.quit().await;
+
+    let answer = system
+        .http
+        .get(system.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 500);
+    let body: Value = answer.json().await.unwrap();
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("internal error"), "{body}");
+    assert!(
+        !body.to_string().contains("not-a-number-7f3a") && !body.to_string().contains("priority"),
+        "the corrupt value leaked to the client: {body}"
+    );
+    system.stop().await;
+}

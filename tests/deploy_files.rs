@@ -1,16 +1,23 @@
-//! The deployment files (fly.toml, Dockerfile, .dockerignore) agree with the
-//! code they deploy. Each test reads a file as Fly or Docker would and checks
-//! it against the constant or source it must match, so renaming a binary,
-//! moving the health route, lengthening the shutdown grace or dropping an env
-//! fallback breaks `cargo test`, not a deploy.
+//! The deployment files (fly.toml, Dockerfile, .dockerignore) and the
+//! configuration page (docs/configuration.md) agree with the code they
+//! describe. Each test reads a file as Fly or Docker would and checks it
+//! against the constant or flag it must match, so renaming a binary, moving
+//! the health route, lengthening the shutdown grace, adding a flag or
+//! dropping an env fallback breaks `cargo test`, not a deploy. The flags are
+//! read through clap's own description of `dispatcher serve`
+//! (`CommandFactory`), and Fly's durations through the project's own Go
+//! duration parser (`machines::GoDuration`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use dispatcher::cli::DEFAULT_PORT;
-use dispatcher::routes::HEALTH_PATH;
+use machines::GoDuration;
+
+use clap::CommandFactory;
+use dispatcher::api::routes::HEALTH_PATH;
+use dispatcher::cli::{Cli, DEFAULT_PORT};
 use dispatcher::startup::SHUTDOWN_GRACE;
 
 // include_str! also makes cargo rebuild this test whenever one changes.
@@ -18,7 +25,7 @@ const FLY_TOML: &str = include_str!("../fly.toml");
 const DOCKERFILE: &str = include_str!("../Dockerfile");
 const DOCKERIGNORE: &str = include_str!("../.dockerignore");
 const CARGO_TOML: &str = include_str!("../Cargo.toml");
-const DISPATCHER_CLI: &str = include_str!("../dispatcher/src/cli.rs");
+const CONFIGURATION_PAGE: &str = include_str!("../docs/configuration.md");
 
 /// The binaries cargo built for this package, by `[[bin]]` name.
 fn built_binaries() -> BTreeMap<&'static str, &'static str> {
@@ -53,48 +60,21 @@ fn fly_duration(value: &toml::Value, default_unit: Duration) -> Duration {
         toml::Value::Integer(n) => {
             default_unit * u32::try_from(*n).expect("a small, non-negative number")
         }
-        toml::Value::String(s) => go_duration(s).unwrap_or_else(|| panic!("not a duration: {s:?}")),
+        toml::Value::String(s) => {
+            GoDuration::parse(s).unwrap_or_else(|| panic!("not a duration: {s:?}"))
+        }
         other => panic!("not a duration: {other}"),
     }
 }
 
-/// Parses Go's `time.ParseDuration` syntax (non-negative, integer parts).
-fn go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => Duration::from_nanos(1),
-            "us" | "µs" => Duration::from_micros(1),
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return None,
-        };
-        total += unit * u32::try_from(number).ok()?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
-}
-
 #[test]
-fn go_duration_parses_what_fly_accepts_and_rejects_the_rest() {
-    assert_eq!(go_duration("30s"), Some(Duration::from_secs(30)));
-    assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
-    assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
-    assert_eq!(go_duration("2h"), Some(Duration::from_secs(7200)));
+fn fly_durations_parse_what_fly_accepts_and_reject_the_rest() {
+    assert_eq!(GoDuration::parse("30s"), Some(Duration::from_secs(30)));
+    assert_eq!(GoDuration::parse("1m30s"), Some(Duration::from_secs(90)));
+    assert_eq!(GoDuration::parse("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(GoDuration::parse("2h"), Some(Duration::from_secs(7200)));
     for bad in ["", "30", "s", "30 s", "thirty", "30sec", "-5s"] {
-        assert_eq!(go_duration(bad), None, "{bad:?}");
+        assert_eq!(GoDuration::parse(bad), None, "{bad:?}");
     }
     let seconds = Duration::from_secs(1);
     assert_eq!(
@@ -103,30 +83,33 @@ fn go_duration_parses_what_fly_accepts_and_rejects_the_rest() {
     );
 }
 
-/// Every env var name that a `#[arg(..., env = "NAME", ...)]` in cli.rs reads.
-fn cli_env_names(source: &str) -> BTreeSet<String> {
-    source
-        .match_indices("env = \"")
-        .map(|(at, m)| {
-            let name = &source[at + m.len()..];
-            name[..name.find('"').expect("closing quote")].to_string()
+/// Every environment variable `dispatcher serve` reads, with its flag's
+/// default as `--help` shows it (`None` when it has none), from clap's
+/// description of the command.
+fn serve_env() -> BTreeMap<String, Option<String>> {
+    let cli = Cli::command();
+    let serve = cli
+        .find_subcommand("serve")
+        .expect("dispatcher has a serve subcommand");
+    serve
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_owned();
+            let defaults: Vec<_> = arg
+                .get_default_values()
+                .iter()
+                .map(|value| value.to_string_lossy().into_owned())
+                .collect();
+            Some((env, (!defaults.is_empty()).then(|| defaults.join(","))))
         })
         .collect()
 }
 
-/// The `default_value = "..."` of the `#[arg]` that reads `env`.
-fn cli_default_of(source: &str, env: &str) -> Option<String> {
-    let at = source.find(&format!("env = \"{env}\""))?;
-    let attribute = &source[at..at + source[at..].find(")]")?];
-    let value = attribute.split("default_value = \"").nth(1)?;
-    Some(value[..value.find('"')?].to_string())
-}
-
 #[test]
-fn cli_source_scanners_find_what_they_should() {
-    // Guards the helpers the other tests trust: if cli.rs changed shape so
-    // they found nothing, the env checks below would pass vacuously.
-    let names = cli_env_names(DISPATCHER_CLI);
+fn serve_env_reads_the_flags_clap_knows() {
+    // Guards the helper the other tests trust: if it found nothing, the
+    // env checks below would pass vacuously.
+    let env = serve_env();
     for expected in [
         "PORT",
         "VALKEY_URL",
@@ -134,17 +117,14 @@ fn cli_source_scanners_find_what_they_should() {
         "MACHINES_API_URL",
         "RUNNER_EXEC",
     ] {
-        assert!(
-            names.contains(expected),
-            "{expected} not found in cli.rs: {names:?}"
-        );
+        assert!(env.contains_key(expected), "{expected} not in {env:?}");
     }
-    assert!(!names.contains("NOT_A_SETTING"));
+    assert!(!env.contains_key("NOT_A_SETTING"));
     assert_eq!(
-        cli_default_of(DISPATCHER_CLI, "MACHINES_API_URL").as_deref(),
+        env["MACHINES_API_URL"].as_deref(),
         Some("https://api.machines.dev")
     );
-    assert_eq!(cli_default_of(DISPATCHER_CLI, "FLY_APP_NAME"), None);
+    assert_eq!(env["FLY_APP_NAME"], None);
 }
 
 #[test]
@@ -276,11 +256,11 @@ fn fly_env_holds_only_settings_the_dispatcher_reads_and_no_secrets() {
     let fly = fly();
     let env = table(&fly, "env");
     assert!(!env.is_empty(), "[env] configures the dispatcher");
-    let known = cli_env_names(DISPATCHER_CLI);
+    let known = serve_env();
     for (key, value) in env {
         assert!(
-            known.contains(key),
-            "[env] {key} is not read by dispatcher/src/cli.rs (typo?)"
+            known.contains_key(key),
+            "[env] {key} is not read by `dispatcher serve` (typo?)"
         );
         assert!(
             value.is_str(),
@@ -312,7 +292,7 @@ fn fly_env_holds_only_settings_the_dispatcher_reads_and_no_secrets() {
 
 #[test]
 fn fly_env_keys_are_flags_of_the_built_serve_command() {
-    // Cross-checks the source scan against the real binary: clap lists
+    // Cross-checks clap's description against the real binary: clap lists
     // every env fallback of `serve` in its help as `[env: NAME=...]`.
     let output = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
         .args(["serve", "--help"])
@@ -346,6 +326,91 @@ fn fly_builds_the_checked_dockerfile() {
         "these tests check ./Dockerfile"
     );
     assert!(repo_root().join(dockerfile).is_file());
+}
+
+// -------------------------------------------------------- configuration.md
+
+/// Names written as `` `UPPER_CASE` `` in a table cell.
+fn variables(cell: &str) -> Vec<&str> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            word.starts_with(|c: char| c.is_ascii_uppercase())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect()
+}
+
+/// Every variable the configuration page's tables document, with the
+/// default cell's entry for it: `` `x` `` is a literal default; anything
+/// else (`–`, prose, or another variable it falls back to) is not a
+/// literal to compare.
+fn documented_variables() -> BTreeMap<String, Option<String>> {
+    let mut rows = BTreeMap::new();
+    for line in CONFIGURATION_PAGE
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+    {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let names = variables(cells[0].trim_start_matches("| "));
+        let defaults: Vec<&str> = cells[1].split(", ").collect();
+        for (i, name) in names.iter().enumerate() {
+            let default = match defaults.get(i).or(defaults.last()) {
+                Some(d) if d.starts_with('`') && d.ends_with('`') && variables(d).is_empty() => {
+                    Some(d.trim_matches('`').to_owned())
+                }
+                _ => None,
+            };
+            rows.insert((*name).to_owned(), default);
+        }
+    }
+    rows
+}
+
+#[test]
+fn the_configuration_page_lists_exactly_the_serve_flags() {
+    let flags = serve_env();
+    let documented = documented_variables();
+    let undocumented: Vec<_> = flags
+        .keys()
+        .filter(|k| !documented.contains_key(*k))
+        .collect();
+    let unknown: Vec<_> = documented
+        .keys()
+        .filter(|k| !flags.contains_key(*k))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "flags missing from docs/configuration.md: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md documents variables `dispatcher serve` does not read: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_configuration_page_shows_each_literal_default_the_flag_has() {
+    let flags = serve_env();
+    let documented = documented_variables();
+    assert!(
+        documented.values().filter(|d| d.is_some()).count() > 20,
+        "the page's defaults were not found"
+    );
+    let wrong: Vec<_> = documented
+        .into_iter()
+        .filter_map(|(name, written)| {
+            let real = flags.get(&name).cloned().flatten();
+            (written.is_some() && written != real).then_some((name, written, real))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md defaults (variable, page, flag): {wrong:?}"
+    );
 }
 
 // -------------------------------------------------------------- Dockerfile
@@ -554,8 +619,10 @@ fn dockerfile_ships_this_packages_binaries_where_the_dispatcher_expects_them() {
         Some("/usr/local/bin/dispatcher")
     );
     // Job machines boot the same image with init.exec = [RUNNER_EXEC].
-    let runner_exec =
-        cli_default_of(DISPATCHER_CLI, "RUNNER_EXEC").expect("RUNNER_EXEC has a default in cli.rs");
+    let runner_exec = serve_env()
+        .remove("RUNNER_EXEC")
+        .flatten()
+        .expect("RUNNER_EXEC has a default");
     assert_eq!(
         installed.get("runner"),
         Some(&runner_exec),

@@ -206,7 +206,7 @@ async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
             .unwrap();
     }
     assert_eq!(response.status(), 200);
-    let mut parser = dispatcher::sse::Parser::default();
+    let mut parser = dispatcher::cli::sse::Parser::default();
     let mut woke_at = None;
     let mut released = None::<Instant>;
     let mut ended = false;

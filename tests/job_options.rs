@@ -345,12 +345,12 @@ async fn callbacks_are_posted_once_with_a_valid_signature() {
     assert_eq!(view["id"], job["id"]);
     assert_eq!(view["status"], "succeeded");
     assert_eq!(view["result"], json!({"n": 1}));
-    let expected = dispatcher::callbacks::sign("s3cret", body);
+    let expected = dispatcher::engine::callbacks::sign("s3cret", body);
     assert_eq!(
-        headers[dispatcher::callbacks::SIGNATURE_HEADER],
+        headers[dispatcher::engine::callbacks::SIGNATURE_HEADER],
         expected.as_str()
     );
-    assert_ne!(dispatcher::callbacks::sign("wrong", body), expected);
+    assert_ne!(dispatcher::engine::callbacks::sign("wrong", body), expected);
     system.stop().await;
 }
 

@@ -121,6 +121,15 @@ async fn metrics_follow_jobs_as_they_run() {
         1.0
     );
     assert_eq!(done.get("dispatcher_retries_total"), 1.0);
+    // Each final state counted once, by the one on_terminal path.
+    assert_eq!(
+        done.get(r#"dispatcher_jobs_finished_total{status="succeeded"}"#),
+        2.0
+    );
+    assert_eq!(
+        done.get(r#"dispatcher_jobs_finished_total{status="cancelled"}"#),
+        1.0
+    );
     // Four attempts left the queue: sleeper, echo, flaky twice.
     assert_eq!(done.get("dispatcher_queue_wait_seconds_count"), 4.0);
     assert_eq!(

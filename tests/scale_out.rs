@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dispatcher::valkey::LocalValkey;
+use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use machines::{ClientConfig, ListFilter, MachinesClient};
 use mock_machines::MockServer;

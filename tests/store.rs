@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dispatcher::valkey::LocalValkey;
+use devkit::valkey::LocalValkey;
 use fred::interfaces::KeysInterface as _;
 use jobs::{
     Backoff, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat, Idempotency, JobId,
@@ -750,4 +750,67 @@ async fn activity_counts_claims_and_final_states_per_minute() {
         ACTIVITY_MAX_MINUTES as usize
     );
     assert_eq!(store.activity(0).await.unwrap().minutes.len(), 1);
+}
+
+/// Runs `body` behind the scripts' prelude in the store's namespace, as a
+/// transition script runs.
+async fn eval_with_prelude(store: &Store, body: &str) -> Result<String, fred::error::Error> {
+    use fred::interfaces::LuaInterface as _;
+    let prefix = format!("{{{}}}:", store.namespace());
+    store
+        .raw_client()
+        .eval(
+            format!("{}\n{body}", jobs::store::PRELUDE),
+            vec![prefix.clone()],
+            vec![prefix],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_store_enforces_the_state_machine_that_job_status_mirrors() {
+    use std::collections::BTreeMap;
+    let (_servers, store) = store().await;
+    let table = eval_with_prelude(&store, "return cjson.encode(TRANSITIONS)")
+        .await
+        .unwrap();
+    let table: BTreeMap<String, BTreeMap<String, bool>> = serde_json::from_str(&table).unwrap();
+    let targets = |statuses: &[JobStatus]| -> Vec<String> {
+        let mut names: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
+        names.sort();
+        names
+    };
+    let mut mirrored = BTreeMap::new();
+    mirrored.insert(String::new(), targets(&JobStatus::INITIAL));
+    for status in JobStatus::ALL {
+        mirrored.insert(status.to_string(), targets(status.successors()));
+    }
+    let stored: BTreeMap<String, Vec<String>> = table
+        .into_iter()
+        .map(|(from, to)| (from, to.into_keys().collect()))
+        .collect();
+    assert_eq!(
+        stored, mirrored,
+        "prelude.lua TRANSITIONS vs JobStatus::successors"
+    );
+
+    // A pair outside the table is refused with an error, before any write.
+    let job = enqueue(&store, JobId::new(), &spec("echo", 0, 1), Duration::ZERO).await;
+    let refused = eval_with_prelude(
+        &store,
+        &format!(
+            "set_status('{0}', job_key('{0}'), 'queued', 'running')",
+            job.id
+        ),
+    )
+    .await
+    .expect_err("queued -> running is not an edge");
+    assert!(
+        refused
+            .to_string()
+            .contains("is not in the job state machine"),
+        "{refused}"
+    );
+    let job = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
 }

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use dispatcher::valkey::LocalValkey;
+use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use jobs::{JobStatus, Store, StoreConfig};
 use machines::{ClientConfig, MachinesClient};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jobs::{Backoff, MachineSpec, StoreConfig};
 use machines::ClientConfig;
 
-use crate::callback_targets::CallbackTargets;
+use crate::engine::callback_targets::CallbackTargets;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -36,7 +36,7 @@ pub struct LaunchSettings {
     pub runner_store_url: String,
     /// Machines in flight at once, across all dispatchers sharing the store.
     pub max_machines: u32,
-    /// Leases on attempts are renewed every third of this ([`crate::leases`]).
+    /// Leases on attempts are renewed every third of this ([`crate::engine::leases`]).
     pub lease: Duration,
     /// Slack on top of a job's timeout before the dispatcher kills the
     /// machine (the runner's own guard fires first and reports why).
@@ -46,7 +46,7 @@ pub struct LaunchSettings {
     /// An attempt whose runner has not heartbeat for this long, and whose
     /// machine is not running, is `lost`.
     pub lost_after: Duration,
-    /// Machines watched at once with a `wait` long-poll ([`crate::supervisor`]).
+    /// Machines watched at once with a `wait` long-poll ([`crate::engine::supervisor`]).
     pub max_watches: usize,
     /// Extra environment for the runner (e.g. `LOG_FORMAT`).
     pub runner_env: Vec<(String, String)>,
@@ -58,9 +58,9 @@ pub struct LaunchSettings {
     /// Test hook: sleep between creating a machine and recording it, so a
     /// test can kill the dispatcher exactly there.
     pub pause_after_create: Option<Duration>,
-    /// Warm pools of stopped machines ([`crate::pool`]); empty: every
+    /// Warm pools of stopped machines ([`crate::engine::pool`]); empty: every
     /// attempt creates its machine.
-    pub pools: Vec<crate::pool::PoolSpec>,
+    pub pools: Vec<crate::engine::pool::PoolSpec>,
     /// A ready pooled machine idle this long is destroyed while its pool
     /// holds more than its target.
     pub pool_idle: Duration,
@@ -93,8 +93,8 @@ pub struct ApiSettings {
     pub submit_replicas: Option<SubmitReplicas>,
 }
 
-/// Bounds on what clients may hold or ask for ([`crate::server`],
-/// [`crate::limits`]). README "Limits" lists them with their flags.
+/// Bounds on what clients may hold or ask for ([`crate::api::server`],
+/// [`crate::api::limits`]). docs/configuration.md "Limits" lists them with their flags.
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     /// Open connections at once; more wait in the accept backlog.

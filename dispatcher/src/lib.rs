@@ -9,64 +9,40 @@
 //!                                                           finish the attempt, destroy)
 //! ```
 //!
-//! - [`routes`]: the HTTP API. Requests are parsed into domain types at the
-//!   edge ([`request`]); nothing slow happens in a request.
-//! - [`launcher`]: takes queued jobs while a machine slot is free (the cap
-//!   is counted in Valkey, so it holds across dispatchers) and starts a
-//!   [`supervisor`] for each attempt.
-//! - [`supervisor`]: boots the attempt's machine, learns how it ended (the
-//!   runner's report, or the machine's exit for crashes), enforces the
-//!   timeout and cancellation, records the outcome, destroys the machine.
-//! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
-//! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
-//! - [`callback_targets`]: where a `callback_url` may point (public hosts only, by default).
-//! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
-//! - [`pacing`]: the Machines API create budget shared through the store.
-//! - [`placement`]: capacity errors retried, then the job's next region.
-//! - [`pool`]: the warm pool of stopped machines (`--warm-pool`): fill,
-//!   claim, return, replace.
-//! - [`sweeper`]: destroys orphaned machines and purges old job records.
-//! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
-//!   this process's counters and histograms.
-//! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
-//!   supervisors and the launcher, so nothing polls.
-//! - [`leases`]: renews every lease this dispatcher holds in one store
-//!   call per few hundred attempts, so a large fleet stays cheap.
-//! - [`server`]: the listener with connection, header and body bounds;
-//!   [`limits`]: per-token rates and caps on streams and long-polls.
-//! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
-//! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
-//! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
-//!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
+//! Three groups, and the wiring they share:
+//!
+//! - [`api`]: the HTTP side. [`api::routes`] (the API; requests parsed
+//!   into domain types at the edge in [`api::request`], nothing slow in a
+//!   request), [`api::dashboard`] (the HTML dashboard at `/`, behind the
+//!   same auth), [`api::auth`], [`api::server`] (the listener with
+//!   connection, header and body bounds) and [`api::limits`] (per-token
+//!   rates and caps on streams and long-polls).
+//! - [`engine`]: what runs the jobs. [`engine::launcher`] takes queued jobs
+//!   while a machine slot is free (the cap is counted in Valkey, so it
+//!   holds across dispatchers) and starts a [`engine::supervisor`] for each
+//!   attempt, which boots the machine, learns how it ended, enforces the
+//!   timeout and cancellation, records the outcome and destroys the
+//!   machine; [`engine::terminal`] follows a job's final state (counter,
+//!   callback through [`engine::callbacks`], to hosts
+//!   [`engine::callback_targets`] allows); [`engine::leases`],
+//!   [`engine::hub`] (one pub/sub subscription, fanned out), the warm
+//!   [`engine::pool`], [`engine::placement`] (capacity errors, then the next
+//!   region), [`engine::pacing`], [`engine::schedules`], [`engine::sweeper`]
+//!   (orphaned machines, old records), [`engine::machine_name`] and
+//!   [`engine::retry`].
+//! - [`cli`]: the command line: `serve`, `dev` (composed by the root
+//!   package's binary, `src/bin/dispatcher/dev.rs`, with the mock), and
+//!   `jobs ...`, a client built on [`cli::client`] (typed HTTP,
+//!   [`cli::sse`] for `--wait`) and [`cli::output`].
+//! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`],
+//!   [`metrics`] (Prometheus text at `/metrics`), [`regions`]: wiring.
 
-pub mod auth;
-pub mod callback_targets;
-pub mod callbacks;
+pub mod api;
 pub mod cli;
-pub mod client;
 pub mod configuration;
-pub mod dashboard;
-pub mod dev;
-pub mod hub;
-pub mod jobs_command;
-pub mod launcher;
-pub mod leases;
-pub mod limits;
+pub mod engine;
 pub mod metrics;
-pub mod output;
-pub mod pacing;
-pub mod placement;
-pub mod pool;
 pub mod regions;
-pub mod request;
-pub mod retry;
-pub mod routes;
-pub mod schedules;
-pub mod server;
 pub mod shutdown;
-pub mod sse;
 pub mod startup;
-pub mod supervisor;
-pub mod sweeper;
 pub mod telemetry;
-pub mod valkey;

@@ -32,6 +32,7 @@ pub const LOGS_TRUNCATED: &str = "dispatcher_logs_truncated_total";
 pub const MACHINE_START: &str = "dispatcher_machine_start_seconds";
 pub const POOL_MACHINES: &str = "dispatcher_pool_machines";
 pub const CAPACITY_ERRORS: &str = "dispatcher_capacity_errors_total";
+pub const JOBS_FINISHED: &str = "dispatcher_jobs_finished_total";
 
 /// Histogram buckets in seconds: machines boot in about a second, jobs
 /// run for seconds to an hour.
@@ -83,6 +84,10 @@ fn describe() {
     describe_gauge!(MACHINES_IN_FLIGHT, "Attempts holding a machine slot");
     describe_counter!(ATTEMPTS, "Finished attempts, by outcome");
     describe_counter!(RETRIES, "Failed attempts that were given another try");
+    describe_counter!(
+        JOBS_FINISHED,
+        "Jobs this dispatcher moved to a final state, by status"
+    );
     describe_counter!(
         FENCE_REFUSALS,
         "Writes this dispatcher tried for attempts a peer had taken over, refused by the store, by operation"
@@ -166,7 +171,7 @@ pub fn capacity_error(region: &str) {
 
 /// An attempt's machine was obtained `took` after its claim, cold
 /// (created) or warm (a pooled one started).
-pub fn machine_started(source: crate::pool::source::MachineSource, took: Duration) {
+pub fn machine_started(source: crate::engine::pool::source::MachineSource, took: Duration) {
     metrics::histogram!(MACHINE_START, "source" => source.as_str()).record(took.as_secs_f64());
 }
 
@@ -185,6 +190,11 @@ pub fn attempt_finished(outcome: Outcome, took: Duration, retrying: bool) {
     if retrying {
         metrics::counter!(RETRIES).increment(1);
     }
+}
+
+/// This dispatcher moved a job to a final `status` ([`crate::engine::terminal`]).
+pub fn job_finished(status: jobs::JobStatus) {
+    metrics::counter!(JOBS_FINISHED, "status" => status.as_str()).increment(1);
 }
 
 /// The store refused a write for an attempt this dispatcher no longer

@@ -10,21 +10,21 @@ use machines::MachinesClient;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::callbacks::Callbacks;
+use crate::api::routes::{self, AppState};
 use crate::configuration::Settings;
-use crate::hub::EventHub;
-use crate::launcher;
-use crate::leases::Leases;
-use crate::routes::{self, AppState};
+use crate::engine::callbacks::Callbacks;
+use crate::engine::hub::EventHub;
+use crate::engine::launcher;
+use crate::engine::leases::Leases;
+use crate::engine::supervisor::Supervision;
+use crate::engine::{schedules, sweeper};
 use crate::shutdown::Shutdown;
-use crate::supervisor::Supervision;
-use crate::{schedules, sweeper};
 
 /// The client's config with the create budget shared through the store.
 fn machines_config(settings: &Settings, store: &Store) -> machines::ClientConfig {
     let mut config = settings.machines.clone();
     if config.pacing.is_some() {
-        config.shared_budget = Some(std::sync::Arc::new(crate::pacing::StoreBudget(
+        config.shared_budget = Some(std::sync::Arc::new(crate::engine::pacing::StoreBudget(
             store.clone(),
         )));
     }
@@ -96,7 +96,7 @@ impl Application {
             watches: Arc::new(Semaphore::new(settings.launch.max_watches)),
         });
         let launcher = tokio::spawn(launcher::run(supervision.clone(), shutdown.clone()));
-        let pools = tokio::spawn(crate::pool::upkeep::run(
+        let pools = tokio::spawn(crate::engine::pool::upkeep::run(
             supervision.clone(),
             shutdown.clone(),
         ));
@@ -120,16 +120,17 @@ impl Application {
             shutdown: shutdown.clone(),
             hub: hub.clone(),
             callbacks,
-            limits: Arc::new(crate::limits::Limits::new(&settings.api.limits)),
+            limits: Arc::new(crate::api::limits::Limits::new(&settings.api.limits)),
         };
         tracing::info!(addr = %listener.local_addr()?, owner = %settings.owner, "dispatcher listening");
         let grace = settings.shutdown_grace;
         let draining = shutdown.clone();
         let limits = settings.api.limits.clone();
-        let server = crate::server::serve(listener, routes::router(state), &limits, async move {
-            draining.wait().await;
-            tokio::time::sleep(grace).await;
-        });
+        let server =
+            crate::api::server::serve(listener, routes::router(state), &limits, async move {
+                draining.wait().await;
+                tokio::time::sleep(grace).await;
+            });
         let deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(grace + CUT_OFF).await;

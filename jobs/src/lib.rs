@@ -17,15 +17,9 @@
 //! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
 //!   a time.
 //!
-//! The lifecycle:
-//!
-//! ```text
-//! scheduled ──due──▶ queued ──claim──▶ starting ──runner──▶ running
-//!     ▲                ▲                  │                    │
-//!     └──── retry ─────┼──────────────────┴──── finish ────────┤
-//!        (backoff)     │                                       ▼
-//!                      └──── retry by hand ──── failed | cancelled | succeeded
-//! ```
+//! The job lifecycle is one table the store enforces (`TRANSITIONS` in
+//! `scripts/prelude.lua`, mirrored by [`JobStatus::successors`]), drawn with
+//! every edge's script and caller in `docs/state-machine.md`.
 
 pub mod address;
 pub mod events;

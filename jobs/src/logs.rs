@@ -31,13 +31,8 @@ pub const TAIL_LINES: usize = 10;
 /// Each tail line is cut to this many bytes.
 pub const TAIL_CHARS: usize = 300;
 
-static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{}\n{}",
-        include_str!("scripts/prelude.lua"),
-        include_str!("scripts/append_log.lua")
-    ))
-});
+static APPEND_LOG: LazyLock<Script> =
+    LazyLock::new(|| crate::store::with_prelude(include_str!("scripts/append_log.lua")));
 
 /// Where a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

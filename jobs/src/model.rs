@@ -95,23 +95,37 @@ impl<'de> Deserialize<'de> for Kind {
 }
 
 /// Where a job is in its life. Every change happens in exactly one script
-/// of [`crate::Store`]; the names say what the job is waiting for.
+/// of [`crate::Store`]; the names say what the job is waiting for. The
+/// allowed moves are one table, `TRANSITIONS` in `scripts/prelude.lua`,
+/// which the store enforces; [`JobStatus::successors`] mirrors it and
+/// `docs/state-machine.md` draws it with the script and caller of each edge.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its run time: delayed, or backing off before a retry.
+    /// Left by a dispatcher's launcher (`claim` queues it once due) or a
+    /// client's cancel (`cancel`).
     Scheduled,
-    /// Ready; waits for a free machine slot.
+    /// Ready; waits for a free machine slot. Left by a dispatcher's
+    /// launcher (`claim`: `starting`) or a client's cancel (`cancel`).
     Queued,
-    /// A machine was requested for the current attempt.
+    /// A machine was requested for the current attempt. Left by the
+    /// runner (`start_attempt`: `running`) or, when the attempt ends before
+    /// the runner began (boot failure, crash, cancel, timeout), by the
+    /// supervisor (`finish_attempt`).
     Starting,
-    /// The runner on the machine claimed the attempt and is working.
+    /// The runner on the machine claimed the attempt and is working. Left
+    /// only by the supervisor that owns the attempt (`finish_attempt`),
+    /// whatever the runner reported.
     Running,
+    /// Final. Nothing moves a job out of it.
     Succeeded,
     /// Attempts exhausted or a permanent error: the dead-letter state.
+    /// Final unless a client retries it (`retry`: `queued`).
     Failed,
+    /// Final unless a client retries it (`retry`: `queued`).
     Cancelled,
 }
 
@@ -126,6 +140,24 @@ impl JobStatus {
         Self::Cancelled,
     ];
 
+    /// The statuses a new job starts in (`enqueue`): `scheduled` when
+    /// delayed, else `queued`.
+    pub const INITIAL: [JobStatus; 2] = [Self::Queued, Self::Scheduled];
+
+    /// The statuses a job may move to from this one: the Rust copy of the
+    /// store's `TRANSITIONS` table (a store test keeps them equal).
+    pub fn successors(self) -> &'static [JobStatus] {
+        use JobStatus::*;
+        match self {
+            Scheduled => &[Queued, Cancelled],
+            Queued => &[Starting, Cancelled],
+            Starting => &[Running, Scheduled, Succeeded, Failed, Cancelled],
+            Running => &[Scheduled, Succeeded, Failed, Cancelled],
+            Succeeded => &[],
+            Failed | Cancelled => &[Queued],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
@@ -138,6 +170,8 @@ impl JobStatus {
         }
     }
 
+    /// Final: only a client's retry (of `failed` or `cancelled`) moves a
+    /// job on from here; the dispatcher's `on_terminal` follows these.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }

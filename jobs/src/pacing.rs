@@ -14,13 +14,8 @@ use serde::Serialize;
 
 use crate::store::{Result, Store};
 
-static PACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{}\n{}",
-        include_str!("scripts/prelude.lua"),
-        include_str!("scripts/pace.lua")
-    ))
-});
+static PACE: LazyLock<Script> =
+    LazyLock::new(|| crate::store::with_prelude(include_str!("scripts/pace.lua")));
 
 impl Store {
     /// Reserves one token of the shared bucket `bucket` (refilled at

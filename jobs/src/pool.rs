@@ -40,9 +40,8 @@ struct PoolScripts {
 
 static SCRIPTS: LazyLock<PoolScripts> = LazyLock::new(|| {
     let script = |body: &str| {
-        Script::from_lua(format!(
-            "{}\n{}\n{}",
-            include_str!("scripts/prelude.lua"),
+        crate::store::with_prelude(&format!(
+            "{}\n{}",
             include_str!("scripts/pool/common.lua"),
             body
         ))
@@ -143,7 +142,7 @@ impl Store {
             ttl_ms: ttl.as_millis() as u64,
         };
         let reserved: i64 = self.run_pool(&SCRIPTS.reserve, &args).await?;
-        Ok(reserved == 1)
+        crate::store::yes_or_no("pool reserve", reserved)
     }
 
     /// A reserved machine is created, booted once and stopped: it joins
@@ -169,7 +168,7 @@ impl Store {
             image,
         };
         let joined: i64 = self.run_pool(&SCRIPTS.ready, &args).await?;
-        Ok(joined == 1)
+        crate::store::yes_or_no("pool ready", joined)
     }
 
     /// Drops the reservation of machine `name` that will never be ready
@@ -277,7 +276,8 @@ impl Store {
         Ok(match answer.as_str() {
             "ready" => Released::Ready,
             "retire" => Released::Retire,
-            _ => Released::Unknown,
+            "unknown" => Released::Unknown,
+            other => return Err(crate::store::unexpected("pool release", other)),
         })
     }
 

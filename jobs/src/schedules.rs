@@ -62,7 +62,7 @@ impl Store {
             max.to_string(),
         ];
         let created: i64 = self.run(&self.scripts.create_schedule, args).await?;
-        Ok(created == 1)
+        crate::store::yes_or_no("create_schedule", created)
     }
 
     pub async fn get_schedule(&self, id: Uuid) -> Result<Option<Schedule>> {
@@ -148,7 +148,7 @@ impl Store {
             job.to_string(),
         ];
         let advanced: i64 = self.run(&self.scripts.advance_schedule, args).await?;
-        Ok(advanced == 1)
+        crate::store::yes_or_no("advance_schedule", advanced)
     }
 
     async fn with_runs(&self, mut schedule: Schedule) -> Result<Schedule> {

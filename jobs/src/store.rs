@@ -27,7 +27,16 @@
 //! ## Transitions
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
 //! `prelude.lua`), so it is atomic and two dispatchers can never both own
-//! an attempt. The method names below are the transitions.
+//! an attempt. The method names below are the transitions; the moves a
+//! job's status may make are the prelude's `TRANSITIONS` table, which
+//! `set_status` enforces (docs/state-machine.md).
+//!
+//! ## Protocol
+//! A script's arguments are named: a wide one takes one JSON argument
+//! serialized from a Rust struct (`EnqueueArgs`, renew's `Args`), a narrow
+//! one names each `ARGV` in its first lines. Keys and `in_flight` members
+//! are built in the prelude only. A reply a script never gives is
+//! [`StoreError::Corrupt`], never a default.
 //!
 //! ## Fencing
 //! Runners prove their attempt with its number and random token
@@ -292,6 +301,15 @@ impl StoreConfig {
     }
 }
 
+/// Shared by every script (helpers, key builders, the `TRANSITIONS` table
+/// of the job state machine); each script is this, then its own body.
+pub const PRELUDE: &str = include_str!("scripts/prelude.lua");
+
+/// A script body behind the [`PRELUDE`].
+pub(crate) fn with_prelude(body: &str) -> Script {
+    Script::from_lua(format!("{PRELUDE}\n{body}"))
+}
+
 pub(crate) struct Scripts {
     enqueue: Script,
     claim: Script,
@@ -318,9 +336,6 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     fn load() -> Self {
-        let with_prelude = |body: &str| {
-            Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
-        };
         Self {
             enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
             claim: with_prelude(include_str!("scripts/claim.lua")),
@@ -426,30 +441,59 @@ impl Store {
             #[serde(default)]
             conflict: Option<String>,
         }
-        let (idempotency_key, request_hash, ttl) = match &options.idempotency {
-            Some(i) => (i.key.clone(), i.request_hash.clone(), i.ttl),
-            None => (String::new(), String::new(), Duration::ZERO),
-        };
-        let args = vec![
-            id.to_string(),
-            spec.kind.to_string(),
-            spec.params.to_string(),
-            spec.priority.to_string(),
-            spec.max_attempts.to_string(),
-            spec.timeout_secs.to_string(),
-            serde_json::to_string(&spec.backoff)?,
-            serde_json::to_string(&spec.machine)?,
-            options.delay.as_millis().to_string(),
-            options.callback_url.clone().unwrap_or_default(),
-            idempotency_key,
-            request_hash,
-            ttl.as_millis().to_string(),
-            if options.secrets.is_empty() {
-                String::new()
+        /// enqueue.lua's one argument: every field named, optional ones
+        /// left out rather than sent empty.
+        #[derive(serde::Serialize)]
+        struct EnqueueArgs<'a> {
+            id: String,
+            kind: &'a str,
+            /// JSON text, stored as given (so are `backoff`, `machine`
+            /// and `secrets`): decoding and re-encoding in Lua would
+            /// reformat it and round large integers.
+            params: String,
+            priority: i32,
+            max_attempts: u32,
+            timeout_secs: u64,
+            backoff: String,
+            machine: String,
+            delay_ms: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            callback_url: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            idempotency: Option<IdempotencyArgs<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            secrets: Option<String>,
+        }
+        #[derive(serde::Serialize)]
+        struct IdempotencyArgs<'a> {
+            key: &'a str,
+            request_hash: &'a str,
+            ttl_ms: u64,
+        }
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let args = EnqueueArgs {
+            id: id.to_string(),
+            kind: spec.kind.as_str(),
+            params: spec.params.to_string(),
+            priority: spec.priority,
+            max_attempts: spec.max_attempts,
+            timeout_secs: spec.timeout_secs,
+            backoff: serde_json::to_string(&spec.backoff)?,
+            machine: serde_json::to_string(&spec.machine)?,
+            delay_ms: millis(options.delay),
+            callback_url: options.callback_url.as_deref(),
+            idempotency: options.idempotency.as_ref().map(|i| IdempotencyArgs {
+                key: &i.key,
+                request_hash: &i.request_hash,
+                ttl_ms: millis(i.ttl),
+            }),
+            secrets: if options.secrets.is_empty() {
+                None
             } else {
-                serde_json::to_string(&options.secrets.0)?
+                Some(serde_json::to_string(&options.secrets.0)?)
             },
-        ];
+        };
+        let args = vec![serde_json::to_string(&args)?];
         let text: String = self.run(&self.scripts.enqueue, args).await?;
         let answer: Answer = serde_json::from_str(&text)?;
         let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
@@ -653,7 +697,8 @@ impl Store {
         Ok(match answer {
             -1 => Heartbeat::Stale,
             1 => Heartbeat::CancelRequested,
-            _ => Heartbeat::Alive,
+            0 => Heartbeat::Alive,
+            other => return Err(unexpected("heartbeat", &other.to_string())),
         })
     }
 
@@ -673,7 +718,7 @@ impl Store {
             }
         }
         let recorded: i64 = self.run(&self.scripts.report, args).await?;
-        Ok(recorded == 1)
+        yes_or_no("report", recorded)
     }
 
     /// Records the handler's progress (`percent` is clamped to 0..=100).
@@ -682,7 +727,7 @@ impl Store {
         let mut args = attempt_args(a);
         args.extend([percent.min(100).to_string(), message.to_string()]);
         let recorded: i64 = self.run(&self.scripts.progress, args).await?;
-        Ok(recorded == 1)
+        yes_or_no("progress", recorded)
     }
 
     /// What the runner reported for this attempt, read from the record
@@ -740,10 +785,10 @@ impl Store {
             a.epoch.to_string(),
         ];
         let freed: i64 = self.run(&self.scripts.release, args).await?;
-        Ok(if freed < 0 {
-            Fenced::Lost
-        } else {
-            Fenced::Done(())
+        Ok(match freed {
+            -1 => Fenced::Lost,
+            0 | 1 => Fenced::Done(()),
+            other => return Err(unexpected("release", &other.to_string())),
         })
     }
 
@@ -862,7 +907,7 @@ impl Store {
             a.epoch.to_string(),
         ];
         let handed: i64 = self.run(&self.scripts.hand_back, args).await?;
-        Ok(if handed == 1 {
+        Ok(if yes_or_no("hand_back", handed)? {
             Fenced::Done(())
         } else {
             Fenced::Lost
@@ -893,7 +938,8 @@ impl Store {
             "cancelled" => CancelResult::Cancelled,
             "cancelling" => CancelResult::Cancelling,
             "finished" => CancelResult::AlreadyFinished,
-            _ => CancelResult::Missing,
+            "missing" => CancelResult::Missing,
+            other => return Err(unexpected("cancel", other)),
         })
     }
 
@@ -903,7 +949,8 @@ impl Store {
             "queued" => RetryResult::Queued,
             "not_finished" => RetryResult::NotFinished,
             "secrets_gone" => RetryResult::SecretsGone,
-            _ => RetryResult::Missing,
+            "missing" => RetryResult::Missing,
+            other => return Err(unexpected("retry", other)),
         })
     }
 
@@ -981,13 +1028,22 @@ fn owned_args(a: &Owned) -> Vec<String> {
 
 /// A script answered something it never answers: the scripts and this
 /// code disagree, which must not pass silently.
-fn unexpected(script: &str, answer: &str) -> StoreError {
+pub(crate) fn unexpected(script: &str, answer: &str) -> StoreError {
     StoreError::Corrupt(InvalidValue(format!(
         "unexpected {script} answer {answer:?}"
     )))
 }
 
-/// An `in_flight` member: `"{id}/{attempt}"`.
+/// A script's 1 (yes) or 0 (no); anything else is [`unexpected`].
+pub(crate) fn yes_or_no(script: &str, answer: i64) -> Result<bool> {
+    match answer {
+        1 => Ok(true),
+        0 => Ok(false),
+        other => Err(unexpected(script, &other.to_string())),
+    }
+}
+
+/// An `in_flight` member: `"{id}/{attempt}"` (`member_of` in prelude.lua).
 fn member(id: JobId, attempt: u32) -> String {
     format!("{id}/{attempt}")
 }

@@ -14,9 +14,13 @@
 //!   little of that budget; polling with short timeouts is refused.
 //! - `uncordon` shares `cordon`'s bucket (one action in Fly's list).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
 use crate::error::ApiError;
 
@@ -32,52 +36,58 @@ fn limits(action: &str) -> (f64, f64) {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
+/// Keyed by (action name, app or machine id): `governor`'s GCRA, the
+/// token bucket the dispatcher's own rate limits use. On the std
+/// monotonic clock, the one the dispatcher's pacing (`machines::pacing`)
+/// measures its waits with: governor's default TSC clock can run a hair
+/// slow against it, and a client pacing exactly at the refill time would
+/// then draw 429s.
+type Key = (&'static str, String);
+type Buckets =
+    Gcra<Key, DefaultKeyedStateStore<Key>, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 
-/// Token buckets keyed by (action name, app or machine id).
+/// Token buckets per action and key; `None` when limits are off.
 pub struct RateLimiter {
-    enabled: bool,
-    scale: f64,
-    buckets: Mutex<HashMap<(&'static str, String), Bucket>>,
+    /// Get Machine's budget, then every other action's.
+    buckets: Option<(Buckets, Buckets)>,
 }
 
 impl RateLimiter {
+    /// `scale` multiplies every rate and burst (a burst is at least 1).
     pub fn new(enabled: bool, scale: f64) -> Self {
+        let scale = if scale > 0.0 { scale } else { 1.0 };
+        let buckets = |action: &str| {
+            let (rate, burst) = limits(action);
+            let burst =
+                NonZeroU32::new((burst * scale).round().max(1.0) as u32).expect("at least 1");
+            let period = Duration::from_secs_f64(1.0 / (rate * scale));
+            Buckets::new(
+                Quota::with_period(period)
+                    .expect("a positive period")
+                    .allow_burst(burst),
+                DefaultKeyedStateStore::default(),
+                MonotonicClock,
+            )
+        };
         Self {
-            enabled,
-            scale: if scale > 0.0 { scale } else { 1.0 },
-            buckets: Mutex::new(HashMap::new()),
+            buckets: enabled.then(|| (buckets(GET_MACHINE), buckets("create"))),
         }
     }
 
     /// Takes a token for `action` on `key`, or says how long to wait.
     pub fn check(&self, action: &'static str, key: &str) -> Result<(), ApiError> {
-        if !self.enabled {
+        let Some((get, other)) = &self.buckets else {
             return Ok(());
-        }
-        let (rate, burst) = limits(action);
-        let (rate, burst) = (rate * self.scale, (burst * self.scale).max(1.0));
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry((action, key.to_string())).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / rate;
-            Err(ApiError::RateLimited {
-                retry_after_secs: wait.ceil().max(1.0) as u64,
+        };
+        let buckets = if action == GET_MACHINE { get } else { other };
+        buckets
+            .check_key(&(action, key.to_string()))
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(MonotonicClock.now());
+                ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
             })
-        }
     }
 }
 

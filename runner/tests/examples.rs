@@ -1,4 +1,4 @@
-//! The examples shown in the README, run as jobs against a real store:
+//! The examples shown in docs/writing-jobs.md, run as jobs against a real store:
 //! the Rust handler `runner/examples/thumbnail.rs` and the Python script
 //! `examples/python/report.py`.
 

@@ -9,13 +9,16 @@
 
 pub mod topology;
 
+/// The tests' temporary directory (kept when a test fails).
+pub use topology::Scratch as TempDir;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use devkit::valkey::LocalValkey;
 use dispatcher::configuration::Settings;
 use dispatcher::shutdown::Shutdown;
 use dispatcher::startup::Application;
-use dispatcher::valkey::LocalValkey;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use jobs::Store;
@@ -425,31 +428,6 @@ impl StatusRecorder {
         };
         let _ = tokio::time::timeout(within, collect).await;
         seen
-    }
-}
-
-/// A temporary directory removed on drop, unless the test failed: then
-/// it stays, with the logs the failure message points to.
-pub struct TempDir {
-    pub path: std::path::PathBuf,
-}
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "machine-jobs-test-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dispatcher::valkey::LocalValkey;
+use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use fred::types::CustomCommand;
 
@@ -20,30 +20,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A fresh directory named `{name}-{random}` under the system's temp dir.
 pub fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("{name}-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir()
+        .unwrap();
+    Scratch {
+        path: dir.path().to_owned(),
+        dir,
+    }
 }
 
-/// A topology's directory, removed with it (kept when the test failed, for
-/// the servers' logs). The last field of its owner, so the servers stop
-/// first.
-pub struct Scratch(PathBuf);
+/// A test's directory (a topology's, a system's): `tempfile`'s `TempDir`,
+/// removed on drop, but kept when the test failed, with the servers' logs
+/// the failure message points to. The last field of its owner, so the
+/// servers stop first.
+pub struct Scratch {
+    pub path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        scratch("machine-jobs-test")
+    }
+}
 
 impl std::ops::Deref for Scratch {
     type Target = Path;
 
     fn deref(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        self.dir.disable_cleanup(std::thread::panicking());
     }
 }
 

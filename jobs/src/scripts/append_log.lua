@@ -16,7 +16,7 @@ if hget(key, 'attempt') ~= n or hget(key, 'token') ~= args.token then
   return cjson.encode({ stale = true })
 end
 local a = 'a:' .. n .. ':'
-local log = P .. 'log:' .. id .. ':' .. n
+local log = log_key(id, n)
 redis.call('HINCRBY', key, a .. 'log_batches', 1)
 redis.call('HSET', key, a .. 'log_dropped', int(args.dropped))
 if hget(key, a .. 'log_truncated') then

@@ -1,6 +1,7 @@
 -- The launcher takes the next job when a machine slot is free.
 -- ARGV: prefix, max_in_flight, owner, lease_ms, token, kind caps (JSON
 -- object kind -> max machines of that kind, '{}' for none).
+local max_in_flight, owner, lease_ms, token, kind_caps = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 -- Jobs whose run time has come move from `scheduled` to `queued` first.
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', int(NOW), 'LIMIT', 0, 100)
 for _, id in ipairs(due) do
@@ -12,13 +13,13 @@ end
 
 -- Slots are counted across every dispatcher: a slot is held from the
 -- claim until the attempt's machine is destroyed.
-if redis.call('ZCARD', P .. 'in_flight') >= tonumber(ARGV[2]) then
+if redis.call('ZCARD', P .. 'in_flight') >= tonumber(max_in_flight) then
   return cjson.encode({ full = true })
 end
 -- The first queued job whose kind is under its cap (kinds without a cap
 -- always are). Only the head of the queue is scanned, so a long run of
 -- capped kinds can delay others by at most that much.
-local caps = cjson.decode(ARGV[6])
+local caps = cjson.decode(kind_caps)
 local per_kind = P .. 'in_flight_kinds'
 local candidates = redis.call('ZRANGE', P .. 'queue', 0, next(caps) and 199 or 0)
 local chosen = nil
@@ -41,10 +42,10 @@ local id = chosen
 local key = job_key(id)
 local n = tostring(tonumber(hget(key, 'attempt')) + 1)
 local a = 'a:' .. n .. ':'
-redis.call('HSET', key, 'attempt', n, 'token', ARGV[5], a .. 'claimed_at', int(NOW), a .. 'owner', ARGV[3])
+redis.call('HSET', key, 'attempt', n, 'token', token, a .. 'claimed_at', int(NOW), a .. 'owner', owner)
 redis.call('HDEL', key, 'progress', 'progress_message')
 local member = member_of(id, n)
-redis.call('ZADD', P .. 'in_flight', int(NOW + tonumber(ARGV[4])), member)
+redis.call('ZADD', P .. 'in_flight', int(NOW + tonumber(lease_ms)), member)
 local epoch = new_epoch(member)
 local kind = hget(key, 'kind')
 redis.call('HSET', P .. 'in_flight_kind', member, kind)

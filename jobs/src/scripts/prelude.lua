@@ -12,7 +12,24 @@ local function int(n) return string.format('%d', n) end
 local time = redis.call('TIME')
 local NOW = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+-- Every key a script names is built here, once (the key layout is in
+-- store.rs's module doc).
 local function job_key(id) return P .. 'job:' .. id end
+local function secrets_key(id) return P .. 'secrets:' .. id end
+local function kind_key(kind) return P .. 'kind:' .. kind end
+local function idempotency_key(k) return P .. 'idempotency:' .. k end
+local function log_key(id, attempt) return P .. 'log:' .. id .. ':' .. attempt end
+local function minute_key(minute) return P .. 'minute:' .. int(minute) end
+local function status_key(status, kind)
+  if kind then return P .. 'status:' .. status .. ':' .. kind end
+  return P .. 'status:' .. status
+end
+
+-- An in-flight attempt's slot, a member of `in_flight`: "{id}/{attempt}"
+-- (store.rs's `member` and `parse_member` are the Rust side).
+local function member_of(id, attempt) return id .. '/' .. attempt end
+-- The job id and attempt number (text) of a member; nil for another form.
+local function parse_member(member) return string.match(member, '^(.+)/(%d+)$') end
 
 local function hget(key, field)
   local v = redis.call('HGET', key, field)
@@ -35,13 +52,40 @@ end
 -- ids are UUIDv7, so that order is creation order and a page cursor is
 -- simply the last id seen.
 local function status_indexes(key, status)
-  local kind = hget(key, 'kind')
-  return P .. 'status:' .. status, P .. 'status:' .. status .. ':' .. kind
+  return status_key(status), status_key(status, hget(key, 'kind'))
+end
+
+-- The job state machine, whole: for each status, the statuses a job may
+-- move to from it ('' is a job not stored yet). `set_status` refuses any
+-- other pair, so a script cannot invent an edge. docs/state-machine.md
+-- draws it with the script and caller of every edge; `JobStatus::successors`
+-- mirrors it in Rust, and a store test keeps the two equal.
+local TRANSITIONS = {
+  [''] = { queued = true, scheduled = true },
+  scheduled = { queued = true, cancelled = true },
+  queued = { starting = true, cancelled = true },
+  starting = { running = true, scheduled = true, succeeded = true, failed = true, cancelled = true },
+  running = { scheduled = true, succeeded = true, failed = true, cancelled = true },
+  succeeded = {},
+  failed = { queued = true },
+  cancelled = { queued = true },
+}
+
+-- Raises an error reply (the script stops there) unless `from` -> `to` is
+-- in TRANSITIONS. `set_status` and the helpers below that lead to it check
+-- before their first write: an error does not roll a script back.
+local function check_transition(id, from, to)
+  local allowed = TRANSITIONS[from or '']
+  if not (allowed and allowed[to]) then
+    error(redis.error_reply('TRANSITION job ' .. id .. ': ' .. tostring(from or 'new')
+      .. ' -> ' .. tostring(to) .. ' is not in the job state machine'))
+  end
 end
 
 -- The one place where a job's status changes: it keeps the per-status
 -- indexes right and tells every listener.
 local function set_status(id, key, from, to)
+  check_transition(id, from, to)
   redis.call('HSET', key, 'status', to, 'updated_at', int(NOW))
   if from then
     local by_status, by_status_kind = status_indexes(key, from)
@@ -59,6 +103,7 @@ end
 -- queue depths of /metrics (jobs stored before it existed join on their
 -- next trip through the queue).
 local function push_queue(id, key, from)
+  check_transition(id, from, 'queued')
   redis.call('SADD', P .. 'kinds', hget(key, 'kind'))
   local seq = redis.call('INCR', P .. 'seq')
   local score = (tonumber(hget(key, 'priority')) + 1000) * 1e12 + seq
@@ -67,6 +112,7 @@ local function push_queue(id, key, from)
 end
 
 local function schedule(id, key, from, at)
+  check_transition(id, from, 'scheduled')
   redis.call('HSET', key, 'run_at', int(at))
   redis.call('ZADD', P .. 'scheduled', int(at), id)
   set_status(id, key, from, 'scheduled')
@@ -78,7 +124,7 @@ end
 -- expires two hours after its last write, so at most ~121 exist.
 local MINUTE_TTL_SECS = 7200
 local function count_minute(event)
-  local bucket = P .. 'minute:' .. int(math.floor(NOW / 60000))
+  local bucket = minute_key(math.floor(NOW / 60000))
   redis.call('HINCRBY', bucket, event, 1)
   redis.call('EXPIRE', bucket, MINUTE_TTL_SECS)
 end
@@ -87,15 +133,13 @@ end
 -- them once their retention has passed.
 -- A finished job's secrets are deleted: nothing will read them again.
 local function finish(id, key, from, to)
+  check_transition(id, from, to)
   count_minute(to)
-  redis.call('DEL', P .. 'secrets:' .. id)
+  redis.call('DEL', secrets_key(id))
   redis.call('HSET', key, 'finished_at', int(NOW))
   redis.call('ZADD', P .. 'finished', int(NOW), id)
   set_status(id, key, from, to)
 end
-
--- An in-flight attempt's slot, a member of `in_flight`.
-local function member_of(id, attempt) return id .. '/' .. attempt end
 
 -- Fencing between dispatchers. Every change of ownership of an in-flight
 -- attempt (its claim, each takeover) issues a new epoch, kept beside the

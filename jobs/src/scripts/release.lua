@@ -2,8 +2,8 @@
 -- Only its owner may free it. Answers 1 when freed, 0 when already free,
 -- -1 when another dispatcher owns the attempt now.
 -- ARGV: prefix, id, attempt, epoch.
-local member = member_of(ARGV[2], ARGV[3])
-local epoch = ARGV[4]
+local id, attempt, epoch = ARGV[2], ARGV[3], ARGV[4]
+local member = member_of(id, attempt)
 if redis.call('ZSCORE', P .. 'in_flight', member) and not owns(member, epoch) then
   return -1
 end
@@ -16,5 +16,5 @@ if kind then
     redis.call('HDEL', P .. 'in_flight_kinds', kind)
   end
 end
-if removed == 1 then publish({ id = ARGV[2], type = 'slot' }) end
+if removed == 1 then publish({ id = id, type = 'slot' }) end
 return removed

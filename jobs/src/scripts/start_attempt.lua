@@ -2,13 +2,13 @@
 -- nil when the attempt is no longer current (timed out, ...) or its job's
 -- cancel was requested before it began: then the handler never runs.
 -- ARGV: prefix, id, attempt, token.
-local id = ARGV[2]
+local id, attempt, token = ARGV[2], ARGV[3], ARGV[4]
 local key = job_key(id)
-if not is_current(key, ARGV[3], ARGV[4]) or hget(key, 'status') ~= 'starting'
+if not is_current(key, attempt, token) or hget(key, 'status') ~= 'starting'
   or hget(key, 'cancel_requested') then
   return nil
 end
-local a = 'a:' .. ARGV[3] .. ':'
+local a = 'a:' .. attempt .. ':'
 redis.call('HSET', key, a .. 'started_at', int(NOW), a .. 'heartbeat_at', int(NOW))
 set_status(id, key, 'starting', 'running')
 return cjson.encode(hgetall(key))

@@ -3,11 +3,11 @@
 -- Counts come from the indexes the transitions keep; nothing is scanned.
 local by_status = {}
 for i = 2, #ARGV do
-  by_status[ARGV[i]] = redis.call('ZCARD', P .. 'status:' .. ARGV[i])
+  by_status[ARGV[i]] = redis.call('ZCARD', status_key(ARGV[i]))
 end
 local queued_by_kind = {}
 for _, kind in ipairs(redis.call('SMEMBERS', P .. 'kinds')) do
-  queued_by_kind[kind] = redis.call('ZCARD', P .. 'status:queued:' .. kind)
+  queued_by_kind[kind] = redis.call('ZCARD', status_key('queued', kind))
 end
 return cjson.encode({
   by_status = by_status,

@@ -9,7 +9,7 @@ local deadline = redis.call('ZSCORE', P .. 'in_flight', member)
 if not deadline or tonumber(deadline) > NOW then return nil end
 redis.call('ZADD', P .. 'in_flight', int(NOW + lease_ms), member)
 local epoch = new_epoch(member)
-local id, n = string.match(member, '^(.+)/(%d+)$')
+local id, n = parse_member(member)
 local key = job_key(id)
 if redis.call('EXISTS', key) == 0 then
   return cjson.encode({ id = id, attempt = tonumber(n), current = false, epoch = epoch })

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dispatcher::valkey::LocalValkey;
+use devkit::valkey::LocalValkey;
 use jobs::{
     AttemptRef, Backoff, Claim, EnqueueOptions, Job, JobId, JobSpec, JobStatus, Kind, MachineSpec,
     Outcome, Owned, ReportKind, Store, StoreConfig,

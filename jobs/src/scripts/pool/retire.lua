@@ -23,7 +23,7 @@ end
 local function abandoned(record)
   if record.state == 'retiring' then return true end
   return record.state == 'in_use' and redis.call('ZSCORE', P .. 'in_flight',
-    record.job_id .. '/' .. record.attempt) == false
+    member_of(record.job_id, record.attempt)) == false
 end
 for id, text in pairs(hgetall(MACHINES)) do
   local record = cjson.decode(text)

@@ -1,0 +1,16 @@
+//! The HTTP side of the dispatcher: the API, the dashboard, and what
+//! guards them.
+//!
+//! - [`routes`]: the job API, `/metrics`, health, the OpenAPI document.
+//! - [`request`]: requests parsed into domain types at the edge.
+//! - [`dashboard`]: the HTML dashboard at `/`.
+//! - [`auth`]: API tokens and dashboard sessions.
+//! - [`server`]: the listener with connection, header and body bounds.
+//! - [`limits`]: per-token rates and caps on streams and long-polls.
+
+pub mod auth;
+pub mod dashboard;
+pub mod limits;
+pub mod request;
+pub mod routes;
+pub mod server;

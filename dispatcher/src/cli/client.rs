@@ -1,0 +1,292 @@
+//! [`ApiClient`]: a typed client of the dispatcher's own HTTP API, used by
+//! the `dispatcher jobs ...` commands. It speaks the same JSON as the
+//! routes ([`jobs::Job`]), so the two cannot drift apart silently.
+
+use jobs::{Job, JobStatus};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::routes::logs::LogEntry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The dispatcher answered with an error body.
+    #[error("{status}: {message}{}", field.as_deref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
+    Api {
+        status: StatusCode,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("talking to the dispatcher")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected answer from the dispatcher: {0}")]
+    Decode(String),
+}
+
+/// One page of `GET /jobs`.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// Job options `submit` may set, by their `POST /jobs` field names; each
+/// left out takes the dispatcher's default.
+#[derive(Debug, Default, Clone, clap::Args, serde::Serialize)]
+pub struct SubmitOptions {
+    /// Lower runs first (FIFO within a priority).
+    #[arg(long, allow_hyphen_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Attempts before the job is dead-lettered.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Each attempt's time limit.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Wait in `scheduled` this long before queueing.
+    #[arg(long, conflicts_with = "run_at")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<u64>,
+    /// RFC 3339 time to queue the job at.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// A second submit with the same key returns the first job.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Receives one POST with the final job view.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+/// Filters of `GET /jobs`.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// What a job stream tells about the job (see [`ApiClient::follow`]).
+pub enum Update {
+    /// The job changed status or reported progress.
+    Changed(Job),
+    /// The job is finished; the stream ends.
+    Done(Job),
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// `base` is e.g. `http://127.0.0.1:8080`; `token` one of the
+    /// dispatcher's API tokens, when it has any.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    pub async fn submit(
+        &self,
+        kind: &str,
+        params: Value,
+        options: &SubmitOptions,
+    ) -> Result<Job, ClientError> {
+        let mut body = serde_json::to_value(options).expect("options serialize");
+        body["kind"] = kind.into();
+        body["params"] = params;
+        self.send(self.request(Method::POST, "/jobs").json(&body))
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::GET, &format!("/jobs/{id}")))
+            .await
+    }
+
+    pub async fn list(&self, query: &ListQuery) -> Result<JobPage, ClientError> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(status) = query.status {
+            pairs.push(("status", status.to_string()));
+        }
+        if let Some(kind) = &query.kind {
+            pairs.push(("kind", kind.clone()));
+        }
+        if let Some(limit) = query.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(cursor) = &query.cursor {
+            pairs.push(("cursor", cursor.clone()));
+        }
+        self.send(self.request(Method::GET, "/jobs").query(&pairs))
+            .await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &format!("/jobs/{id}/cancel")))
+            .await
+    }
+
+    pub async fn retry(&self, id: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &format!("/jobs/{id}/retry")))
+            .await
+    }
+
+    /// Follows `GET /jobs/{id}/events` (Server-Sent Events), calling
+    /// `on_update` for each event, and returns the finished job.
+    pub async fn follow(
+        &self,
+        id: &str,
+        mut on_update: impl FnMut(&Update),
+    ) -> Result<Job, ClientError> {
+        let request = self
+            .request(Method::GET, &format!("/jobs/{id}/events"))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        read_events(request, "the job finished", |event| {
+            let job: Job = serde_json::from_str(&event.data)
+                .map_err(|e| ClientError::Decode(format!("event {}: {e}", event.name)))?;
+            let update = if event.name == "done" {
+                Update::Done(job)
+            } else {
+                Update::Changed(job)
+            };
+            on_update(&update);
+            Ok(match update {
+                Update::Done(job) => Some(job),
+                Update::Changed(_) => None,
+            })
+        })
+        .await
+    }
+
+    /// Every line of the job's logs (of one `attempt`, or all), page by
+    /// page; with `follow`, then the new ones as they come until the
+    /// attempt (or job) ends. Calls `on_line` for each.
+    pub async fn logs(
+        &self,
+        id: &str,
+        attempt: Option<u32>,
+        follow: bool,
+        mut on_line: impl FnMut(&LogEntry),
+    ) -> Result<(), ClientError> {
+        let path = format!("/jobs/{id}/logs");
+        let mut query: Vec<(&str, String)> = vec![("format", "jsonl".into())];
+        if let Some(n) = attempt {
+            query.push(("attempt", n.to_string()));
+        }
+        if follow {
+            query.push(("follow", "true".into()));
+            let request = self.request(Method::GET, &path).query(&query);
+            return read_events(request, "the attempt ended", |event| {
+                if event.name == "end" {
+                    return Ok(Some(()));
+                }
+                on_line(&decode_entry(&event.data)?);
+                Ok(None)
+            })
+            .await;
+        }
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page = query.clone();
+            page.extend(cursor.take().map(|c| ("cursor", c)));
+            let response = self.request(Method::GET, &path).query(&page).send().await?;
+            if !response.status().is_success() {
+                return Err(api_error(response).await);
+            }
+            cursor = response
+                .headers()
+                .get(crate::api::routes::logs::NEXT_CURSOR)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let text = response.text().await?;
+            if text.is_empty() || cursor.is_none() {
+                return Ok(());
+            }
+            for line in text.lines() {
+                on_line(&decode_entry(line)?);
+            }
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        let text = response.text().await?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+fn decode_entry(text: &str) -> Result<LogEntry, ClientError> {
+    serde_json::from_str(text).map_err(|e| ClientError::Decode(format!("log line: {e}")))
+}
+
+/// The dispatcher's `{"error": ..., "field": ...}` body, or the raw text.
+/// Reads a Server-Sent Events answer, handing each event to `on_event`
+/// until it returns a value; a stream that ends first is an error naming
+/// what it ended before (`before`).
+async fn read_events<T>(
+    request: RequestBuilder,
+    before: &str,
+    mut on_event: impl FnMut(crate::cli::sse::Event) -> Result<Option<T>, ClientError>,
+) -> Result<T, ClientError> {
+    let mut response = request.send().await?;
+    if !response.status().is_success() {
+        return Err(api_error(response).await);
+    }
+    let mut events = crate::cli::sse::Parser::default();
+    while let Some(chunk) = response.chunk().await? {
+        for event in events.push(&chunk) {
+            if let Some(done) = on_event(event)? {
+                return Ok(done);
+            }
+        }
+    }
+    Err(ClientError::Decode(format!(
+        "the event stream ended before {before}"
+    )))
+}
+
+async fn api_error(response: reqwest::Response) -> ClientError {
+    #[derive(Deserialize)]
+    struct Body {
+        error: String,
+        field: Option<String>,
+    }
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let (message, field) = match serde_json::from_str::<Body>(&text) {
+        Ok(body) => (body.error, body.field),
+        Err(_) => (text, None),
+    };
+    ClientError::Api {
+        status,
+        message,
+        field,
+    }
+}
