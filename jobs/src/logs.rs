@@ -271,28 +271,6 @@ impl Store {
             .collect()
     }
 
-    /// The attempt's [`LogSummary`] from its record (zeros when it logged
-    /// nothing).
-    pub async fn log_summary(&self, id: JobId, attempt: u32) -> Result<LogSummary> {
-        let field = |name: &str| format!("a:{attempt}:log_{name}");
-        let names = ["lines", "bytes", "truncated", "dropped", "batches"];
-        let values: Vec<Option<u64>> = self
-            .client
-            .hmget(self.key(&format!("job:{id}")), names.map(field).to_vec())
-            .await?;
-        let [lines, bytes, truncated, dropped, batches] = <[Option<u64>; 5]>::try_from(values)
-            .map_err(|v| {
-                StoreError::Corrupt(crate::model::InvalidValue(format!("HMGET gave {v:?}")))
-            })?;
-        Ok(LogSummary {
-            lines: lines.unwrap_or(0),
-            bytes: bytes.unwrap_or(0),
-            truncated: truncated == Some(1),
-            dropped: dropped.unwrap_or(0),
-            batches: batches.unwrap_or(0),
-        })
-    }
-
     /// How many lines the attempt's log has.
     pub async fn log_len(&self, id: JobId, attempt: u32) -> Result<u64> {
         Ok(self.client.llen(self.log_key(id, attempt)).await?)
