@@ -20,19 +20,14 @@ use std::sync::LazyLock;
 use fred::types::scripts::Script;
 use serde::Deserialize;
 
-use crate::store::{Result, Store};
+use crate::store::{with_prelude, Result, Store};
 
 /// How many minutes [`Store::activity`] can look back: the counters expire
 /// after two hours (`MINUTE_TTL_SECS` in `prelude.lua`).
 pub const ACTIVITY_MAX_MINUTES: u32 = 120;
 
-static ACTIVITY: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{}\n{}",
-        include_str!("scripts/prelude.lua"),
-        include_str!("scripts/activity.lua")
-    ))
-});
+static ACTIVITY: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/activity.lua")));
 
 /// What happened in one minute of the store's clock, across dispatchers:
 /// attempts started (claimed) and jobs that reached each final status.

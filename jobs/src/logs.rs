@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::JobId;
-use crate::store::{AttemptRef, Result, Store, StoreError};
+use crate::store::{with_prelude, AttemptRef, Result, Store, StoreError};
 
 /// Lines of the end of a log kept on the job record ([`LogSummary`]'s
 /// neighbour `log_tail`), for the job view, dead letters and callbacks.
@@ -31,13 +31,8 @@ pub const TAIL_LINES: usize = 10;
 /// Each tail line is cut to this many bytes.
 pub const TAIL_CHARS: usize = 300;
 
-static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(format!(
-        "{}\n{}",
-        include_str!("scripts/prelude.lua"),
-        include_str!("scripts/append_log.lua")
-    ))
-});
+static APPEND_LOG: LazyLock<Script> =
+    LazyLock::new(|| with_prelude(include_str!("scripts/append_log.lua")));
 
 /// Where a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -301,11 +301,13 @@ pub(crate) struct Scripts {
     secrets: Script,
 }
 
+/// A script with the prelude every script shares (`scripts/prelude.lua`).
+pub(crate) fn with_prelude(body: &str) -> Script {
+    Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
+}
+
 impl Scripts {
     fn load() -> Self {
-        let with_prelude = |body: &str| {
-            Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
-        };
         Self {
             enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
             claim: with_prelude(include_str!("scripts/claim.lua")),
