@@ -135,7 +135,9 @@ async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
     let batches = log["batches"].as_u64().unwrap();
     eprintln!("flood: {batches} log batches over {run_secs:.2}s (bound {bound})");
     assert!(batches <= bound, "{batches} > {bound}: {log:#}");
-    assert!(log["bytes"].as_u64().unwrap() <= CAP, "{log:#}");
+    // At the cap: full to within one ~120-byte line of it.
+    let bytes = log["bytes"].as_u64().unwrap();
+    assert!((CAP - 200..=CAP).contains(&bytes), "{log:#}");
 
     // Read by pages as JSON lines: numbered from line 0, ending with the marker.
     let base = format!("/jobs/{}/logs?format=jsonl&limit=1000", id(&job));
