@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium (Debian's package,
 //! driven through chromedriver) logs in with an API token, sees a finished
-//! job in the jobs table and in the charts of the last hour, clicks Cancel
+//! job in the jobs table and in the charts of the last hour (counts, queue
+//! depth, machines in flight, queue wait), clicks Cancel
 //! on a sleeping job and watches the live table and charts show it
 //! cancelled, then opens a job's page; and reads a
 //! job's log in the job page's pane, live while the job runs. Fails, never
@@ -68,6 +69,23 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     browser
         .wait_for("figure[data-series=succeeded] svg rect.bar", WITHIN)
         .await;
+    // Both jobs sat in the queue before their claim (each claim samples
+    // the depth first), the sleeper holds a machine (later claims sample
+    // it), and both claims' waits are in the queue-wait chart.
+    for series in ["queue_depth", "in_flight", "queue_wait"] {
+        browser
+            .wait_for(
+                &format!("figure[data-series={series}] svg rect.bar"),
+                WITHIN,
+            )
+            .await;
+    }
+    let wait = browser
+        .wait_for("figure[data-series=queue_wait][data-claims=\"2\"]", WITHIN)
+        .await;
+    let p95 = wait.attribute("data-p95-ms").await.unwrap_or_default();
+    assert!(p95.parse::<u64>().is_ok(), "p95 {p95:?}");
+    assert!(wait.text().await.contains("p95"));
     browser
         .wait_for(
             &format!("tr[data-job=\"{sleeper}\"] button[data-action=cancel]"),

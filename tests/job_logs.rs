@@ -1,13 +1,15 @@
 //! Per-attempt logs end to end: command jobs on (mock) machines under the
 //! shipped `runner` binary print; `GET /jobs/{id}/logs` reads what they
-//! printed, also after a timeout or an OOM kill, and follows it live.
+//! printed, also after a timeout or an OOM kill, and follows it live; a
+//! job's secret values are masked; a failed attempt's last lines go with
+//! its error to the job view, the dead letters and the callback.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{spawn_system_with, Options, TempDir, TestSystem};
+use support::{listener, spawn_system_with, Listener, Options, TempDir, TestSystem};
 
 const WITHIN: Duration = Duration::from_secs(60);
 /// The attempt's cap for this test's runners (`JOB_LOG_MAX_BYTES`).
@@ -27,16 +29,31 @@ for i in range(100000):
 /// Prints, then sleeps past its timeout.
 const SLOW_SH: &str = "echo before the timeout; echo also before >&2; sleep 300";
 
-/// Prints `now` once the file named by its params exists.
+/// Prints `woke` once the file `go` exists, then ends only once the file
+/// `done` exists (the follower writes it on seeing `woke`): the line must
+/// reach a follower while the job still runs. Fails after 30 s without.
 const WAKE_PY: &str = r#"
 import json, os, sys, time
 params = json.load(sys.stdin)
+def wait_for(path):
+    deadline = time.time() + 30
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            sys.exit(f"{path} never appeared")
+        time.sleep(0.005)
 print("waiting", flush=True)
-while not os.path.exists(params["go"]):
-    time.sleep(0.005)
+wait_for(params["go"])
 print("woke", flush=True)
-time.sleep(1)
+wait_for(params["done"])
 "#;
+
+/// A value of the job's write-only secrets, printed to both streams.
+const SECRET: &str = "s3cret-4b7d-printed";
+const LEAK_SH: &str = r#"echo "key=$API_KEY"; echo "also $API_KEY here" >&2"#;
+
+/// Prints, then fails for good (exit 65) with its reason on stderr.
+const LOUD_FAIL_SH: &str =
+    "for i in 1 2 3; do echo \"step $i\"; done; echo 'boom: disk full' >&2; exit 65";
 
 /// The job image's commands, as its `ENV RUNNER_COMMANDS=...` line.
 fn image(mock: &mut mock_machines::MockConfig) {
@@ -44,6 +61,8 @@ fn image(mock: &mut mock_machines::MockConfig) {
         "flood": ["python3", "-c", FLOOD_PY],
         "slow": ["sh", "-c", SLOW_SH],
         "wake": ["python3", "-c", WAKE_PY],
+        "leak": ["sh", "-c", LEAK_SH],
+        "loud_fail": ["sh", "-c", LOUD_FAIL_SH],
     });
     mock.image_env
         .insert("RUNNER_COMMANDS".into(), commands.to_string());
@@ -53,15 +72,21 @@ fn image(mock: &mut mock_machines::MockConfig) {
 async fn logs_are_kept_and_followed() {
     let system = spawn_system_with(Options {
         mock: image,
-        extra_args: vec![format!("--job-log-max-bytes={CAP}")],
+        extra_args: vec![
+            format!("--job-log-max-bytes={CAP}"),
+            "--callback-allow-hosts=127.0.0.1".into(),
+        ],
         ..Options::default()
     })
     .await;
+    let hook = listener().await;
     tokio::join!(
         a_flood_is_capped_in_few_store_commands(&system),
         a_timed_out_job_keeps_what_it_printed(&system),
         an_oom_killed_job_keeps_what_it_printed(&system),
-        follow_sees_a_line_as_it_is_printed(&system),
+        follow_sees_a_line_while_the_job_runs(&system),
+        a_printed_secret_is_masked(&system),
+        a_failed_attempts_last_lines_go_with_its_error(&system, &hook),
     );
     metrics_count_what_was_shipped(&system).await;
     system.assert_all_machines_destroyed().await;
@@ -108,7 +133,9 @@ async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
     let batches = log["batches"].as_u64().unwrap();
     eprintln!("flood: {batches} log batches over {run_secs:.2}s (bound {bound})");
     assert!(batches <= bound, "{batches} > {bound}: {log:#}");
-    assert!(log["bytes"].as_u64().unwrap() <= CAP, "{log:#}");
+    // At the cap: full to within one ~120-byte line of it.
+    let bytes = log["bytes"].as_u64().unwrap();
+    assert!((CAP - 200..=CAP).contains(&bytes), "{log:#}");
 
     // Read by pages as JSON lines: numbered from line 0, ending with the marker.
     let base = format!("/jobs/{}/logs?format=jsonl&limit=1000", id(&job));
@@ -179,17 +206,15 @@ async fn an_oom_killed_job_keeps_what_it_printed(system: &TestSystem) {
     assert!(text.contains("[1 log] allocating 700 MiB\n"), "{text}");
 }
 
-async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
+async fn follow_sees_a_line_while_the_job_runs(system: &TestSystem) {
     let dir = TempDir::new();
-    let go = dir.path.join("go");
+    let (go, done) = (dir.path.join("go"), dir.path.join("done"));
     let job = system
-        .submit(json!({"kind": "wake", "params": {"go": go}, "max_attempts": 1}))
+        .submit(json!({"kind": "wake", "params": {"go": go, "done": done}, "max_attempts": 1}))
         .await;
+    let path = format!("/jobs/{}/logs?follow=true&attempt=1", id(&job));
     let mut response = system
-        .request(
-            reqwest::Method::GET,
-            &format!("/jobs/{}/logs?follow=true&attempt=1", id(&job)),
-        )
+        .request(reqwest::Method::GET, &path)
         .send()
         .await
         .unwrap();
@@ -197,17 +222,14 @@ async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
     while response.status() == 422 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         response = system
-            .request(
-                reqwest::Method::GET,
-                &format!("/jobs/{}/logs?follow=true&attempt=1", id(&job)),
-            )
+            .request(reqwest::Method::GET, &path)
             .send()
             .await
             .unwrap();
     }
     assert_eq!(response.status(), 200);
     let mut parser = dispatcher::cli::sse::Parser::default();
-    let mut woke_at = None;
+    let mut latency = None;
     let mut released = None::<Instant>;
     let mut ended = false;
     let read = async {
@@ -223,7 +245,11 @@ async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
                         std::fs::write(&go, b"").unwrap();
                         released = Some(Instant::now());
                     }
-                    Some("woke") => woke_at = Some(Instant::now()),
+                    // The job cannot end before this: it waits for `done`.
+                    Some("woke") => {
+                        latency = released.map(|at| at.elapsed());
+                        std::fs::write(&done, b"").unwrap();
+                    }
                     _ => {}
                 }
             }
@@ -233,8 +259,78 @@ async fn follow_sees_a_line_as_it_is_printed(system: &TestSystem) {
         .await
         .expect("the stream ends");
     assert!(ended, "the stream ends with an `end` event");
-    let latency = woke_at.expect("the line arrived") - released.unwrap();
+    let latency = latency.expect("`woke` arrived after `waiting`, before the end");
+    let finished = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    assert_eq!(finished["attempts"][0]["outcome"], "succeeded");
     eprintln!("follow: a printed line arrived {latency:?} after its trigger (target 500ms)");
+}
+
+async fn a_printed_secret_is_masked(system: &TestSystem) {
+    let job = system
+        .submit(json!({"kind": "leak", "params": {}, "max_attempts": 1,
+            "machine": {"secrets": {"API_KEY": SECRET}}}))
+        .await;
+    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    for format in ["text", "jsonl"] {
+        let (text, _) = text_log(system, &format!("/jobs/{}/logs?format={format}", id(&job))).await;
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(text.contains("key=[secret]"), "{text}");
+        assert!(text.contains("also [secret] here"), "{text}");
+    }
+}
+
+async fn a_failed_attempts_last_lines_go_with_its_error(system: &TestSystem, hook: &Listener) {
+    let job = system
+        .submit(json!({"kind": "loud_fail", "params": {}, "max_attempts": 3,
+            "callback_url": hook.url}))
+        .await;
+    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let printed = ["step 1", "step 2", "step 3", "boom: disk full"];
+    // The tail holds the runner's own lines too; the job's are in order.
+    let assert_tail = |where_: &str, view: &Value| {
+        let attempt = &view["attempts"][0];
+        assert!(
+            attempt["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("boom: disk full"),
+            "{where_}: {attempt:#}"
+        );
+        let tail: Vec<&str> = attempt["log_tail"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{where_}: no log_tail: {attempt:#}"))
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|line| printed.contains(line))
+            .collect();
+        assert_eq!(tail, printed, "{where_}: {attempt:#}");
+    };
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "not retried");
+    assert_tail("the job view", &done);
+    let dead = system.get_json("/jobs?status=failed&limit=100").await;
+    let letter = dead["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == job["id"])
+        .unwrap_or_else(|| panic!("not a dead letter: {dead:#}"));
+    assert_tail("the dead letter", letter);
+    let deadline = Instant::now() + WITHIN;
+    let body = loop {
+        let found = hook
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+            .find(|b| b["id"] == job["id"]);
+        if let Some(body) = found {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no callback arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_tail("the callback body", &body);
 }
 
 async fn metrics_count_what_was_shipped(system: &TestSystem) {

@@ -7,13 +7,12 @@
 mod support;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use serde_json::{json, Value};
-use support::{spawn_system, spawn_system_with, Options, TestSystem};
+use support::{listener, spawn_system, spawn_system_with, Options, TestSystem};
 use tokio::time::Instant;
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -65,31 +64,6 @@ async fn wait_for_log(needles: &[&str]) {
         assert!(Instant::now() < deadline, "no log line with {needles:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// A loopback HTTP listener that records every request it gets.
-struct Listener {
-    url: String,
-    bodies: Arc<Mutex<Vec<Bytes>>>,
-    hits: Arc<AtomicUsize>,
-}
-
-async fn listener() -> Listener {
-    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let hits: Arc<AtomicUsize> = Arc::default();
-    let (sink, count) = (bodies.clone(), hits.clone());
-    let app = axum::Router::new().fallback(move |body: Bytes| {
-        let (sink, count) = (sink.clone(), count.clone());
-        async move {
-            count.fetch_add(1, Ordering::SeqCst);
-            sink.lock().unwrap().push(body);
-            "ok"
-        }
-    });
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", socket.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(socket, app).await });
-    Listener { url, bodies, hits }
 }
 
 async fn post_json(system: &TestSystem, path: &str, body: &Value) -> (u16, Value) {

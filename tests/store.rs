@@ -814,3 +814,49 @@ async fn the_store_enforces_the_state_machine_that_job_status_mirrors() {
     let job = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Queued);
 }
+
+#[tokio::test]
+async fn activity_samples_queue_depth_machines_in_flight_and_queue_wait() {
+    use fred::interfaces::HashesInterface as _;
+    let (_server, store) = store().await;
+    let before = store.activity(60).await.unwrap();
+    assert_eq!(before.load.len(), 60);
+    assert!(before.load.iter().all(|m| m.queue_depth.is_none()));
+    let job_key = |id: JobId| format!("{{{}}}:job:{id}", store.namespace());
+
+    // Three queued jobs; the first has waited about 4 s, the second was
+    // queued before `queued_at` existed (it counts no wait).
+    let ids: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
+    for &id in &ids {
+        enqueue(&store, id, &spec("echo", 0, 1), Duration::ZERO).await;
+    }
+    let waited_since = chrono::Utc::now().timestamp_millis() - 4_000;
+    let raw = store.raw_client();
+    let _: () = raw
+        .hset(job_key(ids[0]), ("queued_at", waited_since))
+        .await
+        .unwrap();
+    let _: () = raw.hdel(job_key(ids[1]), "queued_at").await.unwrap();
+
+    // Cap 1: the first claim samples 3 queued and none in flight, the
+    // next (full) one 2 queued and 1 in flight.
+    let (first, _) = match claim(&store, 1).await {
+        Claim::Claimed { job, attempt } => (*job, attempt),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.id, ids[0]);
+    assert!(matches!(claim(&store, 1).await, Claim::Full));
+    let (second, _) = claimed(&store).await;
+    assert_eq!(second.id, ids[1]);
+
+    let after = store.activity(60).await.unwrap();
+    let peak =
+        |sample: fn(&jobs::MinuteLoad) -> Option<u64>| after.load.iter().filter_map(sample).max();
+    assert_eq!(peak(|m| m.queue_depth), Some(3));
+    assert_eq!(peak(|m| m.in_flight), Some(1));
+    let waits = after.total_queue_wait();
+    assert_eq!(waits.len(), after.wait_bounds_ms.len() + 1);
+    assert_eq!(waits.iter().sum::<u64>(), 1, "{waits:?}");
+    let p50 = after.wait_quantile_ms(&waits, 0.5).unwrap();
+    assert!((2_500.0..=5_000.0).contains(&p50), "{p50} from {waits:?}");
+}

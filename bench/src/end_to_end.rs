@@ -71,6 +71,7 @@ async fn start(binaries: &Binaries, max_machines: u32) -> anyhow::Result<System>
             boot: BootWith::Process,
             count_commands: false,
             durable: false,
+            image_env: Vec::new(),
             faithful_mock: false,
             extra_args: Vec::new(),
         },

@@ -56,6 +56,7 @@ pub async fn run(binaries: &Binaries, sizes: &FleetSizes) -> anyhow::Result<Flee
             boot: BootWith::Virtual(Box::new(virtual_runner)),
             count_commands: true,
             durable: false,
+            image_env: Vec::new(),
             faithful_mock: false,
             extra_args: Vec::new(),
         },

@@ -11,6 +11,8 @@
 //!    commands with few streams against many.
 //! 5. [`warm_pool`]: cold against warm (`--warm-pool`) under the mock's
 //!    default, Fly-like rate limits and latencies.
+//! 6. [`logs`]: a command printing 10 MB, its output captured against
+//!    discarded: the cost of job logs.
 
 mod api;
 mod commands;
@@ -18,6 +20,7 @@ mod end_to_end;
 mod fleet;
 mod host;
 mod latency;
+mod logs;
 mod streams;
 mod submit;
 mod system;
@@ -33,6 +36,7 @@ use clap::Parser;
 
 use crate::end_to_end::EndToEndSizes;
 use crate::fleet::FleetSizes;
+use crate::logs::LogSizes;
 use crate::streams::StreamSizes;
 use crate::submit::SubmitSizes;
 use crate::system::Binaries;
@@ -74,6 +78,7 @@ enum Part {
     Fleet,
     Streams,
     WarmPool,
+    Logs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +132,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("cold and warm pool under the mock's default limits");
             warm_pool = Some(warm_pool::run(&binaries, &warm_pool_sizes(args.quick)).await?);
         }
+        let mut logs = None;
+        if runs(Part::Logs) {
+            eprintln!("job logs: a 10 MB command, captured against discarded");
+            logs = Some(logs::run(&binaries, &log_sizes(args.quick)).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
@@ -135,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             fleet,
             streams,
             warm_pool,
+            logs,
         };
         println!("{}", table::render(&results));
         if let Some(fleet) = &results.fleet {
@@ -145,6 +156,14 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+fn log_sizes(quick: bool) -> LogSizes {
+    LogSizes {
+        lines: 100_000,
+        rounds: if quick { 1 } else { 7 },
+        limit: Duration::from_secs(120),
+    }
 }
 
 fn warm_pool_sizes(quick: bool) -> WarmPoolSizes {

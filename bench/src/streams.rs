@@ -53,6 +53,7 @@ pub async fn run(binaries: &Binaries, sizes: &StreamSizes) -> anyhow::Result<Str
                 streams,
             ],
             durable: false,
+            image_env: Vec::new(),
             faithful_mock: false,
         },
     )

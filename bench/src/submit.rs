@@ -37,6 +37,7 @@ pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec
             boot: BootWith::Process,
             count_commands: false,
             durable: sizes.durable,
+            image_env: Vec::new(),
             faithful_mock: false,
             extra_args: Vec::new(),
         },

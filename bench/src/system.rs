@@ -45,6 +45,9 @@ pub struct SystemOptions {
     /// Start a replica of the store and run the dispatcher in durability
     /// mode (`--submit-replicas 1`).
     pub durable: bool,
+    /// More variables of the machines' image (as its `ENV` lines would
+    /// set them), e.g. the runner's `RUNNER_COMMANDS`.
+    pub image_env: Vec<(String, String)>,
 }
 
 pub enum BootWith {
@@ -141,7 +144,7 @@ impl System {
             BootWith::Process => Boot::Process,
             BootWith::Virtual(build) => build(store.clone()),
         };
-        let config = if options.faithful_mock {
+        let mut config = if options.faithful_mock {
             use clap::Parser as _;
             MockConfig {
                 token: FLY_TOKEN.into(),
@@ -158,6 +161,7 @@ impl System {
                 ..MockConfig::default()
             }
         };
+        config.image_env.extend(options.image_env.iter().cloned());
         let mock = MockServer::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
         let port = free_port().await?;
         let durability = if options.durable { "1" } else { "0" };

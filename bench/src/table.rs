@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::end_to_end::EndToEndResult;
 use crate::fleet::FleetResult;
 use crate::host::Host;
+use crate::logs::LogResult;
 use crate::streams::StreamResult;
 use crate::submit::SubmitResult;
 use crate::warm_pool::WarmPoolResult;
@@ -17,6 +18,7 @@ pub struct Results {
     pub fleet: Option<FleetResult>,
     pub streams: Option<StreamResult>,
     pub warm_pool: Option<WarmPoolResult>,
+    pub logs: Option<LogResult>,
 }
 
 pub fn render(r: &Results) -> String {
@@ -64,6 +66,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(w) = &r.warm_pool {
         warm_pool_rows(w, &mut row);
+    }
+    if let Some(l) = &r.logs {
+        log_rows(l, &mut row);
     }
     out
 }
@@ -210,5 +215,47 @@ fn stream_rows(s: &StreamResult, row: &mut impl FnMut(String, String, &str)) {
         "streams: store commands per stream when its job is cancelled (cancels included)".into(),
         format!("{:.2}", s.commands_per_stream_on_cancel),
         "",
+    );
+}
+
+fn log_rows(l: &LogResult, row: &mut impl FnMut(String, String, &str)) {
+    row(
+        format!(
+            "logs: {} lines (~10 MB) captured vs discarded, run time ({} rounds)",
+            l.lines,
+            l.captured.count()
+        ),
+        format!(
+            "{:.0} vs {:.0} ms median: {:.2}x (captured p99 {:.0} ms)",
+            l.captured.ms(0.5),
+            l.discarded.ms(0.5),
+            l.ratio(),
+            l.captured.ms(0.99),
+        ),
+        "≤ 1.2x",
+    );
+    // Commands are bounded by the batching: one per 200 ms of run time
+    // plus one per 64 KiB shipped, whichever fills first.
+    let worst = l.logs.iter().max_by_key(|r| r.batches);
+    if let Some(r) = worst {
+        let bound = (r.run.as_secs_f64() / 0.2).ceil() as u64 + r.bytes.div_ceil(64 << 10);
+        row(
+            "logs: store commands for the log (most of any round)".into(),
+            format!(
+                "{} for {} lines, {} bytes kept in {:.2} s (bound {bound})",
+                r.batches,
+                r.lines,
+                r.bytes,
+                r.run.as_secs_f64()
+            ),
+            "≤ run time / 200 ms + a few",
+        );
+    }
+    let truncated = l.logs.iter().filter(|r| r.truncated).count();
+    let dropped: u64 = l.logs.iter().map(|r| r.dropped).sum();
+    row(
+        "logs: rounds ending with the truncation marker; lines dropped".into(),
+        format!("{truncated} of {}; {dropped} dropped", l.logs.len()),
+        "all; 0",
     );
 }

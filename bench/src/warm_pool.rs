@@ -91,6 +91,7 @@ async fn start(
             faithful_mock: true,
             extra_args,
             durable: false,
+            image_env: Vec::new(),
         },
     )
     .await

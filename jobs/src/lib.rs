@@ -6,6 +6,8 @@
 //! - [`model`]: `JobId`, `Kind`, `JobStatus`, `Outcome`, `JobSpec`, `Job`.
 //! - [`store`]: [`Store`], whose methods are the job's state transitions,
 //!   each one atomic Lua script in Valkey.
+//! - [`activity`]: per-minute counters and samples of the last hours,
+//!   for the dashboard's charts.
 //! - [`events`]: the change notifications those scripts publish.
 //! - [`logs`]: each attempt's log lines, appended by the runner in batches.
 //! - [`job_env`]: which variables a job may set (`env`, `secrets`).
@@ -21,6 +23,7 @@
 //! `scripts/prelude.lua`, mirrored by [`JobStatus::successors`]), drawn with
 //! every edge's script and caller in `docs/state-machine.md`.
 
+pub mod activity;
 pub mod address;
 pub mod events;
 pub mod job_env;
@@ -34,6 +37,7 @@ pub mod sessions;
 pub mod store;
 pub mod tls;
 
+pub use activity::{Activity, MinuteCounts, MinuteLoad, ACTIVITY_MAX_MINUTES};
 pub use address::{AddressError, StoreAddress, Topology};
 pub use events::{EventKind, JobEvent};
 pub use job_env::Secrets;
@@ -43,8 +47,8 @@ pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;
 pub use schedules::Schedule;
 pub use store::{
-    Activity, AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat,
-    Idempotency, ListFilter, MinuteCounts, Owned, Page, Recorded, Report, ReportKind, RetryResult,
-    Stats, Store, StoreConfig, StoreError, TakeOver, ACTIVITY_MAX_MINUTES,
+    AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Finished, Heartbeat,
+    Idempotency, ListFilter, Owned, Page, Recorded, Report, ReportKind, RetryResult, Stats, Store,
+    StoreConfig, StoreError, TakeOver,
 };
 pub use tls::{CaCert, CaCertError};

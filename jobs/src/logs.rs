@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::JobId;
-use crate::store::{AttemptRef, Result, Store, StoreError};
+use crate::store::{with_prelude, AttemptRef, Result, Store, StoreError};
 
 /// Lines of the end of a log kept on the job record ([`LogSummary`]'s
 /// neighbour `log_tail`), for the job view, dead letters and callbacks.
@@ -32,7 +32,7 @@ pub const TAIL_LINES: usize = 10;
 pub const TAIL_CHARS: usize = 300;
 
 static APPEND_LOG: LazyLock<Script> =
-    LazyLock::new(|| crate::store::with_prelude(include_str!("scripts/append_log.lua")));
+    LazyLock::new(|| with_prelude(include_str!("scripts/append_log.lua")));
 
 /// Where a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -264,28 +264,6 @@ impl Store {
             .iter()
             .map(|e| serde_json::from_str(e).map_err(StoreError::from))
             .collect()
-    }
-
-    /// The attempt's [`LogSummary`] from its record (zeros when it logged
-    /// nothing).
-    pub async fn log_summary(&self, id: JobId, attempt: u32) -> Result<LogSummary> {
-        let field = |name: &str| format!("a:{attempt}:log_{name}");
-        let names = ["lines", "bytes", "truncated", "dropped", "batches"];
-        let values: Vec<Option<u64>> = self
-            .client
-            .hmget(self.key(&format!("job:{id}")), names.map(field).to_vec())
-            .await?;
-        let [lines, bytes, truncated, dropped, batches] = <[Option<u64>; 5]>::try_from(values)
-            .map_err(|v| {
-                StoreError::Corrupt(crate::model::InvalidValue(format!("HMGET gave {v:?}")))
-            })?;
-        Ok(LogSummary {
-            lines: lines.unwrap_or(0),
-            bytes: bytes.unwrap_or(0),
-            truncated: truncated == Some(1),
-            dropped: dropped.unwrap_or(0),
-            batches: batches.unwrap_or(0),
-        })
     }
 
     /// How many lines the attempt's log has.

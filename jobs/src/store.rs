@@ -113,6 +113,15 @@ pub enum Fenced<T> {
     Lost,
 }
 
+/// What [`Store::finish_attempt`] did with a current attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// The job's status now.
+    pub status: JobStatus,
+    /// What the attempt logged, read in the same step.
+    pub log: crate::logs::LogSummary,
+}
+
 /// What [`Store::record_machine`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -184,29 +193,6 @@ pub struct Stats {
     pub in_flight: u64,
     /// Jobs that reached a final status in the last hour (throughput).
     pub finished_last_hour: u64,
-}
-
-/// How many minutes [`Store::activity`] can look back: the counters expire
-/// after two hours (`MINUTE_TTL_SECS` in `prelude.lua`).
-pub const ACTIVITY_MAX_MINUTES: u32 = 120;
-
-/// What happened in one minute of the store's clock, across dispatchers:
-/// attempts started (claimed) and jobs that reached each final status.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct MinuteCounts {
-    pub started: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-}
-
-/// [`Store::activity`]: one [`MinuteCounts`] per minute, oldest first; the
-/// last is the current, partial minute.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct Activity {
-    /// The first minute's start, in minutes since the Unix epoch.
-    pub first_minute: i64,
-    pub minutes: Vec<MinuteCounts>,
 }
 
 /// One page of jobs, newest first.
@@ -329,7 +315,6 @@ pub(crate) struct Scripts {
     cancel: Script,
     retry: Script,
     stats: Script,
-    activity: Script,
     confirm: Script,
     secrets: Script,
 }
@@ -355,7 +340,6 @@ impl Scripts {
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
             stats: with_prelude(include_str!("scripts/stats.lua")),
-            activity: with_prelude(include_str!("scripts/activity.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
             secrets: with_prelude(include_str!("scripts/secrets.lua")),
         }
@@ -568,16 +552,6 @@ impl Store {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// The last `minutes` minutes' counters (1 to [`ACTIVITY_MAX_MINUTES`],
-    /// clamped), in one round trip: the dashboard's charts.
-    pub async fn activity(&self, minutes: u32) -> Result<Activity> {
-        let minutes = minutes.clamp(1, ACTIVITY_MAX_MINUTES);
-        let text: String = self
-            .run(&self.scripts.activity, vec![minutes.to_string()])
-            .await?;
-        Ok(serde_json::from_str(&text)?)
-    }
-
     /// Takes the next job if a machine slot is free; see [`Claim`].
     /// `kind_caps` is a JSON object of per-kind machine caps (`{}` for none).
     pub async fn claim(
@@ -750,10 +724,8 @@ impl Store {
         Ok((report.as_deref().and_then(report_kind), cancel.is_some()))
     }
 
-    /// Closes an attempt and moves the job on. Returns the job's new
-    /// status, or `None` when the attempt was no longer current. A job
-    /// whose cancel was requested ends `cancelled` unless the attempt
-    /// succeeded, whatever `outcome` says.
+    /// [`Store::finish_attempt_logged`], for a caller that needs only the
+    /// job's new status.
     pub async fn finish_attempt(
         &self,
         a: &Owned,
@@ -762,6 +734,27 @@ impl Store {
         error: Option<&str>,
         retry_delay: Duration,
     ) -> Result<Fenced<Option<JobStatus>>> {
+        let finished = self
+            .finish_attempt_logged(a, outcome, exit_code, error, retry_delay)
+            .await?;
+        Ok(match finished {
+            Fenced::Done(finished) => Fenced::Done(finished.map(|f| f.status)),
+            Fenced::Lost => Fenced::Lost,
+        })
+    }
+
+    /// Closes an attempt and moves the job on. Returns the job's new
+    /// status and the attempt's log summary, or `None` when the attempt was no longer current. A job
+    /// whose cancel was requested ends `cancelled` unless the attempt
+    /// succeeded, whatever `outcome` says.
+    pub async fn finish_attempt_logged(
+        &self,
+        a: &Owned,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+        retry_delay: Duration,
+    ) -> Result<Fenced<Option<Finished>>> {
         let mut args = owned_args(a);
         args.extend([
             outcome.to_string(),
@@ -769,11 +762,23 @@ impl Store {
             error.unwrap_or_default().to_string(),
             retry_delay.as_millis().to_string(),
         ]);
-        let status: String = self.run(&self.scripts.finish_attempt, args).await?;
-        match status.as_str() {
+        let answer: String = self.run(&self.scripts.finish_attempt, args).await?;
+        match answer.as_str() {
             "lost" => Ok(Fenced::Lost),
             "stale" => Ok(Fenced::Done(None)),
-            other => Ok(Fenced::Done(Some(other.parse()?))),
+            json => {
+                #[derive(Deserialize)]
+                struct Answer {
+                    status: String,
+                    log: crate::logs::LogSummary,
+                }
+                let answer: Answer =
+                    serde_json::from_str(json).map_err(|_| unexpected("finish_attempt", json))?;
+                Ok(Fenced::Done(Some(Finished {
+                    status: answer.status.parse()?,
+                    log: answer.log,
+                })))
+            }
         }
     }
 

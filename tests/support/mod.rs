@@ -13,8 +13,11 @@ pub mod topology;
 pub use topology::Scratch as TempDir;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use devkit::valkey::LocalValkey;
 use dispatcher::configuration::Settings;
 use dispatcher::shutdown::Shutdown;
@@ -450,4 +453,30 @@ pub async fn pool_until(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A loopback HTTP listener that records every request it gets (a
+/// callback target).
+pub struct Listener {
+    pub url: String,
+    pub bodies: Arc<Mutex<Vec<Bytes>>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+pub async fn listener() -> Listener {
+    let bodies: Arc<Mutex<Vec<Bytes>>> = Default::default();
+    let hits: Arc<AtomicUsize> = Default::default();
+    let (sink, count) = (bodies.clone(), hits.clone());
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let (sink, count) = (sink.clone(), count.clone());
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            sink.lock().unwrap().push(body);
+            "ok"
+        }
+    });
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", socket.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(socket, app).await });
+    Listener { url, bodies, hits }
 }

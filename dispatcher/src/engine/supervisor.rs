@@ -271,7 +271,7 @@ async fn finish(
 ) -> Result<(), Lost> {
     let machine_id = machine.as_ref().map(|(id, _)| id.clone());
     let finished = with_store_retries(|| {
-        shared.store.finish_attempt(
+        shared.store.finish_attempt_logged(
             attempt,
             ending.outcome,
             ending.exit_code,
@@ -282,7 +282,7 @@ async fn finish(
     .await;
     match finished {
         Ok(Fenced::Lost) => return Err(lost("finish_attempt")),
-        Ok(Fenced::Done(Some(status))) => {
+        Ok(Fenced::Done(Some(jobs::Finished { status, log }))) => {
             // The store ends the attempts of a cancelled job `cancelled`.
             let outcome = match status {
                 JobStatus::Cancelled => Outcome::Cancelled,
@@ -297,13 +297,7 @@ async fn finish(
             )
             .await;
             crate::metrics::attempt_finished(outcome, began.elapsed(), !status.is_terminal());
-            if let Ok(log) = shared
-                .store
-                .log_summary(attempt.job_id, attempt.attempt)
-                .await
-            {
-                crate::metrics::attempt_logged(&log);
-            }
+            crate::metrics::attempt_logged(&log);
             tracing::info!(
                 %outcome,
                 exit_code = ending.exit_code,

@@ -10,6 +10,7 @@ for _, id in ipairs(due) do
   redis.call('HDEL', key, 'run_at')
   push_queue(id, key, 'scheduled')
 end
+sample_minute()
 
 -- Slots are counted across every dispatcher: a slot is held from the
 -- claim until the attempt's machine is destroyed.
@@ -52,4 +53,5 @@ redis.call('HSET', P .. 'in_flight_kind', member, kind)
 redis.call('HINCRBY', per_kind, kind, 1)
 set_status(id, key, 'queued', 'starting')
 count_minute('started')
+count_queue_wait(key)
 return cjson.encode({ claimed = hgetall(key), epoch = epoch })

@@ -105,6 +105,7 @@ end
 local function push_queue(id, key, from)
   check_transition(id, from, 'queued')
   redis.call('SADD', P .. 'kinds', hget(key, 'kind'))
+  redis.call('HSET', key, 'queued_at', int(NOW))
   local seq = redis.call('INCR', P .. 'seq')
   local score = (tonumber(hget(key, 'priority')) + 1000) * 1e12 + seq
   redis.call('ZADD', P .. 'queue', int(score), id)
@@ -126,6 +127,38 @@ local MINUTE_TTL_SECS = 7200
 local function count_minute(event)
   local bucket = minute_key(math.floor(NOW / 60000))
   redis.call('HINCRBY', bucket, event, 1)
+  redis.call('EXPIRE', bucket, MINUTE_TTL_SECS)
+end
+
+-- The minute's queue wait (from entering the queue, `queued_at`, to the
+-- claim) as counts in fixed buckets, fields `wait_le_<ms>` and
+-- `wait_le_inf`: a bounded histogram the charts read p50/p95 from, the
+-- same size whatever the number of jobs. Upper bounds in milliseconds.
+local WAIT_BOUNDS_MS = { 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 900000 }
+local function wait_field(i)
+  local bound = WAIT_BOUNDS_MS[i]
+  if bound then return 'wait_le_' .. int(bound) end
+  return 'wait_le_inf'
+end
+local function count_queue_wait(key)
+  local since = tonumber(hget(key, 'queued_at') or '')
+  if not since then return end
+  local i = 1
+  while WAIT_BOUNDS_MS[i] and NOW - since > WAIT_BOUNDS_MS[i] do i = i + 1 end
+  count_minute(wait_field(i))
+end
+
+-- The queue's depth and the machines in flight, kept per minute as the
+-- highest seen (`queue_max`, `in_flight_max`). Every claim samples them,
+-- and each dispatcher's launcher claims at least once a second, idle or
+-- full, so any running dispatcher fills every minute; several keep the max.
+local function sample_minute()
+  local bucket = P .. 'minute:' .. int(math.floor(NOW / 60000))
+  local now = { redis.call('ZCARD', P .. 'queue'), redis.call('ZCARD', P .. 'in_flight') }
+  local seen = redis.call('HMGET', bucket, 'queue_max', 'in_flight_max')
+  for i, field in ipairs({ 'queue_max', 'in_flight_max' }) do
+    if now[i] > (tonumber(seen[i]) or -1) then redis.call('HSET', bucket, field, now[i]) end
+  end
   redis.call('EXPIRE', bucket, MINUTE_TTL_SECS)
 end
 

@@ -58,6 +58,8 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
     let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
         unreachable!("the command is spawned with three pipes")
     };
+    output::widen(&stdout);
+    output::widen(&stderr);
 
     let (progress_tx, progress_rx) = watch::channel(None);
     let mut result = None;

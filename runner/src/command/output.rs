@@ -22,6 +22,24 @@ pub const PROGRESS_PREFIX: &str = "PROGRESS ";
 /// endless line cannot exhaust the machine's memory.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 
+/// How far a command may write ahead of the runner before it blocks.
+/// Linux's default pipe holds 64 KiB: a command printing 10 MB then waits
+/// for the runner 160 times, each a hand-off between the two processes
+/// that costs a scheduling delay on a busy machine. 1 MiB (the default
+/// `/proc/sys/fs/pipe-max-size`) makes it 10; the memory is the kernel's,
+/// bounded, and only used while the runner is behind.
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Makes the pipe `PIPE_BYTES` large. Where the system allows less, the
+/// pipe keeps its size: a slower hand-off, nothing else.
+pub(super) fn widen(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl(2) on a descriptor this process owns; F_SETPIPE_SZ
+    // takes an int and changes only the pipe's capacity.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+    }
+}
+
 /// The last stderr line is kept for the error message; this much of it.
 const MAX_ERROR_LINE_CHARS: usize = 500;
 
@@ -87,8 +105,10 @@ pub(super) async fn read_stdout(
         match lines.next().await {
             Ok(Some(line)) => {
                 output(LogStream::Stdout, &String::from_utf8_lossy(line));
-                if let Ok(value) = serde_json::from_slice(line) {
-                    *result = Some(value);
+                if may_be_json(line) {
+                    if let Ok(value) = serde_json::from_slice(line) {
+                        *result = Some(value);
+                    }
                 }
             }
             Ok(None) => break,
@@ -98,6 +118,15 @@ pub(super) async fn read_stdout(
             }
         }
     }
+}
+
+/// Whether `line` may be a JSON value, by its first byte: most lines of
+/// a chatty command are not, and are told apart without a parse.
+fn may_be_json(line: &[u8]) -> bool {
+    matches!(
+        line.trim_ascii_start().first(),
+        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    )
 }
 
 /// Reads stderr to its end: progress lines go to `progress`, the others

@@ -29,9 +29,12 @@ struct Shared {
     buffer: Mutex<Buffer>,
     /// Wakes the shipper early: a full batch, or the end.
     wake: Notify,
-    /// No more lines are wanted: the log reached its cap or the attempt
-    /// is stale. Later lines are discarded without counting as dropped.
+    /// No more lines are wanted: the log reached its cap (as counted here,
+    /// or as the store answered) or the attempt is stale. Later lines are
+    /// discarded without counting as dropped, and cost no encoding.
     refused: AtomicBool,
+    /// The attempt's cap, as the store counts it (stored entries).
+    max_bytes: u64,
     max_line_bytes: usize,
     buffer_bytes: usize,
     masker: Masker,
@@ -41,6 +44,9 @@ struct Buffer {
     batch: LogBatch,
     /// Lines dropped because the buffer was full, since the start.
     dropped: u64,
+    /// Bytes of the lines accepted since the start and not dropped since:
+    /// what the store holds once they are shipped.
+    accepted: u64,
     /// The attempt is over: ship what is left, then stop.
     closing: bool,
 }
@@ -69,10 +75,12 @@ impl LogSink {
             buffer: Mutex::new(Buffer {
                 batch: LogBatch::new(),
                 dropped: 0,
+                accepted: 0,
                 closing: false,
             }),
             wake: Notify::new(),
             refused: AtomicBool::new(false),
+            max_bytes: settings.max_bytes,
             max_line_bytes: settings.max_line_bytes,
             buffer_bytes: settings.buffer_bytes,
             masker: Masker::new(settings.secrets),
@@ -102,8 +110,16 @@ impl LogSink {
             buffer.dropped += 1;
             return;
         }
+        buffer.accepted += entry.bytes() as u64;
         buffer.batch.push(entry);
-        if buffer.batch.bytes() >= BATCH_BYTES {
+        if buffer.accepted > self.0.max_bytes {
+            // This line crosses the cap: the store keeps what fits and ends
+            // the log with its marker, and would discard every later line.
+            // Stop encoding them here instead of shipping them to be
+            // discarded (a flood's cost is then only reading the pipe).
+            self.0.refused.store(true, Ordering::Relaxed);
+            self.0.wake.notify_one();
+        } else if buffer.batch.bytes() >= BATCH_BYTES {
             self.0.wake.notify_one();
         }
     }
@@ -194,6 +210,11 @@ async fn ship(sink: LogSink, store: Store, attempt: AttemptRef, max_bytes: u64) 
                 if pending.bytes() > sink.0.buffer_bytes {
                     let mut buffer = sink.lock();
                     buffer.dropped += pending.len() as u64;
+                    // Never stored: the cap counts from what was.
+                    buffer.accepted -= pending.bytes() as u64;
+                    sink.0
+                        .refused
+                        .store(buffer.accepted > sink.0.max_bytes, Ordering::Relaxed);
                     pending = LogBatch::new();
                 }
                 if closing {
