@@ -127,7 +127,8 @@ async fn a_stale_attempt_can_write_nothing() {
             Duration::ZERO,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, Fenced::Done(Some(JobStatus::Scheduled)));
 
     // The zombie runner of attempt 1 wakes up late.
@@ -174,13 +175,15 @@ async fn a_stale_attempt_can_write_nothing() {
     let status = store
         .finish_attempt(&second, Outcome::Succeeded, Some(0), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, Fenced::Done(Some(JobStatus::Succeeded)));
     assert_eq!(
         store
             .finish_attempt(&first, Outcome::Crashed, None, None, Duration::ZERO)
             .await
-            .unwrap(),
+            .unwrap()
+            .status(),
         Fenced::Lost,
         "attempt 1's slot was released: its owner owns nothing"
     );
@@ -209,7 +212,8 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
             Duration::from_millis(300),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, Fenced::Done(Some(JobStatus::Scheduled)));
     store.release(&first).await.unwrap();
     match claim(&store, 10).await {
@@ -223,7 +227,8 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
     let status = store
         .finish_attempt(&second, Outcome::Crashed, Some(3), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(
         status,
         Fenced::Done(Some(JobStatus::Failed)),
@@ -261,7 +266,8 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
             Duration::from_secs(60),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, Fenced::Done(Some(JobStatus::Scheduled)));
 }
 
@@ -280,7 +286,8 @@ async fn permanent_errors_are_not_retried() {
     let status = store
         .finish_attempt(&attempt, Outcome::Error, Some(1), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, Fenced::Done(Some(JobStatus::Failed)));
     assert_eq!(
         store.get(id).await.unwrap().unwrap().error.as_deref(),
@@ -333,7 +340,8 @@ async fn cancel_in_each_state() {
     let status = store
         .finish_attempt(&attempt, Outcome::Cancelled, None, None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, Fenced::Done(Some(JobStatus::Cancelled)));
     assert_eq!(
         store.cancel(running).await.unwrap(),
@@ -525,7 +533,8 @@ async fn a_dispatcher_whose_attempt_was_taken_over_can_write_nothing() {
     let finished = store
         .finish_attempt(&old, Outcome::BootFailed, None, Some("409"), Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(finished, Fenced::Lost);
     assert_eq!(store.hand_back(&old).await.unwrap(), Fenced::Lost);
     assert_eq!(store.release(&old).await.unwrap(), Fenced::Lost);
@@ -551,7 +560,8 @@ async fn a_dispatcher_whose_attempt_was_taken_over_can_write_nothing() {
     let finished = store
         .finish_attempt(&new, Outcome::Succeeded, Some(0), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(finished, Fenced::Done(Some(JobStatus::Succeeded)));
     assert_eq!(store.release(&new).await.unwrap(), Fenced::Done(()));
     let job = store.get(id).await.unwrap().unwrap();
@@ -592,7 +602,8 @@ async fn a_requested_cancel_decides_however_the_attempt_ends() {
     let finished = store
         .finish_attempt(&first, Outcome::Crashed, Some(1), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(finished, Fenced::Done(Some(JobStatus::Cancelled)));
 
     let (_, second) = claimed(&store).await;
@@ -610,7 +621,8 @@ async fn a_requested_cancel_decides_however_the_attempt_ends() {
     let finished = store
         .finish_attempt(&second, Outcome::Error, Some(1), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(
         finished,
         Fenced::Done(Some(JobStatus::Cancelled)),
@@ -651,7 +663,8 @@ async fn secrets_are_read_with_the_attempt_token_only_and_go_with_the_job() {
     store
         .finish_attempt(&attempt, Outcome::Crashed, Some(1), None, Duration::ZERO)
         .await
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(store.retry(id).await.unwrap(), RetryResult::SecretsGone);
 }
 
@@ -710,7 +723,8 @@ async fn activity_counts_claims_and_final_states_per_minute() {
         let done = store
             .finish_attempt(attempt, outcome, None, None, Duration::ZERO)
             .await
-            .unwrap();
+            .unwrap()
+            .status();
         assert!(matches!(done, Fenced::Done(_)), "{done:?}");
     }
     let (again, _) = claimed(&store).await;

@@ -122,6 +122,16 @@ pub struct Finished {
     pub log: crate::logs::LogSummary,
 }
 
+impl Fenced<Option<Finished>> {
+    /// Only the job's new status, for a caller that ignores the log.
+    pub fn status(self) -> Fenced<Option<JobStatus>> {
+        match self {
+            Fenced::Done(finished) => Fenced::Done(finished.map(|f| f.status)),
+            Fenced::Lost => Fenced::Lost,
+        }
+    }
+}
+
 /// What [`Store::record_machine`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -724,30 +734,11 @@ impl Store {
         Ok((report.as_deref().and_then(report_kind), cancel.is_some()))
     }
 
-    /// [`Store::finish_attempt_logged`], for a caller that needs only the
-    /// job's new status.
-    pub async fn finish_attempt(
-        &self,
-        a: &Owned,
-        outcome: Outcome,
-        exit_code: Option<i32>,
-        error: Option<&str>,
-        retry_delay: Duration,
-    ) -> Result<Fenced<Option<JobStatus>>> {
-        let finished = self
-            .finish_attempt_logged(a, outcome, exit_code, error, retry_delay)
-            .await?;
-        Ok(match finished {
-            Fenced::Done(finished) => Fenced::Done(finished.map(|f| f.status)),
-            Fenced::Lost => Fenced::Lost,
-        })
-    }
-
     /// Closes an attempt and moves the job on. Returns the job's new
     /// status and the attempt's log summary, or `None` when the attempt was no longer current. A job
     /// whose cancel was requested ends `cancelled` unless the attempt
     /// succeeded, whatever `outcome` says.
-    pub async fn finish_attempt_logged(
+    pub async fn finish_attempt(
         &self,
         a: &Owned,
         outcome: Outcome,

@@ -271,7 +271,7 @@ async fn finish(
 ) -> Result<(), Lost> {
     let machine_id = machine.as_ref().map(|(id, _)| id.clone());
     let finished = with_store_retries(|| {
-        shared.store.finish_attempt_logged(
+        shared.store.finish_attempt(
             attempt,
             ending.outcome,
             ending.exit_code,
