@@ -163,6 +163,9 @@ pub struct CommonArgs {
     /// How long an idempotency key is remembered.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
     pub idempotency_ttl_secs: u64,
+    /// Most jobs one `POST /batches` may carry.
+    #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = 10_000)]
+    pub max_batch_jobs: usize,
     /// Signs callback POSTs with HMAC-SHA256 (header `x-signature-256`).
     #[arg(long, env = "CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
@@ -480,6 +483,7 @@ impl CommonArgs {
                 body_limit: self.body_limit_bytes,
                 defaults,
                 idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
+                max_batch_jobs: self.max_batch_jobs.max(1),
                 limits: HttpLimits {
                     max_connections: self.max_connections.max(1),
                     header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),

@@ -91,6 +91,8 @@ pub struct ApiSettings {
     pub limits: HttpLimits,
     /// Durability mode: a new job is acknowledged only once replicated.
     pub submit_replicas: Option<SubmitReplicas>,
+    /// Most jobs one `POST /batches` may carry.
+    pub max_batch_jobs: usize,
 }
 
 /// Bounds on what clients may hold or ask for ([`crate::server`],

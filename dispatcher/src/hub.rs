@@ -28,6 +28,7 @@ pub struct EventHub {
     mailboxes: Arc<Mutex<Mailboxes>>,
     launcher: Arc<Notify>,
     slots: Arc<Notify>,
+    batches: Arc<Notify>,
 }
 
 /// One subscriber's queue. Empty, it is about a hundred bytes: a channel
@@ -134,7 +135,15 @@ impl EventHub {
         self.slots.clone()
     }
 
+    /// Notified when a batch completed (its callback may be due).
+    pub fn batch_completed(&self) -> Arc<Notify> {
+        self.batches.clone()
+    }
+
     fn dispatch(&self, event: JobEvent) {
+        if event.kind == EventKind::Batch && event.status.is_none() {
+            self.batches.notify_one();
+        }
         let queued = event.kind == EventKind::Status && event.status == Some(JobStatus::Queued);
         if queued || event.kind == EventKind::Lease {
             self.launcher.notify_one();

@@ -38,8 +38,13 @@
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 //! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
 //!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
+//! - [`batch_request`]: `POST /batches` bodies, each member parsed by the
+//!   same [`request`] code as `POST /jobs`; [`batch_callbacks`]: the
+//!   outbox of completed batches' callbacks.
 
 pub mod auth;
+pub mod batch_callbacks;
+pub mod batch_request;
 pub mod callback_targets;
 pub mod callbacks;
 pub mod cli;

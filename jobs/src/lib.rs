@@ -16,6 +16,8 @@
 //!   Machines API create budget).
 //! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
 //!   a time.
+//! - [`fan_in`]: batches, jobs that wait for others (`after`), and `then`
+//!   jobs run once what they wait for finished.
 //!
 //! The lifecycle:
 //!
@@ -29,6 +31,7 @@
 
 pub mod address;
 pub mod events;
+pub mod fan_in;
 pub mod job_env;
 pub mod logs;
 pub mod model;
@@ -42,6 +45,7 @@ pub mod tls;
 
 pub use address::{AddressError, StoreAddress, Topology};
 pub use events::{EventKind, JobEvent};
+pub use fan_in::{Batch, BatchId, BatchPage, NewBatch, NewJob, RunIf, Submit, Submitted};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;

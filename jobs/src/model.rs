@@ -113,10 +113,13 @@ pub enum JobStatus {
     /// Attempts exhausted or a permanent error: the dead-letter state.
     Failed,
     Cancelled,
+    /// Waits for other jobs (`after`) or a batch (its `then` job) to
+    /// finish; then queued, or cancelled when what it needs failed.
+    Waiting,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         Self::Scheduled,
         Self::Queued,
         Self::Starting,
@@ -124,6 +127,7 @@ impl JobStatus {
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
+        Self::Waiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,6 +139,7 @@ impl JobStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -343,6 +348,26 @@ pub struct Job {
     /// `max_attempts`.
     #[serde(skip)]
     pub attempt_base: u32,
+    /// The batch this job is a member of, and its place in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<crate::fan_in::BatchId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_index: Option<u32>,
+    /// The jobs it waits for (`after`), and the batch it is the `then`
+    /// job of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_batch: Option<crate::fan_in::BatchId>,
+    /// The job stored with this one to run after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<JobId>,
+    /// Once what it waited for finished: their ids, statuses and results
+    /// (`{"jobs": [...]}`, with `batch` and `counts` for a batch). Left
+    /// out of listings unless asked for, like `params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Option<Value>,
 }
 
 /// The fields of a job's hash, as the store keeps them: flat strings.
@@ -459,6 +484,16 @@ impl Job {
             callback_url: fields.get("callback_url").cloned(),
             attempts: attempts.into_values().collect(),
             attempt_base: number("attempt_base")? as u32,
+            batch_id: fields.get("batch").map(|b| b.parse()).transpose()?,
+            batch_index: fields.get("batch_index").and_then(|i| i.parse().ok()),
+            after: json("after")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| InvalidValue(format!("job field \"after\": {e}")))?
+                .unwrap_or_default(),
+            after_batch: fields.get("after_batch").map(|b| b.parse()).transpose()?,
+            inputs: json("inputs")?,
+            then: fields.get("then").map(|t| t.parse()).transpose()?,
         })
     }
 

@@ -164,6 +164,8 @@ pub struct ListFilter {
     pub kind: Option<crate::Kind>,
     /// Only jobs older than this one (the previous page's cursor).
     pub after: Option<JobId>,
+    /// Only this batch's members (with `status`, not with `kind`).
+    pub batch: Option<crate::fan_in::BatchId>,
 }
 
 /// What [`Store::stats`] counts.
@@ -314,12 +316,18 @@ pub(crate) struct Scripts {
     activity: Script,
     confirm: Script,
     secrets: Script,
+    pub(crate) submit: Script,
 }
 
 impl Scripts {
     fn load() -> Self {
         let with_prelude = |body: &str| {
-            Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
+            Script::from_lua(format!(
+                "{}\n{}\n{}",
+                include_str!("scripts/prelude.lua"),
+                include_str!("scripts/fan_in.lua"),
+                body
+            ))
         };
         Self {
             enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
@@ -343,6 +351,7 @@ impl Scripts {
             activity: with_prelude(include_str!("scripts/activity.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
             secrets: with_prelude(include_str!("scripts/secrets.lua")),
+            submit: with_prelude(include_str!("scripts/submit.lua")),
         }
     }
 }
@@ -480,6 +489,9 @@ impl Store {
     /// jobs are added, since ids only grow.
     pub async fn list(&self, filter: &ListFilter, limit: usize) -> Result<Page> {
         let index = match (&filter.status, &filter.kind) {
+            _ if filter.batch.is_some() => {
+                self.batch_index_key(filter.batch.expect("checked"), filter.status)
+            }
             (None, None) => format!("{}jobs", self.prefix),
             (Some(status), None) => format!("{}status:{status}", self.prefix),
             (None, Some(kind)) => format!("{}kind:{kind}", self.prefix),

@@ -457,6 +457,7 @@ pub(crate) fn list_filter(
         ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
     };
     Ok(ListFilter {
+        batch: None,
         status: status
             .map(|s| s.parse::<JobStatus>())
             .transpose()

@@ -39,6 +39,14 @@ local function status_indexes(key, status)
   return P .. 'status:' .. status, P .. 'status:' .. status .. ':' .. kind
 end
 
+-- Called after every status change, with (id, key, from, to): where
+-- other bookkeeping follows a job's status in the same script (batch
+-- counters and dependencies, `fan_in.lua`). `quiet` leaves out the
+-- per-job event, for a script that stores many jobs and announces them
+-- once.
+local status_listeners = {}
+local quiet = false
+
 -- The one place where a job's status changes: it keeps the per-status
 -- indexes right and tells every listener.
 local function set_status(id, key, from, to)
@@ -51,7 +59,10 @@ local function set_status(id, key, from, to)
   local by_status, by_status_kind = status_indexes(key, to)
   redis.call('ZADD', by_status, 0, id)
   redis.call('ZADD', by_status_kind, 0, id)
-  publish({ id = id, type = 'status', status = to, attempt = tonumber(hget(key, 'attempt')) })
+  if not quiet then
+    publish({ id = id, type = 'status', status = to, attempt = tonumber(hget(key, 'attempt')) })
+  end
+  for _, listener in ipairs(status_listeners) do listener(id, key, from, to) end
 end
 
 -- Lower priority runs first; within a priority, first in first out.
