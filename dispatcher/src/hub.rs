@@ -62,6 +62,14 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// Forgets the events queued so far: for a subscriber that re-reads
+    /// the record after a pause, one read covers them all.
+    pub fn clear(&mut self) {
+        self.mailbox.queue.lock().expect("mailbox lock").clear();
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut mailboxes = self.hub.mailboxes.lock().expect("hub lock");
