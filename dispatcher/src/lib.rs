@@ -40,10 +40,12 @@
 //!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
 //! - [`batch_request`]: `POST /batches` bodies, each member parsed by the
 //!   same [`request`] code as `POST /jobs`; [`batch_callbacks`]: the
-//!   outbox of completed batches' callbacks.
+//!   outbox of completed batches' callbacks; [`batch_command`]: the CLI's
+//!   `jobs submit --batch` and `jobs batch`.
 
 pub mod auth;
 pub mod batch_callbacks;
+pub mod batch_command;
 pub mod batch_request;
 pub mod callback_targets;
 pub mod callbacks;
