@@ -370,3 +370,49 @@ async fn batch_and_member_idempotency_keys() {
     assert_eq!(stored(&system).await, (4, 3), "nothing of the refused batch");
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_a_jsonl_file_as_one_batch_and_watches_it() {
+    let system = system(8, &[]).await;
+    let dir = support::TempDir::new();
+    let file = dir.path.join("batch.jsonl");
+    let lines: Vec<String> = (0..5)
+        .map(|i| json!({"kind": "echo", "params": {"i": i}}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n\n").unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args(["jobs", "submit", "--batch"])
+        .arg(&file)
+        .args(["--max-attempts", "2", "--wait", "--json"])
+        .env("DISPATCHER_URL", &system.base)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let batch: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(batch["total"], 5);
+    assert_eq!(batch["counts"]["succeeded"], 5, "{batch}");
+    // The options filled what the lines left out.
+    let page = system
+        .get_json(&format!("/batches/{}/jobs", batch["id"].as_str().unwrap()))
+        .await;
+    assert!(page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|job| job["max_attempts"] == 2));
+
+    // A bad line is named before anything is sent.
+    std::fs::write(&file, "{\"kind\": \"echo\"}\nnot json\n").unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .args(["jobs", "submit", "--batch"])
+        .arg(&file)
+        .env("DISPATCHER_URL", &system.base)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("batch.jsonl:2"));
+    system.stop().await;
+}
