@@ -416,3 +416,58 @@ async fn the_cli_submits_a_jsonl_file_as_one_batch_and_watches_it() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("batch.jsonl:2"));
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_is_announced_once_and_admitted_as_slots_free() {
+    const MAX: u32 = 4;
+    const N: usize = 300;
+    let system = system(MAX, &[]).await;
+    let subscriber = system.store.subscriber().await.unwrap();
+    subscriber
+        .subscribe(system.store.events_channel())
+        .await
+        .unwrap();
+    // Every `queued` announcement, collected as it comes.
+    let mut messages = subscriber.message_rx();
+    let queued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = queued.clone();
+    let collector = tokio::spawn(async move {
+        loop {
+            match messages.recv().await {
+                Ok(message) => {
+                    let text = message.value.as_string().unwrap();
+                    let event: Value = serde_json::from_str(&text).unwrap();
+                    if event["type"] == "status" && event["status"] == "queued" {
+                        sink.lock().unwrap().push(event["id"].as_str().unwrap().into());
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    panic!("missed {n} events")
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    let answer = submit_batch(
+        &system,
+        json!({"jobs": vec![json!({"kind": "echo"}); N]}),
+    )
+    .await;
+    let batch_id = answer["batch"]["id"].as_str().unwrap().to_string();
+    let members: BTreeSet<String> = ids(&answer).into_iter().collect();
+    until_complete(&system, &batch_id).await;
+
+    // No member was announced as queued on its own: the launchers were
+    // woken once, by the batch's own event, not N times.
+    let _ = subscriber.quit().await;
+    collector.await.unwrap();
+    let queued = queued.lock().unwrap().clone();
+    let member_queued = queued.iter().filter(|id| members.contains(*id)).count();
+    let batch_queued = queued.iter().filter(|id| **id == batch_id).count();
+    assert_eq!((member_queued, batch_queued), (0, 1));
+    // The machine cap held across the whole batch.
+    let stats = system.mock_stats();
+    assert!(stats.peak_live <= MAX as usize, "{stats:?}");
+    assert_eq!(stats.created, N as u64);
+    system.stop().await;
+}
