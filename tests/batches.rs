@@ -171,6 +171,20 @@ async fn a_then_job_is_skipped_when_a_member_failed_and_all_must_succeed() {
     let error = then["error"].as_str().unwrap();
     assert!(error.contains(batch["id"].as_str().unwrap()), "{error}");
     assert!(then["attempts"].as_array().unwrap().is_empty(), "it never ran");
+
+    // The dashboard's pages show the batch, complete, and its members.
+    let id = batch["id"].as_str().unwrap();
+    let html = |path: String| {
+        let request = system
+            .request(reqwest::Method::GET, &path)
+            .header("accept", "text/html");
+        support::send_text(request)
+    };
+    let list = html("/batches".into()).await;
+    assert!(list.contains(&format!("data-batch=\"{id}\"")), "{list}");
+    let page = html(format!("/batches/{id}")).await;
+    assert!(page.contains("data-complete=\"true\""), "{page}");
+    assert!(page.contains("data-status=\"failed\""), "{page}");
     system.stop().await;
 }
 

@@ -9,7 +9,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use jobs::{Batch, BatchId, Submitted};
 use serde::Deserialize;
@@ -161,15 +161,34 @@ pub(crate) async fn submit_fanned_in(
     Ok((status, [(header::LOCATION, format!("/jobs/{id}"))], Json(job)).into_response())
 }
 
-/// `GET /batches/{id}`: counts per status, progress, completion.
+/// Members on a batch's dashboard page.
+const PAGE_MEMBERS: usize = 100;
+
+/// `GET /batches/{id}`: counts per status, progress, completion. A
+/// browser (`Accept: text/html`) gets the dashboard's batch page.
 #[utoipa::path(get, path = "/batches/{id}", tag = "batches",
     params(("id" = String, Path, description = "batch id")),
-    responses((status = 200, body = Batch), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses(
+        (status = 200, description = "the batch; HTML (the dashboard's batch page) when `Accept` names text/html",
+            content((Batch = "application/json"), (String = "text/html"))),
+        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Batch>, ApiError> {
-    Ok(Json(find_batch(&state, parse_batch_id(&id)?).await?))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let batch = find_batch(&state, parse_batch_id(&id)?).await?;
+    let vary = [(header::VARY, "accept")];
+    if !super::wants_html(&headers) {
+        return Ok((vary, Json(batch)).into_response());
+    }
+    let filter = jobs::ListFilter {
+        batch: Some(batch.id),
+        ..jobs::ListFilter::default()
+    };
+    let members = state.store.list(&filter, PAGE_MEMBERS).await?;
+    let page = crate::dashboard::batches::batch_page(&batch, &members);
+    Ok((vary, Html(page)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -182,11 +201,16 @@ pub struct BatchesQuery {
     cursor: Option<String>,
 }
 
-/// `GET /batches`: newest first.
+/// `GET /batches`: newest first. A browser gets the dashboard's batches
+/// page.
 #[utoipa::path(get, path = "/batches", tag = "batches", params(BatchesQuery),
-    responses((status = 200, description = "`{\"batches\": [Batch], \"next_cursor\": id or null}`", body = Object), (status = 400, body = ApiError)))]
+    responses(
+        (status = 200, description = "`{\"batches\": [Batch], \"next_cursor\": id or null}`; HTML (the dashboard's batches page) when `Accept` names text/html",
+            content((Object = "application/json"), (String = "text/html"))),
+        (status = 400, body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<BatchesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -200,7 +224,16 @@ pub async fn list(
                 .with_field("cursor")
         })?;
     let page = state.store.batches(after, limit).await?;
-    Ok(Json(json!({ "batches": page.batches, "next_cursor": page.next })).into_response())
+    let vary = [(header::VARY, "accept")];
+    if super::wants_html(&headers) {
+        let html = crate::dashboard::batches::batches_page(&page);
+        return Ok((vary, Html(html)).into_response());
+    }
+    Ok((
+        vary,
+        Json(json!({ "batches": page.batches, "next_cursor": page.next })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
