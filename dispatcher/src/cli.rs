@@ -166,6 +166,10 @@ pub struct CommonArgs {
     /// Most jobs one `POST /batches` may carry.
     #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = 10_000)]
     pub max_batch_jobs: usize,
+    /// Largest accepted `POST /batches` body (other routes take
+    /// --body-limit-bytes).
+    #[arg(long, env = "BATCH_BODY_LIMIT_BYTES", default_value_t = 16 << 20)]
+    pub batch_body_limit_bytes: usize,
     /// Signs callback POSTs with HMAC-SHA256 (header `x-signature-256`).
     #[arg(long, env = "CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
@@ -484,6 +488,7 @@ impl CommonArgs {
                 defaults,
                 idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
                 max_batch_jobs: self.max_batch_jobs.max(1),
+                batch_body_limit: self.batch_body_limit_bytes,
                 limits: HttpLimits {
                     max_connections: self.max_connections.max(1),
                     header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),

@@ -242,6 +242,12 @@ impl JobRequest {
                         "a then job cannot have its own then; give it to a job it waits for",
                     ));
                 }
+                if then.idempotency_key.is_some() {
+                    return Err(field_error(
+                        "then.idempotency_key",
+                        "a then job comes and goes with its parent: give the parent the key",
+                    ));
+                }
                 let then = then
                     .into_submission(defaults, now)
                     .map_err(|e| field_error(&format!("then.{}", e.field), e.message))?;
@@ -613,6 +619,17 @@ mod tests {
             (
                 json!({"kind": "x", "idempotency_key": ""}),
                 "idempotency_key",
+            ),
+            (json!({"kind": "x", "after": ["nope"]}), "after[0]"),
+            (json!({"kind": "x", "then_policy": "all_finished"}), "then_policy"),
+            (json!({"kind": "x", "then": {"kind": "Y"}}), "then.kind"),
+            (
+                json!({"kind": "x", "then": {"kind": "y", "then": {"kind": "z"}}}),
+                "then.then",
+            ),
+            (
+                json!({"kind": "x", "then": {"kind": "y", "idempotency_key": "k"}}),
+                "then.idempotency_key",
             ),
         ];
         for (body, field) in cases {

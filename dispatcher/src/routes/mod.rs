@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let body_limits = Arc::new(crate::server::BodyLimits {
         max_bytes: state.api.body_limit,
+        batch_max_bytes: state.api.batch_body_limit,
         timeout: state.api.limits.body_timeout,
     });
     Router::new()
@@ -147,7 +148,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(
             crate::dashboard::html::secure_html,
         ))
-        .layer(DefaultBodyLimit::max(state.api.body_limit))
+        // The exact limit per route is `read_body_within`'s, below.
+        .layer(DefaultBodyLimit::max(
+            state.api.body_limit.max(state.api.batch_body_limit),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             body_limits,
             crate::server::read_body_within,
