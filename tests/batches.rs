@@ -170,7 +170,10 @@ async fn a_then_job_is_skipped_when_a_member_failed_and_all_must_succeed() {
         .await;
     let error = then["error"].as_str().unwrap();
     assert!(error.contains(batch["id"].as_str().unwrap()), "{error}");
-    assert!(then["attempts"].as_array().unwrap().is_empty(), "it never ran");
+    assert!(
+        then["attempts"].as_array().unwrap().is_empty(),
+        "it never ran"
+    );
 
     // The dashboard's pages show the batch, complete, and its members.
     let id = batch["id"].as_str().unwrap();
@@ -324,7 +327,10 @@ async fn bad_batches_are_refused_naming_the_field_and_store_nothing() {
             json!({"jobs": [{"kind": "echo"}, {"kind": "echo", "after": [missing]}]}),
             "jobs[1].after",
         ),
-        (json!({"jobs": [{"kind": "echo", "nope": 1}]}), "jobs[0].nope"),
+        (
+            json!({"jobs": [{"kind": "echo", "nope": 1}]}),
+            "jobs[0].nope",
+        ),
         (
             json!({"jobs": [{"kind": "echo"}], "then": {"kind": "echo", "then": {"kind": "echo"}}}),
             "then",
@@ -335,10 +341,18 @@ async fn bad_batches_are_refused_naming_the_field_and_store_nothing() {
         assert_eq!(status, 422, "{body} → {answer}");
         assert_eq!(answer["field"], field, "{answer}");
     }
-    let (status, answer) = post(&system, "/jobs", json!({"kind": "echo", "after": [missing]})).await;
+    let (status, answer) = post(
+        &system,
+        "/jobs",
+        json!({"kind": "echo", "after": [missing]}),
+    )
+    .await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["field"], "after");
-    assert!(answer["error"].as_str().unwrap().contains(&missing), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains(&missing),
+        "{answer}"
+    );
     assert_eq!(stored(&system).await, (0, 0), "nothing stored");
     system.stop().await;
 }
@@ -346,7 +360,8 @@ async fn bad_batches_are_refused_naming_the_field_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_and_member_idempotency_keys() {
     let system = system(0, &[]).await;
-    let body = json!({"idempotency_key": "nightly-1", "jobs": [{"kind": "echo"}, {"kind": "echo"}]});
+    let body =
+        json!({"idempotency_key": "nightly-1", "jobs": [{"kind": "echo"}, {"kind": "echo"}]});
     let first = submit_batch(&system, body.clone()).await;
     let batch_id = first["batch"]["id"].clone();
 
@@ -381,7 +396,11 @@ async fn batch_and_member_idempotency_keys() {
     .await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["field"], "jobs[1].idempotency_key");
-    assert_eq!(stored(&system).await, (4, 3), "nothing of the refused batch");
+    assert_eq!(
+        stored(&system).await,
+        (4, 3),
+        "nothing of the refused batch"
+    );
     system.stop().await;
 }
 
@@ -452,7 +471,9 @@ async fn a_large_batch_is_announced_once_and_admitted_as_slots_free() {
                     let text = message.value.as_string().unwrap();
                     let event: Value = serde_json::from_str(&text).unwrap();
                     if event["type"] == "status" && event["status"] == "queued" {
-                        sink.lock().unwrap().push(event["id"].as_str().unwrap().into());
+                        sink.lock()
+                            .unwrap()
+                            .push(event["id"].as_str().unwrap().into());
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -462,11 +483,7 @@ async fn a_large_batch_is_announced_once_and_admitted_as_slots_free() {
             }
         }
     });
-    let answer = submit_batch(
-        &system,
-        json!({"jobs": vec![json!({"kind": "echo"}); N]}),
-    )
-    .await;
+    let answer = submit_batch(&system, json!({"jobs": vec![json!({"kind": "echo"}); N]})).await;
     let batch_id = answer["batch"]["id"].as_str().unwrap().to_string();
     let members: BTreeSet<String> = ids(&answer).into_iter().collect();
     until_complete(&system, &batch_id).await;

@@ -74,14 +74,26 @@ pub async fn run(binaries: &Binaries, sizes: &BatchSizes) -> anyhow::Result<Batc
     })
 }
 
-async fn submit(http: &reqwest::Client, base: &str, body: &Value, jobs: usize) -> anyhow::Result<()> {
-    let answer = http.post(format!("{base}/batches")).json(body).send().await?;
+async fn submit(
+    http: &reqwest::Client,
+    base: &str,
+    body: &Value,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let answer = http
+        .post(format!("{base}/batches"))
+        .json(body)
+        .send()
+        .await?;
     let status = answer.status();
     if status != reqwest::StatusCode::ACCEPTED {
         bail!("POST /batches answered {status}: {}", answer.text().await?);
     }
     let answer: Value = answer.json().await?;
     let ids = answer["job_ids"].as_array().map_or(0, Vec::len);
-    anyhow::ensure!(ids == jobs, "POST /batches answered {ids} ids for {jobs} jobs");
+    anyhow::ensure!(
+        ids == jobs,
+        "POST /batches answered {ids} ids for {jobs} jobs"
+    );
     Ok(())
 }

@@ -62,7 +62,10 @@ pub fn render(r: &Results) -> String {
             "< 2 s",
         );
         row(
-            format!("batch submit, 1 connection ({} batches of {})", b.batches, b.jobs),
+            format!(
+                "batch submit, 1 connection ({} batches of {})",
+                b.batches, b.jobs
+            ),
             format!(
                 "{:.0} jobs/s, per batch {}",
                 b.jobs_per_second,

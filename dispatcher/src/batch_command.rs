@@ -21,8 +21,8 @@ pub async fn submit(
     wait: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut member_defaults = options.clone();
     let batch_key = member_defaults.idempotency_key.take();
     let batch_callback = member_defaults.callback_url.take();
@@ -69,7 +69,12 @@ pub async fn submit(
 
 /// Shows a batch, or follows it until it completed (`watch`): then the
 /// exit code is 1 unless every member succeeded.
-pub async fn show(client: &ApiClient, id: &str, watch_it: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn show(
+    client: &ApiClient,
+    id: &str,
+    watch_it: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     if watch_it {
         return watch(client, id, json).await;
     }

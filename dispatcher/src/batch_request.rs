@@ -143,10 +143,12 @@ fn member(
             message,
         }
     })?;
-    request.into_submission(defaults, now).map_err(|e| FieldError {
-        field: format!("{field}.{}", e.field),
-        message: e.message,
-    })
+    request
+        .into_submission(defaults, now)
+        .map_err(|e| FieldError {
+            field: format!("{field}.{}", e.field),
+            message: e.message,
+        })
 }
 
 #[cfg(test)]
@@ -169,17 +171,44 @@ mod tests {
     fn names_the_bad_member_and_field() {
         let cases = [
             (json!({"jobs": []}), "jobs"),
-            (json!({"jobs": [{"kind": "a"}, {"kind": "a"}, {"kind": "a"}, {"kind": "a"}]}), "jobs"),
-            (json!({"jobs": [{"kind": "a"}, {"kind": "Bad"}]}), "jobs[1].kind"),
-            (json!({"jobs": [{"kind": "a", "priority": 1e9}]}), "jobs[0].priority"),
-            (json!({"jobs": [{"kind": "a", "machine": {"cpus": 3}}]}), "jobs[0].machine.cpus"),
+            (
+                json!({"jobs": [{"kind": "a"}, {"kind": "a"}, {"kind": "a"}, {"kind": "a"}]}),
+                "jobs",
+            ),
+            (
+                json!({"jobs": [{"kind": "a"}, {"kind": "Bad"}]}),
+                "jobs[1].kind",
+            ),
+            (
+                json!({"jobs": [{"kind": "a", "priority": 1e9}]}),
+                "jobs[0].priority",
+            ),
+            (
+                json!({"jobs": [{"kind": "a", "machine": {"cpus": 3}}]}),
+                "jobs[0].machine.cpus",
+            ),
             (json!({"jobs": [{"kind": "a", "typo": 1}]}), "jobs[0].typo"),
             (json!({"jobs": [{"params": {}}]}), "jobs[0].kind"),
-            (json!({"jobs": [{"kind": "a", "after": ["x"]}]}), "jobs[0].after[0]"),
-            (json!({"jobs": [{"kind": "a", "then": {"kind": "b"}}]}), "jobs[0].then"),
-            (json!({"jobs": [{"kind": "a"}], "then": {"kind": "B"}}), "then.kind"),
-            (json!({"jobs": [{"kind": "a"}], "then_policy": "all_finished"}), "then_policy"),
-            (json!({"jobs": [{"kind": "a"}], "idempotency_key": ""}), "idempotency_key"),
+            (
+                json!({"jobs": [{"kind": "a", "after": ["x"]}]}),
+                "jobs[0].after[0]",
+            ),
+            (
+                json!({"jobs": [{"kind": "a", "then": {"kind": "b"}}]}),
+                "jobs[0].then",
+            ),
+            (
+                json!({"jobs": [{"kind": "a"}], "then": {"kind": "B"}}),
+                "then.kind",
+            ),
+            (
+                json!({"jobs": [{"kind": "a"}], "then_policy": "all_finished"}),
+                "then_policy",
+            ),
+            (
+                json!({"jobs": [{"kind": "a"}], "idempotency_key": ""}),
+                "idempotency_key",
+            ),
         ];
         for (body, field) in cases {
             assert_eq!(parse(body.clone()).unwrap_err().field, field, "{body}");
@@ -194,7 +223,11 @@ mod tests {
             "then_policy": "all_finished",
         }))
         .unwrap();
-        let kinds: Vec<_> = submit.jobs.iter().map(|j| j.spec.kind.to_string()).collect();
+        let kinds: Vec<_> = submit
+            .jobs
+            .iter()
+            .map(|j| j.spec.kind.to_string())
+            .collect();
         assert_eq!(kinds, ["a", "b"]);
         assert!(submit.jobs[1].idempotency.is_some());
         let then = submit.batch.unwrap().then.unwrap();

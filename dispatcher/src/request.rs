@@ -621,7 +621,10 @@ mod tests {
                 "idempotency_key",
             ),
             (json!({"kind": "x", "after": ["nope"]}), "after[0]"),
-            (json!({"kind": "x", "then_policy": "all_finished"}), "then_policy"),
+            (
+                json!({"kind": "x", "then_policy": "all_finished"}),
+                "then_policy",
+            ),
             (json!({"kind": "x", "then": {"kind": "Y"}}), "then.kind"),
             (
                 json!({"kind": "x", "then": {"kind": "y", "then": {"kind": "z"}}}),

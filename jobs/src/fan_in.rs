@@ -142,10 +142,16 @@ pub enum Submitted {
     BatchExisting(BatchId),
     BatchConflict(BatchId),
     /// Job `index`'s idempotency key was used for another request by `id`.
-    Conflict { index: usize, id: JobId },
+    Conflict {
+        index: usize,
+        id: JobId,
+    },
     /// Job `index` (`None`: the batch's `then` job) waits for a job that
     /// does not exist.
-    Missing { index: Option<usize>, id: JobId },
+    Missing {
+        index: Option<usize>,
+        id: JobId,
+    },
 }
 
 /// A batch as `GET /batches/{id}` shows it.
@@ -187,8 +193,7 @@ impl Batch {
                 .parse()
                 .map_err(|_| InvalidValue(format!("batch field {name:?} is not a number")))
         };
-        let mut counts: BTreeMap<JobStatus, u64> =
-            JobStatus::ALL.iter().map(|&s| (s, 0)).collect();
+        let mut counts: BTreeMap<JobStatus, u64> = JobStatus::ALL.iter().map(|&s| (s, 0)).collect();
         for (name, value) in fields {
             if let Some(status) = name.strip_prefix("n:") {
                 // A status this build does not know (a newer peer's) is
@@ -358,10 +363,7 @@ impl Store {
                 .transpose()?,
         };
         let text: String = self
-            .run(
-                &self.scripts.submit,
-                vec![serde_json::to_string(&request)?],
-            )
+            .run(&self.scripts.submit, vec![serde_json::to_string(&request)?])
             .await?;
         let answer: Answer = serde_json::from_str(&text)?;
         let job_id = |t: &str| t.parse::<JobId>().map_err(StoreError::from);
@@ -407,8 +409,10 @@ impl Store {
     }
 
     pub async fn batch(&self, id: BatchId) -> Result<Option<Batch>> {
-        let fields: BTreeMap<String, String> =
-            self.client.hgetall(self.key(&format!("batch:{id}"))).await?;
+        let fields: BTreeMap<String, String> = self
+            .client
+            .hgetall(self.key(&format!("batch:{id}")))
+            .await?;
         if fields.is_empty() {
             return Ok(None);
         }

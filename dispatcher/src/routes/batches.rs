@@ -111,7 +111,10 @@ fn refusal(answer: Submitted) -> ApiError {
                 Some(index) => format!("jobs[{index}].after"),
                 None => "then.after".to_string(),
             };
-            unprocessable(&field, format!("no job {id} (a job can wait only for stored jobs)"))
+            unprocessable(
+                &field,
+                format!("no job {id} (a job can wait only for stored jobs)"),
+            )
         }
         Submitted::Stored { .. } | Submitted::Existing(_) | Submitted::BatchExisting(_) => {
             unreachable!("answers a caller handles itself")
@@ -142,7 +145,11 @@ pub(crate) async fn submit_fanned_in(
             .with_field("idempotency_key"))
         }
         Submitted::Missing { index, id } => {
-            let field = if index == Some(0) { "after" } else { "then.after" };
+            let field = if index == Some(0) {
+                "after"
+            } else {
+                "then.after"
+            };
             return Err(unprocessable(
                 field,
                 format!("no job {id} (a job can wait only for stored jobs)"),
@@ -158,7 +165,12 @@ pub(crate) async fn submit_fanned_in(
         tracing::info!(job = %job.id, kind = %job.kind, status = %job.status, then = ?job.then, "job submitted");
         state.launcher_wakeup.notify_one();
     }
-    Ok((status, [(header::LOCATION, format!("/jobs/{id}"))], Json(job)).into_response())
+    Ok((
+        status,
+        [(header::LOCATION, format!("/jobs/{id}"))],
+        Json(job),
+    )
+        .into_response())
 }
 
 /// Members on a batch's dashboard page.
@@ -330,7 +342,9 @@ pub async fn events(
                 Ok(Some(batch)) if c.last.as_ref() != Some(&batch) => c.pending = Some(batch),
                 Ok(Some(_)) => {}
                 Ok(None) => return None,
-                Err(error) => tracing::warn!(batch = %id, %error, "re-reading a watched batch failed"),
+                Err(error) => {
+                    tracing::warn!(batch = %id, %error, "re-reading a watched batch failed")
+                }
             }
         }
     });
