@@ -28,6 +28,10 @@
 //!        (backoff)     │                                       ▼
 //!                      └──── retry by hand ──── failed | cancelled | succeeded
 //! ```
+//!
+//! A job that waits for others (`after`, or a batch's `then` job) starts
+//! `waiting`, and moves to `queued` (or `scheduled`) once they are final,
+//! or to `cancelled` when one it needed did not succeed ([`fan_in`]).
 
 pub mod address;
 pub mod events;
