@@ -380,6 +380,24 @@ async fn batch_and_member_idempotency_keys() {
     assert_eq!(other["field"], "idempotency_key");
     assert_eq!(stored(&system).await, (2, 1));
 
+    // The Idempotency-Key header is the same as the field.
+    let with_header = || async {
+        let response = system
+            .request(reqwest::Method::POST, "/batches")
+            .header("idempotency-key", "nightly-2")
+            .json(&json!({"jobs": [{"kind": "echo"}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (first_status, first) = with_header().await;
+    let (again_status, again) = with_header().await;
+    assert_eq!((first_status, again_status), (202, 200));
+    assert_eq!(first["batch"]["id"], again["batch"]["id"]);
+    assert_eq!(stored(&system).await, (3, 2));
+
     // Members' own keys: a repeated member is the job stored before.
     let member = json!({"kind": "echo", "idempotency_key": "user-7"});
     let one = submit_batch(&system, json!({"jobs": [member.clone()]})).await;
@@ -398,7 +416,7 @@ async fn batch_and_member_idempotency_keys() {
     assert_eq!(conflict["field"], "jobs[1].idempotency_key");
     assert_eq!(
         stored(&system).await,
-        (4, 3),
+        (5, 4),
         "nothing of the refused batch"
     );
     system.stop().await;

@@ -132,11 +132,16 @@ fn member(
     let request: JobRequest = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        // At the member's top level serde names the field in backticks.
+        // At the member's top level serde names a missing or unknown
+        // field in backticks (other messages quote values that way).
+        let names_field =
+            message.starts_with("missing field") || message.starts_with("unknown field");
         let inner = if path != "." {
             Some(path)
-        } else {
+        } else if names_field {
             message.split('`').nth(1).map(str::to_string)
+        } else {
+            None
         };
         FieldError {
             field: inner.map_or(field.to_string(), |inner| format!("{field}.{inner}")),
@@ -189,6 +194,8 @@ mod tests {
             ),
             (json!({"jobs": [{"kind": "a", "typo": 1}]}), "jobs[0].typo"),
             (json!({"jobs": [{"params": {}}]}), "jobs[0].kind"),
+            (json!({"jobs": [{"kind": "a"}, 1]}), "jobs[1]"),
+            (json!({"jobs": [{"kind": "a"}, "x"]}), "jobs[1]"),
             (
                 json!({"jobs": [{"kind": "a", "after": ["x"]}]}),
                 "jobs[0].after[0]",

@@ -32,6 +32,7 @@ const STREAM_EVERY: Duration = Duration::from_millis(250);
 /// the batch's idempotency key answers 200 with the first batch; a
 /// different body under it, 409.
 #[utoipa::path(post, path = "/batches", tag = "batches", request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "same as the idempotency_key field")),
     responses(
         (status = 202, description = "`{\"batch\": Batch, \"job_ids\": [id], \"existing\": [index]}`: stored; `existing` lists members whose own idempotency key named an earlier job (its id is given)", body = Object),
         (status = 200, description = "a repeat under the batch's idempotency key: `{\"batch\": Batch}`", body = Object),
@@ -52,7 +53,8 @@ pub async fn submit(
             "this dispatcher is shutting down; submit to another one",
         ));
     }
-    let (request, body) = json_body::<BatchRequest>(&headers, body)?;
+    let (mut request, body) = json_body::<BatchRequest>(&headers, body)?;
+    super::jobs::with_header_key(&headers, &mut request.idempotency_key)?;
     let body_hash = crate::callbacks::hex(&Sha256::digest(&body));
     let submit = request
         .into_submit(

@@ -55,24 +55,7 @@ pub async fn submit(
         ));
     }
     let (mut request, body) = json_body::<JobRequest>(&headers, body)?;
-    let header_key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::to_string))
-        .transpose()
-        .map_err(|_| unprocessable("Idempotency-Key", "must be visible ASCII".into()))?;
-    match (&header_key, &request.idempotency_key) {
-        (Some(h), Some(f)) if h != f => {
-            return Err(unprocessable(
-                "idempotency_key",
-                "differs from the Idempotency-Key header".into(),
-            ))
-        }
-        (Some(h), _) => {
-            request.idempotency_key =
-                Some(idempotency_key(h.clone()).map_err(|e| unprocessable(&e.field, e.message))?)
-        }
-        _ => {}
-    }
+    with_header_key(&headers, &mut request.idempotency_key)?;
     let submission = request
         .into_submission(&state.api.defaults, chrono::Utc::now())
         .map_err(|e| unprocessable(&e.field, e.message))?;
@@ -112,6 +95,32 @@ pub async fn submit(
             "idempotency key already used by job {id} for a different request"
         ))
         .with_field("idempotency_key")),
+    }
+}
+
+/// The `Idempotency-Key` header, the same as the body's
+/// `idempotency_key` (`POST /jobs`, `POST /batches`): it fills the field,
+/// and a header that differs from the field is a 422.
+pub(crate) fn with_header_key(
+    headers: &HeaderMap,
+    field: &mut Option<String>,
+) -> Result<(), ApiError> {
+    let header_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| unprocessable("Idempotency-Key", "must be visible ASCII".into()))?;
+    match (&header_key, &*field) {
+        (Some(h), Some(f)) if h != f => Err(unprocessable(
+            "idempotency_key",
+            "differs from the Idempotency-Key header".into(),
+        )),
+        (Some(h), _) => {
+            *field =
+                Some(idempotency_key(h.clone()).map_err(|e| unprocessable(&e.field, e.message))?);
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
