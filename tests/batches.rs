@@ -296,6 +296,15 @@ async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
     // Submitted after its dependency already failed: cancelled at once.
     let late = system.submit(json!({"kind": "echo", "after": [d]})).await;
     assert_eq!(late["status"], "cancelled");
+    // So is a batch member, counted as such; its sibling waits for `c`.
+    let answer = submit_batch(
+        &system,
+        json!({"jobs": [{"kind": "echo", "after": [d]}, {"kind": "echo", "after": [c["id"]]}]}),
+    )
+    .await;
+    assert_eq!(answer["batch"]["counts"]["cancelled"], 1, "{answer}");
+    let batch = until_complete(&system, answer["batch"]["id"].as_str().unwrap()).await;
+    assert_eq!(batch["counts"]["succeeded"], 1, "{batch}");
 
     // A job's own then job runs after it, with its result.
     let parent = system
