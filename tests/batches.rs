@@ -529,3 +529,86 @@ async fn a_large_batch_is_announced_once_and_admitted_as_slots_free() {
     assert_eq!(stats.created, N as u64);
     system.stop().await;
 }
+
+/// The store step that completes a batch, twice at the same moment: two
+/// dispatchers close the last two members' attempts concurrently, each on
+/// its own connection. The batch completes once and queues its callback
+/// once (the outbox holds one entry), whichever finishes last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishing_the_last_two_members_at_once_completes_the_batch_once() {
+    use jobs::{Claim, Fenced, NewBatch, NewJob, Outcome, Store, StoreConfig, Submit, Submitted};
+
+    let dir = support::TempDir::new();
+    let mut valkey = support::start_valkey(&dir.path.join("valkey"), None).await;
+    let connect = || Store::connect(StoreConfig::new(valkey.address()));
+    let (first, second) = (connect().await.unwrap(), connect().await.unwrap());
+    for round in 0..20 {
+        let member = || NewJob {
+            id: jobs::JobId::new(),
+            spec: jobs::JobSpec {
+                kind: jobs::Kind::parse("echo").unwrap(),
+                params: json!({"round": round}),
+                priority: 0,
+                max_attempts: 1,
+                timeout_secs: 60,
+                backoff: jobs::Backoff::default(),
+                machine: jobs::MachineSpec::default(),
+            },
+            delay: Duration::ZERO,
+            callback_url: None,
+            idempotency: None,
+            secrets: jobs::Secrets::default(),
+            after: Vec::new(),
+            run_if: jobs::RunIf::AllSucceeded,
+            then: None,
+        };
+        let batch = NewBatch {
+            id: jobs::BatchId::new(),
+            callback_url: Some("https://example.com/hook".into()),
+            idempotency: None,
+            then: None,
+        };
+        let id = batch.id;
+        let submit = Submit {
+            jobs: vec![member(), member()],
+            batch: Some(batch),
+        };
+        assert!(matches!(
+            first.submit(&submit).await.unwrap(),
+            Submitted::Stored { .. }
+        ));
+        let mut owned = Vec::new();
+        // Slots stay held (no machine is ever destroyed here): a cap
+        // above every round's claims.
+        for store in [&first, &second] {
+            match store
+                .claim(100, "{}", "test", Duration::from_secs(30))
+                .await
+                .unwrap()
+            {
+                Claim::Claimed { attempt, .. } => owned.push(attempt),
+                other => panic!("round {round}: a member to claim, got {other:?}"),
+            }
+        }
+        let finish = |store: &Store, attempt: &jobs::Owned| {
+            let (store, attempt) = (store.clone(), attempt.clone());
+            async move {
+                store
+                    .finish_attempt(&attempt, Outcome::Succeeded, Some(0), None, Duration::ZERO)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (a, b) = tokio::join!(finish(&first, &owned[0]), finish(&second, &owned[1]));
+        assert_eq!(a, Fenced::Done(Some(jobs::JobStatus::Succeeded)));
+        assert_eq!(b, Fenced::Done(Some(jobs::JobStatus::Succeeded)));
+        let batch = first.batch(id).await.unwrap().unwrap();
+        assert!(batch.is_complete(), "round {round}");
+        assert_eq!(batch.finished, 2);
+        assert_eq!(first.pop_batch_callback().await.unwrap(), Some(id));
+        assert_eq!(second.pop_batch_callback().await.unwrap(), None, "once");
+    }
+    first.quit().await;
+    second.quit().await;
+    valkey.stop().await;
+}
