@@ -306,6 +306,27 @@ async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
     let batch = until_complete(&system, answer["batch"]["id"].as_str().unwrap()).await;
     assert_eq!(batch["counts"]["succeeded"], 1, "{batch}");
 
+    // A waiting job is cancelled like a queued one.
+    let slow = system
+        .submit(json!({"kind": "sleep", "params": {"ms": 60000}}))
+        .await;
+    let waiting = system
+        .submit(json!({"kind": "echo", "after": [slow["id"]]}))
+        .await;
+    let waiting = waiting["id"].as_str().unwrap();
+    let (status, cancelled) = post(&system, &format!("/jobs/{waiting}/cancel"), json!({})).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, _) = post(
+        &system,
+        &format!("/jobs/{}/cancel", slow["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{status}");
+
     // A job's own then job runs after it, with its result.
     let parent = system
         .submit(json!({"kind": "echo", "params": {"p": 1}, "then": {"kind": "echo"}}))
