@@ -2,7 +2,9 @@
 //! fast it is. See `bench/README.md` for what each number means and how
 //! to reproduce it; `scripts/bench` builds the binaries and runs it.
 //!
-//! 1. [`submit`]: `POST /jobs` throughput and latency, launching off.
+//! 1. [`submit`]: `POST /jobs` throughput and latency, launching off;
+//!    [`batch_submit`]: `POST /batches` (one 10,000-job batch, and jobs/s
+//!    accepted through batches).
 //! 2. and 3. [`end_to_end`]: jobs/s and latency with a runner process per
 //!    job, and how fast a runner's exit becomes a terminal status.
 //! 4. [`fleet`]: thousands of sleeping jobs on virtual machines: the
@@ -15,6 +17,7 @@
 //!    discarded: the cost of job logs.
 
 mod api;
+mod batch_submit;
 mod commands;
 mod end_to_end;
 mod fleet;
@@ -74,6 +77,7 @@ struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Part {
     Submit,
+    Batch,
     EndToEnd,
     Fleet,
     Streams,
@@ -112,6 +116,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("submit throughput");
             submit = Some(submit::run(&binaries, &submit_sizes).await?);
         }
+        let mut batch = None;
+        if runs(Part::Batch) {
+            eprintln!("batch submit");
+            batch = Some(batch_submit::run(&binaries, &batch_sizes(args.quick)).await?);
+        }
         let mut end_to_end = None;
         if runs(Part::EndToEnd) {
             eprintln!("end to end and detection");
@@ -141,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             host,
             quick: args.quick,
             submit,
+            batch,
             end_to_end,
             fleet,
             streams,
@@ -163,6 +173,19 @@ fn log_sizes(quick: bool) -> LogSizes {
         lines: 100_000,
         rounds: if quick { 1 } else { 7 },
         limit: Duration::from_secs(120),
+    }
+}
+
+fn batch_sizes(quick: bool) -> batch_submit::BatchSizes {
+    match quick {
+        true => batch_submit::BatchSizes {
+            jobs: 1_000,
+            batches: 3,
+        },
+        false => batch_submit::BatchSizes {
+            jobs: 10_000,
+            batches: 10,
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::batch_submit::BatchResult;
 use crate::end_to_end::EndToEndResult;
 use crate::fleet::FleetResult;
 use crate::host::Host;
@@ -14,6 +15,7 @@ pub struct Results {
     pub host: Host,
     pub quick: bool,
     pub submit: Option<Vec<SubmitResult>>,
+    pub batch: Option<BatchResult>,
     pub end_to_end: Option<EndToEndResult>,
     pub fleet: Option<FleetResult>,
     pub streams: Option<StreamResult>,
@@ -53,6 +55,25 @@ pub fn render(r: &Results) -> String {
             ),
             format!("{:.0} req/s, {}", s.per_second, s.latencies.p50_p99()),
             target,
+        );
+    }
+    if let Some(b) = &r.batch {
+        row(
+            format!("one {}-job batch accepted (`POST /batches`)", b.jobs),
+            format!("{} ms", b.first.as_millis()),
+            "< 2 s",
+        );
+        row(
+            format!(
+                "batch submit, 1 connection ({} batches of {})",
+                b.batches, b.jobs
+            ),
+            format!(
+                "{:.0} jobs/s, per batch {}",
+                b.jobs_per_second,
+                b.latencies.p50_p99()
+            ),
+            "",
         );
     }
     if let Some(e) = &r.end_to_end {

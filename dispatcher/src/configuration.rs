@@ -91,6 +91,9 @@ pub struct ApiSettings {
     pub limits: HttpLimits,
     /// Durability mode: a new job is acknowledged only once replicated.
     pub submit_replicas: Option<SubmitReplicas>,
+    /// Most jobs one `POST /batches` may carry, and its largest body.
+    pub max_batch_jobs: usize,
+    pub batch_body_limit: usize,
 }
 
 /// Bounds on what clients may hold or ask for ([`crate::api::server`],

@@ -106,6 +106,12 @@ impl Application {
             shutdown.clone(),
         ));
 
+        tokio::spawn(crate::engine::batch_callbacks::run(
+            store.clone(),
+            hub.clone(),
+            callbacks.clone(),
+            shutdown.clone(),
+        ));
         let api = Arc::new(settings.api.clone());
         let scheduler = tokio::spawn(schedules::run(
             store.clone(),

@@ -22,6 +22,9 @@ pub enum EventKind {
     Slot,
     /// A dispatcher handed an attempt back; a peer should take it over.
     Lease,
+    /// A batch's counts changed (`id` is the batch's); without `status`,
+    /// the batch completed.
+    Batch,
     /// Never published by the store: a dispatcher's event hub hands it to
     /// every subscriber after it fell behind and dropped messages, so each
     /// re-reads from the store what it may have missed.

@@ -18,14 +18,20 @@
 //!   Machines API create budget).
 //! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
 //!   a time.
+//! - [`fan_in`]: batches, jobs that wait for others (`after`), and `then`
+//!   jobs run once what they wait for finished.
 //!
 //! The job lifecycle is one table the store enforces (`TRANSITIONS` in
 //! `scripts/prelude.lua`, mirrored by [`JobStatus::successors`]), drawn with
-//! every edge's script and caller in `docs/state-machine.md`.
+//! every edge's script and caller in `docs/state-machine.md`. A job that
+//! waits for others (`after`, or a batch's `then` job) starts `waiting`,
+//! and moves to `queued` (or `scheduled`) once they are final, or to
+//! `cancelled` when one it needed did not succeed ([`fan_in`]).
 
 pub mod activity;
 pub mod address;
 pub mod events;
+pub mod fan_in;
 pub mod job_env;
 pub mod logs;
 pub mod model;
@@ -40,6 +46,7 @@ pub mod tls;
 pub use activity::{Activity, MinuteCounts, MinuteLoad, ACTIVITY_MAX_MINUTES};
 pub use address::{AddressError, StoreAddress, Topology};
 pub use events::{EventKind, JobEvent};
+pub use fan_in::{Batch, BatchId, BatchPage, NewBatch, NewJob, RunIf, Submit, Submitted};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;

@@ -127,10 +127,16 @@ pub enum JobStatus {
     Failed,
     /// Final unless a client retries it (`retry`: `queued`).
     Cancelled,
+    /// Waits for other jobs (`after`) or a batch (its `then` job) to
+    /// finish. Left when the last of them is final, by whichever script
+    /// made it final (`fan_in.lua`'s listener: `queued`, or `scheduled`
+    /// while its delay is ahead; `cancelled` when one it needed did not
+    /// succeed), or by a client's cancel (`cancel`).
+    Waiting,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         Self::Scheduled,
         Self::Queued,
         Self::Starting,
@@ -138,11 +144,12 @@ impl JobStatus {
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
+        Self::Waiting,
     ];
 
-    /// The statuses a new job starts in (`enqueue`): `scheduled` when
-    /// delayed, else `queued`.
-    pub const INITIAL: [JobStatus; 2] = [Self::Queued, Self::Scheduled];
+    /// The statuses a new job starts in (`enqueue`, `submit`): `scheduled`
+    /// when delayed, `waiting` when it waits for other jobs, else `queued`.
+    pub const INITIAL: [JobStatus; 3] = [Self::Queued, Self::Scheduled, Self::Waiting];
 
     /// The statuses a job may move to from this one: the Rust copy of the
     /// store's `TRANSITIONS` table (a store test keeps them equal).
@@ -155,6 +162,7 @@ impl JobStatus {
             Running => &[Scheduled, Succeeded, Failed, Cancelled],
             Succeeded => &[],
             Failed | Cancelled => &[Queued],
+            Waiting => &[Queued, Scheduled, Cancelled],
         }
     }
 
@@ -167,6 +175,7 @@ impl JobStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -377,6 +386,26 @@ pub struct Job {
     /// `max_attempts`.
     #[serde(skip)]
     pub attempt_base: u32,
+    /// The batch this job is a member of, and its place in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<crate::fan_in::BatchId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_index: Option<u32>,
+    /// The jobs it waits for (`after`), and the batch it is the `then`
+    /// job of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_batch: Option<crate::fan_in::BatchId>,
+    /// The job stored with this one to run after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<JobId>,
+    /// Once what it waited for finished: their ids, statuses and results
+    /// (`{"jobs": [...]}`, with `batch` and `counts` for a batch). Left
+    /// out of listings unless asked for, like `params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Option<Value>,
 }
 
 /// The fields of a job's hash, as the store keeps them: flat strings.
@@ -493,6 +522,16 @@ impl Job {
             callback_url: fields.get("callback_url").cloned(),
             attempts: attempts.into_values().collect(),
             attempt_base: number("attempt_base")? as u32,
+            batch_id: fields.get("batch").map(|b| b.parse()).transpose()?,
+            batch_index: fields.get("batch_index").and_then(|i| i.parse().ok()),
+            after: json("after")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| InvalidValue(format!("job field \"after\": {e}")))?
+                .unwrap_or_default(),
+            after_batch: fields.get("after_batch").map(|b| b.parse()).transpose()?,
+            inputs: json("inputs")?,
+            then: fields.get("then").map(|t| t.parse()).transpose()?,
         })
     }
 

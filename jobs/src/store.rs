@@ -192,6 +192,8 @@ pub struct ListFilter {
     pub kind: Option<crate::Kind>,
     /// Only jobs older than this one (the previous page's cursor).
     pub after: Option<JobId>,
+    /// Only this batch's members (with `status`, not with `kind`).
+    pub batch: Option<crate::fan_in::BatchId>,
 }
 
 /// What [`Store::stats`] counts.
@@ -301,9 +303,13 @@ impl StoreConfig {
 /// of the job state machine); each script is this, then its own body.
 pub const PRELUDE: &str = include_str!("scripts/prelude.lua");
 
-/// A script body behind the [`PRELUDE`].
+/// Batches and dependencies (`scripts/fan_in.lua`): a listener on every
+/// status change, so it goes into every script, whichever moves a job.
+const FAN_IN: &str = include_str!("scripts/fan_in.lua");
+
+/// A script body behind the [`PRELUDE`] and [`FAN_IN`].
 pub(crate) fn with_prelude(body: &str) -> Script {
-    Script::from_lua(format!("{PRELUDE}\n{body}"))
+    Script::from_lua(format!("{PRELUDE}\n{FAN_IN}\n{body}"))
 }
 
 pub(crate) struct Scripts {
@@ -327,6 +333,7 @@ pub(crate) struct Scripts {
     stats: Script,
     confirm: Script,
     secrets: Script,
+    pub(crate) submit: Script,
 }
 
 impl Scripts {
@@ -352,6 +359,7 @@ impl Scripts {
             stats: with_prelude(include_str!("scripts/stats.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
             secrets: with_prelude(include_str!("scripts/secrets.lua")),
+            submit: with_prelude(include_str!("scripts/submit.lua")),
         }
     }
 }
@@ -518,6 +526,9 @@ impl Store {
     /// jobs are added, since ids only grow.
     pub async fn list(&self, filter: &ListFilter, limit: usize) -> Result<Page> {
         let index = match (&filter.status, &filter.kind) {
+            _ if filter.batch.is_some() => {
+                self.batch_index_key(filter.batch.expect("checked"), filter.status)
+            }
             (None, None) => format!("{}jobs", self.prefix),
             (Some(status), None) => format!("{}status:{status}", self.prefix),
             (None, Some(kind)) => format!("{}kind:{kind}", self.prefix),

@@ -28,10 +28,14 @@ pub struct Context {
 pub(crate) struct JobVars {
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) secrets: Secrets,
+    /// Its batch and place in it, and what it waited for (`inputs`).
+    pub(crate) batch: Option<(jobs::BatchId, u32)>,
+    pub(crate) inputs: Option<serde_json::Value>,
 }
 
 impl JobVars {
-    pub(crate) fn new(env: &BTreeMap<String, String>, secrets: &Secrets) -> Arc<Self> {
+    pub(crate) fn new(job: &jobs::Job, secrets: &Secrets) -> Arc<Self> {
+        let env = &job.machine.env;
         let keep = |map: &BTreeMap<String, String>| {
             jobs::job_env::allowed(map)
                 .map(|(name, value)| (name.clone(), value.clone()))
@@ -40,6 +44,8 @@ impl JobVars {
         Arc::new(Self {
             env: keep(env),
             secrets: Secrets(keep(&secrets.0)),
+            batch: job.batch_id.zip(job.batch_index),
+            inputs: job.inputs.clone(),
         })
     }
 
@@ -87,6 +93,19 @@ impl Context {
     /// A variable of the job's write-only `machine.secrets`. Don't log it.
     pub fn secret(&self, name: &str) -> Option<&str> {
         self.vars.secrets.0.get(name).map(String::as_str)
+    }
+
+    /// The job's batch and its index in it (from 0), when it is a member.
+    pub fn batch(&self) -> Option<(jobs::BatchId, u32)> {
+        self.vars.batch
+    }
+
+    /// What the job waited for (`after`, or its batch as a `then` job):
+    /// `{"jobs": [{"id", "status", "result", "error", "index"}]}`, plus
+    /// `batch` and `counts` for a batch. `None` for a job that waited for
+    /// nothing.
+    pub fn inputs(&self) -> Option<&serde_json::Value> {
+        self.vars.inputs.as_ref()
     }
 
     pub(crate) fn vars(&self) -> &JobVars {

@@ -298,7 +298,7 @@ impl Runner {
                 permanent: true,
             },
             Some(handler) => {
-                let vars = JobVars::new(&job.machine.env, &secrets);
+                let vars = JobVars::new(&job, &secrets);
                 let ctx = Context::new(
                     store.clone(),
                     attempt.clone(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobs::{Backoff, JobSpec, Kind, MachineSpec, Secrets};
+use jobs::{Backoff, JobId, JobSpec, Kind, MachineSpec, RunIf, Secrets};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -58,6 +58,22 @@ pub struct JobRequest {
     /// Receives one POST with the final job view.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Ids of stored jobs this one waits for (at most 100): it stays
+    /// `waiting` until they all succeeded, and is cancelled, naming the
+    /// first that did not, when one fails for good. Ids must exist, so no
+    /// cycle can be built.
+    #[serde(default)]
+    pub after: Option<Vec<String>>,
+    /// A job stored with this one and run when it finished (see
+    /// `then_policy`); it receives this job's id, status and result as
+    /// its `inputs`.
+    #[serde(default)]
+    #[schema(no_recursion, value_type = Option<Object>)]
+    pub then: Option<Box<JobRequest>>,
+    /// When the `then` job runs: `all_finished` (whatever this job ended
+    /// as) or `all_succeeded` (the default; otherwise it is cancelled).
+    #[serde(default)]
+    pub then_policy: Option<jobs::RunIf>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -97,7 +113,14 @@ pub struct Submission {
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
     pub secrets: Secrets,
+    /// Jobs it waits for (`after`), deduplicated.
+    pub after: Vec<JobId>,
+    /// The `then` job and when it runs.
+    pub then: Option<(Box<Submission>, RunIf)>,
 }
+
+/// Most ids one `after` may list.
+pub const MAX_AFTER: usize = 100;
 
 /// A request that parsed but makes no sense; names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,6 +231,29 @@ impl JobRequest {
             .callback_url
             .map(|url| callback_url(url, &defaults.callback_targets))
             .transpose()?;
+        let after = after_ids(self.after.unwrap_or_default())?;
+        let then = match (self.then, self.then_policy) {
+            (None, Some(_)) => return Err(field_error("then_policy", "give it with then")),
+            (None, None) => None,
+            (Some(then), policy) => {
+                if then.then.is_some() {
+                    return Err(field_error(
+                        "then.then",
+                        "a then job cannot have its own then; give it to a job it waits for",
+                    ));
+                }
+                if then.idempotency_key.is_some() {
+                    return Err(field_error(
+                        "then.idempotency_key",
+                        "a then job comes and goes with its parent: give the parent the key",
+                    ));
+                }
+                let then = then
+                    .into_submission(defaults, now)
+                    .map_err(|e| field_error(&format!("then.{}", e.field), e.message))?;
+                Some((Box::new(then), policy.unwrap_or_default()))
+            }
+        };
         let spec = JobSpec {
             kind,
             params,
@@ -223,11 +269,68 @@ impl JobRequest {
             callback_url,
             idempotency_key,
             secrets,
+            after,
+            then,
         })
     }
 }
 
 impl Submission {
+    /// Whether storing it takes [`jobs::Store::submit`] (it waits for
+    /// others or brings a `then` job) rather than the plain enqueue.
+    pub fn fans_in(&self) -> bool {
+        !self.after.is_empty() || self.then.is_some()
+    }
+
+    /// The job as [`jobs::Store::submit`] stores it, followed by its `then`
+    /// job (which waits for it) when it has one.
+    pub fn into_new_jobs(
+        mut self,
+        request_hash: String,
+        idempotency_ttl: Duration,
+    ) -> Vec<jobs::NewJob> {
+        let id = JobId::new();
+        let then = self.then.take().map(|(then, run_if)| {
+            let mut then = then.into_new_job(JobId::new(), None, idempotency_ttl);
+            then.after.push(id);
+            then.run_if = run_if;
+            then
+        });
+        let mut first = self.into_new_job(id, Some(request_hash), idempotency_ttl);
+        first.then = then.as_ref().map(|t| t.id);
+        std::iter::once(first).chain(then).collect()
+    }
+
+    /// One job for [`jobs::Store::submit`]; its idempotency key (if any)
+    /// remembers `request_hash` (a `then` job has none of its own: it
+    /// comes and goes with its parent).
+    pub fn into_new_job(
+        self,
+        id: JobId,
+        request_hash: Option<String>,
+        idempotency_ttl: Duration,
+    ) -> jobs::NewJob {
+        let idempotency = match (self.idempotency_key, request_hash) {
+            (Some(key), Some(request_hash)) => Some(jobs::Idempotency {
+                key,
+                request_hash,
+                ttl: idempotency_ttl,
+            }),
+            _ => None,
+        };
+        jobs::NewJob {
+            id,
+            spec: self.spec,
+            delay: self.delay,
+            callback_url: self.callback_url,
+            idempotency,
+            secrets: self.secrets,
+            after: self.after,
+            run_if: RunIf::AllSucceeded,
+            then: None,
+        }
+    }
+
     /// Stores the job. `request_hash` tells a repeat of this request
     /// apart from another one under the same idempotency key.
     pub async fn enqueue(
@@ -253,6 +356,26 @@ impl Submission {
     }
 }
 
+/// `after`: job ids, deduplicated, at most [`MAX_AFTER`].
+fn after_ids(list: Vec<String>) -> Result<Vec<JobId>, FieldError> {
+    if list.len() > MAX_AFTER {
+        return Err(field_error(
+            "after",
+            format!("list at most {MAX_AFTER} job ids, got {}", list.len()),
+        ));
+    }
+    let mut ids = Vec::with_capacity(list.len());
+    for (i, text) in list.iter().enumerate() {
+        let id: JobId = text
+            .parse()
+            .map_err(|e: jobs::InvalidValue| field_error(&format!("after[{i}]"), e.0))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
 /// Idempotency keys: 1 to 255 visible ASCII characters.
 pub fn idempotency_key(key: String) -> Result<String, FieldError> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
@@ -264,7 +387,7 @@ pub fn idempotency_key(key: String) -> Result<String, FieldError> {
     Ok(key)
 }
 
-fn callback_url(url: String, targets: &CallbackTargets) -> Result<String, FieldError> {
+pub(crate) fn callback_url(url: String, targets: &CallbackTargets) -> Result<String, FieldError> {
     let parsed = reqwest::Url::parse(&url)
         .map_err(|e| field_error("callback_url", format!("not a URL: {e}")))?;
     match targets.refusal(&parsed) {
@@ -496,6 +619,20 @@ mod tests {
             (
                 json!({"kind": "x", "idempotency_key": ""}),
                 "idempotency_key",
+            ),
+            (json!({"kind": "x", "after": ["nope"]}), "after[0]"),
+            (
+                json!({"kind": "x", "then_policy": "all_finished"}),
+                "then_policy",
+            ),
+            (json!({"kind": "x", "then": {"kind": "Y"}}), "then.kind"),
+            (
+                json!({"kind": "x", "then": {"kind": "y", "then": {"kind": "z"}}}),
+                "then.then",
+            ),
+            (
+                json!({"kind": "x", "then": {"kind": "y", "idempotency_key": "k"}}),
+                "then.idempotency_key",
             ),
         ];
         for (body, field) in cases {

@@ -104,13 +104,14 @@ pub async fn read_body_within(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let reading = Limited::new(body, limits.max_bytes).collect();
+    let max_bytes = limits.for_path(parts.uri.path());
+    let reading = Limited::new(body, max_bytes).collect();
     let bytes = match tokio::time::timeout(limits.timeout, reading).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.is::<LengthLimitError>() => {
             return closing(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {} bytes", limits.max_bytes),
+                format!("the request body is larger than {max_bytes} bytes"),
             ))
         }
         Ok(Err(_)) => {
@@ -137,7 +138,19 @@ pub async fn read_body_within(
 #[derive(Clone, Debug)]
 pub struct BodyLimits {
     pub max_bytes: usize,
+    /// `POST /batches` carries thousands of job bodies: its own limit.
+    pub batch_max_bytes: usize,
     pub timeout: Duration,
+}
+
+impl BodyLimits {
+    fn for_path(&self, path: &str) -> usize {
+        if path == "/batches" {
+            self.batch_max_bytes
+        } else {
+            self.max_bytes
+        }
+    }
 }
 
 /// An error answer after which the connection is closed: the rest of the

@@ -66,6 +66,17 @@ pub struct SubmitOptions {
     pub callback_url: Option<String>,
 }
 
+/// The answer of `POST /batches` (a repeat under the batch's idempotency
+/// key has no `job_ids`).
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct BatchSubmitted {
+    pub batch: jobs::Batch,
+    #[serde(default)]
+    pub job_ids: Vec<jobs::JobId>,
+    #[serde(default)]
+    pub existing: Vec<usize>,
+}
+
 /// Filters of `GET /jobs`.
 #[derive(Debug, Default)]
 pub struct ListQuery {
@@ -145,6 +156,43 @@ impl ApiClient {
     pub async fn retry(&self, id: &str) -> Result<Job, ClientError> {
         self.send(self.request(Method::POST, &format!("/jobs/{id}/retry")))
             .await
+    }
+
+    /// `POST /batches` with `jobs` (each a `POST /jobs` body) and the
+    /// batch's own fields in `batch` (`idempotency_key`, `callback_url`,
+    /// `then`, `then_policy`).
+    pub async fn submit_batch(
+        &self,
+        jobs: Vec<Value>,
+        mut batch: serde_json::Map<String, Value>,
+    ) -> Result<BatchSubmitted, ClientError> {
+        batch.insert("jobs".into(), Value::Array(jobs));
+        self.send(self.request(Method::POST, "/batches").json(&batch))
+            .await
+    }
+
+    pub async fn batch(&self, id: &str) -> Result<jobs::Batch, ClientError> {
+        self.send(self.request(Method::GET, &format!("/batches/{id}")))
+            .await
+    }
+
+    /// Follows `GET /batches/{id}/events`, calling `on_update` with each
+    /// view, and returns the completed batch.
+    pub async fn follow_batch(
+        &self,
+        id: &str,
+        mut on_update: impl FnMut(&jobs::Batch),
+    ) -> Result<jobs::Batch, ClientError> {
+        let request = self
+            .request(Method::GET, &format!("/batches/{id}/events"))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        read_events(request, "the batch completed", |event| {
+            let batch: jobs::Batch = serde_json::from_str(&event.data)
+                .map_err(|e| ClientError::Decode(format!("event {}: {e}", event.name)))?;
+            on_update(&batch);
+            Ok((event.name == "done").then_some(batch))
+        })
+        .await
     }
 
     /// Follows `GET /jobs/{id}/events` (Server-Sent Events), calling

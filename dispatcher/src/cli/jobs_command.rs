@@ -36,17 +36,32 @@ pub struct JobsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// Submit a job.
+    /// Submit a job, or a batch of them (`--batch FILE.jsonl`).
     Submit {
-        kind: String,
+        #[arg(required_unless_present = "batch")]
+        kind: Option<String>,
         /// The job's params, as JSON.
         #[arg(long, default_value = "{}", value_parser = parse_json)]
         params: Value,
         #[command(flatten)]
         options: SubmitOptions,
-        /// Follow the job until it finishes, with a progress bar.
+        /// Follow the job (or the batch) until it finishes, with a
+        /// progress bar.
         #[arg(long)]
         wait: bool,
+        /// Submit every line of this JSON Lines file (a `POST /jobs` body
+        /// each) as one batch. The options above fill what a line leaves
+        /// out; `--idempotency-key` and `--callback-url` are the batch's.
+        #[arg(long, conflicts_with_all = ["kind", "params"])]
+        batch: Option<std::path::PathBuf>,
+    },
+    /// Show a batch: counts per status and progress.
+    Batch {
+        id: String,
+        /// Follow it until every member is final, with a progress bar;
+        /// exits 1 unless all succeeded.
+        #[arg(long)]
+        watch: bool,
     },
     /// Show one job with its attempts.
     Get { id: String },
@@ -101,11 +116,22 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let show = |job: &Job| print_job(job, args.json);
     match args.command {
         JobsCommand::Submit {
+            batch: Some(path),
+            options,
+            wait,
+            ..
+        } => crate::cli::batch_command::submit(&client, &path, &options, wait, args.json).await,
+        JobsCommand::Batch { id, watch } => {
+            crate::cli::batch_command::show(&client, &id, watch, args.json).await
+        }
+        JobsCommand::Submit {
             kind,
             params,
             options,
             wait,
+            batch: None,
         } => {
+            let kind = kind.context("give the job's kind")?;
             let job = client.submit(&kind, params, &options).await?;
             if !wait {
                 show(&job);

@@ -3,6 +3,7 @@
 //! [`crate::cli::jobs_command`]). Every flag has an environment fallback, so a
 //! `fly.toml` `[env]` section or secrets configure it.
 
+pub mod batch_command;
 pub mod client;
 pub mod jobs_command;
 pub mod output;
@@ -168,6 +169,13 @@ pub struct CommonArgs {
     /// How long an idempotency key is remembered.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
     pub idempotency_ttl_secs: u64,
+    /// Most jobs one `POST /batches` may carry.
+    #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = 10_000)]
+    pub max_batch_jobs: usize,
+    /// Largest accepted `POST /batches` body (other routes take
+    /// --body-limit-bytes).
+    #[arg(long, env = "BATCH_BODY_LIMIT_BYTES", default_value_t = 16 << 20)]
+    pub batch_body_limit_bytes: usize,
     /// Signs callback POSTs with HMAC-SHA256 (header `x-signature-256`).
     #[arg(long, env = "CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
@@ -490,6 +498,8 @@ impl CommonArgs {
                 body_limit: self.body_limit_bytes,
                 defaults,
                 idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
+                max_batch_jobs: self.max_batch_jobs.max(1),
+                batch_body_limit: self.batch_body_limit_bytes,
                 limits: HttpLimits {
                     max_connections: self.max_connections.max(1),
                     header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),

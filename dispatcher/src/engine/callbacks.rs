@@ -79,9 +79,24 @@ impl Callbacks {
             return;
         };
         let body = serde_json::to_vec(job).expect("a job serializes");
+        self.post(url, body, ("x-job-id", job.id.to_string()));
+    }
+
+    /// Sends a completed batch's view to its `callback_url`, in the
+    /// background (header `x-batch-id`).
+    pub fn deliver_batch(&self, batch: &jobs::Batch) {
+        let Some(url) = batch.callback_url.clone() else {
+            return;
+        };
+        let body = serde_json::to_vec(batch).expect("a batch serializes");
+        self.post(url, body, ("x-batch-id", batch.id.to_string()));
+    }
+
+    /// POSTs `body`, signed, with the header naming what it is about,
+    /// retrying with backoff.
+    fn post(&self, url: String, body: Vec<u8>, (id_header, id): (&'static str, String)) {
         let signature = self.secret.as_deref().map(|secret| sign(secret, &body));
         let http = self.http.clone();
-        let id = job.id;
         // Checked again here: the allow-list may have changed since the job
         // was submitted, and IP literals never reach the resolver.
         let refusal = reqwest::Url::parse(&url)
@@ -95,7 +110,7 @@ impl Callbacks {
                 let mut request = http
                     .post(&url)
                     .header("content-type", "application/json")
-                    .header("x-job-id", id.to_string())
+                    .header(id_header, id.as_str())
                     .body(body.clone());
                 if let Some(signature) = &signature {
                     request = request.header(SIGNATURE_HEADER, signature);
@@ -112,9 +127,9 @@ impl Callbacks {
                 .with_jitter()
                 .with_max_times(8);
             match send.retry(backoff).when(DeliveryError::is_retryable).await {
-                Ok(()) => tracing::info!(job = %id, "callback delivered"),
+                Ok(()) => tracing::info!(%id_header, %id, "callback delivered"),
                 Err(e) => {
-                    tracing::warn!(job = %id, error = %e, "callback not delivered; giving up")
+                    tracing::warn!(%id_header, %id, error = %e, "callback not delivered; giving up")
                 }
             }
         });

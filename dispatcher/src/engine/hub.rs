@@ -28,6 +28,7 @@ pub struct EventHub {
     mailboxes: Arc<Mutex<Mailboxes>>,
     launcher: Arc<Notify>,
     slots: Arc<Notify>,
+    batches: Arc<Notify>,
 }
 
 /// One subscriber's queue. Empty, it is about a hundred bytes: a channel
@@ -58,6 +59,14 @@ impl Subscription {
             // A push after the check above leaves a permit: no lost wakeup.
             self.mailbox.ready.notified().await;
         }
+    }
+}
+
+impl Subscription {
+    /// Forgets the events queued so far: for a subscriber that re-reads
+    /// the record after a pause, one read covers them all.
+    pub fn clear(&mut self) {
+        self.mailbox.queue.lock().expect("mailbox lock").clear();
     }
 }
 
@@ -134,7 +143,15 @@ impl EventHub {
         self.slots.clone()
     }
 
+    /// Notified when a batch completed (its callback may be due).
+    pub fn batch_completed(&self) -> Arc<Notify> {
+        self.batches.clone()
+    }
+
     fn dispatch(&self, event: JobEvent) {
+        if event.kind == EventKind::Batch && event.status.is_none() {
+            self.batches.notify_one();
+        }
         let queued = event.kind == EventKind::Status && event.status == Some(JobStatus::Queued);
         if queued || event.kind == EventKind::Lease {
             self.launcher.notify_one();

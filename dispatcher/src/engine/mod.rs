@@ -4,7 +4,8 @@
 //! - [`supervisor`]: one per attempt: create, wait, finish, destroy.
 //! - [`terminal`]: what follows a job's final state.
 //! - [`callbacks`], [`callback_targets`]: the signed POST of a finished
-//!   job, and where it may go.
+//!   job, and where it may go; [`batch_callbacks`]: the outbox of
+//!   completed batches' callbacks.
 //! - [`leases`]: renews this dispatcher's leases in bulk.
 //! - [`hub`]: one pub/sub subscription, fanned out.
 //! - [`pool`]: the warm pool of stopped machines.
@@ -15,6 +16,7 @@
 //! - [`machine_name`]: `job-{id}-{attempt}`, written and read back.
 //! - [`retry`]: the backoff between attempts.
 
+pub mod batch_callbacks;
 pub mod callback_targets;
 pub mod callbacks;
 pub mod hub;

@@ -61,7 +61,8 @@ end
 -- draws it with the script and caller of every edge; `JobStatus::successors`
 -- mirrors it in Rust, and a store test keeps the two equal.
 local TRANSITIONS = {
-  [''] = { queued = true, scheduled = true },
+  [''] = { queued = true, scheduled = true, waiting = true },
+  waiting = { queued = true, scheduled = true, cancelled = true },
   scheduled = { queued = true, cancelled = true },
   queued = { starting = true, cancelled = true },
   starting = { running = true, scheduled = true, succeeded = true, failed = true, cancelled = true },
@@ -82,6 +83,14 @@ local function check_transition(id, from, to)
   end
 end
 
+-- Called after every status change, with (id, key, from, to): where
+-- other bookkeeping follows a job's status in the same script (batch
+-- counters and dependencies, `fan_in.lua`). `quiet` leaves out the
+-- per-job event, for a script that stores many jobs and announces them
+-- once.
+local status_listeners = {}
+local quiet = false
+
 -- The one place where a job's status changes: it keeps the per-status
 -- indexes right and tells every listener.
 local function set_status(id, key, from, to)
@@ -95,7 +104,10 @@ local function set_status(id, key, from, to)
   local by_status, by_status_kind = status_indexes(key, to)
   redis.call('ZADD', by_status, 0, id)
   redis.call('ZADD', by_status_kind, 0, id)
-  publish({ id = id, type = 'status', status = to, attempt = tonumber(hget(key, 'attempt')) })
+  if not quiet then
+    publish({ id = id, type = 'status', status = to, attempt = tonumber(hget(key, 'attempt')) })
+  end
+  for _, listener in ipairs(status_listeners) do listener(id, key, from, to) end
 end
 
 -- Lower priority runs first; within a priority, first in first out.

@@ -12,6 +12,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', by_status, id)
     redis.call('ZREM', by_status_kind, id)
   end
+  forget_member(id, key)
   local kind = hget(key, 'kind')
   if kind then redis.call('ZREM', kind_key(kind), id) end
   -- Each attempt's log lives as long as the job (see append_log.lua).

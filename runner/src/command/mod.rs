@@ -5,7 +5,7 @@
 //! | what | how |
 //! | --- | --- |
 //! | params | the job's params as one JSON document on stdin, then end of file |
-//! | identity | `JOB_ID` and `JOB_ATTEMPT` in its environment (the runner's environment minus the store's URL and the attempt's token: job code cannot write to the store) |
+//! | identity | `JOB_ID` and `JOB_ATTEMPT` (and for a batch member `JOB_BATCH_ID` and `JOB_INDEX`) in its environment (the runner's environment minus the store's URL and the attempt's token: job code cannot write to the store) |
 //! | variables | the job's `machine.env` and `machine.secrets` in its environment, on top of the runner's (they can set none of the runner's own: see [`jobs::job_env`]) |
 //! | result | the last line of stdout that is a JSON value. No JSON line: the result is `null` |
 //! | logs | every stdout and stderr line (but progress lines) goes to the attempt's log, with its stream and time ([`crate::logs`]) |
@@ -109,6 +109,12 @@ fn spawn(argv: &[String], ctx: &Context) -> Result<Child, JobError> {
         .envs(ctx.vars().all())
         .env("JOB_ID", ctx.job_id().to_string())
         .env("JOB_ATTEMPT", ctx.attempt().to_string())
+        .envs(ctx.batch().into_iter().flat_map(|(batch, index)| {
+            [
+                ("JOB_BATCH_ID", batch.to_string()),
+                ("JOB_INDEX", index.to_string()),
+            ]
+        }))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

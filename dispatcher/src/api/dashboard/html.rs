@@ -42,7 +42,7 @@ pub fn page(title: &str, body: &str) -> String {
 <style>{css}</style>
 </head>
 <body>
-<header><a href="/">dispatcher</a><form method="post" action="/logout"><button>log out</button></form></header>
+<header><a href="/">dispatcher</a> <a href="/batches">batches</a><form method="post" action="/logout"><button>log out</button></form></header>
 <main>
 {body}
 </main>

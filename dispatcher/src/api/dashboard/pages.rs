@@ -139,7 +139,7 @@ fn filter_form(filter: &Filter) -> String {
     )
 }
 
-fn status_badge(status: JobStatus) -> String {
+pub(crate) fn status_badge(status: JobStatus) -> String {
     format!("<span class=\"status status-{status}\">{status}</span>")
 }
 

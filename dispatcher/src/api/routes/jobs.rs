@@ -55,29 +55,15 @@ pub async fn submit(
         ));
     }
     let (mut request, body) = json_body::<JobRequest>(&headers, body)?;
-    let header_key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::to_string))
-        .transpose()
-        .map_err(|_| unprocessable("Idempotency-Key", "must be visible ASCII".into()))?;
-    match (&header_key, &request.idempotency_key) {
-        (Some(h), Some(f)) if h != f => {
-            return Err(unprocessable(
-                "idempotency_key",
-                "differs from the Idempotency-Key header".into(),
-            ))
-        }
-        (Some(h), _) => {
-            request.idempotency_key =
-                Some(idempotency_key(h.clone()).map_err(|e| unprocessable(&e.field, e.message))?)
-        }
-        _ => {}
-    }
+    with_header_key(&headers, &mut request.idempotency_key)?;
     let submission = request
         .into_submission(&state.api.defaults, chrono::Utc::now())
         .map_err(|e| unprocessable(&e.field, e.message))?;
     // The raw body identifies the request: a retry sends the same bytes.
     let request_hash = crate::engine::callbacks::hex(&Sha256::digest(&body));
+    if submission.fans_in() {
+        return super::batches::submit_fanned_in(&state, submission, request_hash).await;
+    }
     match submission
         .enqueue(&state.store, request_hash, state.api.idempotency_ttl)
         .await?
@@ -112,12 +98,38 @@ pub async fn submit(
     }
 }
 
+/// The `Idempotency-Key` header, the same as the body's
+/// `idempotency_key` (`POST /jobs`, `POST /batches`): it fills the field,
+/// and a header that differs from the field is a 422.
+pub(crate) fn with_header_key(
+    headers: &HeaderMap,
+    field: &mut Option<String>,
+) -> Result<(), ApiError> {
+    let header_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| unprocessable("Idempotency-Key", "must be visible ASCII".into()))?;
+    match (&header_key, &*field) {
+        (Some(h), Some(f)) if h != f => Err(unprocessable(
+            "idempotency_key",
+            "differs from the Idempotency-Key header".into(),
+        )),
+        (Some(h), _) => {
+            *field =
+                Some(idempotency_key(h.clone()).map_err(|e| unprocessable(&e.field, e.message))?);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Durability mode: the job counts as accepted only once it reached the
 /// replicas, so a failover right after the 202 cannot lose it. When they
 /// do not confirm in time the job may still exist, so the answer asks the
 /// client to retry with the same idempotency key (which finds it) rather
 /// than to give up.
-async fn await_replicas(
+pub(crate) async fn await_replicas(
     state: &AppState,
     durability: SubmitReplicas,
     id: JobId,
@@ -409,7 +421,15 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let filter = list_filter(query.status, query.kind, query.cursor)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    let limit = list_limit(query.limit)?;
+    let page = state.store.list(&filter, limit).await?;
+    let (jobs, next) = page_body(page, query.full.unwrap_or(false));
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": next })).into_response())
+}
+
+/// A listing's `limit`: 1 to [`MAX_LIST_LIMIT`], default [`DEFAULT_LIST_LIMIT`].
+pub(crate) fn list_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -417,15 +437,13 @@ pub async fn list(
         )
         .with_field("limit"));
     }
-    let page = state.store.list(&filter, limit).await?;
-    let (jobs, next) = page_body(page, query.full.unwrap_or(false));
-    Ok(Json(json!({ "jobs": jobs, "next_cursor": next })).into_response())
+    Ok(limit)
 }
 
 /// The jobs of a listing page as JSON: summaries (no `params`, `result`),
 /// or whole jobs up to [`LIST_BYTE_BUDGET`], where the page is cut and
 /// its cursor moved back to the last job shown.
-fn page_body(page: jobs::Page, full: bool) -> (Vec<serde_json::Value>, Option<JobId>) {
+pub(crate) fn page_body(page: jobs::Page, full: bool) -> (Vec<serde_json::Value>, Option<JobId>) {
     let mut shown = Vec::with_capacity(page.jobs.len());
     let mut bytes = 0;
     let mut last = None;
@@ -435,6 +453,7 @@ fn page_body(page: jobs::Page, full: bool) -> (Vec<serde_json::Value>, Option<Jo
         if let Some(fields) = value.as_object_mut().filter(|_| !full) {
             fields.remove("params");
             fields.remove("result");
+            fields.remove("inputs");
         }
         bytes += value.to_string().len();
         if bytes > LIST_BYTE_BUDGET && last.is_some() {
@@ -457,6 +476,7 @@ pub(crate) fn list_filter(
         ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
     };
     Ok(ListFilter {
+        batch: None,
         status: status
             .map(|s| s.parse::<JobStatus>())
             .transpose()

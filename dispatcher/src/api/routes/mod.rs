@@ -9,6 +9,10 @@
 //! | `GET /jobs/{id}/logs` | what the attempts printed: pages (text or JSON lines) or `follow=true` SSE |
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
+//! | `POST /batches`, `GET /batches` | submit many jobs at once (202 + ids); list batches |
+//! | `GET /batches/{id}` | counts per status, progress, completion |
+//! | `GET /batches/{id}/jobs` | the members (`status`, `limit`, `cursor`, `full`) |
+//! | `GET /batches/{id}/events` | Server-Sent Events: the batch's counts, then `done` |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `GET /` | the dashboard (HTML); `/jobs/{id}` too when a browser asks for HTML |
@@ -16,6 +20,7 @@
 //! | `GET /healthz` | liveness and store reachability (no auth) |
 //! | `GET /openapi.json` | the OpenAPI 3 description of all of the above (no auth) |
 
+mod batches;
 mod dashboard;
 mod error;
 mod health;
@@ -60,7 +65,7 @@ pub const HEALTH_PATH: &str = "/healthz";
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "machine-jobs dispatcher", description = "Runs each background job on a fresh Fly Machine."),
-    components(schemas(::jobs::Job, ::jobs::Schedule, ApiError)),
+    components(schemas(::jobs::Job, ::jobs::Schedule, ::jobs::Batch, ApiError)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -99,6 +104,10 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(jobs::retry))
             .routes(routes!(jobs::events))
             .routes(routes!(logs::logs))
+            .routes(routes!(batches::submit, batches::list))
+            .routes(routes!(batches::get))
+            .routes(routes!(batches::jobs))
+            .routes(routes!(batches::events))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
             .routes(routes!(metrics::metrics))
@@ -122,6 +131,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let body_limits = Arc::new(crate::api::server::BodyLimits {
         max_bytes: state.api.body_limit,
+        batch_max_bytes: state.api.batch_body_limit,
         timeout: state.api.limits.body_timeout,
     });
     Router::new()
@@ -138,7 +148,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(
             crate::api::dashboard::html::secure_html,
         ))
-        .layer(DefaultBodyLimit::max(state.api.body_limit))
+        // The exact limit per route is `read_body_within`'s, below.
+        .layer(DefaultBodyLimit::max(
+            state.api.body_limit.max(state.api.batch_body_limit),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             body_limits,
             crate::api::server::read_body_within,

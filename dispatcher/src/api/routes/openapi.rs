@@ -107,10 +107,16 @@ fn add(operation: &mut Operation, status: &str, description: &str) {
         });
 }
 
-/// Each event of a stream: its name and, as JSON text, the job.
+/// Each event of a stream: its name and, as JSON text, the job (or the
+/// batch).
 fn sse_events(operation: &mut Operation, path: &str) {
     // The job's own stream, or its log's (`?follow=true`).
-    let (events, data): (&[&str], &str) = if path.ends_with("/logs") {
+    let (events, data): (&[&str], &str) = if path.starts_with("/batches") {
+        (
+            &["batch", "done"],
+            "the batch as `GET /batches/{id}` shows it, as JSON",
+        )
+    } else if path.ends_with("/logs") {
         (
             &["line", "end"],
             "`line`: one log line as JSON (`GET /jobs/{id}/logs?format=jsonl`); `end`: the job's status once it is final",
