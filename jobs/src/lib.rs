@@ -14,6 +14,8 @@
 //! - [`redact`]: URLs with their credentials hidden, for logs.
 //! - [`pacing`]: a token bucket shared by every dispatcher (the app's
 //!   Machines API create budget).
+//! - [`flow`]: flow control: concurrency keys and limits, fair queueing
+//!   across keys, rate limits, singletons, debounce, pause and resume.
 //! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
 //!   a time.
 //!
@@ -29,6 +31,7 @@
 
 pub mod address;
 pub mod events;
+pub mod flow;
 pub mod job_env;
 pub mod logs;
 pub mod model;
@@ -42,6 +45,7 @@ pub mod tls;
 
 pub use address::{AddressError, StoreAddress, Topology};
 pub use events::{EventKind, JobEvent};
+pub use flow::{FlowKey, FlowOptions, FlowOverview, RateLimit, Scope, SingletonPolicy, WaitingFor};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;

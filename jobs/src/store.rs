@@ -23,6 +23,7 @@
 //! | `log:{id}:{attempt}` | list | the attempt's log lines ([`crate::logs`]) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
+//! | `fq:*` | | flow control: per-key queues, the ring of keys, limits, rates, pauses ([`crate::flow`]) |
 //!
 //! ## Transitions
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
@@ -48,6 +49,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::address::StoreAddress;
+use crate::flow::FlowOptions;
 use crate::job_env::Secrets;
 use crate::model::{Fields, InvalidValue, Job, JobId, JobSpec, JobStatus, Outcome};
 use crate::tls::{tls_config, CaCert};
@@ -135,6 +137,8 @@ pub struct EnqueueOptions {
     pub idempotency: Option<Idempotency>,
     /// Stored apart from the job and never shown; see [`Secrets`].
     pub secrets: Secrets,
+    /// Concurrency key, singleton, debounce ([`crate::flow`]).
+    pub flow: FlowOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -155,6 +159,10 @@ pub enum Enqueued {
     Existing(JobId),
     /// Another request was submitted before under this idempotency key.
     Conflict(JobId),
+    /// The submit joined the job waiting under its singleton key (policy
+    /// `keep`, or a debounce still open: then with the submit's params)
+    /// instead of storing a new one.
+    Joined(Box<Job>),
 }
 
 /// Which jobs [`Store::list`] returns.
@@ -319,7 +327,14 @@ pub(crate) struct Scripts {
 impl Scripts {
     fn load() -> Self {
         let with_prelude = |body: &str| {
-            Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
+            // flow.lua: flow control's part of the claim, enqueue, release
+            // and cancel (`crate::flow`).
+            Script::from_lua(format!(
+                "{}\n{}\n{}",
+                include_str!("scripts/prelude.lua"),
+                include_str!("scripts/flow.lua"),
+                body
+            ))
         };
         Self {
             enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
@@ -425,6 +440,8 @@ impl Store {
             existing: Option<String>,
             #[serde(default)]
             conflict: Option<String>,
+            #[serde(default)]
+            joined: Option<Fields>,
         }
         let (idempotency_key, request_hash, ttl) = match &options.idempotency {
             Some(i) => (i.key.clone(), i.request_hash.clone(), i.ttl),
@@ -449,12 +466,16 @@ impl Store {
             } else {
                 serde_json::to_string(&options.secrets.0)?
             },
+            serde_json::to_string(&options.flow)?,
         ];
         let text: String = self.run(&self.scripts.enqueue, args).await?;
         let answer: Answer = serde_json::from_str(&text)?;
         let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
         if let Some(fields) = answer.job {
             return Ok(Enqueued::Created(Box::new(Job::from_fields(&fields)?)));
+        }
+        if let Some(fields) = answer.joined {
+            return Ok(Enqueued::Joined(Box::new(Job::from_fields(&fields)?)));
         }
         if let Some(first) = answer.existing {
             return Ok(Enqueued::Existing(parse_id(first)?));

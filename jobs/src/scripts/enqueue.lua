@@ -1,9 +1,13 @@
 -- A new job. ARGV: prefix, id, kind, params, priority, max_attempts,
 -- timeout_secs, backoff, machine, delay_ms, callback_url ('' none),
 -- idempotency_key ('' none), request_hash, idempotency_ttl_ms,
--- secrets (JSON object, '' none: stored apart, see secrets.lua).
+-- secrets (JSON object, '' none: stored apart, see secrets.lua),
+-- flow (JSON object, see `jobs::flow::FlowOptions`: concurrency_key,
+-- singleton_key, singleton_policy, debounce_ms; each may be absent).
 -- Returns {job = ...}, or {existing = id} when the idempotency key was
--- used for the same request, or {conflict = id} when for another one.
+-- used for the same request, or {conflict = id} when for another one, or
+-- {joined = job} when a singleton key's waiting job (or open debounce)
+-- took the submit instead (see flow.lua).
 local id = ARGV[2]
 local key = job_key(id)
 if ARGV[12] ~= '' then
@@ -19,6 +23,15 @@ end
 if redis.call('EXISTS', key) == 1 then
   return redis.error_reply('EXISTS job ' .. id)
 end
+local flow = cjson.decode(ARGV[16])
+local joined = fq_singleton_admit(flow, ARGV[4])
+if joined then
+  -- A repeat under the idempotency key finds the job it joined.
+  if ARGV[12] ~= '' then
+    redis.call('SET', P .. 'idempotency:' .. ARGV[12], joined .. ' ' .. ARGV[13], 'PX', ARGV[14])
+  end
+  return cjson.encode({ joined = hgetall(job_key(joined)) })
+end
 redis.call('HSET', key, 'id', id, 'kind', ARGV[3], 'params', ARGV[4],
   'priority', ARGV[5], 'max_attempts', ARGV[6], 'timeout_secs', ARGV[7],
   'backoff', ARGV[8], 'machine', ARGV[9], 'created_at', int(NOW),
@@ -29,9 +42,16 @@ if ARGV[15] ~= '' then
   redis.call('SET', P .. 'secrets:' .. id, ARGV[15])
   redis.call('HSET', key, 'has_secrets', '1')
 end
+if flow.concurrency_key then redis.call('HSET', key, 'concurrency_key', flow.concurrency_key) end
+if flow.singleton_key then
+  redis.call('HSET', key, 'singleton_key', flow.singleton_key)
+  if flow.singleton_policy then redis.call('HSET', key, 'singleton_policy', flow.singleton_policy) end
+end
+if flow.debounce_ms then redis.call('HSET', key, 'debounce', '1') end
+fq_singleton_stored(flow, id)
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', P .. 'kind:' .. ARGV[3], 0, id)
-local delay = tonumber(ARGV[10])
+local delay = flow.debounce_ms or tonumber(ARGV[10])
 if delay > 0 then
   schedule(id, key, nil, NOW + delay)
 else
