@@ -10,6 +10,7 @@
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
+//! | `GET /flow`, `PUT`/`DELETE /concurrency[/{key}]`, `/rate-limits/{scope}/{name}`, `/pauses/{scope}/{name}` | flow control ([`flow`]) |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `GET /` | the dashboard (HTML); `/jobs/{id}` too when a browser asks for HTML |
 //! | `GET`/`POST /login`, `POST /logout` | the dashboard's session cookie (no auth) |
@@ -18,6 +19,7 @@
 
 mod dashboard;
 mod error;
+mod flow;
 mod health;
 pub(crate) mod jobs;
 pub mod logs;
@@ -101,6 +103,11 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(logs::logs))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
+            .routes(routes!(flow::overview))
+            .routes(routes!(flow::set_default_limit, flow::remove_default_limit))
+            .routes(routes!(flow::set_limit, flow::remove_limit))
+            .routes(routes!(flow::set_rate, flow::remove_rate))
+            .routes(routes!(flow::pause, flow::resume))
             .routes(routes!(metrics::metrics))
             .routes(routes!(dashboard::index))
             .split_for_parts();
