@@ -686,3 +686,67 @@ async fn flow_inputs_are_validated_at_the_edge() {
     );
     system.stop().await;
 }
+
+/// `dispatcher jobs ARGS` against `system`; checks it exits 0 and
+/// answers its stdout.
+async fn cli(system: &TestSystem, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .arg("jobs")
+        .args(args)
+        .env("DISPATCHER_URL", &system.base)
+        .env_remove("DISPATCHER_TOKEN")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "jobs {args:?}: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_cli_pauses_limits_and_shows_flow_control() {
+    let system = system(0).await;
+    cli(&system, &["flow", "pause", "kind", "echo"]).await;
+    cli(&system, &["flow", "pause", "key", "tenant-1"]).await;
+    cli(&system, &["flow", "limit", "--key", "tenant-1", "4"]).await;
+    cli(&system, &["flow", "limit", "--default", "2"]).await;
+    cli(&system, &["flow", "rate", "kind", "echo", "--per", "5"]).await;
+    let shown: Value =
+        serde_json::from_str(&cli(&system, &["flow", "show", "--json"]).await).unwrap();
+    assert_eq!(shown["paused_kinds"], json!(["echo"]));
+    assert_eq!(shown["paused_keys"], json!(["tenant-1"]));
+    assert_eq!(shown["limits"], json!({"tenant-1": 4}));
+    assert_eq!(shown["default_limit"], 2);
+    assert_eq!(
+        shown["rates"]["kind:echo"],
+        json!({"per": 5, "interval_ms": 1000, "burst": 1})
+    );
+    let text = cli(&system, &["flow", "show"]).await;
+    assert!(text.contains("paused kind:       echo"), "{text}");
+
+    cli(&system, &["flow", "resume", "kind", "echo"]).await;
+    cli(&system, &["flow", "limit", "--key", "tenant-1", "--clear"]).await;
+    cli(&system, &["flow", "limit", "--default", "--clear"]).await;
+    cli(&system, &["flow", "rate", "kind", "echo", "--clear"]).await;
+    let submitted: Value = serde_json::from_str(
+        &cli(
+            &system,
+            &["submit", "echo", "--concurrency-key", "tenant-1", "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(submitted["concurrency_key"], "tenant-1");
+    let shown: Value =
+        serde_json::from_str(&cli(&system, &["flow", "show", "--json"]).await).unwrap();
+    assert_eq!(shown["paused_kinds"], json!([]));
+    assert_eq!(shown["limits"], json!({}));
+    assert_eq!(shown["default_limit"], 0);
+    assert_eq!(shown["rates"], json!({}));
+    system.stop().await;
+}

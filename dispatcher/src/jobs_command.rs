@@ -79,6 +79,10 @@ pub enum JobsCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Flow control: pause and resume a kind or a key, concurrency and
+    /// rate limits (docs/flow-control.md).
+    #[command(subcommand)]
+    Flow(crate::flow_command::FlowCommand),
 }
 
 fn parse_json(text: &str) -> Result<Value, String> {
@@ -149,6 +153,10 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Wait { id } => follow(&client, &id, args.json).await,
+        JobsCommand::Flow(command) => {
+            crate::flow_command::execute(&client, command, args.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         JobsCommand::Logs {
             id,
             attempt,

@@ -37,7 +37,8 @@
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`]: wiring.
 //! - [`dev`]: `dispatcher dev`, the whole system on a laptop.
 //! - [`jobs_command`]: `dispatcher jobs ...`, a command-line client built
-//!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`].
+//!   on [`client`] (typed HTTP, [`sse`] for `--wait`) and [`output`];
+//!   [`flow_command`]: its `flow` part (pause, resume, limits).
 
 pub mod auth;
 pub mod callback_targets;
@@ -47,6 +48,7 @@ pub mod client;
 pub mod configuration;
 pub mod dashboard;
 pub mod dev;
+pub mod flow_command;
 pub mod hub;
 pub mod jobs_command;
 pub mod launcher;

@@ -236,15 +236,18 @@ fn script(body: &str) -> Script {
 static ADMIN: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/flow_admin.lua")));
 static READ: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/flow_read.lua")));
 
-/// `flow_admin.lua`'s arguments.
+/// `flow_admin.lua`'s arguments. An absent value is left out, not
+/// `null`: Lua reads JSON null as a true value.
 #[derive(Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum AdminOp<'a> {
     Limit {
         key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
     DefaultLimit {
+        #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
     Rate {
