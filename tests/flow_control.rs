@@ -728,6 +728,24 @@ async fn the_cli_pauses_limits_and_shows_flow_control() {
     );
     let text = cli(&system, &["flow", "show"]).await;
     assert!(text.contains("paused kind:       echo"), "{text}");
+    // The dashboard offers to resume each.
+    let page = system
+        .request(Method::GET, "/")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (scope, name) in [("kind", "echo"), ("key", "tenant-1")] {
+        let button = format!("data-flow=\"resume\" data-scope=\"{scope}\" data-name=\"{name}\"");
+        assert!(
+            page.contains(&button),
+            "no resume button for {scope} {name}"
+        );
+    }
+    assert!(page.contains("id=\"pause-form\""));
 
     cli(&system, &["flow", "resume", "kind", "echo"]).await;
     cli(&system, &["flow", "limit", "--key", "tenant-1", "--clear"]).await;

@@ -2,11 +2,13 @@
 //! charts of the last hour)
 //! and `/jobs/{id}` (one job, when a browser asks for HTML), with a small
 //! script for live updates, the job page's log pane (following the logs
-//! endpoint's SSE) and the Retry / Cancel buttons. No build step:
+//! endpoint's SSE), the Retry / Cancel buttons, and flow control's
+//! pause and resume ([`flow`]). No build step:
 //! the stylesheet and script are inlined from files beside this one.
 //! Routes are in [`crate::routes`]; auth (the login cookie) in
 //! [`crate::auth`].
 
 pub mod charts;
+pub mod flow;
 pub mod html;
 pub mod pages;
