@@ -550,6 +550,18 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
     })
     .await;
     assert_eq!(job["status"], "queued");
+    let metrics = system
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dispatcher_flow_paused{scope=\"key\"} 1"),
+        "{metrics}"
+    );
     call(
         &system,
         &base,

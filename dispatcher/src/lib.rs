@@ -27,7 +27,8 @@
 //!   claim, return, replace.
 //! - [`sweeper`]: destroys orphaned machines and purges old job records.
 //! - [`metrics`]: Prometheus text at `/metrics`: the store's gauges plus
-//!   this process's counters and histograms.
+//!   this process's counters and histograms; [`flow_metrics`]: per-key
+//!   gauges of the busiest concurrency keys only.
 //! - [`hub`]: one pub/sub subscription per dispatcher, fanned out to the
 //!   supervisors and the launcher, so nothing polls.
 //! - [`leases`]: renews every lease this dispatcher holds in one store
@@ -49,6 +50,7 @@ pub mod configuration;
 pub mod dashboard;
 pub mod dev;
 pub mod flow_command;
+pub mod flow_metrics;
 pub mod hub;
 pub mod jobs_command;
 pub mod launcher;
