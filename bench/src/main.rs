@@ -11,11 +11,14 @@
 //!    commands with few streams against many.
 //! 5. [`warm_pool`]: cold against warm (`--warm-pool`) under the mock's
 //!    default, Fly-like rate limits and latencies.
+//! 6. [`flow`]: flow control: claim cost with 10,000 keys × 10 queued
+//!    jobs, and submits with and without keys (printed under the table).
 
 mod api;
 mod commands;
 mod end_to_end;
 mod fleet;
+mod flow;
 mod host;
 mod latency;
 mod streams;
@@ -74,6 +77,7 @@ enum Part {
     Fleet,
     Streams,
     WarmPool,
+    Flow,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +131,12 @@ fn main() -> anyhow::Result<()> {
             eprintln!("cold and warm pool under the mock's default limits");
             warm_pool = Some(warm_pool::run(&binaries, &warm_pool_sizes(args.quick)).await?);
         }
+        let mut flow = None;
+        if runs(Part::Flow) {
+            let sizes = flow_sizes(args.quick);
+            eprintln!("flow control: {} keys x {} jobs", sizes.keys, sizes.per_key);
+            flow = Some(flow::run(&binaries, &sizes).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
@@ -137,6 +147,9 @@ fn main() -> anyhow::Result<()> {
             warm_pool,
         };
         println!("{}", table::render(&results));
+        if let Some(flow) = &flow {
+            println!("{}", flow::render(flow));
+        }
         if let Some(fleet) = &results.fleet {
             eprintln!(
                 "fleet: store commands by name: {:?}",
@@ -210,6 +223,27 @@ fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {
             limit: Duration::from_secs(300),
         },
     )
+}
+
+fn flow_sizes(quick: bool) -> flow::FlowSizes {
+    if quick {
+        return flow::FlowSizes {
+            keys: 1_000,
+            per_key: 2,
+            claims: 500,
+            rounds: 1,
+            round: Duration::from_secs(2),
+            connections: 16,
+        };
+    }
+    flow::FlowSizes {
+        keys: 10_000,
+        per_key: 10,
+        claims: 5_000,
+        rounds: 3,
+        round: Duration::from_secs(4),
+        connections: 16,
+    }
 }
 
 fn stream_sizes(quick: bool) -> StreamSizes {
