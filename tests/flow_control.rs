@@ -261,6 +261,31 @@ async fn a_rate_limited_kind_answers_when_the_next_token_is_due() {
     );
 }
 
+#[tokio::test]
+async fn jobs_queued_before_flow_control_are_still_claimed() {
+    use fred::interfaces::KeysInterface as _;
+    let s = store_only().await;
+    let mut queued = Vec::new();
+    for key in ["t1", "t2", "t1"] {
+        queued.push(enqueue_keyed(&s.store, "echo", key).await);
+    }
+    // What a store written by the previous version holds: only `queue`.
+    let client = s.store.raw_client();
+    let prefix = format!("{{{}}}:fq:", s.store.namespace());
+    let legacy: Vec<String> = ["q:t1", "q:t2", "ring", "turn", "adopted"]
+        .iter()
+        .map(|k| format!("{prefix}{k}"))
+        .collect();
+    let _: i64 = client.del(legacy).await.unwrap();
+    let mut claimed = Vec::new();
+    while let Some((id, _)) = claim(&s.store, 10, "d1", LEASE).await {
+        claimed.push(id);
+    }
+    claimed.sort();
+    queued.sort();
+    assert_eq!(claimed, queued);
+}
+
 // ----- the real system -----
 
 async fn system(max_machines: u32) -> TestSystem {

@@ -17,6 +17,7 @@
 //! | `fq:rates`, `fq:bucket:{scope}` | hash | rate limits by scope (`kind:{kind}`, `key:{key}`); their token buckets |
 //! | `fq:paused:kinds`, `fq:paused:keys` | set | what is paused |
 //! | `fq:single:{key}` | hash | a singleton key's `waiting` and last `running` job |
+//! | `fq:adopted`, `fq:adopt_from` | string | jobs queued before flow control are filed under their keys (done; where the filing is) |
 
 use std::collections::BTreeMap;
 use std::fmt;

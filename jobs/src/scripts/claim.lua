@@ -18,6 +18,7 @@ end
 -- The next job by flow control (flow.lua): round-robin across
 -- concurrency keys with work, priority within a key, within every cap,
 -- limit, rate limit and pause.
+fq_adopt_legacy()
 fq_wake_keys()
 local caps = cjson.decode(ARGV[6])
 local pick = fq_pick(caps)

@@ -95,6 +95,28 @@ local function fq_kind_blocked(kind, caps)
   return nil
 end
 
+-- Jobs queued before flow control existed are only in `queue`: the
+-- first claims after the upgrade file them under their keys, 1,000 per
+-- claim, in score order (scores are unique), then mark the store done.
+local ADOPT_BATCH = 1000
+local function fq_adopt_legacy()
+  if redis.call('EXISTS', FQ .. 'adopted') == 1 then return end
+  local from = redis.call('GET', FQ .. 'adopt_from') or '-inf'
+  local batch = redis.call('ZRANGEBYSCORE', P .. 'queue', from, '+inf', 'WITHSCORES',
+    'LIMIT', 0, ADOPT_BATCH)
+  for i = 1, #batch, 2 do
+    local fkey = hget(job_key(batch[i]), 'concurrency_key') or ''
+    redis.call('ZADD', fq_queue(fkey), batch[i + 1], batch[i])
+    fq_join_ring(fkey)
+  end
+  if #batch < 2 * ADOPT_BATCH then
+    redis.call('SET', FQ .. 'adopted', '1')
+    redis.call('DEL', FQ .. 'adopt_from')
+  else
+    redis.call('SET', FQ .. 'adopt_from', '(' .. batch[#batch])
+  end
+end
+
 -- Keys parked for their rate limit come back to the ring when due.
 local function fq_wake_keys()
   local due = redis.call('ZRANGEBYSCORE', FQ .. 'wait', '-inf', int(NOW), 'LIMIT', 0, 100)
