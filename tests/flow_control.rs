@@ -389,6 +389,7 @@ async fn a_rate_limit_of_5_per_second_holds_across_three_dispatchers() {
             tokio::time::Instant::now() < deadline,
             "no job ever showed it waits for the rate limit"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut starts = Vec::new();
     for id in &ids {
