@@ -32,22 +32,28 @@ if joined then
   end
   return cjson.encode({ joined = hgetall(job_key(joined)) })
 end
-redis.call('HSET', key, 'id', id, 'kind', ARGV[3], 'params', ARGV[4],
+local fields = { 'id', id, 'kind', ARGV[3], 'params', ARGV[4],
   'priority', ARGV[5], 'max_attempts', ARGV[6], 'timeout_secs', ARGV[7],
   'backoff', ARGV[8], 'machine', ARGV[9], 'created_at', int(NOW),
-  'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0')
+  'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0' }
+-- Flow control's fields go in the same write.
+for _, name in ipairs({ 'concurrency_key', 'singleton_key', 'singleton_policy' }) do
+  if flow[name] then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = flow[name]
+  end
+end
+if flow.debounce_ms then
+  fields[#fields + 1] = 'debounce'
+  fields[#fields + 1] = '1'
+end
+redis.call('HSET', key, unpack(fields))
 if ARGV[11] ~= '' then redis.call('HSET', key, 'callback_url', ARGV[11]) end
 if ARGV[12] ~= '' then redis.call('HSET', key, 'idempotency_key', ARGV[12]) end
 if ARGV[15] ~= '' then
   redis.call('SET', P .. 'secrets:' .. id, ARGV[15])
   redis.call('HSET', key, 'has_secrets', '1')
 end
-if flow.concurrency_key then redis.call('HSET', key, 'concurrency_key', flow.concurrency_key) end
-if flow.singleton_key then
-  redis.call('HSET', key, 'singleton_key', flow.singleton_key)
-  if flow.singleton_policy then redis.call('HSET', key, 'singleton_policy', flow.singleton_policy) end
-end
-if flow.debounce_ms then redis.call('HSET', key, 'debounce', '1') end
 fq_singleton_stored(flow, id)
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', P .. 'kind:' .. ARGV[3], 0, id)
