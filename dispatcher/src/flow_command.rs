@@ -28,6 +28,7 @@ pub enum FlowCommand {
         /// 1 or more; leave out with `--clear`.
         #[arg(required_unless_present = "clear", conflicts_with = "clear")]
         limit: Option<u32>,
+        /// Set the default limit instead of a key's.
         #[arg(long)]
         default: bool,
         /// Remove the limit.

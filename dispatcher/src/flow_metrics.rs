@@ -77,6 +77,6 @@ mod tests {
         let text = render(&overview);
         assert!(text.contains("dispatcher_key_machines_in_flight{key=\"tenant-1\"} 3"));
         assert!(text.contains("dispatcher_key_queue_depth{key=\"tenant-1\"} 7"));
-        assert_eq!(text.matches("key=\"").count(), 2);
+        assert_eq!(text.matches("{key=\"").count(), 2);
     }
 }
