@@ -576,6 +576,20 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
     })
     .await;
     assert_eq!(job["status"], "queued");
+    let page = system
+        .request(Method::GET, &format!("/jobs/{}", id(&paused)))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<dd>paused_key (key:tenant-p)</dd>"),
+        "{page}"
+    );
+    assert!(page.contains("<dd>tenant-p</dd>"));
     let metrics = system
         .request(Method::GET, "/metrics")
         .send()

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use jobs::FlowOverview;
+use jobs::{FlowOverview, Job};
 
 use super::html::escape;
 
@@ -68,6 +68,26 @@ pub fn flow_section(overview: &FlowOverview) -> String {
          <button>Pause</button></form>\n",
     );
     out
+}
+
+/// The job page's flow-control facts (label, escaped HTML): its keys, and
+/// what holds it back when queued.
+pub fn job_facts(job: &Job) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    if let Some(key) = &job.concurrency_key {
+        facts.push(("concurrency key", escape(key.as_str())));
+    }
+    if let Some(key) = &job.singleton_key {
+        facts.push(("singleton key", escape(key.as_str())));
+    }
+    if let Some(waiting) = &job.waiting_for {
+        let mut text = format!("{} ({})", waiting.reason, waiting.scope);
+        if let Some(ms) = waiting.retry_in_ms {
+            let _ = write!(text, ", next start in {ms} ms");
+        }
+        facts.push(("waiting for", escape(&text)));
+    }
+    facts
 }
 
 #[cfg(test)]
