@@ -582,6 +582,7 @@ async fn finishing_the_last_two_members_at_once_completes_the_batch_once() {
             after: Vec::new(),
             run_if: jobs::RunIf::AllSucceeded,
             then: None,
+            concurrency_key: None,
         };
         let batch = NewBatch {
             id: jobs::BatchId::new(),

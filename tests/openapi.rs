@@ -58,6 +58,15 @@ async fn the_description_matches_the_routes() {
         ("POST", "/login"),
         ("POST", "/logout"),
         ("GET", "/healthz"),
+        ("GET", "/flow"),
+        ("PUT", "/concurrency"),
+        ("DELETE", "/concurrency"),
+        ("PUT", "/concurrency/{key}"),
+        ("DELETE", "/concurrency/{key}"),
+        ("PUT", "/rate-limits/{scope}/{name}"),
+        ("DELETE", "/rate-limits/{scope}/{name}"),
+        ("PUT", "/pauses/{scope}/{name}"),
+        ("DELETE", "/pauses/{scope}/{name}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::latency::Latencies;
-use crate::system::{Binaries, BootWith, System, SystemOptions};
+use crate::system::{Binaries, System, SystemOptions};
 
 pub struct BatchSizes {
     /// Jobs per batch (the dispatcher's `--max-batch-jobs` default: 10,000).
@@ -29,19 +29,7 @@ pub struct BatchResult {
 }
 
 pub async fn run(binaries: &Binaries, sizes: &BatchSizes) -> anyhow::Result<BatchResult> {
-    let system = System::start(
-        binaries,
-        SystemOptions {
-            max_machines: 0,
-            boot: BootWith::Process,
-            count_commands: false,
-            durable: false,
-            faithful_mock: false,
-            extra_args: Vec::new(),
-            image_env: Vec::new(),
-        },
-    )
-    .await?;
+    let system = System::start(binaries, SystemOptions::intake_only()).await?;
     let http = reqwest::Client::new();
     let body = json!({
         "jobs": (0..sizes.jobs)

@@ -15,12 +15,15 @@
 //!    default, Fly-like rate limits and latencies.
 //! 6. [`logs`]: a command printing 10 MB, its output captured against
 //!    discarded: the cost of job logs.
+//! 7. [`flow`]: flow control: claim cost with 10,000 keys × 10 queued
+//!    jobs, and submits with and without keys (printed under the table).
 
 mod api;
 mod batch_submit;
 mod commands;
 mod end_to_end;
 mod fleet;
+mod flow;
 mod host;
 mod latency;
 mod logs;
@@ -83,6 +86,7 @@ enum Part {
     Streams,
     WarmPool,
     Logs,
+    Flow,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -146,6 +150,12 @@ fn main() -> anyhow::Result<()> {
             eprintln!("job logs: a 10 MB command, captured against discarded");
             logs = Some(logs::run(&binaries, &log_sizes(args.quick)).await?);
         }
+        let mut flow = None;
+        if runs(Part::Flow) {
+            let sizes = flow_sizes(args.quick);
+            eprintln!("flow control: {} keys x {} jobs", sizes.keys, sizes.per_key);
+            flow = Some(flow::run(&binaries, &sizes).await?);
+        }
         let results = table::Results {
             host,
             quick: args.quick,
@@ -158,6 +168,9 @@ fn main() -> anyhow::Result<()> {
             logs,
         };
         println!("{}", table::render(&results));
+        if let Some(flow) = &flow {
+            println!("{}", flow::render(flow));
+        }
         if let Some(fleet) = &results.fleet {
             eprintln!(
                 "fleet: store commands by name: {:?}",
@@ -252,6 +265,27 @@ fn sizes(quick: bool) -> (SubmitSizes, EndToEndSizes, FleetSizes) {
             limit: Duration::from_secs(300),
         },
     )
+}
+
+fn flow_sizes(quick: bool) -> flow::FlowSizes {
+    if quick {
+        return flow::FlowSizes {
+            keys: 1_000,
+            per_key: 2,
+            claims: 500,
+            rounds: 1,
+            round: Duration::from_secs(2),
+            connections: 16,
+        };
+    }
+    flow::FlowSizes {
+        keys: 10_000,
+        per_key: 10,
+        claims: 5_000,
+        rounds: 3,
+        round: Duration::from_secs(4),
+        connections: 16,
+    }
 }
 
 fn stream_sizes(quick: bool) -> StreamSizes {

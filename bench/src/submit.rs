@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::api;
 use crate::latency::Latencies;
-use crate::system::{Binaries, BootWith, System, SystemOptions};
+use crate::system::{Binaries, System, SystemOptions};
 
 pub struct SubmitSizes {
     pub connections: Vec<usize>,
@@ -33,13 +33,8 @@ pub async fn run(binaries: &Binaries, sizes: &SubmitSizes) -> anyhow::Result<Vec
     let system = System::start(
         binaries,
         SystemOptions {
-            max_machines: 0,
-            boot: BootWith::Process,
-            count_commands: false,
             durable: sizes.durable,
-            image_env: Vec::new(),
-            faithful_mock: false,
-            extra_args: Vec::new(),
+            ..SystemOptions::intake_only()
         },
     )
     .await?;
@@ -66,9 +61,26 @@ async fn level(
     connections: usize,
     sizes: &SubmitSizes,
 ) -> anyhow::Result<SubmitResult> {
-    let per_connection = sizes.max_requests.div_ceil(connections as u64);
+    let plain = |_| json!({"kind": "echo", "params": {"bench": true}});
+    let mut result =
+        submit_at(base, connections, sizes.duration, sizes.max_requests, plain).await?;
+    result.durable = sizes.durable;
+    Ok(result)
+}
+
+/// `connections` clients submitting `job(n)` (n counts each client's
+/// submits) back to back for `duration` or `max_requests` in all. The flow
+/// part submits with concurrency keys through it too.
+pub async fn submit_at(
+    base: &str,
+    connections: usize,
+    duration: Duration,
+    max_requests: u64,
+    job: fn(u64) -> serde_json::Value,
+) -> anyhow::Result<SubmitResult> {
+    let per_connection = max_requests.div_ceil(connections as u64);
     let started = Instant::now();
-    let deadline = started + sizes.duration;
+    let deadline = started + duration;
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let base = base.to_string();
@@ -76,11 +88,11 @@ async fn level(
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()?;
-            let job = json!({"kind": "echo", "params": {"bench": true}});
             let mut latencies = Latencies::default();
             while latencies.count() < per_connection && Instant::now() < deadline {
+                let body = job(latencies.count());
                 let sent = Instant::now();
-                api::submit(&http, &base, &job).await?;
+                api::submit(&http, &base, &body).await?;
                 latencies.record(sent.elapsed());
             }
             anyhow::Ok(latencies)
@@ -93,7 +105,7 @@ async fn level(
     let elapsed = started.elapsed();
     Ok(SubmitResult {
         connections,
-        durable: sizes.durable,
+        durable: false,
         requests: latencies.count(),
         per_second: latencies.count() as f64 / elapsed.as_secs_f64(),
         latencies,

@@ -50,6 +50,22 @@ pub struct SystemOptions {
     pub image_env: Vec<(String, String)>,
 }
 
+impl SystemOptions {
+    /// A system that takes jobs in and launches none: for the parts that
+    /// measure intake (submits, batches, claims).
+    pub fn intake_only() -> Self {
+        Self {
+            max_machines: 0,
+            boot: BootWith::Process,
+            count_commands: false,
+            faithful_mock: false,
+            extra_args: Vec::new(),
+            durable: false,
+            image_env: Vec::new(),
+        }
+    }
+}
+
 pub enum BootWith {
     Process,
     Virtual(Box<dyn FnOnce(Store) -> Boot>),

@@ -35,12 +35,14 @@
 //!   `jobs ...`, a client built on [`cli::client`] (typed HTTP,
 //!   [`cli::sse`] for `--wait`) and [`cli::output`].
 //! - [`configuration`], [`startup`], [`telemetry`], [`shutdown`],
-//!   [`metrics`] (Prometheus text at `/metrics`), [`regions`]: wiring.
+//!   [`metrics`] (Prometheus text at `/metrics`; [`flow_metrics`]: per-key
+//!   gauges of the busiest concurrency keys only), [`regions`]: wiring.
 
 pub mod api;
 pub mod cli;
 pub mod configuration;
 pub mod engine;
+pub mod flow_metrics;
 pub mod metrics;
 pub mod regions;
 pub mod shutdown;

@@ -8,6 +8,8 @@
 //!   machines in flight) are read from Valkey at scrape time, in one round
 //!   trip ([`jobs::Store::stats`]), so every dispatcher reports the same
 //!   truth however many there are.
+//! - **Flow control's per-key gauges** ([`crate::flow_metrics`]): only the
+//!   keys holding the most machines, so label cardinality stays bounded.
 //! - **Counters and histograms of this process** (attempt outcomes, time in
 //!   queue, attempt duration, retries, and the Machines API client's calls,
 //!   retries and rate-limit waits): sum them across dispatchers in queries.
@@ -133,11 +135,14 @@ pub fn install() {
 pub async fn render(store: &Store) -> Result<String, StoreError> {
     let stats = store.stats().await?;
     let pools = store.pool_stats().await?;
+    let flow = store.flow_overview(crate::flow_metrics::TOP_KEYS).await?;
     let exporter = exporter();
     let _one_at_a_time = exporter.scrape.lock().unwrap_or_else(|e| e.into_inner());
     set_store_gauges(&stats);
     set_pool_gauges(&pools);
-    Ok(exporter.handle.render())
+    let mut text = exporter.handle.render();
+    text.push_str(&crate::flow_metrics::render(&flow));
+    Ok(text)
 }
 
 fn set_store_gauges(stats: &Stats) {

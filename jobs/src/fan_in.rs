@@ -107,6 +107,8 @@ pub struct NewJob {
     pub run_if: RunIf,
     /// Its `then` job, stored in the same call (shown on the job).
     pub then: Option<JobId>,
+    /// Its flow-control key: it queues under it once admitted.
+    pub concurrency_key: Option<crate::flow::FlowKey>,
 }
 
 /// The batch part of a [`Submit`].
@@ -301,6 +303,9 @@ impl NewJob {
         }
         if let Some(then) = self.then {
             fields.insert("then", then.to_string());
+        }
+        if let Some(key) = &self.concurrency_key {
+            fields.insert("concurrency_key", key.to_string());
         }
         Ok(ScriptJob {
             id: self.id.to_string(),

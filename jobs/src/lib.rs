@@ -16,6 +16,8 @@
 //! - [`redact`]: URLs with their credentials hidden, for logs.
 //! - [`pacing`]: a token bucket shared by every dispatcher (the app's
 //!   Machines API create budget).
+//! - [`flow`]: flow control: concurrency keys and limits, fair queueing
+//!   across keys, rate limits, singletons, debounce, pause and resume.
 //! - [`pool`]: the warm pool of stopped machines, claimed one attempt at
 //!   a time.
 //! - [`fan_in`]: batches, jobs that wait for others (`after`), and `then`
@@ -32,6 +34,7 @@ pub mod activity;
 pub mod address;
 pub mod events;
 pub mod fan_in;
+pub mod flow;
 pub mod job_env;
 pub mod logs;
 pub mod model;
@@ -47,6 +50,7 @@ pub use activity::{Activity, MinuteCounts, MinuteLoad, ACTIVITY_MAX_MINUTES};
 pub use address::{AddressError, StoreAddress, Topology};
 pub use events::{EventKind, JobEvent};
 pub use fan_in::{Batch, BatchId, BatchPage, NewBatch, NewJob, RunIf, Submit, Submitted};
+pub use flow::{FlowKey, FlowOptions, FlowOverview, RateLimit, Scope, SingletonPolicy, WaitingFor};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;

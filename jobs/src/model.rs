@@ -382,6 +382,15 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     pub attempts: Vec<Attempt>,
+    /// Flow control ([`crate::flow`]): the job's concurrency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<crate::flow::FlowKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton_key: Option<crate::flow::FlowKey>,
+    /// Why a queued job is held back beyond its turn (a pause, its key's
+    /// concurrency limit, a rate limit); only in `GET /jobs/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<crate::flow::WaitingFor>,
     /// Attempts before the last manual retry; they don't count against
     /// `max_attempts`.
     #[serde(skip)]
@@ -431,6 +440,12 @@ impl Job {
                 .map(|text| serde_json::from_str(text))
                 .transpose()
                 .map_err(|e| InvalidValue(format!("job field {name:?}: {e}")))
+        };
+        let flow_key = |name: &str| {
+            fields
+                .get(name)
+                .map(|k| crate::flow::FlowKey::parse(k))
+                .transpose()
         };
         let time = |name: &str| {
             fields
@@ -521,6 +536,9 @@ impl Job {
             idempotency_key: fields.get("idempotency_key").cloned(),
             callback_url: fields.get("callback_url").cloned(),
             attempts: attempts.into_values().collect(),
+            concurrency_key: flow_key("concurrency_key")?,
+            singleton_key: flow_key("singleton_key")?,
+            waiting_for: None,
             attempt_base: number("attempt_base")? as u32,
             batch_id: fields.get("batch").map(|b| b.parse()).transpose()?,
             batch_index: fields.get("batch_index").and_then(|i| i.parse().ok()),

@@ -23,6 +23,7 @@
 //! | `log:{id}:{attempt}` | list | the attempt's log lines ([`crate::logs`]) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
+//! | `fq:*` | | flow control: per-key queues, the ring of keys, limits, rates, pauses ([`crate::flow`]) |
 //!
 //! ## Transitions
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
@@ -57,6 +58,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::address::StoreAddress;
+use crate::flow::FlowOptions;
 use crate::job_env::Secrets;
 use crate::model::{Fields, InvalidValue, Job, JobId, JobSpec, JobStatus, Outcome};
 use crate::tls::{tls_config, CaCert};
@@ -163,6 +165,8 @@ pub struct EnqueueOptions {
     pub idempotency: Option<Idempotency>,
     /// Stored apart from the job and never shown; see [`Secrets`].
     pub secrets: Secrets,
+    /// Concurrency key, singleton, debounce ([`crate::flow`]).
+    pub flow: FlowOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +187,10 @@ pub enum Enqueued {
     Existing(JobId),
     /// Another request was submitted before under this idempotency key.
     Conflict(JobId),
+    /// The submit joined the job waiting under its singleton key (policy
+    /// `keep`, or a debounce still open: then with the submit's params)
+    /// instead of storing a new one.
+    Joined(Box<Job>),
 }
 
 /// Which jobs [`Store::list`] returns.
@@ -307,9 +315,13 @@ pub const PRELUDE: &str = include_str!("scripts/prelude.lua");
 /// status change, so it goes into every script, whichever moves a job.
 const FAN_IN: &str = include_str!("scripts/fan_in.lua");
 
-/// A script body behind the [`PRELUDE`] and [`FAN_IN`].
+/// Flow control's part of the claim, enqueue, release and cancel
+/// (`scripts/flow.lua`, [`crate::flow`]).
+const FLOW: &str = include_str!("scripts/flow.lua");
+
+/// A script body behind the [`PRELUDE`], [`FAN_IN`] and [`FLOW`].
 pub(crate) fn with_prelude(body: &str) -> Script {
-    Script::from_lua(format!("{PRELUDE}\n{FAN_IN}\n{body}"))
+    Script::from_lua(format!("{PRELUDE}\n{FAN_IN}\n{FLOW}\n{body}"))
 }
 
 pub(crate) struct Scripts {
@@ -442,6 +454,8 @@ impl Store {
             existing: Option<String>,
             #[serde(default)]
             conflict: Option<String>,
+            #[serde(default)]
+            joined: Option<Fields>,
         }
         /// enqueue.lua's one argument: every field named, optional ones
         /// left out rather than sent empty.
@@ -465,6 +479,7 @@ impl Store {
             idempotency: Option<IdempotencyArgs<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             secrets: Option<String>,
+            flow: &'a crate::flow::FlowOptions,
         }
         #[derive(serde::Serialize)]
         struct IdempotencyArgs<'a> {
@@ -494,6 +509,7 @@ impl Store {
             } else {
                 Some(serde_json::to_string(&options.secrets.0)?)
             },
+            flow: &options.flow,
         };
         let args = vec![serde_json::to_string(&args)?];
         let text: String = self.run(&self.scripts.enqueue, args).await?;
@@ -501,6 +517,9 @@ impl Store {
         let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
         if let Some(fields) = answer.job {
             return Ok(Enqueued::Created(Box::new(Job::from_fields(&fields)?)));
+        }
+        if let Some(fields) = answer.joined {
+            return Ok(Enqueued::Joined(Box::new(Job::from_fields(&fields)?)));
         }
         if let Some(first) = answer.existing {
             return Ok(Enqueued::Existing(parse_id(first)?));

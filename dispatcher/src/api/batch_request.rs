@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::configuration::JobDefaults;
 use crate::api::request::{idempotency_key, FieldError, JobRequest};
+use crate::configuration::JobDefaults;
 
 /// The JSON body of `POST /batches`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -150,6 +150,7 @@ fn member(
     })?;
     request
         .into_submission(defaults, now)
+        .and_then(crate::api::request::Submission::admitted_later)
         .map_err(|e| FieldError {
             field: format!("{field}.{}", e.field),
             message: e.message,

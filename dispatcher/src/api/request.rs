@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobs::{Backoff, JobId, JobSpec, Kind, MachineSpec, RunIf, Secrets};
+use jobs::{Backoff, FlowKey, FlowOptions, JobId, JobSpec, Kind, MachineSpec, RunIf, Secrets};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,6 +17,7 @@ pub const MIN_PRIORITY: i32 = -1000;
 pub const MAX_PRIORITY: i32 = 1000;
 pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
+pub const MAX_DEBOUNCE_SECS: u64 = 24 * 3600;
 
 /// The JSON body of `POST /jobs`, as sent. Unknown fields are refused so
 /// a typo (`max_attempt`) is an error, not a silently ignored option.
@@ -74,6 +75,26 @@ pub struct JobRequest {
     /// as) or `all_succeeded` (the default; otherwise it is cancelled).
     #[serde(default)]
     pub then_policy: Option<jobs::RunIf>,
+    /// Flow control (docs/flow-control.md): the job's share of the fleet
+    /// is its key's (a tenant id, say). Keys are served round-robin, each
+    /// within its concurrency limit and rate limit.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 128, pattern = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+    pub concurrency_key: Option<String>,
+    /// At most one job waits under this key; `singleton_policy` says what
+    /// a submit does to the one already waiting.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 128, pattern = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+    pub singleton_key: Option<String>,
+    /// `keep` (default), `replace`, `cancel_running`; needs
+    /// `singleton_key`, not with `debounce_secs`.
+    #[serde(default)]
+    pub singleton_policy: Option<jobs::SingletonPolicy>,
+    /// Runs the job this long after the last submit of a burst under
+    /// `singleton_key`, with that submit's params (1 to 86400).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub debounce_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -117,6 +138,7 @@ pub struct Submission {
     pub after: Vec<JobId>,
     /// The `then` job and when it runs.
     pub then: Option<(Box<Submission>, RunIf)>,
+    pub flow: FlowOptions,
 }
 
 /// Most ids one `after` may list.
@@ -161,6 +183,7 @@ impl JobRequest {
         now: DateTime<Utc>,
     ) -> Result<Submission, FieldError> {
         let kind = Kind::parse(&self.kind).map_err(|e| field_error("kind", e.0))?;
+        let flow = self.flow_options()?;
         let params = self
             .params
             .unwrap_or_else(|| Value::Object(Default::default()));
@@ -250,6 +273,7 @@ impl JobRequest {
                 }
                 let then = then
                     .into_submission(defaults, now)
+                    .and_then(Submission::admitted_later)
                     .map_err(|e| field_error(&format!("then.{}", e.field), e.message))?;
                 Some((Box::new(then), policy.unwrap_or_default()))
             }
@@ -263,7 +287,7 @@ impl JobRequest {
             backoff,
             machine,
         };
-        Ok(Submission {
+        let submission = Submission {
             spec,
             delay,
             callback_url,
@@ -271,11 +295,78 @@ impl JobRequest {
             secrets,
             after,
             then,
+            flow,
+        };
+        if submission.fans_in() {
+            return submission.admitted_later();
+        }
+        Ok(submission)
+    }
+
+    /// The flow-control fields: a debounce names its burst by the
+    /// singleton key and sets the run time itself.
+    fn flow_options(&self) -> Result<FlowOptions, FieldError> {
+        let key = |field: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(FlowKey::parse)
+                .transpose()
+                .map_err(|e| field_error(field, e.0))
+        };
+        let concurrency_key = key("concurrency_key", &self.concurrency_key)?;
+        let singleton_key = key("singleton_key", &self.singleton_key)?;
+        let debounce = self
+            .debounce_secs
+            .map(|secs| in_range("debounce_secs", secs, 1, MAX_DEBOUNCE_SECS))
+            .transpose()?
+            .map(Duration::from_secs);
+        if singleton_key.is_none() && (self.singleton_policy.is_some() || debounce.is_some()) {
+            let field = match debounce {
+                Some(_) => "debounce_secs",
+                None => "singleton_policy",
+            };
+            return Err(field_error(field, "needs a singleton_key"));
+        }
+        if debounce.is_some() && self.singleton_policy.is_some() {
+            return Err(field_error(
+                "singleton_policy",
+                "a debounce has its own behaviour: give one or the other",
+            ));
+        }
+        if debounce.is_some() && (self.delay_secs.is_some() || self.run_at.is_some()) {
+            return Err(field_error(
+                "debounce_secs",
+                "a debounce sets the run time: not with delay_secs or run_at",
+            ));
+        }
+        let singleton_policy = match (&singleton_key, debounce) {
+            (Some(_), None) => Some(self.singleton_policy.unwrap_or(jobs::SingletonPolicy::Keep)),
+            _ => None,
+        };
+        Ok(FlowOptions {
+            concurrency_key,
+            singleton_key,
+            singleton_policy,
+            debounce,
         })
     }
 }
 
 impl Submission {
+    /// Checks a job that [`jobs::Store::submit`] stores (it waits for
+    /// others, is a `then` job or a batch member): it is admitted when
+    /// what it waits for is done, so a singleton or debounce, which
+    /// decide at submit time, cannot apply. A concurrency key can.
+    pub fn admitted_later(self) -> Result<Self, FieldError> {
+        match self.flow.singleton_key {
+            Some(_) => Err(field_error(
+                "singleton_key",
+                "not with after, then or in a batch: a singleton is decided at submit",
+            )),
+            None => Ok(self),
+        }
+    }
+
     /// Whether storing it takes [`jobs::Store::submit`] (it waits for
     /// others or brings a `then` job) rather than the plain enqueue.
     pub fn fans_in(&self) -> bool {
@@ -328,6 +419,7 @@ impl Submission {
             after: self.after,
             run_if: RunIf::AllSucceeded,
             then: None,
+            concurrency_key: self.flow.concurrency_key,
         }
     }
 
@@ -349,6 +441,7 @@ impl Submission {
             callback_url: self.callback_url,
             idempotency,
             secrets: self.secrets,
+            flow: self.flow,
         };
         store
             .enqueue(jobs::JobId::new(), &self.spec, &options)

@@ -142,7 +142,10 @@ pub fn text_of(batch: &Batch) -> String {
             batch.finished, batch.total, batch.progress_percent
         ),
         format!("counts    {}", counts(batch)),
-        format!("created   {}", crate::cli::output::timestamp(batch.created_at)),
+        format!(
+            "created   {}",
+            crate::cli::output::timestamp(batch.created_at)
+        ),
     ];
     if let Some(at) = batch.completed_at {
         lines.push(format!("completed {}", crate::cli::output::timestamp(at)));

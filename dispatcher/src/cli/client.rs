@@ -64,6 +64,39 @@ pub struct SubmitOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// The job's concurrency key (a tenant id): keys share the fleet
+    /// round-robin, each within its limits (docs/flow-control.md).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// At most one job waits under this key.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub singleton_key: Option<String>,
+    /// What a submit does to the job waiting under the singleton key.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub singleton_policy: Option<SingletonPolicyArg>,
+    /// Run once this long after the last submit of a burst under the
+    /// singleton key, with its params.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debounce_secs: Option<u64>,
+}
+
+/// `--singleton-policy`, as the API spells it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SingletonPolicyArg {
+    Keep,
+    Replace,
+    CancelRunning,
+}
+
+/// See [`ApiClient::flow_change`].
+pub enum FlowChange {
+    Put(Option<Value>),
+    Remove,
 }
 
 /// The answer of `POST /batches` (a repeat under the batch's idempotency
@@ -278,6 +311,26 @@ impl ApiClient {
             Some(token) => request.bearer_auth(token),
             None => request,
         }
+    }
+
+    /// `GET /flow`: the flow-control settings and the busiest keys.
+    pub async fn flow(&self) -> Result<jobs::FlowOverview, ClientError> {
+        self.send(self.request(Method::GET, "/flow")).await
+    }
+
+    /// A flow-control change: `PUT path` with `body` (`None` for no
+    /// body), or `DELETE path` when `body` is `Remove`.
+    pub async fn flow_change(&self, path: &str, change: FlowChange) -> Result<(), ClientError> {
+        let request = match change {
+            FlowChange::Put(None) => self.request(Method::PUT, path),
+            FlowChange::Put(Some(body)) => self.request(Method::PUT, path).json(&body),
+            FlowChange::Remove => self.request(Method::DELETE, path),
+        };
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        Ok(())
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {

@@ -34,27 +34,32 @@ pub struct JobsArgs {
     pub command: JobsCommand,
 }
 
+/// `jobs submit`'s arguments (boxed in [`JobsCommand`]: they dwarf the
+/// other commands').
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    #[arg(required_unless_present = "batch")]
+    kind: Option<String>,
+    /// The job's params, as JSON.
+    #[arg(long, default_value = "{}", value_parser = parse_json)]
+    params: Value,
+    #[command(flatten)]
+    options: SubmitOptions,
+    /// Follow the job (or the batch) until it finishes, with a
+    /// progress bar.
+    #[arg(long)]
+    wait: bool,
+    /// Submit every line of this JSON Lines file (a `POST /jobs` body
+    /// each) as one batch. The options above fill what a line leaves
+    /// out; `--idempotency-key` and `--callback-url` are the batch's.
+    #[arg(long, conflicts_with_all = ["kind", "params"])]
+    batch: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Submit a job, or a batch of them (`--batch FILE.jsonl`).
-    Submit {
-        #[arg(required_unless_present = "batch")]
-        kind: Option<String>,
-        /// The job's params, as JSON.
-        #[arg(long, default_value = "{}", value_parser = parse_json)]
-        params: Value,
-        #[command(flatten)]
-        options: SubmitOptions,
-        /// Follow the job (or the batch) until it finishes, with a
-        /// progress bar.
-        #[arg(long)]
-        wait: bool,
-        /// Submit every line of this JSON Lines file (a `POST /jobs` body
-        /// each) as one batch. The options above fill what a line leaves
-        /// out; `--idempotency-key` and `--callback-url` are the batch's.
-        #[arg(long, conflicts_with_all = ["kind", "params"])]
-        batch: Option<std::path::PathBuf>,
-    },
+    Submit(Box<SubmitArgs>),
     /// Show a batch: counts per status and progress.
     Batch {
         id: String,
@@ -94,6 +99,10 @@ pub enum JobsCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Flow control: pause and resume a kind or a key, concurrency and
+    /// rate limits (docs/flow-control.md).
+    #[command(subcommand)]
+    Flow(crate::cli::flow_command::FlowCommand),
 }
 
 fn parse_json(text: &str) -> Result<Value, String> {
@@ -115,22 +124,27 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let client = ApiClient::new(&args.url, args.token.clone());
     let show = |job: &Job| print_job(job, args.json);
     match args.command {
-        JobsCommand::Submit {
-            batch: Some(path),
-            options,
-            wait,
-            ..
-        } => crate::cli::batch_command::submit(&client, &path, &options, wait, args.json).await,
+        JobsCommand::Submit(submit) if submit.batch.is_some() => {
+            let SubmitArgs {
+                batch,
+                options,
+                wait,
+                ..
+            } = *submit;
+            let path = batch.expect("matched on it");
+            crate::cli::batch_command::submit(&client, &path, &options, wait, args.json).await
+        }
         JobsCommand::Batch { id, watch } => {
             crate::cli::batch_command::show(&client, &id, watch, args.json).await
         }
-        JobsCommand::Submit {
-            kind,
-            params,
-            options,
-            wait,
-            batch: None,
-        } => {
+        JobsCommand::Submit(submit) => {
+            let SubmitArgs {
+                kind,
+                params,
+                options,
+                wait,
+                ..
+            } = *submit;
             let kind = kind.context("give the job's kind")?;
             let job = client.submit(&kind, params, &options).await?;
             if !wait {
@@ -175,6 +189,10 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Wait { id } => follow(&client, &id, args.json).await,
+        JobsCommand::Flow(command) => {
+            crate::cli::flow_command::execute(&client, command, args.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         JobsCommand::Logs {
             id,
             attempt,

@@ -5,6 +5,7 @@
 
 pub mod batch_command;
 pub mod client;
+pub mod flow_command;
 pub mod jobs_command;
 pub mod output;
 pub mod sse;

@@ -314,6 +314,8 @@ async fn fire(
         }
         // Another dispatcher fired this tick first.
         Enqueued::Existing(id) | Enqueued::Conflict(id) => id,
+        // The tick joined the job waiting under its singleton key.
+        Enqueued::Joined(job) => job.id,
     };
     let next = cadence
         .following(jobs::millis_to_time(tick), now)

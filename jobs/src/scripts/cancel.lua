@@ -7,11 +7,7 @@ local key = job_key(id)
 local status = hget(key, 'status')
 if not status then return 'missing' end
 if status == 'queued' or status == 'scheduled' or status == 'waiting' then
-  redis.call('HDEL', key, 'waiting_on', 'not_before')
-  redis.call('ZREM', P .. (status == 'queued' and 'queue' or 'scheduled'), id)
-  redis.call('HDEL', key, 'run_at')
-  redis.call('HSET', key, 'error', 'cancelled before it ran')
-  finish(id, key, status, 'cancelled')
+  cancel_waiting(id, key, status, 'cancelled before it ran')
   return 'cancelled'
 end
 if status == 'starting' or status == 'running' then

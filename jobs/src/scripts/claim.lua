@@ -17,29 +17,24 @@ sample_minute()
 if redis.call('ZCARD', P .. 'in_flight') >= tonumber(max_in_flight) then
   return cjson.encode({ full = true })
 end
--- The first queued job whose kind is under its cap (kinds without a cap
--- always are). Only the head of the queue is scanned, so a long run of
--- capped kinds can delay others by at most that much.
+-- The next job by flow control (flow.lua): round-robin across
+-- concurrency keys with work, priority within a key, within every cap,
+-- limit, rate limit and pause.
+fq_adopt_legacy()
+fq_wake_keys()
 local caps = cjson.decode(kind_caps)
-local per_kind = P .. 'in_flight_kinds'
-local candidates = redis.call('ZRANGE', P .. 'queue', 0, next(caps) and 199 or 0)
-local chosen = nil
-for _, candidate in ipairs(candidates) do
-  local kind = hget(job_key(candidate), 'kind')
-  local cap = caps[kind]
-  if not cap or tonumber(redis.call('HGET', per_kind, kind) or '0') < cap then
-    chosen = candidate
-    break
-  end
-end
-if not chosen then
+local pick = fq_pick(caps)
+if not pick.id then
+  local wait = pick.wait
   local soonest = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
-  local wait = nil
-  if soonest[2] then wait = math.max(0, tonumber(soonest[2]) - NOW) end
+  if soonest[2] then
+    local due = math.max(0, tonumber(soonest[2]) - NOW)
+    if not wait or due < wait then wait = due end
+  end
   return cjson.encode({ empty = true, next_due_in_ms = wait })
 end
-redis.call('ZREM', P .. 'queue', chosen)
-local id = chosen
+redis.call('ZREM', P .. 'queue', pick.id)
+local id, fkey = pick.id, pick.fkey
 local key = job_key(id)
 local n = tostring(tonumber(hget(key, 'attempt')) + 1)
 local a = 'a:' .. n .. ':'
@@ -50,7 +45,8 @@ redis.call('ZADD', P .. 'in_flight', int(NOW + tonumber(lease_ms)), member)
 local epoch = new_epoch(member)
 local kind = hget(key, 'kind')
 redis.call('HSET', P .. 'in_flight_kind', member, kind)
-redis.call('HINCRBY', per_kind, kind, 1)
+redis.call('HINCRBY', P .. 'in_flight_kinds', kind, 1)
+fq_claimed(id, key, fkey, member)
 set_status(id, key, 'queued', 'starting')
 count_minute('started')
 count_queue_wait(key)

@@ -3,9 +3,13 @@
 -- stored as given; optional fields are absent, never null):
 --   { "id", "kind", "params", "priority", "max_attempts", "timeout_secs",
 --     "backoff", "machine", "delay_ms", "callback_url"?,
---     "idempotency"? = { "key", "request_hash", "ttl_ms" }, "secrets"? }
+--     "idempotency"? = { "key", "request_hash", "ttl_ms" }, "secrets"?,
+--     "flow" = { "concurrency_key"?, "singleton_key"?, "singleton_policy"?,
+--                "debounce_ms"? } (`jobs::flow::FlowOptions`) }
 -- Returns {job = ...}, or {existing = id} when the idempotency key was
--- used for the same request, or {conflict = id} when for another one.
+-- used for the same request, or {conflict = id} when for another one, or
+-- {joined = job} when a singleton key's waiting job (or open debounce)
+-- took the submit instead (see flow.lua).
 local A = cjson.decode(ARGV[2])
 local id = A.id
 local key = job_key(id)
@@ -23,20 +27,43 @@ end
 if redis.call('EXISTS', key) == 1 then
   return redis.error_reply('EXISTS job ' .. id)
 end
-redis.call('HSET', key, 'id', id, 'kind', A.kind, 'params', A.params,
+local flow = A.flow
+local joined = fq_singleton_admit(flow, A.params)
+if joined then
+  -- A repeat under the idempotency key finds the job it joined.
+  if idem then
+    redis.call('SET', idempotency_key(idem.key), joined .. ' ' .. idem.request_hash, 'PX', int(idem.ttl_ms))
+  end
+  return cjson.encode({ joined = hgetall(job_key(joined)) })
+end
+local fields = { 'id', id, 'kind', A.kind, 'params', A.params,
   'priority', int(A.priority), 'max_attempts', int(A.max_attempts),
   'timeout_secs', int(A.timeout_secs), 'backoff', A.backoff, 'machine', A.machine,
-  'created_at', int(NOW), 'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0')
+  'created_at', int(NOW), 'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0' }
+-- Flow control's fields go in the same write.
+for _, name in ipairs({ 'concurrency_key', 'singleton_key', 'singleton_policy' }) do
+  if flow[name] then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = flow[name]
+  end
+end
+if flow.debounce_ms then
+  fields[#fields + 1] = 'debounce'
+  fields[#fields + 1] = '1'
+end
+redis.call('HSET', key, unpack(fields))
 if A.callback_url then redis.call('HSET', key, 'callback_url', A.callback_url) end
 if idem then redis.call('HSET', key, 'idempotency_key', idem.key) end
 if A.secrets then
   redis.call('SET', secrets_key(id), A.secrets)
   redis.call('HSET', key, 'has_secrets', '1')
 end
+fq_singleton_stored(flow, id)
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', kind_key(A.kind), 0, id)
-if A.delay_ms > 0 then
-  schedule(id, key, nil, NOW + A.delay_ms)
+local delay = flow.debounce_ms or A.delay_ms
+if delay > 0 then
+  schedule(id, key, nil, NOW + delay)
 else
   push_queue(id, key, nil)
 end

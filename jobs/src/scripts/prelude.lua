@@ -114,6 +114,15 @@ end
 -- `kinds` remembers every kind that was ever queued, for the per-kind
 -- queue depths of /metrics (jobs stored before it existed join on their
 -- next trip through the queue).
+--
+-- Flow control (flow.lua, docs/flow-control.md): the job also joins its
+-- concurrency key's own queue (`fq:q:{key}`, '' for jobs without a key),
+-- and the key joins the back of the ring of keys with work unless it is
+-- in it already. The claim serves the ring round-robin.
+local function fq_join_ring(fkey)
+  redis.call('ZADD', P .. 'fq:ring', 'NX', redis.call('INCR', P .. 'fq:turn'), fkey)
+end
+
 local function push_queue(id, key, from)
   check_transition(id, from, 'queued')
   redis.call('SADD', P .. 'kinds', hget(key, 'kind'))
@@ -121,6 +130,9 @@ local function push_queue(id, key, from)
   local seq = redis.call('INCR', P .. 'seq')
   local score = (tonumber(hget(key, 'priority')) + 1000) * 1e12 + seq
   redis.call('ZADD', P .. 'queue', int(score), id)
+  local fkey = hget(key, 'concurrency_key') or ''
+  redis.call('ZADD', P .. 'fq:q:' .. fkey, int(score), id)
+  fq_join_ring(fkey)
   set_status(id, key, from, 'queued')
 end
 

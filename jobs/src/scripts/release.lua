@@ -16,5 +16,6 @@ if kind then
     redis.call('HDEL', P .. 'in_flight_kinds', kind)
   end
 end
+fq_released(member)
 if removed == 1 then publish({ id = id, type = 'slot' }) end
 return removed

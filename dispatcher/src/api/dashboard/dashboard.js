@@ -37,6 +37,34 @@
     await update().catch(() => {});
   });
 
+  // Flow control: Resume buttons and the pause form call PUT/DELETE
+  // /pauses/{scope}/{name}.
+  async function setPaused(scope, name, paused) {
+    const path = "/pauses/" + encodeURIComponent(scope) + "/" + encodeURIComponent(name);
+    const response = await fetch(path, { method: paused ? "PUT" : "DELETE" });
+    const body = await response.json().catch(() => ({}));
+    if (flash) {
+      flash.textContent = response.ok
+        ? scope + " " + name + (paused ? " paused" : " resumed")
+        : (body.error || response.statusText);
+    }
+    await update().catch(() => {});
+  }
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("button[data-flow]");
+    if (!button) return;
+    button.disabled = true;
+    setPaused(button.dataset.scope, button.dataset.name, false);
+  });
+  const pauseForm = document.getElementById("pause-form");
+  if (pauseForm) {
+    pauseForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const form = new FormData(pauseForm);
+      setPaused(form.get("scope"), form.get("name").trim(), true);
+    });
+  }
+
   // The job page's log pane: the follow endpoint's SSE `line` events
   // (JSON) become text nodes, never markup. The pane keeps the newest
   // MAX_LINES; the plain-text link has everything. Choosing an attempt

@@ -187,6 +187,9 @@ pub fn job_page(job: &Job) -> String {
     if job.cancel_requested && !job.status.is_terminal() {
         fact("cancel", "requested; the machine is being stopped".into());
     }
+    for (label, value) in super::flow::job_facts(job) {
+        fact(label, value);
+    }
     if let Some(p) = &job.progress {
         fact(
             "progress",

@@ -48,19 +48,26 @@ pub async fn index(
             .filter(|v| !v.is_empty())
     };
     let list = list_filter(given(query.status), given(query.kind), given(query.cursor))?;
-    let (page, stats, pools, activity) = tokio::try_join!(
+    let (page, stats, pools, activity, flow) = tokio::try_join!(
         state.store.list(&list, PAGE_SIZE),
         state.store.stats(),
         state.store.pool_stats(),
-        state.store.activity(CHART_MINUTES)
+        state.store.activity(CHART_MINUTES),
+        state
+            .store
+            .flow_overview(crate::api::dashboard::flow::TOP_KEYS)
     )?;
     let filter = Filter {
         status: list.status,
         kind: list.kind.as_ref().map(|k| k.to_string()),
     };
-    Ok(Html(pages::jobs_page(
-        &filter, &page, &stats, &pools, &activity,
-    )))
+    let mut html = pages::jobs_page(&filter, &page, &stats, &pools, &activity);
+    // Flow control's section goes above the filters; spliced in here so
+    // the page builder keeps its signature for its other users.
+    if let Some(at) = html.find("<form class=\"filters\"") {
+        html.insert_str(at, &crate::api::dashboard::flow::flow_section(&flow));
+    }
+    Ok(Html(html))
 }
 
 /// `GET /login`: the form (straight to the dashboard when no tokens are

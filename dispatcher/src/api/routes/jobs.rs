@@ -36,7 +36,7 @@ pub const MAX_WAIT_SECS: u64 = 60;
     params(("Idempotency-Key" = Option<String>, Header, description = "same as the idempotency_key field")),
     responses(
         (status = 202, description = "stored; runs when a machine slot is free", body = Job),
-        (status = 200, description = "a repeat under the same idempotency key: the first job", body = Job),
+        (status = 200, description = "a repeat under the same idempotency key: the first job; or the job waiting under the singleton key that took this submit (policy keep, or an open debounce)", body = Job),
         (status = 400, description = "malformed JSON", body = ApiError),
         (status = 409, description = "idempotency key used for another request", body = ApiError),
         (status = 413, description = "body too large", body = ApiError),
@@ -89,6 +89,11 @@ pub async fn submit(
             }
             let location = format!("/jobs/{id}");
             let job = find(&state, id).await?;
+            Ok((StatusCode::OK, [(header::LOCATION, location)], Json(job)).into_response())
+        }
+        Enqueued::Joined(job) => {
+            tracing::info!(job = %job.id, kind = %job.kind, "submit joined the job waiting under its singleton key");
+            let location = format!("/jobs/{}", job.id);
             Ok((StatusCode::OK, [(header::LOCATION, location)], Json(job)).into_response())
         }
         Enqueued::Conflict(id) => Err(ApiError::conflict(format!(
@@ -573,12 +578,21 @@ pub async fn retry(
     }
 }
 
+/// The job's view; a queued one says what holds it back, if anything
+/// does beyond its turn (flow control: a pause, a limit, a rate limit).
 pub(crate) async fn find(state: &AppState, id: JobId) -> Result<Job, ApiError> {
-    state
+    let mut job = state
         .store
         .get(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    if job.status == JobStatus::Queued {
+        job.waiting_for = state
+            .store
+            .waiting_for(&job.kind, job.concurrency_key.as_ref())
+            .await?;
+    }
+    Ok(job)
 }
 
 pub(crate) fn parse_id(id: &str) -> Result<JobId, ApiError> {

@@ -14,6 +14,7 @@
 //! | `GET /batches/{id}/jobs` | the members (`status`, `limit`, `cursor`, `full`) |
 //! | `GET /batches/{id}/events` | Server-Sent Events: the batch's counts, then `done` |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
+//! | `GET /flow`, `PUT`/`DELETE /concurrency[/{key}]`, `/rate-limits/{scope}/{name}`, `/pauses/{scope}/{name}` | flow control ([`flow`]) |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `GET /` | the dashboard (HTML); `/jobs/{id}` too when a browser asks for HTML |
 //! | `GET`/`POST /login`, `POST /logout` | the dashboard's session cookie (no auth) |
@@ -23,6 +24,7 @@
 mod batches;
 mod dashboard;
 mod error;
+mod flow;
 mod health;
 pub(crate) mod jobs;
 pub mod logs;
@@ -110,6 +112,11 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(batches::events))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
+            .routes(routes!(flow::overview))
+            .routes(routes!(flow::set_default_limit, flow::remove_default_limit))
+            .routes(routes!(flow::set_limit, flow::remove_limit))
+            .routes(routes!(flow::set_rate, flow::remove_rate))
+            .routes(routes!(flow::pause, flow::resume))
             .routes(routes!(metrics::metrics))
             .routes(routes!(dashboard::index))
             .split_for_parts();
