@@ -20,6 +20,9 @@
 //! - [`dashboard`]: the HTML dashboard at `/` (behind the same auth).
 //! - [`callbacks`]: the signed POST of a finished job to its `callback_url`.
 //! - [`callback_targets`]: where a `callback_url` may point (public hosts only, by default).
+//! - [`run_request`]: the run management parts of a request (tags,
+//!   expiry, OOM ladder) and of a retry with overrides.
+//! - [`children`]: jobs that enqueue jobs, through their runner.
 //! - [`schedules`]: recurring jobs; every dispatcher fires due ticks.
 //! - [`pacing`]: the Machines API create budget shared through the store.
 //! - [`placement`]: capacity errors retried, then the job's next region.
@@ -42,6 +45,7 @@
 pub mod auth;
 pub mod callback_targets;
 pub mod callbacks;
+pub mod children;
 pub mod cli;
 pub mod client;
 pub mod configuration;
@@ -61,6 +65,7 @@ pub mod regions;
 pub mod request;
 pub mod retry;
 pub mod routes;
+pub mod run_request;
 pub mod schedules;
 pub mod server;
 pub mod shutdown;

@@ -58,6 +58,20 @@ pub struct JobRequest {
     /// Receives one POST with the final job view.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Labels to find the job by (list filter `tag`, bulk actions): at
+    /// most 16, each `^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$`.
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    pub tags: Option<Vec<String>>,
+    /// Seconds from now after which the job, if no attempt has started,
+    /// ends `expired`. Must be longer than `delay_secs` / `run_at`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31536000)]
+    pub expire_after_secs: Option<u64>,
+    /// Opt-in: an attempt killed for using too much memory is retried on
+    /// twice the memory, up to `max_memory_mb`.
+    #[serde(default)]
+    pub oom_ladder: Option<crate::run_request::OomLadderRequest>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -97,6 +111,8 @@ pub struct Submission {
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
     pub secrets: Secrets,
+    /// Tags, expiry, OOM ladder ([`jobs::run_options`]).
+    pub run: jobs::RunOptions,
 }
 
 /// A request that parsed but makes no sense; names the offending field.
@@ -107,7 +123,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+pub(crate) fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_string(),
         message: message.into(),
@@ -202,7 +218,15 @@ impl JobRequest {
                 }
             }
         };
-        let (machine, secrets) = machine_spec(self.machine, defaults)?;
+        let (machine, secrets) = machine_spec(self.machine, &defaults.machine, defaults)?;
+        let run = crate::run_request::run_options(
+            self.tags,
+            self.expire_after_secs,
+            self.oom_ladder,
+            delay,
+            &machine,
+            defaults,
+        )?;
         let idempotency_key = self.idempotency_key.map(idempotency_key).transpose()?;
         let callback_url = self
             .callback_url
@@ -223,6 +247,7 @@ impl JobRequest {
             callback_url,
             idempotency_key,
             secrets,
+            run,
         })
     }
 }
@@ -246,6 +271,7 @@ impl Submission {
             callback_url: self.callback_url,
             idempotency,
             secrets: self.secrets,
+            run: self.run,
         };
         store
             .enqueue(jobs::JobId::new(), &self.spec, &options)
@@ -276,11 +302,13 @@ fn callback_url(url: String, targets: &CallbackTargets) -> Result<String, FieldE
 /// Sizes the Machines API accepts: shared CPUs 1–8 with 256 MB steps up to
 /// 2 GB per CPU; performance CPUs 1–16 with 2–8 GB per CPU. Images must be
 /// on the allow-list; env and secrets follow [`jobs::job_env`].
-fn machine_spec(
+/// What `request` leaves out comes from `fallback` (the defaults for a
+/// new job, the job's own machine for a retry with overrides).
+pub(crate) fn machine_spec(
     request: Option<MachineRequest>,
+    fallback: &MachineSpec,
     defaults: &JobDefaults,
 ) -> Result<(MachineSpec, Secrets), FieldError> {
-    let fallback = &defaults.machine;
     let Some(request) = request else {
         return Ok((fallback.clone(), Secrets::default()));
     };
@@ -352,7 +380,7 @@ fn machine_spec(
             let first = codes.remove(0);
             (Some(first), codes)
         }
-        (None, None) => (fallback.region.clone(), Vec::new()),
+        (None, None) => (fallback.region.clone(), fallback.fallback_regions.clone()),
     };
     let image = match request.image {
         Some(image) if defaults.allowed_images.contains(&image) => Some(image),

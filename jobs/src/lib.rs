@@ -11,6 +11,12 @@
 //! - [`job_env`]: which variables a job may set (`env`, `secrets`).
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
 //! - [`sessions`]: the dashboard's login sessions.
+//! - [`run_options`]: tags, expiry, the OOM ladder and a child's parent:
+//!   what a job carries for run management (`run_options.lua` keeps
+//!   their indexes; `claim.lua` ends jobs past their expiry `expired`
+//!   before it picks one, and every launcher claims at least once a
+//!   second, even with every slot taken).
+//! - [`children`]: jobs that enqueue jobs, fenced by the parent's attempt.
 //! - [`redact`]: URLs with their credentials hidden, for logs.
 //! - [`pacing`]: a token bucket shared by every dispatcher (the app's
 //!   Machines API create budget).
@@ -28,6 +34,8 @@
 //! ```
 
 pub mod address;
+pub mod children;
+mod list_filter;
 pub mod events;
 pub mod job_env;
 pub mod logs;
@@ -35,6 +43,7 @@ pub mod model;
 pub mod pacing;
 pub mod pool;
 pub mod redact;
+pub mod run_options;
 pub mod schedules;
 pub mod sessions;
 pub mod store;
@@ -47,10 +56,12 @@ pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogS
 pub use model::*;
 pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;
+pub use children::ChildEnqueued;
+pub use run_options::{ChildOf, OomLadder, RunOptions, Tag};
 pub use schedules::Schedule;
 pub use store::{
     Activity, AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat,
-    Idempotency, ListFilter, MinuteCounts, Owned, Page, Recorded, Report, ReportKind, RetryResult,
+    Idempotency, ListFilter, MinuteCounts, Owned, Page, Recorded, Report, ReportKind, RetryOverrides, RetryResult,
     Stats, Store, StoreConfig, StoreError, TakeOver, ACTIVITY_MAX_MINUTES,
 };
 pub use tls::{CaCert, CaCertError};

@@ -113,10 +113,12 @@ pub enum JobStatus {
     /// Attempts exhausted or a permanent error: the dead-letter state.
     Failed,
     Cancelled,
+    /// Not started before its `expire_after_secs` passed.
+    Expired,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         Self::Scheduled,
         Self::Queued,
         Self::Starting,
@@ -124,6 +126,7 @@ impl JobStatus {
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
+        Self::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,11 +138,13 @@ impl JobStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Expired
+        )
     }
 }
 
@@ -339,6 +344,19 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     pub attempts: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<crate::Tag>,
+    /// The job that enqueued this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// This job's key among its parent's children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_key: Option<String>,
+    /// When the job ends `expired` unless it has started by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_ladder: Option<crate::OomLadder>,
     /// Attempts before the last manual retry; they don't count against
     /// `max_attempts`.
     #[serde(skip)]
@@ -459,6 +477,18 @@ impl Job {
             callback_url: fields.get("callback_url").cloned(),
             attempts: attempts.into_values().collect(),
             attempt_base: number("attempt_base")? as u32,
+            tags: json("tags")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| InvalidValue(format!("job field \"tags\": {e}")))?
+                .unwrap_or_default(),
+            parent: fields.get("parent").map(|p| p.parse()).transpose()?,
+            child_key: fields.get("child_key").cloned(),
+            expire_at: time("expire_at"),
+            oom_ladder: fields
+                .get("oom_max_memory_mb")
+                .and_then(|mb| mb.parse().ok())
+                .map(|max_memory_mb| crate::OomLadder { max_memory_mb }),
         })
     }
 

@@ -135,6 +135,8 @@ pub struct EnqueueOptions {
     pub idempotency: Option<Idempotency>,
     /// Stored apart from the job and never shown; see [`Secrets`].
     pub secrets: Secrets,
+    /// Tags, expiry, OOM ladder, parent ([`crate::run_options`]).
+    pub run: crate::RunOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -158,12 +160,15 @@ pub enum Enqueued {
 }
 
 /// Which jobs [`Store::list`] returns.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ListFilter {
     pub status: Option<JobStatus>,
     pub kind: Option<crate::Kind>,
     /// Only jobs older than this one (the previous page's cursor).
     pub after: Option<JobId>,
+    pub tag: Option<crate::Tag>,
+    /// Only the children of this job.
+    pub parent: Option<JobId>,
 }
 
 /// What [`Store::stats`] counts.
@@ -261,6 +266,16 @@ pub enum CancelResult {
     Missing,
 }
 
+/// What a retry by hand changes ([`Store::retry`]); nothing by default.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RetryOverrides {
+    /// The whole machine spec of the next attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::MachineSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryResult {
     Queued,
@@ -292,6 +307,8 @@ impl StoreConfig {
     }
 }
 
+const RUN_OPTIONS_LUA: &str = include_str!("scripts/run_options.lua");
+
 pub(crate) struct Scripts {
     enqueue: Script,
     claim: Script,
@@ -310,6 +327,7 @@ pub(crate) struct Scripts {
     pub(crate) create_schedule: Script,
     cancel: Script,
     retry: Script,
+    pub(crate) enqueue_child: Script,
     stats: Script,
     activity: Script,
     confirm: Script,
@@ -321,24 +339,33 @@ impl Scripts {
         let with_prelude = |body: &str| {
             Script::from_lua(format!("{}\n{}", include_str!("scripts/prelude.lua"), body))
         };
+        // Scripts that store, claim, finish or purge jobs also keep the
+        // run management indexes (tags, expiry, children).
+        let with_run_options =
+            |body: &str| with_prelude(&format!("{RUN_OPTIONS_LUA}\n{body}"));
         Self {
-            enqueue: with_prelude(include_str!("scripts/enqueue.lua")),
-            claim: with_prelude(include_str!("scripts/claim.lua")),
+            enqueue: with_run_options(include_str!("scripts/enqueue.lua")),
+            claim: with_run_options(include_str!("scripts/claim.lua")),
             record_machine: with_prelude(include_str!("scripts/record_machine.lua")),
             start_attempt: with_prelude(include_str!("scripts/start_attempt.lua")),
             heartbeat: with_prelude(include_str!("scripts/heartbeat.lua")),
             report: with_prelude(include_str!("scripts/report.lua")),
             progress: with_prelude(include_str!("scripts/progress.lua")),
-            finish_attempt: with_prelude(include_str!("scripts/finish_attempt.lua")),
+            finish_attempt: with_run_options(include_str!("scripts/finish_attempt.lua")),
             release: with_prelude(include_str!("scripts/release.lua")),
             renew: with_prelude(include_str!("scripts/renew.lua")),
             take_over: with_prelude(include_str!("scripts/take_over.lua")),
             hand_back: with_prelude(include_str!("scripts/hand_back.lua")),
-            purge: with_prelude(include_str!("scripts/purge.lua")),
+            purge: with_run_options(include_str!("scripts/purge.lua")),
             advance_schedule: with_prelude(include_str!("scripts/advance_schedule.lua")),
             create_schedule: with_prelude(include_str!("scripts/create_schedule.lua")),
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
+            enqueue_child: with_run_options(&format!(
+                "{}\n{}",
+                include_str!("scripts/child_fence.lua"),
+                include_str!("scripts/enqueue.lua")
+            )),
             stats: with_prelude(include_str!("scripts/stats.lua")),
             activity: with_prelude(include_str!("scripts/activity.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
@@ -417,53 +444,11 @@ impl Store {
         spec: &JobSpec,
         options: &EnqueueOptions,
     ) -> Result<Enqueued> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            job: Option<Fields>,
-            #[serde(default)]
-            existing: Option<String>,
-            #[serde(default)]
-            conflict: Option<String>,
-        }
-        let (idempotency_key, request_hash, ttl) = match &options.idempotency {
-            Some(i) => (i.key.clone(), i.request_hash.clone(), i.ttl),
-            None => (String::new(), String::new(), Duration::ZERO),
-        };
-        let args = vec![
-            id.to_string(),
-            spec.kind.to_string(),
-            spec.params.to_string(),
-            spec.priority.to_string(),
-            spec.max_attempts.to_string(),
-            spec.timeout_secs.to_string(),
-            serde_json::to_string(&spec.backoff)?,
-            serde_json::to_string(&spec.machine)?,
-            options.delay.as_millis().to_string(),
-            options.callback_url.clone().unwrap_or_default(),
-            idempotency_key,
-            request_hash,
-            ttl.as_millis().to_string(),
-            if options.secrets.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&options.secrets.0)?
-            },
-        ];
+        let args = enqueue_args(id, spec, options)?;
         let text: String = self.run(&self.scripts.enqueue, args).await?;
-        let answer: Answer = serde_json::from_str(&text)?;
-        let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
-        if let Some(fields) = answer.job {
-            return Ok(Enqueued::Created(Box::new(Job::from_fields(&fields)?)));
-        }
-        if let Some(first) = answer.existing {
-            return Ok(Enqueued::Existing(parse_id(first)?));
-        }
-        match answer.conflict {
-            Some(first) => Ok(Enqueued::Conflict(parse_id(first)?)),
-            None => Err(StoreError::Corrupt(InvalidValue(format!(
-                "unexpected enqueue answer {text}"
-            )))),
+        match enqueued(&text)? {
+            EnqueueAnswer::Stored(enqueued) => Ok(enqueued),
+            EnqueueAnswer::Stale => Err(unexpected("enqueue", &text)),
         }
     }
 
@@ -475,16 +460,14 @@ impl Store {
         Ok(Some(Job::from_fields(&fields)?))
     }
 
-    /// Newest first, optionally only those in `status` and/or of `kind`.
-    /// `after` is the last id of the previous page: pages are stable while
-    /// jobs are added, since ids only grow.
+    /// Newest first, optionally only those in `status` and/or of `kind`,
+    /// with `tag`, or children of `parent`. `after` is the last id of the
+    /// previous page: pages are stable while jobs are added, since ids
+    /// only grow. With a tag or a parent, that index is read and the other
+    /// filters are applied to its `limit` jobs, so a page may hold fewer
+    /// than `limit` jobs while `next` says there may be more.
     pub async fn list(&self, filter: &ListFilter, limit: usize) -> Result<Page> {
-        let index = match (&filter.status, &filter.kind) {
-            (None, None) => format!("{}jobs", self.prefix),
-            (Some(status), None) => format!("{}status:{status}", self.prefix),
-            (None, Some(kind)) => format!("{}kind:{kind}", self.prefix),
-            (Some(status), Some(kind)) => format!("{}status:{status}:{kind}", self.prefix),
-        };
+        let index = filter.index(&self.prefix);
         let max = match filter.after {
             Some(after) => format!("({after}"),
             None => "+".to_string(),
@@ -508,6 +491,7 @@ impl Store {
             .iter()
             .filter(|fields| !fields.is_empty())
             .map(|fields| Job::from_fields(fields).map_err(StoreError::from))
+            .filter(|job| job.as_ref().map_or(true, |job| filter.matches(job)))
             .collect::<Result<Vec<_>>>()?;
         let next = (ids.len() == limit)
             .then(|| ids.last().and_then(|id| id.parse().ok()))
@@ -897,8 +881,11 @@ impl Store {
         })
     }
 
-    pub async fn retry(&self, id: JobId) -> Result<RetryResult> {
-        let answer: String = self.run(&self.scripts.retry, vec![id.to_string()]).await?;
+    /// Queues a failed, cancelled or expired job again, with `overrides`
+    /// (already validated) applied.
+    pub async fn retry(&self, id: JobId, overrides: &RetryOverrides) -> Result<RetryResult> {
+        let args = vec![id.to_string(), serde_json::to_string(overrides)?];
+        let answer: String = self.run(&self.scripts.retry, args).await?;
         Ok(match answer.as_str() {
             "queued" => RetryResult::Queued,
             "not_finished" => RetryResult::NotFinished,
@@ -1011,4 +998,76 @@ fn report_kind(stored: &str) -> Option<ReportKind> {
 fn job_from_json(text: &str) -> Result<Job> {
     let fields: Fields = serde_json::from_str(text)?;
     Ok(Job::from_fields(&fields)?)
+}
+
+/// What `enqueue.lua` (after `child_fence.lua`, for a child) answered.
+pub(crate) enum EnqueueAnswer {
+    Stored(Enqueued),
+    /// The parent's attempt is not current: nothing stored.
+    Stale,
+}
+
+/// `enqueue.lua`'s arguments, in the order its first lines name them.
+pub(crate) fn enqueue_args(
+    id: JobId,
+    spec: &JobSpec,
+    options: &EnqueueOptions,
+) -> Result<Vec<String>> {
+    let (idempotency_key, request_hash, ttl) = match &options.idempotency {
+        Some(i) => (i.key.clone(), i.request_hash.clone(), i.ttl),
+        None => (String::new(), String::new(), Duration::ZERO),
+    };
+    Ok(vec![
+        id.to_string(),
+        spec.kind.to_string(),
+        spec.params.to_string(),
+        spec.priority.to_string(),
+        spec.max_attempts.to_string(),
+        spec.timeout_secs.to_string(),
+        serde_json::to_string(&spec.backoff)?,
+        serde_json::to_string(&spec.machine)?,
+        options.delay.as_millis().to_string(),
+        options.callback_url.clone().unwrap_or_default(),
+        idempotency_key,
+        request_hash,
+        ttl.as_millis().to_string(),
+        if options.secrets.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&options.secrets.0)?
+        },
+        serde_json::to_string(&options.run)?,
+    ])
+}
+
+/// Reads `enqueue.lua`'s answer.
+pub(crate) fn enqueued(text: &str) -> Result<EnqueueAnswer> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        job: Option<Fields>,
+        #[serde(default)]
+        existing: Option<String>,
+        #[serde(default)]
+        conflict: Option<String>,
+        #[serde(default)]
+        stale: bool,
+    }
+    let answer: Answer = serde_json::from_str(text)?;
+    let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
+    if answer.stale {
+        return Ok(EnqueueAnswer::Stale);
+    }
+    if let Some(fields) = answer.job {
+        return Ok(EnqueueAnswer::Stored(Enqueued::Created(Box::new(
+            Job::from_fields(&fields)?,
+        ))));
+    }
+    if let Some(first) = answer.existing {
+        return Ok(EnqueueAnswer::Stored(Enqueued::Existing(parse_id(first)?)));
+    }
+    match answer.conflict {
+        Some(first) => Ok(EnqueueAnswer::Stored(Enqueued::Conflict(parse_id(first)?))),
+        None => Err(unexpected("enqueue", text)),
+    }
 }

@@ -19,6 +19,8 @@ pub struct Context {
     stop: watch::Receiver<Option<StopReason>>,
     span: tracing::Span,
     log: LogSink,
+    /// Children enqueued so far without a key: the next one's order.
+    pub(crate) child_order: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// The job's `machine.env` and `machine.secrets`, as far as
@@ -65,6 +67,7 @@ impl Context {
             stop,
             span,
             log,
+            child_order: Arc::default(),
         }
     }
 
@@ -87,6 +90,14 @@ impl Context {
     /// A variable of the job's write-only `machine.secrets`. Don't log it.
     pub fn secret(&self, name: &str) -> Option<&str> {
         self.vars.secrets.0.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn attempt_ref(&self) -> &AttemptRef {
+        &self.attempt
     }
 
     pub(crate) fn vars(&self) -> &JobVars {

@@ -3,12 +3,13 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /jobs` | submit a job (202 + `Location`) |
-//! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `limit`, `cursor`) |
+//! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `tag`, `parent`, `limit`, `cursor`) |
 //! | `GET /jobs/{id}` | one job with its attempts; `?wait=N` long-polls |
 //! | `GET /jobs/{id}/events` | Server-Sent Events: status, progress, done |
 //! | `GET /jobs/{id}/logs` | what the attempts printed: pages (text or JSON lines) or `follow=true` SSE |
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
-//! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
+//! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed, cancelled or expired job, with optional overrides |
+//! | `POST /jobs/bulk/cancel`, `POST /jobs/bulk/retry` | cancel or retry what a filter matches, a page per request ([`bulk`]) |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `GET /` | the dashboard (HTML); `/jobs/{id}` too when a browser asks for HTML |
@@ -16,6 +17,7 @@
 //! | `GET /healthz` | liveness and store reachability (no auth) |
 //! | `GET /openapi.json` | the OpenAPI 3 description of all of the above (no auth) |
 
+mod bulk;
 mod dashboard;
 mod error;
 mod health;
@@ -97,6 +99,8 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(jobs::get, jobs::delete))
             .routes(routes!(jobs::cancel))
             .routes(routes!(jobs::retry))
+            .routes(routes!(bulk::cancel))
+            .routes(routes!(bulk::retry))
             .routes(routes!(jobs::events))
             .routes(routes!(logs::logs))
             .routes(routes!(schedules::create, schedules::list))

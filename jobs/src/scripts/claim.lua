@@ -1,7 +1,9 @@
 -- The launcher takes the next job when a machine slot is free.
 -- ARGV: prefix, max_in_flight, owner, lease_ms, token, kind caps (JSON
 -- object kind -> max machines of that kind, '{}' for none).
--- Jobs whose run time has come move from `scheduled` to `queued` first.
+-- Jobs whose run time has come move from `scheduled` to `queued` first,
+-- once those past their expire_at ended `expired` (run_options.lua).
+expire_due(1000)
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', int(NOW), 'LIMIT', 0, 100)
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'scheduled', id)
@@ -37,6 +39,7 @@ if not chosen then
   return cjson.encode({ empty = true, next_due_in_ms = wait })
 end
 redis.call('ZREM', P .. 'queue', chosen)
+started(chosen)
 local id = chosen
 local key = job_key(id)
 local n = tostring(tonumber(hget(key, 'attempt')) + 1)

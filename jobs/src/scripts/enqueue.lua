@@ -1,7 +1,9 @@
 -- A new job. ARGV: prefix, id, kind, params, priority, max_attempts,
 -- timeout_secs, backoff, machine, delay_ms, callback_url ('' none),
 -- idempotency_key ('' none), request_hash, idempotency_ttl_ms,
--- secrets (JSON object, '' none: stored apart, see secrets.lua).
+-- secrets (JSON object, '' none: stored apart, see secrets.lua),
+-- run_options (JSON, jobs::RunOptions: tags, expiry, OOM ladder, parent;
+-- applied by run_options.lua).
 -- Returns {job = ...}, or {existing = id} when the idempotency key was
 -- used for the same request, or {conflict = id} when for another one.
 local id = ARGV[2]
@@ -29,6 +31,7 @@ if ARGV[15] ~= '' then
   redis.call('SET', P .. 'secrets:' .. id, ARGV[15])
   redis.call('HSET', key, 'has_secrets', '1')
 end
+apply_run_options(id, key, cjson.decode(ARGV[16]))
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', P .. 'kind:' .. ARGV[3], 0, id)
 local delay = tonumber(ARGV[10])

@@ -1,0 +1,114 @@
+//! Jobs that enqueue jobs: the child's request is the body of `POST /jobs`
+//! and passes the same parser ([`crate::request::JobRequest`]) against the
+//! same [`JobDefaults`] (allowed images, regions, env allow-list, caps),
+//! so a child can ask for nothing a client could not.
+//!
+//! Runners reach only the job store, never the dispatcher's API. So each
+//! dispatcher publishes its [`JobDefaults`] in the store when it starts
+//! ([`publish_policy`]), and the runner parses a child's request with
+//! [`parse_child`] against it before the fenced write
+//! ([`jobs::Store::enqueue_child`]). During a deploy the last dispatcher
+//! to start wins; every dispatcher of one app runs with the same flags.
+
+use chrono::{DateTime, Utc};
+use jobs::{EnqueueOptions, JobSpec, Store, StoreError};
+use serde_json::Value;
+
+use crate::configuration::JobDefaults;
+use crate::request::{field_error, FieldError, JobRequest};
+
+/// Stores this dispatcher's submission policy for runners to read.
+pub async fn publish_policy(store: &Store, defaults: &JobDefaults) -> Result<(), StoreError> {
+    store
+        .set_child_policy(&serde_json::to_string(defaults)?)
+        .await
+}
+
+/// The policy the dispatchers published; `None` before any did.
+pub async fn load_policy(store: &Store) -> Result<Option<JobDefaults>, StoreError> {
+    store
+        .child_policy()
+        .await?
+        .map(|text| serde_json::from_str(&text).map_err(StoreError::from))
+        .transpose()
+}
+
+/// Parses a child's request (the JSON body `POST /jobs` takes) into what
+/// [`jobs::Store::enqueue_child`] stores. A child is deduplicated by its
+/// key within its parent, so it takes no idempotency key.
+pub fn parse_child(
+    request: Value,
+    defaults: &JobDefaults,
+    now: DateTime<Utc>,
+) -> Result<(JobSpec, EnqueueOptions), FieldError> {
+    let request: JobRequest = serde_path_to_error::deserialize(request).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let field = if path == "." {
+            // serde names a missing or unknown field in backticks.
+            message.split('`').nth(1).unwrap_or("body").to_string()
+        } else {
+            path
+        };
+        field_error(&field, message)
+    })?;
+    if request.idempotency_key.is_some() {
+        return Err(field_error(
+            "idempotency_key",
+            "a child is deduplicated by its key within its parent; leave idempotency_key out",
+        ));
+    }
+    let submission = request.into_submission(defaults, now)?;
+    let options = EnqueueOptions {
+        delay: submission.delay,
+        callback_url: submission.callback_url,
+        idempotency: None,
+        secrets: submission.secrets,
+        run: submission.run,
+    };
+    Ok((submission.spec, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn children_pass_the_submit_parser() {
+        let defaults = JobDefaults::default();
+        let now = Utc::now();
+        let (spec, options) = parse_child(
+            json!({"kind": "echo", "tags": ["batch-7"], "machine": {"memory_mb": 512}}),
+            &defaults,
+            now,
+        )
+        .unwrap();
+        assert_eq!(spec.machine.memory_mb, 512);
+        assert_eq!(options.run.tags[0].as_str(), "batch-7");
+        for (body, field) in [
+            (json!({"kind": "echo", "machine": {"env": {"LD_PRELOAD": "/x"}}}), "machine.env"),
+            (json!({"kind": "echo", "machine": {"image": "evil/miner"}}), "machine.image"),
+            (json!({"kind": "Bad"}), "kind"),
+            (json!({"params": {}}), "kind"),
+            (json!({"kind": "echo", "typo": 1}), "typo"),
+            (json!({"kind": "echo", "idempotency_key": "k"}), "idempotency_key"),
+        ] {
+            assert_eq!(parse_child(body.clone(), &defaults, now).unwrap_err().field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_policy_round_trips_through_json() {
+        let defaults = JobDefaults {
+            allowed_images: vec!["registry.fly.io/ml:v1".into()],
+            callback_targets: crate::callback_targets::CallbackTargets::allowing(["hooks.internal".to_string()]),
+            ..JobDefaults::default()
+        };
+        let text = serde_json::to_string(&defaults).unwrap();
+        let back: JobDefaults = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.allowed_images, defaults.allowed_images);
+        assert_eq!(back.callback_targets, defaults.callback_targets);
+        assert_eq!(back.regions, defaults.regions);
+    }
+}
