@@ -59,6 +59,14 @@ pub fn parse_child(
         ));
     }
     let submission = request.into_submission(defaults, now)?;
+    if !submission.secrets.is_empty() {
+        // Secrets are stored apart with SET, which the runner's store user
+        // (least privilege: deploy/valkey-users.acl) may not run.
+        return Err(field_error(
+            "machine.secrets",
+            "a child cannot carry secrets; give them to the app's machines instead",
+        ));
+    }
     let options = EnqueueOptions {
         delay: submission.delay,
         callback_url: submission.callback_url,
@@ -93,6 +101,7 @@ mod tests {
             (json!({"params": {}}), "kind"),
             (json!({"kind": "echo", "typo": 1}), "typo"),
             (json!({"kind": "echo", "idempotency_key": "k"}), "idempotency_key"),
+            (json!({"kind": "echo", "machine": {"secrets": {"KEY": "v"}}}), "machine.secrets"),
         ] {
             assert_eq!(parse_child(body.clone(), &defaults, now).unwrap_err().field, field, "{body}");
         }
