@@ -344,3 +344,52 @@ async fn bad_run_management_input_is_refused_and_nothing_is_stored() {
     assert!(system.get_json("/jobs").await["jobs"].as_array().unwrap().is_empty());
     system.stop().await;
 }
+
+/// A command enqueuing children over the runner's socket: a good one
+/// without a key, the same key twice, and one the parser refuses.
+const CHILDREN_PY: &str = r#"
+import json, os, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["JOB_CHILDREN_SOCKET"])
+f = s.makefile("rw")
+answers = []
+for request in [
+    {"job": {"kind": "echo", "delay_secs": 3600}},
+    {"key": "k", "job": {"kind": "echo", "delay_secs": 3600}},
+    {"key": "k", "job": {"kind": "echo", "delay_secs": 3600}},
+    {"job": {"kind": "echo", "machine": {"image": "evil/miner"}}},
+    "not a request",
+]:
+    f.write(json.dumps(request) + "\n")
+    f.flush()
+    answers.append(json.loads(f.readline()))
+print(json.dumps(answers))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_enqueues_children_through_the_runners_socket() {
+    let system = spawn_system_with(Options {
+        mock: |config| {
+            let commands = json!({"spawn-py": ["python3", "-c", CHILDREN_PY]});
+            // As the job image's `ENV RUNNER_COMMANDS=...` would.
+            config
+                .image_env
+                .insert("RUNNER_COMMANDS".into(), commands.to_string());
+        },
+        ..Options::default()
+    })
+    .await;
+    let parent = system.submit(json!({"kind": "spawn-py"})).await;
+    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
+    let answers = parent["result"].as_array().expect("answers").clone();
+    assert_eq!(answers[0]["key"], "#1", "{answers:#?}");
+    assert_eq!(answers[0]["existing"], false);
+    assert_eq!(answers[1]["existing"], false);
+    assert_eq!(answers[2]["existing"], true, "the same key, the same child");
+    assert_eq!(answers[2]["id"], answers[1]["id"]);
+    assert_eq!(answers[3]["field"], "machine.image", "{answers:#?}");
+    assert!(answers[4]["error"].is_string());
+    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    assert_eq!(children.len(), 2);
+    system.stop().await;
+}

@@ -58,8 +58,18 @@ impl Context {
     /// the same order on every attempt, or use
     /// [`Context::enqueue_keyed`].
     pub async fn enqueue(&self, request: Value) -> Result<Child, EnqueueError> {
+        self.enqueue_in_order(request).await.1
+    }
+
+    /// [`Context::enqueue`], telling the key it used.
+    pub(crate) async fn enqueue_in_order(
+        &self,
+        request: Value,
+    ) -> (String, Result<Child, EnqueueError>) {
         let n = self.child_order.fetch_add(1, Ordering::SeqCst) + 1;
-        self.enqueue_keyed(&format!("#{n}"), request).await
+        let key = format!("#{n}");
+        let enqueued = self.enqueue_keyed(&key, request).await;
+        (key, enqueued)
     }
 
     /// Enqueues a child job under `key` (1 to 200 visible ASCII
