@@ -393,3 +393,52 @@ async fn a_command_enqueues_children_through_the_runners_socket() {
     assert_eq!(children.len(), 2);
     system.stop().await;
 }
+
+/// Runs `dispatcher jobs ARGS --json` against `system`; its JSON answer.
+async fn cli(system: &TestSystem, args: &[&str]) -> Value {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+        .arg("jobs")
+        .args(args)
+        .arg("--json")
+        .env("DISPATCHER_URL", &system.base)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {err}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
+    let system = spawn_system().await;
+    let submitted = cli(
+        &system,
+        &["submit", "echo", "--tag", "cli", "--tag", "team=a", "--delay-secs", "3600",
+          "--expire-after-secs", "7200", "--oom-max-memory-mb", "1024"],
+    )
+    .await;
+    assert_eq!(submitted["tags"], json!(["cli", "team=a"]));
+    assert_eq!(submitted["oom_ladder"]["max_memory_mb"], 1024);
+    let page = cli(&system, &["list", "--tag", "team=a"]).await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+
+    let dry = cli(&system, &["cancel-all", "--tag", "cli", "--dry-run"]).await;
+    assert_eq!(dry, json!({"dry_run": true, "matched": 1, "changed": 1}));
+    assert_eq!(system.job(&id(&submitted)).await["status"], "scheduled");
+    let done = cli(&system, &["cancel-all", "--tag", "cli"]).await;
+    assert_eq!(done["changed"], 1);
+    assert_eq!(system.job(&id(&submitted)).await["status"], "cancelled");
+
+    let retried = cli(
+        &system,
+        &["retry", &id(&submitted), "--memory-mb", "512", "--env", "MODE=fast", "--timeout-secs", "45"],
+    )
+    .await;
+    assert_eq!(retried["machine"]["memory_mb"], 512);
+    assert_eq!(retried["machine"]["env"]["MODE"], "fast");
+    assert_eq!(retried["timeout_secs"], 45);
+    system.wait_for(&id(&submitted), "succeeded", WITHIN).await;
+    system.stop().await;
+}
