@@ -41,6 +41,8 @@ async fn the_description_matches_the_routes() {
         ("DELETE", "/jobs/{id}"),
         ("POST", "/jobs/{id}/cancel"),
         ("POST", "/jobs/{id}/retry"),
+        ("POST", "/jobs/bulk/cancel"),
+        ("POST", "/jobs/bulk/retry"),
         ("GET", "/jobs/{id}/events"),
         ("GET", "/jobs/{id}/logs"),
         ("POST", "/schedules"),

@@ -127,7 +127,11 @@ async fn a_zombie_attempt_cannot_enqueue_children() {
     let current = enqueue(attempt(&token), "a", options.clone()).await;
     assert!(matches!(current, ChildEnqueued::Created(_)), "{current:?}");
     let again = enqueue(attempt(&token), "a", options.clone()).await;
-    assert_eq!(again.id(), current.id(), "the same key finds the same child");
+    assert_eq!(
+        again.id(),
+        current.id(),
+        "the same key finds the same child"
+    );
     let forged = enqueue(attempt("not-the-token"), "b", options.clone()).await;
     assert!(matches!(forged, ChildEnqueued::Stale), "{forged:?}");
 
@@ -145,8 +149,10 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     let mut nightly = Vec::new();
     for n in 0..5 {
         let job = system
-            .submit(json!({"kind": "echo", "delay_secs": 3600, "params": {"n": n},
-                "tags": ["nightly", format!("n={n}")]}))
+            .submit(
+                json!({"kind": "echo", "delay_secs": 3600, "params": {"n": n},
+                "tags": ["nightly", format!("n={n}")]}),
+            )
             .await;
         nightly.push(id(&job));
     }
@@ -167,8 +173,16 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     )
     .await;
     assert_eq!(status, 200, "{dry}");
-    assert_eq!((dry["matched"].clone(), dry["changed"].clone()), (json!(5), json!(5)));
-    assert_eq!(list_all(&system, "tag=nightly&status=scheduled").await.len(), 5);
+    assert_eq!(
+        (dry["matched"].clone(), dry["changed"].clone()),
+        (json!(5), json!(5))
+    );
+    assert_eq!(
+        list_all(&system, "tag=nightly&status=scheduled")
+            .await
+            .len(),
+        5
+    );
 
     // Two jobs per request: three requests, following the cursor.
     let mut cursor = Value::Null;
@@ -190,7 +204,12 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
         }
     }
     assert_eq!((cancelled, requests), (5, 3));
-    assert_eq!(list_all(&system, "tag=nightly&status=cancelled").await.len(), 5);
+    assert_eq!(
+        list_all(&system, "tag=nightly&status=cancelled")
+            .await
+            .len(),
+        5
+    );
     assert_eq!(system.job(&id(&other)).await["status"], "scheduled");
 
     let (_, retried) = post(
@@ -221,7 +240,10 @@ async fn a_job_not_started_in_time_expires() {
     assert!(late["expire_at"].is_string(), "{late:#}");
     let late = system.wait_for(&id(&late), "expired", WITHIN).await;
     assert!(late["attempts"].as_array().unwrap().is_empty(), "{late:#}");
-    assert!(late["error"].as_str().unwrap().contains("expired"), "{late:#}");
+    assert!(
+        late["error"].as_str().unwrap().contains("expired"),
+        "{late:#}"
+    );
     let metrics = support::send_text(system.request(Method::GET, "/metrics")).await;
     assert!(
         metrics
@@ -247,21 +269,26 @@ async fn a_failed_job_retries_with_overrides() {
     system.wait_for(&id(&job), "failed", WITHIN).await;
     let path = format!("/jobs/{}/retry", id(&job));
 
-    let (status, refused) = post(
-        &system,
-        &path,
-        json!({"machine": {"memory_mb": 300}}),
-    )
-    .await;
-    assert_eq!((status, refused["field"].clone()), (422, json!("machine.memory_mb")));
+    let (status, refused) = post(&system, &path, json!({"machine": {"memory_mb": 300}})).await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("machine.memory_mb"))
+    );
     let (status, refused) = post(
         &system,
         &path,
         json!({"machine": {"env": {"LD_PRELOAD": "/x.so"}}}),
     )
     .await;
-    assert_eq!((status, refused["field"].clone()), (422, json!("machine.env")));
-    assert_eq!(system.job(&id(&job)).await["status"], "failed", "nothing changed");
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (422, json!("machine.env"))
+    );
+    assert_eq!(
+        system.job(&id(&job)).await["status"],
+        "failed",
+        "nothing changed"
+    );
 
     let (status, retried) = post(
         &system,
@@ -271,7 +298,10 @@ async fn a_failed_job_retries_with_overrides() {
     .await;
     assert_eq!(status, 200, "{retried}");
     assert_eq!(retried["machine"]["memory_mb"], 512);
-    assert_eq!(retried["machine"]["env"], json!({"KEEP": "1", "ADDED": "2"}));
+    assert_eq!(
+        retried["machine"]["env"],
+        json!({"KEEP": "1", "ADDED": "2"})
+    );
     assert_eq!(retried["timeout_secs"], 30);
     let job = system.wait_for(&id(&job), "failed", WITHIN).await;
     assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
@@ -313,12 +343,30 @@ async fn bad_run_management_input_is_refused_and_nothing_is_stored() {
     let system = spawn_system().await;
     for (body, field) in [
         (json!({"kind": "echo", "tags": ["has space"]}), "tags"),
-        (json!({"kind": "echo", "tags": (0..17).map(|n| format!("t{n}")).collect::<Vec<_>>()}), "tags"),
-        (json!({"kind": "echo", "expire_after_secs": 0}), "expire_after_secs"),
-        (json!({"kind": "echo", "delay_secs": 10, "expire_after_secs": 5}), "expire_after_secs"),
-        (json!({"kind": "echo", "oom_ladder": {"max_memory_mb": 256}}), "oom_ladder.max_memory_mb"),
-        (json!({"kind": "echo", "oom_ladder": {"max_memory_mb": 9999}}), "oom_ladder.max_memory_mb"),
-        (json!({"kind": "echo", "oom_ladder": {"max": 512}}), "oom_ladder.max"),
+        (
+            json!({"kind": "echo", "tags": (0..17).map(|n| format!("t{n}")).collect::<Vec<_>>()}),
+            "tags",
+        ),
+        (
+            json!({"kind": "echo", "expire_after_secs": 0}),
+            "expire_after_secs",
+        ),
+        (
+            json!({"kind": "echo", "delay_secs": 10, "expire_after_secs": 5}),
+            "expire_after_secs",
+        ),
+        (
+            json!({"kind": "echo", "oom_ladder": {"max_memory_mb": 256}}),
+            "oom_ladder.max_memory_mb",
+        ),
+        (
+            json!({"kind": "echo", "oom_ladder": {"max_memory_mb": 9999}}),
+            "oom_ladder.max_memory_mb",
+        ),
+        (
+            json!({"kind": "echo", "oom_ladder": {"max": 512}}),
+            "oom_ladder.max",
+        ),
     ] {
         let (status, answer) = post(&system, "/jobs", body.clone()).await;
         assert_eq!(status, 422, "{body}: {answer}");
@@ -341,7 +389,10 @@ async fn bad_run_management_input_is_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(bad_list.status(), 400);
     assert!(list_all(&system, "status=queued").await.is_empty());
-    assert!(system.get_json("/jobs").await["jobs"].as_array().unwrap().is_empty());
+    assert!(system.get_json("/jobs").await["jobs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     system.stop().await;
 }
 
@@ -415,8 +466,20 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
     let system = spawn_system().await;
     let submitted = cli(
         &system,
-        &["submit", "echo", "--tag", "cli", "--tag", "team=a", "--delay-secs", "3600",
-          "--expire-after-secs", "7200", "--oom-max-memory-mb", "1024"],
+        &[
+            "submit",
+            "echo",
+            "--tag",
+            "cli",
+            "--tag",
+            "team=a",
+            "--delay-secs",
+            "3600",
+            "--expire-after-secs",
+            "7200",
+            "--oom-max-memory-mb",
+            "1024",
+        ],
     )
     .await;
     assert_eq!(submitted["tags"], json!(["cli", "team=a"]));
@@ -433,7 +496,16 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
 
     let retried = cli(
         &system,
-        &["retry", &id(&submitted), "--memory-mb", "512", "--env", "MODE=fast", "--timeout-secs", "45"],
+        &[
+            "retry",
+            &id(&submitted),
+            "--memory-mb",
+            "512",
+            "--env",
+            "MODE=fast",
+            "--timeout-secs",
+            "45",
+        ],
     )
     .await;
     assert_eq!(retried["machine"]["memory_mb"], 512);

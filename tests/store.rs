@@ -246,8 +246,14 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
         id
     );
 
-    assert_eq!(store.retry(id, &Default::default()).await.unwrap(), RetryResult::Queued);
-    assert_eq!(store.retry(id, &Default::default()).await.unwrap(), RetryResult::NotFinished);
+    assert_eq!(
+        store.retry(id, &Default::default()).await.unwrap(),
+        RetryResult::Queued
+    );
+    assert_eq!(
+        store.retry(id, &Default::default()).await.unwrap(),
+        RetryResult::NotFinished
+    );
     let (job, third) = claimed(&store).await;
     assert_eq!(third.attempt, 3);
     assert_eq!(job.attempts.len(), 3, "history is kept");
@@ -652,7 +658,10 @@ async fn secrets_are_read_with_the_attempt_token_only_and_go_with_the_job() {
         .finish_attempt(&attempt, Outcome::Crashed, Some(1), None, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(store.retry(id, &Default::default()).await.unwrap(), RetryResult::SecretsGone);
+    assert_eq!(
+        store.retry(id, &Default::default()).await.unwrap(),
+        RetryResult::SecretsGone
+    );
 }
 
 #[tokio::test]

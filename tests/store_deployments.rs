@@ -70,7 +70,11 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
         .submit(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
         .await;
     let parent = system
-        .wait_for(parent["id"].as_str().unwrap(), "succeeded", Duration::from_secs(30))
+        .wait_for(
+            parent["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(parent["result"]["children"].as_array().unwrap().len(), 3);
     system.assert_all_machines_destroyed().await;

@@ -95,15 +95,31 @@ mod tests {
         assert_eq!(spec.machine.memory_mb, 512);
         assert_eq!(options.run.tags[0].as_str(), "batch-7");
         for (body, field) in [
-            (json!({"kind": "echo", "machine": {"env": {"LD_PRELOAD": "/x"}}}), "machine.env"),
-            (json!({"kind": "echo", "machine": {"image": "evil/miner"}}), "machine.image"),
+            (
+                json!({"kind": "echo", "machine": {"env": {"LD_PRELOAD": "/x"}}}),
+                "machine.env",
+            ),
+            (
+                json!({"kind": "echo", "machine": {"image": "evil/miner"}}),
+                "machine.image",
+            ),
             (json!({"kind": "Bad"}), "kind"),
             (json!({"params": {}}), "kind"),
             (json!({"kind": "echo", "typo": 1}), "typo"),
-            (json!({"kind": "echo", "idempotency_key": "k"}), "idempotency_key"),
-            (json!({"kind": "echo", "machine": {"secrets": {"KEY": "v"}}}), "machine.secrets"),
+            (
+                json!({"kind": "echo", "idempotency_key": "k"}),
+                "idempotency_key",
+            ),
+            (
+                json!({"kind": "echo", "machine": {"secrets": {"KEY": "v"}}}),
+                "machine.secrets",
+            ),
         ] {
-            assert_eq!(parse_child(body.clone(), &defaults, now).unwrap_err().field, field, "{body}");
+            assert_eq!(
+                parse_child(body.clone(), &defaults, now).unwrap_err().field,
+                field,
+                "{body}"
+            );
         }
     }
 
@@ -111,7 +127,9 @@ mod tests {
     fn the_policy_round_trips_through_json() {
         let defaults = JobDefaults {
             allowed_images: vec!["registry.fly.io/ml:v1".into()],
-            callback_targets: crate::callback_targets::CallbackTargets::allowing(["hooks.internal".to_string()]),
+            callback_targets: crate::callback_targets::CallbackTargets::allowing([
+                "hooks.internal".to_string(),
+            ]),
             ..JobDefaults::default()
         };
         let text = serde_json::to_string(&defaults).unwrap();

@@ -85,7 +85,10 @@ pub struct SubmitOptions {
 
 /// `--oom-max-memory-mb N` as the request's `{"max_memory_mb": N}`.
 fn oom_ladder<S: serde::Serializer>(cap: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
-    serde::Serialize::serialize(&cap.map(|max_memory_mb| serde_json::json!({"max_memory_mb": max_memory_mb})), s)
+    serde::Serialize::serialize(
+        &cap.map(|max_memory_mb| serde_json::json!({"max_memory_mb": max_memory_mb})),
+        s,
+    )
 }
 
 /// What `retry` may change, by the `POST /jobs/{id}/retry` field names.

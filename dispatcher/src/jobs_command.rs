@@ -234,7 +234,8 @@ async fn bulk(
         }
     }
     if json {
-        let totals = serde_json::json!({"dry_run": dry_run, "matched": matched, "changed": changed});
+        let totals =
+            serde_json::json!({"dry_run": dry_run, "matched": matched, "changed": changed});
         println!("{totals}");
     } else {
         let verb = match (action, dry_run) {

@@ -207,7 +207,9 @@ mod tests {
         let bad: RetryRequest =
             serde_json::from_value(json!({"machine": {"env": {"LD_PRELOAD": "x"}}})).unwrap();
         assert_eq!(
-            bad.into_overrides(&job_machine, &defaults).unwrap_err().field,
+            bad.into_overrides(&job_machine, &defaults)
+                .unwrap_err()
+                .field,
             "machine.env"
         );
     }

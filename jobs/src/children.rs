@@ -9,8 +9,8 @@
 //! gets here, by the same parser as `POST /jobs`.
 
 use crate::model::{Job, JobId, JobSpec};
-use crate::store::{enqueue_args, enqueued, EnqueueAnswer, EnqueueOptions, Enqueued, Store};
 use crate::store::Result;
+use crate::store::{enqueue_args, enqueued, EnqueueAnswer, EnqueueOptions, Enqueued, Store};
 use crate::{AttemptRef, ChildOf};
 
 /// What [`Store::enqueue_child`] did.

@@ -35,9 +35,9 @@
 
 pub mod address;
 pub mod children;
-mod list_filter;
 pub mod events;
 pub mod job_env;
+mod list_filter;
 pub mod logs;
 pub mod model;
 pub mod pacing;
@@ -50,18 +50,19 @@ pub mod store;
 pub mod tls;
 
 pub use address::{AddressError, StoreAddress, Topology};
+pub use children::ChildEnqueued;
 pub use events::{EventKind, JobEvent};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
 pub use model::*;
 pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;
-pub use children::ChildEnqueued;
 pub use run_options::{ChildOf, OomLadder, RunOptions, Tag};
 pub use schedules::Schedule;
 pub use store::{
     Activity, AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Heartbeat,
-    Idempotency, ListFilter, MinuteCounts, Owned, Page, Recorded, Report, ReportKind, RetryOverrides, RetryResult,
-    Stats, Store, StoreConfig, StoreError, TakeOver, ACTIVITY_MAX_MINUTES,
+    Idempotency, ListFilter, MinuteCounts, Owned, Page, Recorded, Report, ReportKind,
+    RetryOverrides, RetryResult, Stats, Store, StoreConfig, StoreError, TakeOver,
+    ACTIVITY_MAX_MINUTES,
 };
 pub use tls::{CaCert, CaCertError};

@@ -341,8 +341,7 @@ impl Scripts {
         };
         // Scripts that store, claim, finish or purge jobs also keep the
         // run management indexes (tags, expiry, children).
-        let with_run_options =
-            |body: &str| with_prelude(&format!("{RUN_OPTIONS_LUA}\n{body}"));
+        let with_run_options = |body: &str| with_prelude(&format!("{RUN_OPTIONS_LUA}\n{body}"));
         Self {
             enqueue: with_run_options(include_str!("scripts/enqueue.lua")),
             claim: with_run_options(include_str!("scripts/claim.lua")),

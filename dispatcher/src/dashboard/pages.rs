@@ -42,9 +42,10 @@ pub fn jobs_page(
         let _ = writeln!(
             body,
             "<tr data-job=\"{id}\" data-status=\"{status}\"><td class=\"mono\"><a href=\"/jobs/{id}\">{id}</a></td>\
-             <td>{kind}</td><td>{badge}</td><td>{attempts}/{max}</td><td>{progress}</td><td>{created}</td><td>{actions}</td></tr>",
+             <td>{kind}{tags}</td><td>{badge}</td><td>{attempts}/{max}</td><td>{progress}</td><td>{created}</td><td>{actions}</td></tr>",
             status = job.status,
-            kind = format!("{}{}", escape(job.kind.as_str()), tag_links(&job.tags)),
+            kind = escape(job.kind.as_str()),
+            tags = tag_links(&job.tags),
             badge = status_badge(job.status),
             attempts = job.attempts.len(),
             max = job.max_attempts,
@@ -218,7 +219,10 @@ pub fn job_page(job: &Job) -> String {
     }
     if let Some(parent) = job.parent {
         let parent = escape(&parent.to_string());
-        fact("parent", format!("<a class=\"mono\" href=\"/jobs/{parent}\">{parent}</a>"));
+        fact(
+            "parent",
+            format!("<a class=\"mono\" href=\"/jobs/{parent}\">{parent}</a>"),
+        );
     }
     if let Some(at) = job.expire_at {
         fact("expires", format!("{} unless started", timestamp(at)));

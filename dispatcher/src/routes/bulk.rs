@@ -111,8 +111,7 @@ async fn bulk(
     action: Action,
 ) -> Result<Response, ApiError> {
     let (request, _) = json_body::<BulkRequest>(headers, body)?;
-    let unprocessable =
-        |field: &str, message: String| super::jobs::unprocessable(field, message);
+    let unprocessable = |field: &str, message: String| super::jobs::unprocessable(field, message);
     if request.status.is_none()
         && request.kind.is_none()
         && request.tag.is_none()

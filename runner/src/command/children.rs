@@ -121,7 +121,10 @@ async fn connection(stream: UnixStream, ctx: Context) {
         }
         let too_long = line.len() > MAX_REQUEST_BYTES;
         let answer = if too_long {
-            refused(format!("a request line is at most {MAX_REQUEST_BYTES} bytes"), None)
+            refused(
+                format!("a request line is at most {MAX_REQUEST_BYTES} bytes"),
+                None,
+            )
         } else {
             answer(&ctx, &line).await
         };
