@@ -514,3 +514,52 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
     system.wait_for(&id(&submitted), "succeeded", WITHIN).await;
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
+    let system = spawn_system().await;
+    let mut stream = system
+        .request(Method::GET, "/jobs/events?tag=watched")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let other = system.submit(json!({"kind": "echo"})).await;
+    let watched = system
+        .submit(json!({"kind": "echo", "tags": ["watched"]}))
+        .await;
+    let watched_id = id(&watched);
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .unwrap_or("{}");
+                let job: Value = serde_json::from_str(data).unwrap();
+                if let (Some(job_id), Some(status)) = (job["id"].as_str(), job["status"].as_str()) {
+                    seen.push((job_id.to_string(), status.to_string()));
+                    if job_id == watched_id && status == "succeeded" {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WITHIN, read)
+        .await
+        .expect("the watched job's events");
+    assert!(
+        seen.iter().all(|(job_id, _)| *job_id == watched_id),
+        "{seen:?}"
+    );
+    let statuses: Vec<&str> = seen.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(statuses.first(), Some(&"queued"), "{seen:?}");
+    system.wait_for(&id(&other), "succeeded", WITHIN).await;
+    system.stop().await;
+}

@@ -6,6 +6,7 @@
 //! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `tag`, `parent`, `limit`, `cursor`) |
 //! | `GET /jobs/{id}` | one job with its attempts; `?wait=N` long-polls |
 //! | `GET /jobs/{id}/events` | Server-Sent Events: status, progress, done |
+//! | `GET /jobs/events` | Server-Sent Events: status changes of every job a filter matches (`tag`, `parent`, ...) ([`watch`]) |
 //! | `GET /jobs/{id}/logs` | what the attempts printed: pages (text or JSON lines) or `follow=true` SSE |
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
 //! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed, cancelled or expired job, with optional overrides |
@@ -25,6 +26,7 @@ pub(crate) mod jobs;
 pub mod logs;
 mod metrics;
 mod openapi;
+mod watch;
 
 use std::sync::Arc;
 
@@ -102,6 +104,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(bulk::cancel))
             .routes(routes!(bulk::retry))
             .routes(routes!(jobs::events))
+            .routes(routes!(watch::watch))
             .routes(routes!(logs::logs))
             .routes(routes!(schedules::create, schedules::list))
             .routes(routes!(schedules::get, schedules::delete))
