@@ -165,6 +165,19 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     let one = list_all(&system, "tag=n%3D2&status=scheduled").await;
     assert_eq!(one.len(), 1);
     assert_eq!(id(&one[0]), nightly[2]);
+    // The dashboard shows tags as links and filters by one.
+    let page = support::send_text(
+        system
+            .request(Method::GET, "/?tag=n%3D2")
+            .header("accept", "text/html"),
+    )
+    .await;
+    assert!(page.contains(&nightly[2]), "{page}");
+    assert!(
+        !page.contains(&nightly[1]) && !page.contains(&id(&other)),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/?tag=nightly\""), "{page}");
 
     let (status, dry) = post(
         &system,
