@@ -23,6 +23,8 @@
 //! | `log:{id}:{attempt}` | list | the attempt's log lines ([`crate::logs`]) |
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
+//! | `tag:{tag}`, `expiry`, `children:{parent}`, `child_keys:{parent}` | zset, zset, zset, hash | run management indexes (`run_options.lua`) |
+//! | `child_policy` | string | the dispatchers' submission policy, which runners validate children against |
 //!
 //! ## Transitions
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
