@@ -583,6 +583,7 @@ async fn finishing_the_last_two_members_at_once_completes_the_batch_once() {
             run_if: jobs::RunIf::AllSucceeded,
             then: None,
             concurrency_key: None,
+            run: Default::default(),
         };
         let batch = NewBatch {
             id: jobs::BatchId::new(),

@@ -251,8 +251,14 @@ async fn failures_back_off_then_dead_letter_and_retry_by_hand_keeps_history() {
         id
     );
 
-    assert_eq!(store.retry(id).await.unwrap(), RetryResult::Queued);
-    assert_eq!(store.retry(id).await.unwrap(), RetryResult::NotFinished);
+    assert_eq!(
+        store.retry(id, &Default::default()).await.unwrap(),
+        RetryResult::Queued
+    );
+    assert_eq!(
+        store.retry(id, &Default::default()).await.unwrap(),
+        RetryResult::NotFinished
+    );
     let (job, third) = claimed(&store).await;
     assert_eq!(third.attempt, 3);
     assert_eq!(job.attempts.len(), 3, "history is kept");
@@ -665,7 +671,10 @@ async fn secrets_are_read_with_the_attempt_token_only_and_go_with_the_job() {
         .await
         .unwrap()
         .status();
-    assert_eq!(store.retry(id).await.unwrap(), RetryResult::SecretsGone);
+    assert_eq!(
+        store.retry(id, &Default::default()).await.unwrap(),
+        RetryResult::SecretsGone
+    );
 }
 
 #[tokio::test]

@@ -65,6 +65,18 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
         .wait_for(id, "succeeded", Duration::from_secs(30))
         .await;
     assert_eq!(done["result"], json!({"hello": "tls"}));
+    // A job enqueues children through the runner's user too.
+    let parent = system
+        .submit(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
+        .await;
+    let parent = system
+        .wait_for(
+            parent["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(parent["result"]["children"].as_array().unwrap().len(), 3);
     system.assert_all_machines_destroyed().await;
 
     // The runner's user can touch nothing outside its namespace and run

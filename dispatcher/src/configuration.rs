@@ -134,8 +134,11 @@ pub struct SubmitReplicas {
     pub timeout: Duration,
 }
 
-/// Values a job gets when its request leaves them out.
-#[derive(Clone, Debug)]
+/// Values a job gets when its request leaves them out, and what it may
+/// ask for. Serializable: the dispatcher publishes it in the store, where
+/// runners validate the children their jobs enqueue against it
+/// ([`crate::api::children`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct JobDefaults {
     pub max_attempts: u32,
     pub timeout_secs: u64,

@@ -81,6 +81,7 @@ impl Application {
         } = self;
         crate::metrics::install();
         let hub = EventHub::start(&store, shutdown.clone()).await?;
+        crate::api::children::publish_policy(&store, &settings.api.defaults).await?;
         let callbacks = Callbacks::new(
             settings.launch.callback_secret.clone(),
             settings.api.defaults.callback_targets.clone(),

@@ -109,6 +109,8 @@ pub struct NewJob {
     pub then: Option<JobId>,
     /// Its flow-control key: it queues under it once admitted.
     pub concurrency_key: Option<crate::flow::FlowKey>,
+    /// Tags, expiry, OOM ladder ([`crate::RunOptions`]).
+    pub run: crate::RunOptions,
 }
 
 /// The batch part of a [`Submit`].
@@ -254,6 +256,7 @@ struct ScriptJob {
     idempotency: Option<ScriptIdempotency>,
     after: Vec<String>,
     run_if: RunIf,
+    run: crate::RunOptions,
 }
 
 #[derive(Serialize)]
@@ -319,6 +322,7 @@ impl NewJob {
             idempotency: script_idempotency(&self.idempotency),
             after: self.after.iter().map(JobId::to_string).collect(),
             run_if: self.run_if,
+            run: self.run.clone(),
         })
     }
 }
@@ -460,13 +464,13 @@ impl Store {
         id.map(|id| id.parse().map_err(StoreError::from))
             .transpose()
     }
+}
 
-    /// The listing index of a batch's members (all, or in one status),
-    /// for [`Store::list`].
-    pub(crate) fn batch_index_key(&self, id: BatchId, status: Option<JobStatus>) -> String {
-        match status {
-            None => self.key(&format!("batch:{id}:jobs")),
-            Some(status) => self.key(&format!("batch:{id}:status:{status}")),
-        }
+/// The listing index of a batch's members (all, or in one status), for
+/// [`Store::list`] (keys as `fan_in.lua` writes them).
+pub(crate) fn batch_index(prefix: &str, id: BatchId, status: Option<JobStatus>) -> String {
+    match status {
+        None => format!("{prefix}batch:{id}:jobs"),
+        Some(status) => format!("{prefix}batch:{id}:status:{status}"),
     }
 }

@@ -13,6 +13,12 @@
 //! - [`job_env`]: which variables a job may set (`env`, `secrets`).
 //! - [`schedules`]: recurring jobs (cron or every N seconds).
 //! - [`sessions`]: the dashboard's login sessions.
+//! - [`run_options`]: tags, expiry, the OOM ladder and a child's parent:
+//!   what a job carries for run management (`run_options.lua` keeps
+//!   their indexes; `claim.lua` ends jobs past their expiry `expired`
+//!   before it picks one, and every launcher claims at least once a
+//!   second, even with every slot taken).
+//! - [`children`]: jobs that enqueue jobs, fenced by the parent's attempt.
 //! - [`redact`]: URLs with their credentials hidden, for logs.
 //! - [`pacing`]: a token bucket shared by every dispatcher (the app's
 //!   Machines API create budget).
@@ -32,15 +38,18 @@
 
 pub mod activity;
 pub mod address;
+pub mod children;
 pub mod events;
 pub mod fan_in;
 pub mod flow;
 pub mod job_env;
+mod list_filter;
 pub mod logs;
 pub mod model;
 pub mod pacing;
 pub mod pool;
 pub mod redact;
+pub mod run_options;
 pub mod schedules;
 pub mod sessions;
 pub mod store;
@@ -48,6 +57,7 @@ pub mod tls;
 
 pub use activity::{Activity, MinuteCounts, MinuteLoad, ACTIVITY_MAX_MINUTES};
 pub use address::{AddressError, StoreAddress, Topology};
+pub use children::ChildEnqueued;
 pub use events::{EventKind, JobEvent};
 pub use fan_in::{Batch, BatchId, BatchPage, NewBatch, NewJob, RunIf, Submit, Submitted};
 pub use flow::{FlowKey, FlowOptions, FlowOverview, RateLimit, Scope, SingletonPolicy, WaitingFor};
@@ -56,10 +66,11 @@ pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogS
 pub use model::*;
 pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;
+pub use run_options::{ChildOf, OomLadder, RunOptions, Tag};
 pub use schedules::Schedule;
 pub use store::{
     AttemptRef, CancelResult, Claim, EnqueueOptions, Enqueued, Fenced, Finished, Heartbeat,
-    Idempotency, ListFilter, Owned, Page, Recorded, Report, ReportKind, RetryResult, Stats, Store,
-    StoreConfig, StoreError, TakeOver,
+    Idempotency, ListFilter, Owned, Page, Recorded, Report, ReportKind, RetryOverrides,
+    RetryResult, Stats, Store, StoreConfig, StoreError, TakeOver,
 };
 pub use tls::{CaCert, CaCertError};

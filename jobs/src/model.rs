@@ -133,10 +133,14 @@ pub enum JobStatus {
     /// while its delay is ahead; `cancelled` when one it needed did not
     /// succeed), or by a client's cancel (`cancel`).
     Waiting,
+    /// Final: not started before its `expire_after_secs` passed (the
+    /// launcher's `claim` ends it, from `queued`, `scheduled` or
+    /// `waiting`). Final unless a client retries it (`retry`: `queued`).
+    Expired,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 8] = [
+    pub const ALL: [JobStatus; 9] = [
         Self::Scheduled,
         Self::Queued,
         Self::Starting,
@@ -145,6 +149,7 @@ impl JobStatus {
         Self::Failed,
         Self::Cancelled,
         Self::Waiting,
+        Self::Expired,
     ];
 
     /// The statuses a new job starts in (`enqueue`, `submit`): `scheduled`
@@ -156,13 +161,13 @@ impl JobStatus {
     pub fn successors(self) -> &'static [JobStatus] {
         use JobStatus::*;
         match self {
-            Scheduled => &[Queued, Cancelled],
-            Queued => &[Starting, Cancelled],
+            Scheduled => &[Queued, Cancelled, Expired],
+            Queued => &[Starting, Cancelled, Expired],
             Starting => &[Running, Scheduled, Succeeded, Failed, Cancelled],
             Running => &[Scheduled, Succeeded, Failed, Cancelled],
             Succeeded => &[],
-            Failed | Cancelled => &[Queued],
-            Waiting => &[Queued, Scheduled, Cancelled],
+            Failed | Cancelled | Expired => &[Queued],
+            Waiting => &[Queued, Scheduled, Cancelled, Expired],
         }
     }
 
@@ -176,13 +181,17 @@ impl JobStatus {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Waiting => "waiting",
+            Self::Expired => "expired",
         }
     }
 
     /// Final: only a client's retry (of `failed` or `cancelled`) moves a
     /// job on from here; the dispatcher's `on_terminal` follows these.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Expired
+        )
     }
 }
 
@@ -391,6 +400,19 @@ pub struct Job {
     /// concurrency limit, a rate limit); only in `GET /jobs/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<crate::flow::WaitingFor>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<crate::Tag>,
+    /// The job that enqueued this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// This job's key among its parent's children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_key: Option<String>,
+    /// When the job ends `expired` unless it has started by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_ladder: Option<crate::OomLadder>,
     /// Attempts before the last manual retry; they don't count against
     /// `max_attempts`.
     #[serde(skip)]
@@ -550,6 +572,18 @@ impl Job {
             after_batch: fields.get("after_batch").map(|b| b.parse()).transpose()?,
             inputs: json("inputs")?,
             then: fields.get("then").map(|t| t.parse()).transpose()?,
+            tags: json("tags")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| InvalidValue(format!("job field \"tags\": {e}")))?
+                .unwrap_or_default(),
+            parent: fields.get("parent").map(|p| p.parse()).transpose()?,
+            child_key: fields.get("child_key").cloned(),
+            expire_at: time("expire_at"),
+            oom_ladder: fields
+                .get("oom_max_memory_mb")
+                .and_then(|mb| mb.parse().ok())
+                .map(|max_memory_mb| crate::OomLadder { max_memory_mb }),
         })
     }
 

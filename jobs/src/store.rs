@@ -24,6 +24,8 @@
 //! | `seq` | counter | arrival order within a priority |
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
 //! | `fq:*` | | flow control: per-key queues, the ring of keys, limits, rates, pauses ([`crate::flow`]) |
+//! | `tag:{tag}`, `expiry`, `children:{parent}`, `child_keys:{parent}` | zset, zset, zset, hash | run management indexes (`run_options.lua`) |
+//! | `child_policy` | string | the dispatchers' submission policy, which runners validate children against |
 //!
 //! ## Transitions
 //! Each state change is one Lua script in `src/scripts/` (prefixed with
@@ -167,6 +169,8 @@ pub struct EnqueueOptions {
     pub secrets: Secrets,
     /// Concurrency key, singleton, debounce ([`crate::flow`]).
     pub flow: FlowOptions,
+    /// Tags, expiry, OOM ladder, parent ([`crate::run_options`]).
+    pub run: crate::RunOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -194,7 +198,7 @@ pub enum Enqueued {
 }
 
 /// Which jobs [`Store::list`] returns.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ListFilter {
     pub status: Option<JobStatus>,
     pub kind: Option<crate::Kind>,
@@ -202,6 +206,9 @@ pub struct ListFilter {
     pub after: Option<JobId>,
     /// Only this batch's members (with `status`, not with `kind`).
     pub batch: Option<crate::fan_in::BatchId>,
+    pub tag: Option<crate::Tag>,
+    /// Only the children of this job.
+    pub parent: Option<JobId>,
 }
 
 /// What [`Store::stats`] counts.
@@ -276,6 +283,16 @@ pub enum CancelResult {
     Missing,
 }
 
+/// What a retry by hand changes ([`Store::retry`]); nothing by default.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RetryOverrides {
+    /// The whole machine spec of the next attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::MachineSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryResult {
     Queued,
@@ -319,9 +336,17 @@ const FAN_IN: &str = include_str!("scripts/fan_in.lua");
 /// (`scripts/flow.lua`, [`crate::flow`]).
 const FLOW: &str = include_str!("scripts/flow.lua");
 
-/// A script body behind the [`PRELUDE`], [`FAN_IN`] and [`FLOW`].
+/// Run management (`scripts/run_options.lua`): tags, expiry, the OOM
+/// ladder and children, kept by the scripts that store, claim, finish and
+/// purge jobs.
+const RUN_OPTIONS: &str = include_str!("scripts/run_options.lua");
+
+/// A script body behind the [`PRELUDE`], [`FAN_IN`], [`FLOW`] and
+/// [`RUN_OPTIONS`]: every script gets them all, so none can forget one.
 pub(crate) fn with_prelude(body: &str) -> Script {
-    Script::from_lua(format!("{PRELUDE}\n{FAN_IN}\n{FLOW}\n{body}"))
+    Script::from_lua(format!(
+        "{PRELUDE}\n{FAN_IN}\n{FLOW}\n{RUN_OPTIONS}\n{body}"
+    ))
 }
 
 pub(crate) struct Scripts {
@@ -342,6 +367,7 @@ pub(crate) struct Scripts {
     pub(crate) create_schedule: Script,
     cancel: Script,
     retry: Script,
+    pub(crate) enqueue_child: Script,
     stats: Script,
     confirm: Script,
     secrets: Script,
@@ -368,6 +394,11 @@ impl Scripts {
             create_schedule: with_prelude(include_str!("scripts/create_schedule.lua")),
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
+            enqueue_child: with_prelude(&format!(
+                "{}\n{}",
+                include_str!("scripts/child_fence.lua"),
+                include_str!("scripts/enqueue.lua")
+            )),
             stats: with_prelude(include_str!("scripts/stats.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
             secrets: with_prelude(include_str!("scripts/secrets.lua")),
@@ -446,89 +477,11 @@ impl Store {
         spec: &JobSpec,
         options: &EnqueueOptions,
     ) -> Result<Enqueued> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            job: Option<Fields>,
-            #[serde(default)]
-            existing: Option<String>,
-            #[serde(default)]
-            conflict: Option<String>,
-            #[serde(default)]
-            joined: Option<Fields>,
-        }
-        /// enqueue.lua's one argument: every field named, optional ones
-        /// left out rather than sent empty.
-        #[derive(serde::Serialize)]
-        struct EnqueueArgs<'a> {
-            id: String,
-            kind: &'a str,
-            /// JSON text, stored as given (so are `backoff`, `machine`
-            /// and `secrets`): decoding and re-encoding in Lua would
-            /// reformat it and round large integers.
-            params: String,
-            priority: i32,
-            max_attempts: u32,
-            timeout_secs: u64,
-            backoff: String,
-            machine: String,
-            delay_ms: u64,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            callback_url: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            idempotency: Option<IdempotencyArgs<'a>>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            secrets: Option<String>,
-            flow: &'a crate::flow::FlowOptions,
-        }
-        #[derive(serde::Serialize)]
-        struct IdempotencyArgs<'a> {
-            key: &'a str,
-            request_hash: &'a str,
-            ttl_ms: u64,
-        }
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let args = EnqueueArgs {
-            id: id.to_string(),
-            kind: spec.kind.as_str(),
-            params: spec.params.to_string(),
-            priority: spec.priority,
-            max_attempts: spec.max_attempts,
-            timeout_secs: spec.timeout_secs,
-            backoff: serde_json::to_string(&spec.backoff)?,
-            machine: serde_json::to_string(&spec.machine)?,
-            delay_ms: millis(options.delay),
-            callback_url: options.callback_url.as_deref(),
-            idempotency: options.idempotency.as_ref().map(|i| IdempotencyArgs {
-                key: &i.key,
-                request_hash: &i.request_hash,
-                ttl_ms: millis(i.ttl),
-            }),
-            secrets: if options.secrets.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(&options.secrets.0)?)
-            },
-            flow: &options.flow,
-        };
-        let args = vec![serde_json::to_string(&args)?];
+        let args = enqueue_args(id, spec, options)?;
         let text: String = self.run(&self.scripts.enqueue, args).await?;
-        let answer: Answer = serde_json::from_str(&text)?;
-        let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
-        if let Some(fields) = answer.job {
-            return Ok(Enqueued::Created(Box::new(Job::from_fields(&fields)?)));
-        }
-        if let Some(fields) = answer.joined {
-            return Ok(Enqueued::Joined(Box::new(Job::from_fields(&fields)?)));
-        }
-        if let Some(first) = answer.existing {
-            return Ok(Enqueued::Existing(parse_id(first)?));
-        }
-        match answer.conflict {
-            Some(first) => Ok(Enqueued::Conflict(parse_id(first)?)),
-            None => Err(StoreError::Corrupt(InvalidValue(format!(
-                "unexpected enqueue answer {text}"
-            )))),
+        match enqueued(&text)? {
+            EnqueueAnswer::Stored(enqueued) => Ok(enqueued),
+            EnqueueAnswer::Stale => Err(unexpected("enqueue", &text)),
         }
     }
 
@@ -540,19 +493,14 @@ impl Store {
         Ok(Some(Job::from_fields(&fields)?))
     }
 
-    /// Newest first, optionally only those in `status` and/or of `kind`.
-    /// `after` is the last id of the previous page: pages are stable while
-    /// jobs are added, since ids only grow.
+    /// Newest first, optionally only those in `status` and/or of `kind`,
+    /// with `tag`, or children of `parent`. `after` is the last id of the
+    /// previous page: pages are stable while jobs are added, since ids
+    /// only grow. With a tag or a parent, that index is read and the other
+    /// filters are applied to its `limit` jobs, so a page may hold fewer
+    /// than `limit` jobs while `next` says there may be more.
     pub async fn list(&self, filter: &ListFilter, limit: usize) -> Result<Page> {
-        let index = match (&filter.status, &filter.kind) {
-            _ if filter.batch.is_some() => {
-                self.batch_index_key(filter.batch.expect("checked"), filter.status)
-            }
-            (None, None) => format!("{}jobs", self.prefix),
-            (Some(status), None) => format!("{}status:{status}", self.prefix),
-            (None, Some(kind)) => format!("{}kind:{kind}", self.prefix),
-            (Some(status), Some(kind)) => format!("{}status:{status}:{kind}", self.prefix),
-        };
+        let index = filter.index(&self.prefix);
         let max = match filter.after {
             Some(after) => format!("({after}"),
             None => "+".to_string(),
@@ -576,6 +524,7 @@ impl Store {
             .iter()
             .filter(|fields| !fields.is_empty())
             .map(|fields| Job::from_fields(fields).map_err(StoreError::from))
+            .filter(|job| job.as_ref().map_or(true, |job| filter.matches(job)))
             .collect::<Result<Vec<_>>>()?;
         let next = (ids.len() == limit)
             .then(|| ids.last().and_then(|id| id.parse().ok()))
@@ -969,8 +918,11 @@ impl Store {
         })
     }
 
-    pub async fn retry(&self, id: JobId) -> Result<RetryResult> {
-        let answer: String = self.run(&self.scripts.retry, vec![id.to_string()]).await?;
+    /// Queues a failed, cancelled or expired job again, with `overrides`
+    /// (already validated) applied.
+    pub async fn retry(&self, id: JobId, overrides: &RetryOverrides) -> Result<RetryResult> {
+        let args = vec![id.to_string(), serde_json::to_string(overrides)?];
+        let answer: String = self.run(&self.scripts.retry, args).await?;
         Ok(match answer.as_str() {
             "queued" => RetryResult::Queued,
             "not_finished" => RetryResult::NotFinished,
@@ -1093,4 +1045,116 @@ fn report_kind(stored: &str) -> Option<ReportKind> {
 fn job_from_json(text: &str) -> Result<Job> {
     let fields: Fields = serde_json::from_str(text)?;
     Ok(Job::from_fields(&fields)?)
+}
+
+/// What `enqueue.lua` (after `child_fence.lua`, for a child) answered.
+pub(crate) enum EnqueueAnswer {
+    Stored(Enqueued),
+    /// The parent's attempt is not current: nothing stored.
+    Stale,
+}
+
+/// `enqueue.lua`'s one argument (a child's fence follows it, for
+/// `child_fence.lua`).
+pub(crate) fn enqueue_args(
+    id: JobId,
+    spec: &JobSpec,
+    options: &EnqueueOptions,
+) -> Result<Vec<String>> {
+    /// enqueue.lua's one argument: every field named, optional ones
+    /// left out rather than sent empty.
+    #[derive(serde::Serialize)]
+    struct EnqueueArgs<'a> {
+        id: String,
+        kind: &'a str,
+        /// JSON text, stored as given (so are `backoff`, `machine`
+        /// and `secrets`): decoding and re-encoding in Lua would
+        /// reformat it and round large integers.
+        params: String,
+        priority: i32,
+        max_attempts: u32,
+        timeout_secs: u64,
+        backoff: String,
+        machine: String,
+        delay_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        callback_url: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idempotency: Option<IdempotencyArgs<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secrets: Option<String>,
+        flow: &'a crate::flow::FlowOptions,
+        run: &'a crate::RunOptions,
+    }
+    #[derive(serde::Serialize)]
+    struct IdempotencyArgs<'a> {
+        key: &'a str,
+        request_hash: &'a str,
+        ttl_ms: u64,
+    }
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let args = EnqueueArgs {
+        id: id.to_string(),
+        kind: spec.kind.as_str(),
+        params: spec.params.to_string(),
+        priority: spec.priority,
+        max_attempts: spec.max_attempts,
+        timeout_secs: spec.timeout_secs,
+        backoff: serde_json::to_string(&spec.backoff)?,
+        machine: serde_json::to_string(&spec.machine)?,
+        delay_ms: millis(options.delay),
+        callback_url: options.callback_url.as_deref(),
+        idempotency: options.idempotency.as_ref().map(|i| IdempotencyArgs {
+            key: &i.key,
+            request_hash: &i.request_hash,
+            ttl_ms: millis(i.ttl),
+        }),
+        secrets: if options.secrets.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&options.secrets.0)?)
+        },
+        flow: &options.flow,
+        run: &options.run,
+    };
+    Ok(vec![serde_json::to_string(&args)?])
+}
+
+/// Reads `enqueue.lua`'s answer.
+pub(crate) fn enqueued(text: &str) -> Result<EnqueueAnswer> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        job: Option<Fields>,
+        #[serde(default)]
+        existing: Option<String>,
+        #[serde(default)]
+        conflict: Option<String>,
+        #[serde(default)]
+        joined: Option<Fields>,
+        #[serde(default)]
+        stale: bool,
+    }
+    let answer: Answer = serde_json::from_str(text)?;
+    let parse_id = |text: String| text.parse::<JobId>().map_err(StoreError::from);
+    if answer.stale {
+        return Ok(EnqueueAnswer::Stale);
+    }
+    if let Some(fields) = answer.job {
+        return Ok(EnqueueAnswer::Stored(Enqueued::Created(Box::new(
+            Job::from_fields(&fields)?,
+        ))));
+    }
+    if let Some(fields) = answer.joined {
+        return Ok(EnqueueAnswer::Stored(Enqueued::Joined(Box::new(
+            Job::from_fields(&fields)?,
+        ))));
+    }
+    if let Some(first) = answer.existing {
+        return Ok(EnqueueAnswer::Stored(Enqueued::Existing(parse_id(first)?)));
+    }
+    match answer.conflict {
+        Some(first) => Ok(EnqueueAnswer::Stored(Enqueued::Conflict(parse_id(first)?))),
+        None => Err(unexpected("enqueue", text)),
+    }
 }

@@ -19,6 +19,8 @@ pub struct Context {
     stop: watch::Receiver<Option<StopReason>>,
     span: tracing::Span,
     log: LogSink,
+    /// Children enqueued so far without a key: the next one's order.
+    pub(crate) child_order: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// The job's `machine.env` and `machine.secrets`, as far as
@@ -71,6 +73,7 @@ impl Context {
             stop,
             span,
             log,
+            child_order: Arc::default(),
         }
     }
 
@@ -106,6 +109,14 @@ impl Context {
     /// nothing.
     pub fn inputs(&self) -> Option<&serde_json::Value> {
         self.vars.inputs.as_ref()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn attempt_ref(&self) -> &AttemptRef {
+        &self.attempt
     }
 
     pub(crate) fn vars(&self) -> &JobVars {

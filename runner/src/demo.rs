@@ -9,6 +9,7 @@
 //! | `crash` | `{"code": N}` | exits at once with code N (default 3), reporting nothing |
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
 //! | `allocate` | `{"mb": N, "hold_ms": M, "delay_ms": D}` | logs `allocating N MiB`, waits D ms (default 0), fills N MiB of memory and holds it M ms (to see OOM kills) |
+//! | `fan_out` | `{"count": N, "child": {..}, "crash_after": M, "zombie_ms": Z}` | enqueues N children, each the `child` request (default `{"kind": "echo"}`) with params `{"index": i}`, and returns their ids; on its first attempt, with `crash_after`, exits (code 3) after enqueuing M; with `zombie_ms`, sleeps Z ms before each child (to be superseded meanwhile) |
 //! | `print` | `{"lines": N, "stream": "stdout"\|"stderr"}` | prints N numbered lines (`line 1 of N`, ...) to its log as that stream (default stdout), returns `{"printed": N}` |
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub(crate) fn register(runner: Runner) -> Runner {
         .handler("flaky", flaky)
         .handler("allocate", allocate)
         .handler("print", print)
+        .handler("fan_out", fan_out)
 }
 
 async fn echo(_: Context, params: Value) -> Result<Value, JobError> {
@@ -148,4 +150,38 @@ async fn print(ctx: Context, Json(p): Json<Print>) -> Result<Value, JobError> {
         }
     }
     Ok(json!({"printed": p.lines}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FanOut {
+    count: u32,
+    #[serde(default)]
+    child: Option<Value>,
+    #[serde(default)]
+    crash_after: Option<u32>,
+    #[serde(default)]
+    zombie_ms: Option<u64>,
+}
+
+async fn fan_out(ctx: Context, Json(p): Json<FanOut>) -> Result<Value, JobError> {
+    let template = p.child.unwrap_or_else(|| json!({"kind": "echo"}));
+    let mut ids = Vec::with_capacity(p.count as usize);
+    for index in 0..p.count {
+        if ctx.attempt() == 1 && p.crash_after == Some(index) {
+            // A crash mid-way: the retry must not enqueue these twice.
+            std::process::exit(3);
+        }
+        if let Some(ms) = p.zombie_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let mut request = template.clone();
+        request["params"] = json!({"index": index});
+        let child = ctx.enqueue(request).await.map_err(|e| match e {
+            crate::EnqueueError::Invalid { .. } => JobError::permanent(e.to_string()),
+            other => JobError::retryable(other.to_string()),
+        })?;
+        ids.push(child.id.to_string());
+    }
+    Ok(json!({"children": ids}))
 }

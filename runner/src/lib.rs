@@ -43,6 +43,13 @@
 //! }
 //! ```
 //!
+//! ## Jobs that enqueue jobs
+//! [`Context::enqueue`] and [`Context::enqueue_keyed`] store child jobs
+//! (each a `POST /jobs` body, validated the same way), fenced by the
+//! attempt and deduplicated by a key within the parent, so a retried
+//! parent ends with each child once. Commands do the same through a unix
+//! socket ([`command`]).
+//!
 //! ## Commands, in any language
 //! A kind may instead run a program ([`Runner::command`], or configuration
 //! read by [`Runner::main`]: see [`Commands`]); [`command`] documents the
@@ -63,6 +70,7 @@
 //! work and return. At the timeout itself the runner stops waiting, drops
 //! the handler (killing a command's process group) and reports the timeout.
 
+mod children;
 pub mod command;
 mod config;
 mod context;
@@ -75,6 +83,7 @@ mod pooled;
 mod run;
 mod stop;
 
+pub use children::{Child, EnqueueError};
 pub use config::{Commands, ConfigError, COMMANDS_VAR, CONFIG_VAR, DEFAULT_CONFIG_PATH};
 pub use context::Context;
 pub use env::{EnvError, MachineEnv, RunnerEnv, DISPATCHER_SECRETS};

@@ -129,24 +129,12 @@ fn member(
     now: DateTime<Utc>,
     field: &str,
 ) -> Result<crate::api::request::Submission, FieldError> {
-    let request: JobRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        // At the member's top level serde names a missing or unknown
-        // field in backticks (other messages quote values that way).
-        let names_field =
-            message.starts_with("missing field") || message.starts_with("unknown field");
-        let inner = if path != "." {
-            Some(path)
-        } else if names_field {
-            message.split('`').nth(1).map(str::to_string)
-        } else {
-            None
-        };
-        FieldError {
-            field: inner.map_or(field.to_string(), |inner| format!("{field}.{inner}")),
-            message,
-        }
+    let request = crate::api::request::job_request(value).map_err(|e| FieldError {
+        field: match e.field.as_str() {
+            "body" => field.to_string(),
+            inner => format!("{field}.{inner}"),
+        },
+        message: e.message,
     })?;
     request
         .into_submission(defaults, now)

@@ -95,6 +95,20 @@ pub struct JobRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
     pub debounce_secs: Option<u64>,
+    /// Labels to find the job by (list filter `tag`, bulk actions): at
+    /// most 16, each `^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$`.
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    pub tags: Option<Vec<String>>,
+    /// Seconds from now after which the job, if no attempt has started,
+    /// ends `expired`. Must be longer than `delay_secs` / `run_at`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31536000)]
+    pub expire_after_secs: Option<u64>,
+    /// Opt-in: an attempt killed for using too much memory is retried on
+    /// twice the memory, up to `max_memory_mb`.
+    #[serde(default)]
+    pub oom_ladder: Option<crate::api::run_request::OomLadderRequest>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -139,6 +153,8 @@ pub struct Submission {
     /// The `then` job and when it runs.
     pub then: Option<(Box<Submission>, RunIf)>,
     pub flow: FlowOptions,
+    /// Tags, expiry, OOM ladder ([`jobs::run_options`]).
+    pub run: jobs::RunOptions,
 }
 
 /// Most ids one `after` may list.
@@ -152,7 +168,32 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+/// The field a serde error names: its path, or at the top level (path
+/// "."), the name serde quotes in backticks in "missing field `kind`" or
+/// "unknown field `x`, expected ..." (other messages quote types that way).
+pub(crate) fn field_of(path: String, message: &str) -> Option<String> {
+    if path != "." {
+        return Some(path);
+    }
+    let names_field = message.starts_with("missing field") || message.starts_with("unknown field");
+    names_field
+        .then(|| message.split('`').nth(1).map(str::to_string))
+        .flatten()
+}
+
+/// A `POST /jobs` body given as JSON inside another request (a batch
+/// member, a child a job enqueues). The error's field is relative to the
+/// body (`body` when serde names none).
+pub fn job_request(value: Value) -> Result<JobRequest, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let field = field_of(path, &message).unwrap_or_else(|| "body".into());
+        field_error(&field, message)
+    })
+}
+
+pub(crate) fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_string(),
         message: message.into(),
@@ -248,7 +289,15 @@ impl JobRequest {
                 }
             }
         };
-        let (machine, secrets) = machine_spec(self.machine, defaults)?;
+        let (machine, secrets) = machine_spec(self.machine, &defaults.machine, defaults)?;
+        let run = crate::api::run_request::run_options(
+            self.tags,
+            self.expire_after_secs,
+            self.oom_ladder,
+            delay,
+            &machine,
+            defaults,
+        )?;
         let idempotency_key = self.idempotency_key.map(idempotency_key).transpose()?;
         let callback_url = self
             .callback_url
@@ -296,6 +345,7 @@ impl JobRequest {
             after,
             then,
             flow,
+            run,
         };
         if submission.fans_in() {
             return submission.admitted_later();
@@ -420,6 +470,7 @@ impl Submission {
             run_if: RunIf::AllSucceeded,
             then: None,
             concurrency_key: self.flow.concurrency_key,
+            run: self.run,
         }
     }
 
@@ -442,6 +493,7 @@ impl Submission {
             idempotency,
             secrets: self.secrets,
             flow: self.flow,
+            run: self.run,
         };
         store
             .enqueue(jobs::JobId::new(), &self.spec, &options)
@@ -492,11 +544,13 @@ pub(crate) fn callback_url(url: String, targets: &CallbackTargets) -> Result<Str
 /// Sizes the Machines API accepts: shared CPUs 1–8 with 256 MB steps up to
 /// 2 GB per CPU; performance CPUs 1–16 with 2–8 GB per CPU. Images must be
 /// on the allow-list; env and secrets follow [`jobs::job_env`].
-fn machine_spec(
+/// What `request` leaves out comes from `fallback` (the defaults for a
+/// new job, the job's own machine for a retry with overrides).
+pub(crate) fn machine_spec(
     request: Option<MachineRequest>,
+    fallback: &MachineSpec,
     defaults: &JobDefaults,
 ) -> Result<(MachineSpec, Secrets), FieldError> {
-    let fallback = &defaults.machine;
     let Some(request) = request else {
         return Ok((fallback.clone(), Secrets::default()));
     };
@@ -568,7 +622,7 @@ fn machine_spec(
             let first = codes.remove(0);
             (Some(first), codes)
         }
-        (None, None) => (fallback.region.clone(), Vec::new()),
+        (None, None) => (fallback.region.clone(), fallback.fallback_regions.clone()),
     };
     let image = match request.image {
         Some(image) if defaults.allowed_images.contains(&image) => Some(image),

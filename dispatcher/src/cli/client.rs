@@ -82,6 +82,23 @@ pub struct SubmitOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debounce_secs: Option<u64>,
+    /// A label to find the job by (repeat for more).
+    #[arg(long = "tag")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The job ends `expired` unless an attempt started within this.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_after_secs: Option<u64>,
+    /// Opt into the OOM ladder: after an out-of-memory kill, retry on
+    /// twice the memory, up to this.
+    #[arg(long = "oom-max-memory-mb")]
+    #[serde(
+        rename = "oom_ladder",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "oom_ladder"
+    )]
+    pub oom_max_memory_mb: Option<u32>,
 }
 
 /// `--singleton-policy`, as the API spells it.
@@ -110,11 +127,107 @@ pub struct BatchSubmitted {
     pub existing: Vec<usize>,
 }
 
+/// `--oom-max-memory-mb N` as the request's `{"max_memory_mb": N}`.
+fn oom_ladder<S: serde::Serializer>(cap: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(
+        &cap.map(|max_memory_mb| serde_json::json!({"max_memory_mb": max_memory_mb})),
+        s,
+    )
+}
+
+/// What `retry` may change, by the `POST /jobs/{id}/retry` field names.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct RetryOptions {
+    /// The new attempts' memory (a multiple of 256).
+    #[arg(long)]
+    pub memory_mb: Option<u32>,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// `shared` or `performance`.
+    #[arg(long)]
+    pub cpu_kind: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// `NAME=value`, added to the job's env (repeat for more).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Each new attempt's time limit.
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .ok_or_else(|| format!("{text:?} is not NAME=value"))
+}
+
+impl RetryOptions {
+    /// The request body: only what was given.
+    pub fn body(&self) -> Value {
+        let mut machine = serde_json::Map::new();
+        let mut put = |name: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                machine.insert(name.to_string(), value);
+            }
+        };
+        put("memory_mb", self.memory_mb.map(Value::from));
+        put("cpus", self.cpus.map(Value::from));
+        put("cpu_kind", self.cpu_kind.clone().map(Value::from));
+        put("region", self.region.clone().map(Value::from));
+        if !self.env.is_empty() {
+            let env: serde_json::Map<String, Value> = self
+                .env
+                .iter()
+                .map(|(name, value)| (name.clone(), Value::from(value.clone())))
+                .collect();
+            put("env", Some(Value::Object(env)));
+        }
+        let mut body = serde_json::Map::new();
+        if !machine.is_empty() {
+            body.insert("machine".into(), Value::Object(machine));
+        }
+        if let Some(secs) = self.timeout_secs {
+            body.insert("timeout_secs".into(), secs.into());
+        }
+        Value::Object(body)
+    }
+}
+
+/// The filters of a bulk action (`POST /jobs/bulk/...`).
+#[derive(Debug, Default, Clone, clap::Args, serde::Serialize)]
+pub struct BulkFilter {
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Only the children of this job.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// One page of a bulk action, as the dispatcher answers it.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct BulkPage {
+    pub dry_run: bool,
+    pub matched: u64,
+    pub changed: u64,
+    pub next_cursor: Option<String>,
+}
+
 /// Filters of `GET /jobs`.
 #[derive(Debug, Default)]
 pub struct ListQuery {
     pub status: Option<JobStatus>,
     pub kind: Option<String>,
+    pub tag: Option<String>,
+    pub parent: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }
@@ -171,6 +284,12 @@ impl ApiClient {
         if let Some(kind) = &query.kind {
             pairs.push(("kind", kind.clone()));
         }
+        if let Some(tag) = &query.tag {
+            pairs.push(("tag", tag.clone()));
+        }
+        if let Some(parent) = &query.parent {
+            pairs.push(("parent", parent.clone()));
+        }
         if let Some(limit) = query.limit {
             pairs.push(("limit", limit.to_string()));
         }
@@ -186,9 +305,33 @@ impl ApiClient {
             .await
     }
 
-    pub async fn retry(&self, id: &str) -> Result<Job, ClientError> {
-        self.send(self.request(Method::POST, &format!("/jobs/{id}/retry")))
-            .await
+    /// Retries a job, with `options` changed for the new attempts.
+    pub async fn retry(&self, id: &str, options: &RetryOptions) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &format!("/jobs/{id}/retry"))
+                .json(&options.body()),
+        )
+        .await
+    }
+
+    /// One page of `POST /jobs/bulk/{action}` (`cancel` or `retry`).
+    pub async fn bulk(
+        &self,
+        action: &str,
+        filter: &BulkFilter,
+        dry_run: bool,
+        cursor: Option<&str>,
+    ) -> Result<BulkPage, ClientError> {
+        let mut body = serde_json::to_value(filter).expect("a filter serializes");
+        body["dry_run"] = dry_run.into();
+        if let Some(cursor) = cursor {
+            body["cursor"] = cursor.into();
+        }
+        self.send(
+            self.request(Method::POST, &format!("/jobs/bulk/{action}"))
+                .json(&body),
+        )
+        .await
     }
 
     /// `POST /batches` with `jobs` (each a `POST /jobs` body) and the

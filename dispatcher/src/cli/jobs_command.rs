@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jobs::{Job, JobStatus};
 use serde_json::Value;
 
-use crate::cli::client::{ApiClient, ListQuery, SubmitOptions, Update};
+use crate::cli::client::{ApiClient, BulkFilter, ListQuery, RetryOptions, SubmitOptions, Update};
 use crate::cli::output;
 
 #[derive(Debug, Args)]
@@ -77,6 +77,11 @@ pub enum JobsCommand {
         #[arg(long)]
         kind: Option<String>,
         #[arg(long)]
+        tag: Option<String>,
+        /// Only the children of this job.
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long)]
         limit: Option<usize>,
         /// The `next_cursor` of the previous page.
         #[arg(long)]
@@ -84,8 +89,29 @@ pub enum JobsCommand {
     },
     /// Cancel a job (its machine is stopped if it is running).
     Cancel { id: String },
-    /// Give a failed or cancelled job a fresh set of attempts.
-    Retry { id: String },
+    /// Give a failed, cancelled or expired job a fresh set of attempts,
+    /// optionally on another machine size, region, env or timeout.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        options: RetryOptions,
+    },
+    /// Cancel every job the filters match (at least one filter), a page
+    /// per request; `--dry-run` only counts.
+    CancelAll {
+        #[command(flatten)]
+        filter: BulkFilter,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Retry every failed, cancelled or expired job the filters match;
+    /// `--dry-run` only counts.
+    RetryAll {
+        #[command(flatten)]
+        filter: BulkFilter,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Follow a job until it finishes, with a progress bar.
     Wait { id: String },
     /// Print what the job's attempts printed (stdout, stderr, handler
@@ -163,12 +189,16 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
         JobsCommand::List {
             status,
             kind,
+            tag,
+            parent,
             limit,
             cursor,
         } => {
             let query = ListQuery {
                 status,
                 kind,
+                tag,
+                parent,
                 limit,
                 cursor,
             };
@@ -184,9 +214,15 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
             show(&client.cancel(&id).await?);
             Ok(ExitCode::SUCCESS)
         }
-        JobsCommand::Retry { id } => {
-            show(&client.retry(&id).await?);
+        JobsCommand::Retry { id, options } => {
+            show(&client.retry(&id, &options).await?);
             Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::CancelAll { filter, dry_run } => {
+            bulk(&client, "cancel", &filter, dry_run, args.json).await
+        }
+        JobsCommand::RetryAll { filter, dry_run } => {
+            bulk(&client, "retry", &filter, dry_run, args.json).await
         }
         JobsCommand::Wait { id } => follow(&client, &id, args.json).await,
         JobsCommand::Flow(command) => {
@@ -217,6 +253,44 @@ async fn execute(args: JobsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs a bulk action page by page until the filter is done, and prints
+/// the totals.
+async fn bulk(
+    client: &ApiClient,
+    action: &str,
+    filter: &BulkFilter,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (mut matched, mut changed) = (0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = client
+            .bulk(action, filter, dry_run, cursor.as_deref())
+            .await?;
+        matched += page.matched;
+        changed += page.changed;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    if json {
+        let totals =
+            serde_json::json!({"dry_run": dry_run, "matched": matched, "changed": changed});
+        println!("{totals}");
+    } else {
+        let verb = match (action, dry_run) {
+            ("cancel", true) => "would cancel",
+            ("cancel", false) => "cancelled",
+            (_, true) => "would retry",
+            (_, false) => "retried",
+        };
+        println!("{verb} {changed} of {matched} matching jobs");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Follows the job's events with a progress bar (on stderr, drawn only on

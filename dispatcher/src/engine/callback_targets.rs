@@ -21,9 +21,22 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
 /// The hosts allowed to be internal; everything else must be public.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
 pub struct CallbackTargets {
     allow_hosts: Arc<[String]>,
+}
+
+impl From<Vec<String>> for CallbackTargets {
+    fn from(hosts: Vec<String>) -> Self {
+        Self::allowing(hosts)
+    }
+}
+
+impl From<CallbackTargets> for Vec<String> {
+    fn from(targets: CallbackTargets) -> Self {
+        targets.allow_hosts.to_vec()
+    }
 }
 
 impl CallbackTargets {

@@ -26,6 +26,8 @@ type Mailboxes = HashMap<JobId, Vec<Arc<Mailbox>>>;
 #[derive(Clone, Default)]
 pub struct EventHub {
     mailboxes: Arc<Mutex<Mailboxes>>,
+    /// Subscribers to every job's status changes (`GET /jobs/events`).
+    watchers: Arc<Mutex<Vec<Arc<Mailbox>>>>,
     launcher: Arc<Notify>,
     slots: Arc<Notify>,
     batches: Arc<Notify>,
@@ -41,10 +43,17 @@ struct Mailbox {
     ready: Notify,
 }
 
-/// Events of one job until dropped.
+/// A watcher of every job whose queue grew past this is behind: its
+/// queue is replaced by one `Resync`, so a slow client costs bounded
+/// memory and learns it missed changes.
+const MAX_WATCHER_QUEUE: usize = 4096;
+
+/// Events of one job (or, from [`EventHub::subscribe_all`], every job's
+/// status changes) until dropped.
 pub struct Subscription {
     hub: EventHub,
-    job: JobId,
+    /// `None`: a watcher of every job.
+    job: Option<JobId>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -72,11 +81,16 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let Some(job) = self.job else {
+            let mut watchers = self.hub.watchers.lock().expect("hub lock");
+            watchers.retain(|m| !Arc::ptr_eq(m, &self.mailbox));
+            return;
+        };
         let mut mailboxes = self.hub.mailboxes.lock().expect("hub lock");
-        if let Some(list) = mailboxes.get_mut(&self.job) {
+        if let Some(list) = mailboxes.get_mut(&job) {
             list.retain(|m| !Arc::ptr_eq(m, &self.mailbox));
             if list.is_empty() {
-                mailboxes.remove(&self.job);
+                mailboxes.remove(&job);
             }
         }
     }
@@ -127,7 +141,22 @@ impl EventHub {
             .push(mailbox.clone());
         Subscription {
             hub: self.clone(),
-            job,
+            job: Some(job),
+            mailbox,
+        }
+    }
+
+    /// Every job's status changes (and `Resync` after missed messages),
+    /// until dropped.
+    pub fn subscribe_all(&self) -> Subscription {
+        let mailbox = Arc::new(Mailbox::default());
+        self.watchers
+            .lock()
+            .expect("hub lock")
+            .push(mailbox.clone());
+        Subscription {
+            hub: self.clone(),
+            job: None,
             mailbox,
         }
     }
@@ -159,6 +188,11 @@ impl EventHub {
         if matches!(event.kind, EventKind::Slot | EventKind::Lease) {
             self.slots.notify_one();
         }
+        if event.kind == EventKind::Status {
+            for watcher in self.watchers.lock().expect("hub lock").iter() {
+                watcher.deliver_bounded(event.clone());
+            }
+        }
         let mailboxes = self.mailboxes.lock().expect("hub lock");
         for mailbox in mailboxes.get(&event.id).into_iter().flatten() {
             mailbox.deliver(event.clone());
@@ -171,15 +205,13 @@ impl EventHub {
     fn resync(&self) {
         self.launcher.notify_one();
         self.slots.notify_one();
+        for watcher in self.watchers.lock().expect("hub lock").iter() {
+            watcher.deliver_bounded(resync_event(JobId::default()));
+        }
         let mailboxes = self.mailboxes.lock().expect("hub lock");
         for (&id, list) in mailboxes.iter() {
             for mailbox in list {
-                mailbox.deliver(JobEvent {
-                    id,
-                    kind: EventKind::Resync,
-                    status: None,
-                    attempt: None,
-                });
+                mailbox.deliver(resync_event(id));
             }
         }
     }
@@ -189,6 +221,32 @@ impl Mailbox {
     fn deliver(&self, event: JobEvent) {
         self.queue.lock().expect("mailbox lock").push_back(event);
         self.ready.notify_one();
+    }
+
+    /// [`Mailbox::deliver`] for a watcher of every job: past
+    /// [`MAX_WATCHER_QUEUE`] the queue becomes one `Resync`.
+    fn deliver_bounded(&self, event: JobEvent) {
+        {
+            let mut queue = self.queue.lock().expect("mailbox lock");
+            if queue.len() >= MAX_WATCHER_QUEUE {
+                let id = event.id;
+                queue.clear();
+                queue.push_back(resync_event(id));
+            } else {
+                queue.push_back(event);
+            }
+        }
+        self.ready.notify_one();
+    }
+}
+
+/// A `Resync` (the watcher missed messages); `id` is only a label.
+fn resync_event(id: JobId) -> JobEvent {
+    JobEvent {
+        id,
+        kind: EventKind::Resync,
+        status: None,
+        attempt: None,
     }
 }
 
@@ -228,6 +286,32 @@ mod tests {
         }
         let nothing = tokio::time::timeout(Duration::from_millis(50), elsewhere.recv()).await;
         assert!(nothing.is_err(), "another job's events stay out");
+    }
+
+    #[tokio::test]
+    async fn a_watcher_gets_every_jobs_status_changes_within_a_bound() {
+        let hub = hub();
+        let mut watcher = hub.subscribe_all();
+        let status = |id| JobEvent {
+            id,
+            kind: EventKind::Status,
+            status: Some(JobStatus::Queued),
+            attempt: None,
+        };
+        let (a, b) = (JobId::new(), JobId::new());
+        hub.dispatch(event(a, 1));
+        hub.dispatch(status(a));
+        hub.dispatch(status(b));
+        assert_eq!(watcher.recv().await.id, a, "progress is left out");
+        assert_eq!(watcher.recv().await.id, b);
+        // One past the bound: the queue becomes one Resync, then goes on.
+        for _ in 0..MAX_WATCHER_QUEUE + 2 {
+            hub.dispatch(status(a));
+        }
+        assert_eq!(watcher.recv().await.kind, EventKind::Resync);
+        assert_eq!(watcher.recv().await.kind, EventKind::Status);
+        drop(watcher);
+        assert!(hub.watchers.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 -- ARGV: prefix, max_in_flight, owner, lease_ms, token, kind caps (JSON
 -- object kind -> max machines of that kind, '{}' for none).
 local max_in_flight, owner, lease_ms, token, kind_caps = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
--- Jobs whose run time has come move from `scheduled` to `queued` first.
+-- Jobs whose run time has come move from `scheduled` to `queued` first,
+-- once those past their expire_at ended `expired` (run_options.lua).
+expire_due(1000)
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', int(NOW), 'LIMIT', 0, 100)
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'scheduled', id)
@@ -35,6 +37,7 @@ if not pick.id then
 end
 redis.call('ZREM', P .. 'queue', pick.id)
 local id, fkey = pick.id, pick.fkey
+started(pick.id)
 local key = job_key(id)
 local n = tostring(tonumber(hget(key, 'attempt')) + 1)
 local a = 'a:' .. n .. ':'

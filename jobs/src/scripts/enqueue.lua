@@ -5,7 +5,9 @@
 --     "backoff", "machine", "delay_ms", "callback_url"?,
 --     "idempotency"? = { "key", "request_hash", "ttl_ms" }, "secrets"?,
 --     "flow" = { "concurrency_key"?, "singleton_key"?, "singleton_policy"?,
---                "debounce_ms"? } (`jobs::flow::FlowOptions`) }
+--                "debounce_ms"? } (`jobs::flow::FlowOptions`),
+--     "run" = { "tags"?, "expire_after_ms"?, "oom_ladder"?, "child_of"? }
+--             (`jobs::RunOptions`, applied by run_options.lua) }
 -- Returns {job = ...}, or {existing = id} when the idempotency key was
 -- used for the same request, or {conflict = id} when for another one, or
 -- {joined = job} when a singleton key's waiting job (or open debounce)
@@ -59,6 +61,7 @@ if A.secrets then
   redis.call('HSET', key, 'has_secrets', '1')
 end
 fq_singleton_stored(flow, id)
+apply_run_options(id, key, A.run)
 redis.call('ZADD', P .. 'jobs', 0, id)
 redis.call('ZADD', kind_key(A.kind), 0, id)
 local delay = flow.debounce_ms or A.delay_ms

@@ -56,5 +56,6 @@ if hget(key, a .. 'permanent') == '1' or used >= tonumber(hget(key, 'max_attempt
   finish(id, key, from, 'failed')
   return answer('failed')
 end
+if outcome == 'oom' then oom_step_up(key, a) end
 schedule(id, key, from, NOW + retry_delay_ms)
 return answer('scheduled')

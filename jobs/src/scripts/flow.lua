@@ -230,9 +230,12 @@ local function fq_released(member)
   if redis.call('ZCARD', fq_queue(fkey)) > 0 then fq_join_ring(fkey) end
 end
 
--- Ends a job that never ran (queued or scheduled): cancel, and a
+-- Ends a job that never ran: a cancel, and a singleton replaced by a
+-- newer job.
+-- Takes a job that never ran (queued, scheduled or waiting) out of
+-- whichever queue holds it, before it ends: cancelled, expired, or a
 -- singleton replaced by a newer job.
-local function cancel_waiting(id, key, status, error)
+local function leave_queue(id, key, status)
   if status == 'queued' then
     redis.call('ZREM', P .. 'queue', id)
     redis.call('ZREM', fq_queue(hget(key, 'concurrency_key') or ''), id)
@@ -242,6 +245,10 @@ local function cancel_waiting(id, key, status, error)
   -- A `waiting` job (fan_in.lua) sits in neither queue: only its count
   -- of what it waits on goes.
   redis.call('HDEL', key, 'run_at', 'waiting_on', 'not_before')
+end
+
+local function cancel_waiting(id, key, status, error)
+  leave_queue(id, key, status)
   redis.call('HSET', key, 'error', error)
   finish(id, key, status, 'cancelled')
 end

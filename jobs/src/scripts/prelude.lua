@@ -62,14 +62,15 @@ end
 -- mirrors it in Rust, and a store test keeps the two equal.
 local TRANSITIONS = {
   [''] = { queued = true, scheduled = true, waiting = true },
-  waiting = { queued = true, scheduled = true, cancelled = true },
-  scheduled = { queued = true, cancelled = true },
-  queued = { starting = true, cancelled = true },
+  waiting = { queued = true, scheduled = true, cancelled = true, expired = true },
+  scheduled = { queued = true, cancelled = true, expired = true },
+  queued = { starting = true, cancelled = true, expired = true },
   starting = { running = true, scheduled = true, succeeded = true, failed = true, cancelled = true },
   running = { scheduled = true, succeeded = true, failed = true, cancelled = true },
   succeeded = {},
   failed = { queued = true },
   cancelled = { queued = true },
+  expired = { queued = true },
 }
 
 -- Raises an error reply (the script stops there) unless `from` -> `to` is

@@ -19,6 +19,7 @@ for _, id in ipairs(ids) do
   for n = 1, tonumber(hget(key, 'attempt') or '0') do
     redis.call('DEL', log_key(id, n))
   end
+  forget_run_options(id, key)
   redis.call('DEL', key, secrets_key(id))
   redis.call('ZREM', P .. 'jobs', id)
   redis.call('ZREM', P .. 'finished', id)

@@ -5,7 +5,8 @@
 --   batch_then job or null: the batch's `then` job, waiting for the batch
 -- A job is {id, fields (its hash, string values), delay_ms, secrets ('' none),
 -- idempotency ({key, hash, ttl_ms} or null), after (job ids: stored ones, or
--- ids of earlier jobs of this call), run_if}.
+-- ids of earlier jobs of this call), run_if, run (`jobs::RunOptions`: tags,
+-- expiry, OOM ladder; applied by run_options.lua)}.
 -- Nothing is written until every check passed. Answers (JSON):
 --   {batch_existing = id} / {batch_conflict = id}: the batch's idempotency key
 --   {existing = id}: no batch, and the first job's key named a stored job
@@ -94,6 +95,7 @@ local function write_job(job)
     redis.call('SET', P .. 'secrets:' .. job.id, job.secrets)
     redis.call('HSET', key, 'has_secrets', '1')
   end
+  apply_run_options(job.id, key, job.run)
   redis.call('ZADD', P .. 'jobs', 0, job.id)
   redis.call('ZADD', P .. 'kind:' .. job.fields.kind, 0, job.id)
   return key

@@ -16,7 +16,9 @@
 //! | error message | how it ended and its last stderr line, e.g. `exit code 65: month is required` |
 //! | stop | on cancel, machine stop, or [`crate::wrap_up_window`] before the timeout: SIGTERM to its process group, SIGKILL [`KILL_GRACE`] later; at the timeout itself: SIGKILL |
 //! | leftovers | when it exits, whatever it left running in its process group is killed |
+//! | child jobs | one JSON line per child on the unix socket named by `JOB_CHILDREN_SOCKET`, one JSON line back ([`children`]) |
 
+pub mod children;
 mod group;
 mod output;
 
@@ -50,7 +52,10 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs `argv` for one attempt; see the module docs for the contract.
 pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<Value, JobError> {
-    let mut child = spawn(argv, &ctx)?;
+    // Lives as long as the command: dropped (and removed) on return.
+    let socket = children::ChildSocket::open(&ctx)
+        .map_err(|e| JobError::retryable(format!("cannot open the children socket: {e}")))?;
+    let mut child = spawn(argv, &ctx, &socket)?;
     let pid = child.id().unwrap_or_default();
     let mut group = ProcessGroup::led_by(pid);
     tracing::info!(command = ?argv, pid, "command started");
@@ -97,7 +102,11 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
 
 /// Starts the command in a process group of its own, with the params'
 /// pipe on stdin and both outputs piped to the runner.
-fn spawn(argv: &[String], ctx: &Context) -> Result<Child, JobError> {
+fn spawn(
+    argv: &[String],
+    ctx: &Context,
+    socket: &children::ChildSocket,
+) -> Result<Child, JobError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| JobError::permanent("the command is empty"))?;
@@ -115,6 +124,7 @@ fn spawn(argv: &[String], ctx: &Context) -> Result<Child, JobError> {
                 ("JOB_INDEX", index.to_string()),
             ]
         }))
+        .env(children::SOCKET_VAR, &socket.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -15,6 +15,7 @@ use crate::cli::output::{attempt_phases, duration, timestamp};
 pub struct Filter {
     pub status: Option<JobStatus>,
     pub kind: Option<String>,
+    pub tag: Option<jobs::Tag>,
 }
 
 /// `/`: the summary, the filter form and a page of jobs, newest first,
@@ -41,9 +42,10 @@ pub fn jobs_page(
         let _ = writeln!(
             body,
             "<tr data-job=\"{id}\" data-status=\"{status}\"><td class=\"mono\"><a href=\"/jobs/{id}\">{id}</a></td>\
-             <td>{kind}</td><td>{badge}</td><td>{attempts}/{max}</td><td>{progress}</td><td>{created}</td><td>{actions}</td></tr>",
+             <td>{kind}{tags}</td><td>{badge}</td><td>{attempts}/{max}</td><td>{progress}</td><td>{created}</td><td>{actions}</td></tr>",
             status = job.status,
             kind = escape(job.kind.as_str()),
+            tags = tag_links(&job.tags),
             badge = status_badge(job.status),
             attempts = job.attempts.len(),
             max = job.max_attempts,
@@ -64,6 +66,9 @@ pub fn jobs_page(
         if let Some(kind) = &filter.kind {
             // Kinds are [a-z0-9_.-]: nothing to percent-encode.
             let _ = write!(query, "&kind={kind}");
+        }
+        if let Some(tag) = &filter.tag {
+            let _ = write!(query, "&tag={}", tag_query(tag));
         }
         let _ = writeln!(
             body,
@@ -134,9 +139,31 @@ fn filter_form(filter: &Filter) -> String {
         "<form class=\"filters\" method=\"get\" action=\"/\">\
          <select name=\"status\">{options}</select>\
          <input name=\"kind\" placeholder=\"kind\" value=\"{kind}\">\
+         <input name=\"tag\" placeholder=\"tag\" value=\"{tag}\">\
          <button>Filter</button></form>\n",
         kind = escape(filter.kind.as_deref().unwrap_or("")),
+        tag = escape(filter.tag.as_ref().map_or("", |t| t.as_str())),
     )
+}
+
+/// A job's tags, each a link to the jobs with that tag.
+fn tag_links(tags: &[jobs::Tag]) -> String {
+    let mut out = String::new();
+    for tag in tags {
+        let _ = write!(
+            out,
+            " <a class=\"tag\" href=\"/?tag={query}\">{text}</a>",
+            query = escape(&tag_query(tag)),
+            text = escape(tag.as_str()),
+        );
+    }
+    out
+}
+
+/// A tag as a query value: of its characters (`[A-Za-z0-9_.:=-]`) only
+/// `=` needs encoding.
+fn tag_query(tag: &jobs::Tag) -> String {
+    tag.as_str().replace('=', "%3D")
 }
 
 pub(crate) fn status_badge(status: JobStatus) -> String {
@@ -189,6 +216,19 @@ pub fn job_page(job: &Job) -> String {
     }
     for (label, value) in super::flow::job_facts(job) {
         fact(label, value);
+    }
+    if !job.tags.is_empty() {
+        fact("tags", tag_links(&job.tags));
+    }
+    if let Some(parent) = job.parent {
+        let parent = escape(&parent.to_string());
+        fact(
+            "parent",
+            format!("<a class=\"mono\" href=\"/jobs/{parent}\">{parent}</a>"),
+        );
+    }
+    if let Some(at) = job.expire_at {
+        fact("expires", format!("{} unless started", timestamp(at)));
     }
     if let Some(p) = &job.progress {
         fact(
@@ -319,6 +359,7 @@ mod tests {
         let filter = Filter {
             status: None,
             kind: Some("\"><script>".into()),
+            tag: None,
         };
         let page = Page {
             jobs: vec![job],

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::jobs::{find, json_body, list_filter, list_limit, page_body, unprocessable};
+use super::jobs::{find, json_body, list_filter, list_limit, page_body, unprocessable, FilterText};
 use super::{ApiError, AppState};
 use crate::api::auth::Caller;
 use crate::api::batch_request::BatchRequest;
@@ -275,7 +275,11 @@ pub async fn jobs(
 ) -> Result<Response, ApiError> {
     let id = parse_batch_id(&id)?;
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let mut filter = list_filter(query.status, None, query.cursor)?;
+    let mut filter = list_filter(FilterText {
+        status: query.status,
+        cursor: query.cursor,
+        ..FilterText::default()
+    })?;
     filter.batch = Some(id);
     let limit = list_limit(query.limit)?;
     find_batch(&state, id).await?;

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::jobs::list_filter;
+use super::jobs::{list_filter, FilterText};
 use super::{ApiError, AppState};
 use crate::api::auth::{session_cookies, token_digest, COOKIE};
 use crate::api::dashboard::charts::CHART_MINUTES;
@@ -26,6 +26,8 @@ pub struct IndexQuery {
     status: Option<String>,
     /// Only jobs of this kind (empty: any).
     kind: Option<String>,
+    /// Only jobs with this tag (empty: any).
+    tag: Option<String>,
     /// The next page: the `older jobs` link's cursor.
     cursor: Option<String>,
 }
@@ -47,7 +49,13 @@ pub async fn index(
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let list = list_filter(given(query.status), given(query.kind), given(query.cursor))?;
+    let list = list_filter(FilterText {
+        status: given(query.status),
+        kind: given(query.kind),
+        tag: given(query.tag),
+        parent: None,
+        cursor: given(query.cursor),
+    })?;
     let (page, stats, pools, activity, flow) = tokio::try_join!(
         state.store.list(&list, PAGE_SIZE),
         state.store.stats(),
@@ -60,6 +68,7 @@ pub async fn index(
     let filter = Filter {
         status: list.status,
         kind: list.kind.as_ref().map(|k| k.to_string()),
+        tag: list.tag.clone(),
     };
     let mut html = pages::jobs_page(&filter, &page, &stats, &pools, &activity);
     // Flow control's section goes above the filters; spliced in here so

@@ -203,13 +203,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
         if !inner.is_data() {
             return ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {message}"));
         }
-        // At the top level the path is "."; serde names the field in
-        // backticks: "missing field `kind`", "unknown field `x`, expected ...".
-        let field = if path != "." {
-            Some(path)
-        } else {
-            message.split('`').nth(1).map(str::to_string)
-        };
+        let field = crate::api::request::field_of(path, &message);
         let error = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("invalid job: {message}"),
@@ -406,6 +400,10 @@ pub async fn events(
 pub struct ListQuery {
     status: Option<String>,
     kind: Option<String>,
+    /// Only jobs with this tag.
+    tag: Option<String>,
+    /// Only the children of this job.
+    parent: Option<String>,
     /// Jobs per page, 1 to 200 (default 50).
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
@@ -417,7 +415,8 @@ pub struct ListQuery {
 }
 
 /// `GET /jobs`: newest first. `?status=failed` lists the dead letters.
-/// Pages are stable: follow `next_cursor` until it is null.
+/// Pages are stable: follow `next_cursor` until it is null (with `tag` or
+/// `parent`, a page may hold fewer than `limit` jobs before the end).
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
     responses((status = 200, description = "`{\"jobs\": [Job], \"next_cursor\": id or null}`; without `full=true` each job lacks `params` and `result`", body = Object), (status = 400, body = ApiError)))]
 pub async fn list(
@@ -425,7 +424,13 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let filter = list_filter(query.status, query.kind, query.cursor)?;
+    let filter = list_filter(FilterText {
+        status: query.status,
+        kind: query.kind,
+        tag: query.tag,
+        parent: query.parent,
+        cursor: query.cursor,
+    })?;
     let limit = list_limit(query.limit)?;
     let page = state.store.list(&filter, limit).await?;
     let (jobs, next) = page_body(page, query.full.unwrap_or(false));
@@ -470,18 +475,39 @@ pub(crate) fn page_body(page: jobs::Page, full: bool) -> (Vec<serde_json::Value>
     (shown, page.next)
 }
 
-/// The filters of a job listing, as the API and the dashboard take them;
-/// a bad one is a 400 naming it.
-pub(crate) fn list_filter(
-    status: Option<String>,
-    kind: Option<String>,
-    cursor: Option<String>,
-) -> Result<ListFilter, ApiError> {
+/// The filters of a job listing as text, as the API, the dashboard and
+/// the bulk actions take them.
+#[derive(Debug, Default)]
+pub(crate) struct FilterText {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub tag: Option<String>,
+    pub parent: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// Parses [`FilterText`]; a bad filter is a 400 naming it.
+pub(crate) fn list_filter(text: FilterText) -> Result<ListFilter, ApiError> {
+    let FilterText {
+        status,
+        kind,
+        tag,
+        parent,
+        cursor,
+    } = text;
     let bad = |field: &str, message: String| {
         ApiError::new(StatusCode::BAD_REQUEST, message).with_field(field)
     };
     Ok(ListFilter {
         batch: None,
+        tag: tag
+            .map(|t| jobs::Tag::parse(&t))
+            .transpose()
+            .map_err(|e| bad("tag", e.to_string()))?,
+        parent: parent
+            .map(|p| p.parse::<JobId>())
+            .transpose()
+            .map_err(|e| bad("parent", e.to_string()))?,
         status: status
             .map(|s| s.parse::<JobStatus>())
             .transpose()
@@ -552,24 +578,49 @@ async fn cancel_job(
     Ok((status, Json(job)).into_response())
 }
 
-/// `POST /jobs/{id}/retry`: failed or cancelled jobs only.
+/// `POST /jobs/{id}/retry`: failed, cancelled or expired jobs only. An
+/// optional JSON body changes the machine (size, region, env) or the
+/// timeout of the new attempts.
 #[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = Job), (status = 404, body = ApiError), (status = 409, description = "not failed or cancelled, or its secrets are gone", body = ApiError)))]
+    request_body(content = Option<crate::api::run_request::RetryRequest>, description = "optional overrides"),
+    responses((status = 200, body = Job), (status = 404, body = ApiError),
+        (status = 409, description = "not failed, cancelled or expired, or its secrets are gone", body = ApiError),
+        (status = 415, description = "a body that is not JSON", body = ApiError),
+        (status = 422, description = "invalid overrides; `field` names the problem", body = ApiError)))]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    match state.store.retry(id).await? {
+    let request = match &body {
+        Ok(bytes) if bytes.is_empty() => crate::api::run_request::RetryRequest::default(),
+        _ => json_body::<crate::api::run_request::RetryRequest>(&headers, body)?.0,
+    };
+    let job = find(&state, id).await?;
+    let overrides = request
+        .into_overrides(&job.machine, &state.api.defaults)
+        .map_err(|e| unprocessable(&e.field, e.message))?;
+    retry_job(&state, id, &overrides).await
+}
+
+/// Retries one job; the one answer of `POST /jobs/{id}/retry`.
+pub(crate) async fn retry_job(
+    state: &AppState,
+    id: JobId,
+    overrides: &jobs::RetryOverrides,
+) -> Result<Response, ApiError> {
+    match state.store.retry(id, overrides).await? {
         RetryResult::Queued => {
             state.launcher_wakeup.notify_one();
-            let job = find(&state, id).await?;
+            let job = find(state, id).await?;
             tracing::info!(job = %id, status = %job.status, "retried by request");
             Ok(Json(job).into_response())
         }
         RetryResult::NotFinished => Err(ApiError::conflict(format!(
-            "job {id} is neither failed nor cancelled; only those can be retried"
+            "job {id} is not failed, cancelled or expired; only those can be retried"
         ))),
         RetryResult::Missing => Err(ApiError::not_found(format!("no job {id}"))),
         RetryResult::SecretsGone => Err(ApiError::conflict(format!(

@@ -3,16 +3,18 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /jobs` | submit a job (202 + `Location`) |
-//! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `limit`, `cursor`) |
+//! | `GET /jobs` | list jobs, newest first (`status`, `kind`, `tag`, `parent`, `limit`, `cursor`) |
 //! | `GET /jobs/{id}` | one job with its attempts; `?wait=N` long-polls |
 //! | `GET /jobs/{id}/events` | Server-Sent Events: status, progress, done |
+//! | `GET /jobs/events` | Server-Sent Events: status changes of every job a filter matches (`tag`, `parent`, ...) ([`watch`]) |
 //! | `GET /jobs/{id}/logs` | what the attempts printed: pages (text or JSON lines) or `follow=true` SSE |
 //! | `POST /jobs/{id}/cancel`, `DELETE /jobs/{id}` | cancel |
-//! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed or cancelled job |
 //! | `POST /batches`, `GET /batches` | submit many jobs at once (202 + ids); list batches |
 //! | `GET /batches/{id}` | counts per status, progress, completion |
 //! | `GET /batches/{id}/jobs` | the members (`status`, `limit`, `cursor`, `full`) |
 //! | `GET /batches/{id}/events` | Server-Sent Events: the batch's counts, then `done` |
+//! | `POST /jobs/{id}/retry` | a fresh set of attempts for a failed, cancelled or expired job, with optional overrides |
+//! | `POST /jobs/bulk/cancel`, `POST /jobs/bulk/retry` | cancel or retry what a filter matches, a page per request ([`bulk`]) |
 //! | `POST /schedules`, `GET /schedules`, `GET`/`DELETE /schedules/{id}` | recurring jobs |
 //! | `GET /flow`, `PUT`/`DELETE /concurrency[/{key}]`, `/rate-limits/{scope}/{name}`, `/pauses/{scope}/{name}` | flow control ([`flow`]) |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
@@ -22,6 +24,7 @@
 //! | `GET /openapi.json` | the OpenAPI 3 description of all of the above (no auth) |
 
 mod batches;
+mod bulk;
 mod dashboard;
 mod error;
 mod flow;
@@ -30,6 +33,7 @@ pub(crate) mod jobs;
 pub mod logs;
 mod metrics;
 mod openapi;
+mod watch;
 
 use std::sync::Arc;
 
@@ -104,7 +108,10 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
             .routes(routes!(jobs::get, jobs::delete))
             .routes(routes!(jobs::cancel))
             .routes(routes!(jobs::retry))
+            .routes(routes!(bulk::cancel))
+            .routes(routes!(bulk::retry))
             .routes(routes!(jobs::events))
+            .routes(routes!(watch::watch))
             .routes(routes!(logs::logs))
             .routes(routes!(batches::submit, batches::list))
             .routes(routes!(batches::get))

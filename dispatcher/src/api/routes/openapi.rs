@@ -121,6 +121,11 @@ fn sse_events(operation: &mut Operation, path: &str) {
             &["line", "end"],
             "`line`: one log line as JSON (`GET /jobs/{id}/logs?format=jsonl`); `end`: the job's status once it is final",
         )
+    } else if path == "/jobs/events" {
+        (
+            &["status", "resync"],
+            "`status`: a job as `GET /jobs` lists it, in the status it changed to; `resync`: changes were missed, list again",
+        )
     } else {
         (
             &["status", "progress", "done"],
