@@ -3,6 +3,7 @@
 //! queue and Machines API calls. One test in this file, so this process's
 //! counters hold exactly what it did.
 
+#[path = "system/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -53,7 +53,7 @@ pub(crate) const RUNNER_ONLY: [&str; 4] = [
 /// of these (its store URL comes as `JOBS_STORE_URL`), so it removes them
 /// from its environment before anything runs: neither handlers nor
 /// commands can read them. Keep in step with the dispatcher's
-/// `hide_env_values` flags (a test in `tests/fly_fidelity.rs` checks).
+/// `hide_env_values` flags (a test in `tests/system/fly_fidelity.rs` checks).
 pub const DISPATCHER_SECRETS: [&str; 6] = [
     "FLY_API_TOKEN",
     "DISPATCHER_API_TOKENS",

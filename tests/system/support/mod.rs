@@ -1,0 +1,483 @@
+//! `spawn_system()`: the real system on random loopback ports, for tests.
+//!
+//! Each test gets its own Valkey-compatible server (a child process), its
+//! own mock Machines API and its own dispatcher, so tests never share
+//! state. Machines are real `runner` processes (the binary this package
+//! builds), exactly as in `dispatcher dev`.
+
+#![allow(dead_code)] // each test binary uses a different part of this
+
+pub mod topology;
+pub mod webdriver;
+
+/// The tests' temporary directory (kept when a test fails).
+pub use topology::Scratch as TempDir;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use devkit::valkey::LocalValkey;
+use dispatcher::configuration::Settings;
+use dispatcher::shutdown::Shutdown;
+use dispatcher::startup::Application;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use jobs::Store;
+use machines::{ClientConfig, ListFilter, Machine, MachinesClient};
+use mock_machines::{MockConfig, MockServer, Stats};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const FLY_TOKEN: &str = "test-fly-token";
+pub const APP: &str = "test-app";
+
+/// Knobs a test may turn.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub max_machines: u32,
+    pub api_tokens: Vec<String>,
+    pub body_limit: usize,
+    /// More `dispatcher` flags, e.g. `--timeout-grace-secs=1`.
+    pub extra_args: Vec<String>,
+    /// Changes to the mock's configuration (app secrets, ...).
+    pub mock: fn(&mut MockConfig),
+    /// The dispatcher's `--valkey-url`, when not the test's own server
+    /// (a Sentinel set, a TLS server: see [`topology`]).
+    pub store_url: Option<String>,
+    /// The store URL runners get, when not `store_url`.
+    pub runner_store_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_machines: 8,
+            api_tokens: Vec::new(),
+            body_limit: 1 << 20,
+            extra_args: Vec::new(),
+            mock: |_| {},
+            store_url: None,
+            runner_store_url: None,
+        }
+    }
+}
+
+pub struct TestSystem {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub mock: MockServer,
+    pub machines: MachinesClient,
+    pub shutdown: Shutdown,
+    /// The first of `Options::api_tokens`: the helpers below send it.
+    pub token: Option<String>,
+    settings: Settings,
+    app: tokio::task::JoinHandle<anyhow::Result<()>>,
+    valkey: LocalValkey,
+    _dir: TempDir,
+}
+
+pub async fn spawn_system() -> TestSystem {
+    spawn_system_with(Options::default()).await
+}
+
+pub async fn spawn_system_with(options: Options) -> TestSystem {
+    // Quiet by default; TEST_LOG=1 shows the system's logs.
+    if std::env::var_os("TEST_LOG").is_some() {
+        dispatcher::telemetry::init(dispatcher::telemetry::LogFormat::Human);
+    }
+    let dir = TempDir::new();
+    let valkey = start_valkey(&dir.path.join("valkey"), None).await;
+    let mock = start_mock_with(options.mock).await;
+
+    let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
+    let store_url = options.store_url.clone().unwrap_or_else(|| valkey.url());
+    let settings = settings(&options, &store_url, machines_config.clone());
+    let app = Application::build(settings.clone())
+        .await
+        .expect("dispatcher starts");
+    let addr: SocketAddr = app.local_addr();
+    let shutdown = Shutdown::new();
+    let app = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    let store = Store::connect(settings.store.clone()).await.unwrap();
+    TestSystem {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        store,
+        mock,
+        machines: MachinesClient::new(machines_config),
+        shutdown,
+        token: options.api_tokens.first().cloned(),
+        settings,
+        app,
+        valkey,
+        _dir: dir,
+    }
+}
+
+fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Settings {
+    use clap::Parser;
+    // Parse real flags so tests exercise the same defaults as the binary.
+    let mut argv = vec![
+        "dispatcher".to_string(),
+        "dev".to_string(),
+        format!("--valkey-url={store_url}"),
+        format!("--max-machines={}", options.max_machines),
+        format!("--body-limit-bytes={}", options.body_limit),
+        "--lease-secs=5".to_string(),
+        // Tests that stop a system need no drain window (scale_out tests it).
+        "--shutdown-grace-secs=0".to_string(),
+    ];
+    if !mock_config(options.mock).rate_limits {
+        // No limits to pace at.
+        argv.push("--api-pacing=off".to_string());
+    }
+    if !options.api_tokens.is_empty() {
+        argv.push(format!("--api-tokens={}", options.api_tokens.join(",")));
+    }
+    argv.extend(options.extra_args.iter().cloned());
+    let cli = dispatcher::cli::Cli::parse_from(argv);
+    let dispatcher::cli::Command::Dev(args) = cli.command else {
+        unreachable!()
+    };
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    args.common
+        .settings(
+            listen,
+            machines,
+            "local/runner:test".into(),
+            vec![env!("CARGO_BIN_EXE_runner").to_string()],
+            options
+                .runner_store_url
+                .clone()
+                .unwrap_or_else(|| store_url.to_string()),
+        )
+        .expect("test settings are valid")
+}
+
+/// A Valkey-compatible server with AOF, its files in `dir`, on `port` (a
+/// free one when `None`; a free port can be taken between probing and
+/// binding, so a few tries).
+pub async fn start_valkey(dir: &std::path::Path, port: Option<u16>) -> LocalValkey {
+    for _ in 0..5 {
+        let port = match port {
+            Some(port) => port,
+            None => free_port().await,
+        };
+        if let Ok(server) = LocalValkey::start(port, dir, true).await {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
+}
+
+/// Sends `request` and parses the answer as JSON (whatever the status).
+pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Sends `request` and returns the answer's body as text.
+pub async fn send_text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+pub async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The mock Machines API on a free port, rate limits off (tests create
+/// machines faster than Fly's 1/s per app).
+pub async fn start_mock() -> MockServer {
+    start_mock_with(|_| {}).await
+}
+
+/// [`start_mock`] with `tweak` applied to its configuration.
+pub async fn start_mock_with(tweak: fn(&mut MockConfig)) -> MockServer {
+    MockServer::start(
+        mock_config(tweak),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The tests' mock configuration: rate limits off unless `tweak` turns
+/// them on.
+fn mock_config(tweak: fn(&mut MockConfig)) -> MockConfig {
+    let mut config = MockConfig {
+        token: FLY_TOKEN.into(),
+        rate_limits: false,
+        ..MockConfig::default()
+    };
+    tweak(&mut config);
+    config
+}
+
+impl TestSystem {
+    /// Starts another dispatcher on the same store and mock (a peer, as
+    /// with `fly scale count 2`). It runs until the returned handle fires.
+    pub async fn spawn_peer(&self) -> Shutdown {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("peer starts");
+        let shutdown = Shutdown::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        shutdown
+    }
+
+    /// A peer whose settings differ as `change` says (e.g. another
+    /// runner image: a deploy). Returns its handle and base URL.
+    pub async fn spawn_peer_with(&self, change: impl FnOnce(&mut Settings)) -> (Shutdown, String) {
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        let app = Application::build(settings).await.expect("peer starts");
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = Shutdown::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        (shutdown, base)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request carrying the system's API token, when it has one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Submits a job and checks the 202 answer; returns the job.
+    pub async fn submit(&self, body: Value) -> Value {
+        let response = self
+            .request(reqwest::Method::POST, "/jobs")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            202,
+            "submit {body}: {:?}",
+            response.text().await
+        );
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let job: Value = response.json().await.unwrap();
+        assert_eq!(location, format!("/jobs/{}", job["id"].as_str().unwrap()));
+        job
+    }
+
+    /// `GET path`, parsed as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/jobs/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Polls until the job is in `status` (panics after `within`).
+    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} not {status} within {within:?}: {job:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn machines(&self, include_deleted: bool) -> Vec<Machine> {
+        let filter = ListFilter {
+            include_deleted,
+            ..ListFilter::default()
+        };
+        self.machines.list(&filter).await.unwrap()
+    }
+
+    /// Changes the mock's fault injection (`POST /_mock/faults`).
+    pub async fn set_faults(&self, faults: Value) {
+        let response = self
+            .http
+            .post(format!("{}/_mock/faults", self.mock.base_url()))
+            .bearer_auth(FLY_TOKEN)
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+    }
+
+    pub fn mock_stats(&self) -> Stats {
+        self.mock.stats()
+    }
+
+    /// Every machine the mock ever booted is destroyed (after a settle time
+    /// for the supervisor's final destroy call).
+    pub async fn assert_all_machines_destroyed(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let live = self.machines(false).await;
+            if live.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "machines left: {live:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for machine in self.machines(true).await {
+            assert_eq!(
+                machine.state,
+                machines::MachineState::Destroyed,
+                "{machine:#?}"
+            );
+        }
+    }
+
+    /// Whether the store holds `key` (for keys no `Store` method reads).
+    pub async fn key_exists(&self, key: &str) -> bool {
+        let client = self.raw_store().await;
+        let found: u32 = client.exists(key).await.unwrap();
+        let _ = client.quit().await;
+        found == 1
+    }
+
+    /// A plain client of the system's store, to look at keys directly.
+    pub async fn raw_store(&self) -> fred::clients::Client {
+        let config = fred::types::config::Config::from_url(&self.valkey.url()).unwrap();
+        let client = fred::types::Builder::from_config(config).build().unwrap();
+        client.init().await.unwrap();
+        client
+    }
+
+    /// Records every status a job passes through, from the store's events.
+    pub async fn record_statuses(&self) -> StatusRecorder {
+        let subscriber = self.store.subscriber().await.unwrap();
+        let rx = subscriber.message_rx();
+        subscriber
+            .subscribe(self.store.events_channel())
+            .await
+            .unwrap();
+        StatusRecorder {
+            _subscriber: subscriber,
+            rx,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.app).await;
+        self.mock.shutdown().await;
+    }
+}
+
+pub struct StatusRecorder {
+    _subscriber: SubscriberClient,
+    rx: tokio::sync::broadcast::Receiver<fred::types::Message>,
+}
+
+impl StatusRecorder {
+    /// Collects the statuses of job `id` until it reaches `last`.
+    pub async fn until(mut self, id: &str, last: &str, within: Duration) -> Vec<String> {
+        let rx = &mut self.rx;
+        let mut seen = Vec::new();
+        let collect = async {
+            while let Ok(message) = rx.recv().await {
+                let text: String = message.value.convert().unwrap();
+                let event: Value = serde_json::from_str(&text).unwrap();
+                if event["id"] == id && event["type"] == "status" {
+                    let status = event["status"].as_str().unwrap().to_string();
+                    let done = status == last;
+                    seen.push(status);
+                    if done {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, collect).await;
+        seen
+    }
+}
+
+/// The (only) warm pool's counts, once they satisfy `done`.
+pub async fn pool_until(
+    store: &Store,
+    what: &str,
+    done: impl Fn(&jobs::PoolStats) -> bool,
+) -> jobs::PoolStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = store.pool_stats().await.unwrap();
+        let pool = stats.values().next().copied().unwrap_or_default();
+        if done(&pool) {
+            return pool;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pool never got {what}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback HTTP listener that records every request it gets (a
+/// callback target).
+pub struct Listener {
+    pub url: String,
+    pub bodies: Arc<Mutex<Vec<Bytes>>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+pub async fn listener() -> Listener {
+    let bodies: Arc<Mutex<Vec<Bytes>>> = Default::default();
+    let hits: Arc<AtomicUsize> = Default::default();
+    let (sink, count) = (bodies.clone(), hits.clone());
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let (sink, count) = (sink.clone(), count.clone());
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            sink.lock().unwrap().push(body);
+            "ok"
+        }
+    });
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", socket.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(socket, app).await });
+    Listener { url, bodies, hits }
+}
