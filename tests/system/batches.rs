@@ -6,8 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{spawn_system_with, Options, TestSystem};
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use fred::prelude::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -191,21 +189,8 @@ async fn a_then_job_is_skipped_when_a_member_failed_and_all_must_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_batch_callback_fires_once_with_two_dispatchers() {
-    let received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push((headers, body));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let target = crate::support::listener().await;
+    let (hook, received) = (target.url.clone(), target.calls.clone());
 
     let system = system(16, &["--callback-allow-hosts=127.0.0.1"]).await;
     let peer = system.spawn_peer().await;

@@ -324,9 +324,7 @@ async fn a_failed_attempts_last_lines_go_with_its_error(system: &TestSystem, hoo
     let deadline = Instant::now() + WITHIN;
     let body = loop {
         let found = hook
-            .bodies
-            .lock()
-            .unwrap()
+            .bodies()
             .iter()
             .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
             .find(|b| b["id"] == job["id"]);

@@ -2,12 +2,9 @@
 //! per-job machines, per-kind caps, long-poll, Server-Sent Events, signed
 //! callbacks, cursor pagination and recurring schedules across dispatchers.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options, TestSystem};
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -303,21 +300,8 @@ async fn server_sent_events_follow_the_job_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_are_posted_once_with_a_valid_signature() {
-    let received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push((headers, body));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let target = crate::support::listener().await;
+    let (hook, received) = (target.url.clone(), target.calls.clone());
 
     let system = with_args(&[
         "--callback-secret=s3cret",

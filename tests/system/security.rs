@@ -187,9 +187,7 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
         .await
         .unwrap();
     let callbacks: Vec<String> = hook
-        .bodies
-        .lock()
-        .unwrap()
+        .bodies()
         .iter()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect();

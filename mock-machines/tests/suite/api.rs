@@ -1,7 +1,6 @@
 //! The core API against a real mock server: auth, lifecycle, wait, delete,
 //! list, events, leases, memory watchdog and process-group cleanup.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::{eventually, exec_config, last_exit, live_group_members, start, TOKEN};

@@ -2,7 +2,6 @@
 //! clients: answers lost after the work was done, errors after which it is
 //! unknown whether anything happened, taken names, waits with a version.
 
-
 use crate::common::{exec_config, start, Mock};
 use machines::{CreateMachineRequest, MachineState, MachinesError, WaitOutcome};
 use reqwest::Method;

@@ -9,7 +9,6 @@
 //! captured and checked against the operation's request schema and query
 //! parameters, newer fields only where `NEWER_THAN_THE_SPEC` lists them.
 
-
 use std::collections::HashMap;
 
 use crate::common::{exec_config, start};

@@ -7,7 +7,6 @@
 //! sorted, as `url.Values.Encode` writes them), `{"signal": 9}` for kill,
 //! the lease `ttl` in the query and the nonce in a header.
 
-
 use crate::common::{start, Mock, TOKEN};
 use machines::{LeaseEnvelope, Machine, MachineState, WaitResponse, LEASE_NONCE_HEADER};
 use reqwest::StatusCode;

@@ -1,7 +1,6 @@
 //! The realism knobs: rate limits, latency, fault injection and virtual
 //! machines.
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,6 @@
 //! Python programs as handlers, their results, progress, exit codes, and
 //! that nothing they start outlives the attempt.
 
-
 use crate::common::{processes_with, spec, wait_until, TestStore};
 use jobs::{JobId, JobSpec, JobStatus, Outcome};
 use runner::{exit, Runner};

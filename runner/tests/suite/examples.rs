@@ -2,7 +2,6 @@
 //! the Rust handler `runner/examples/thumbnail.rs` and the Python script
 //! `examples/python/report.py`.
 
-
 // The example's `main` is for running it as a program; here its runner
 // runs in-process.
 #[allow(dead_code)]

@@ -2,7 +2,6 @@
 //! typed results, permanent and retryable errors, progress, and every
 //! reason to stop.
 
-
 use std::sync::Arc;
 
 use crate::common::{spec, wait_until, TestStore};

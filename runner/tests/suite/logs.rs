@@ -2,7 +2,6 @@
 //! command and a Rust handler print is stored per attempt, masked, capped,
 //! fenced by the attempt's token, and removed with the job.
 
-
 use crate::common::{spec, TestStore, WITHIN};
 use jobs::{Appended, JobId, LogBatch, LogCursor, LogEntry, LogLine, LogStream, Store};
 use runner::logs::mask::MASK;

@@ -456,28 +456,36 @@ pub async fn pool_until(
     }
 }
 
-/// A loopback HTTP listener that records every request it gets (a
-/// callback target).
+/// A loopback HTTP listener that records every request it gets, headers
+/// and body (a callback target).
 pub struct Listener {
     pub url: String,
-    pub bodies: Arc<Mutex<Vec<Bytes>>>,
+    pub calls: Arc<Mutex<Vec<(axum::http::HeaderMap, Bytes)>>>,
     pub hits: Arc<AtomicUsize>,
 }
 
+impl Listener {
+    /// The bodies received so far.
+    pub fn bodies(&self) -> Vec<Bytes> {
+        let calls = self.calls.lock().unwrap();
+        calls.iter().map(|(_, body)| body.clone()).collect()
+    }
+}
+
 pub async fn listener() -> Listener {
-    let bodies: Arc<Mutex<Vec<Bytes>>> = Default::default();
+    let calls: Arc<Mutex<Vec<(axum::http::HeaderMap, Bytes)>>> = Default::default();
     let hits: Arc<AtomicUsize> = Default::default();
-    let (sink, count) = (bodies.clone(), hits.clone());
-    let app = axum::Router::new().fallback(move |body: Bytes| {
+    let (sink, count) = (calls.clone(), hits.clone());
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: Bytes| {
         let (sink, count) = (sink.clone(), count.clone());
         async move {
             count.fetch_add(1, Ordering::SeqCst);
-            sink.lock().unwrap().push(body);
+            sink.lock().unwrap().push((headers, body));
             "ok"
         }
     });
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", socket.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(socket, app).await });
-    Listener { url, bodies, hits }
+    Listener { url, calls, hits }
 }

@@ -47,12 +47,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if state.shutdown.is_triggered() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this dispatcher is shutting down; submit to another one",
-        ));
-    }
+    super::jobs::intake_open(&state)?;
     let (mut request, body) = json_body::<BatchRequest>(&headers, body)?;
     super::jobs::with_header_key(&headers, &mut request.idempotency_key)?;
     let body_hash = crate::engine::callbacks::hex(&Sha256::digest(&body));

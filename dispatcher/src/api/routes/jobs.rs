@@ -48,12 +48,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if state.shutdown.is_triggered() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this dispatcher is shutting down; submit to another one",
-        ));
-    }
+    intake_open(&state)?;
     let (mut request, body) = json_body::<JobRequest>(&headers, body)?;
     with_header_key(&headers, &mut request.idempotency_key)?;
     let submission = request
@@ -167,6 +162,18 @@ pub(crate) fn unprocessable(field: &str, message: String) -> ApiError {
         format!("{field}: {message}"),
     )
     .with_field(field)
+}
+
+/// New work is refused (503) once this dispatcher is draining: the proxy
+/// sends the client's retry to a peer (a submit route's first step).
+pub(crate) fn intake_open(state: &AppState) -> Result<(), ApiError> {
+    if state.shutdown.is_triggered() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this dispatcher is shutting down; submit to another one",
+        ));
+    }
+    Ok(())
 }
 
 /// The one way a JSON request body is read (`POST /jobs`,
