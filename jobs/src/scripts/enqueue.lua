@@ -17,14 +17,12 @@ local id = A.id
 local key = job_key(id)
 local idem = A.idempotency
 if idem then
-  local idem_key = idempotency_key(idem.key)
-  local seen = redis.call('GET', idem_key)
-  if seen then
-    local first, hash = string.match(seen, '^([^ ]+) (.*)$')
-    if hash == idem.request_hash then return cjson.encode({ existing = first }) end
+  local first, same = idempotency_seen(idempotency_key(idem.key), idem.request_hash)
+  if first then
+    if same then return cjson.encode({ existing = first }) end
     return cjson.encode({ conflict = first })
   end
-  redis.call('SET', idem_key, id .. ' ' .. idem.request_hash, 'PX', int(idem.ttl_ms))
+  idempotency_remember(idempotency_key(idem.key), id, idem.request_hash, idem.ttl_ms)
 end
 if redis.call('EXISTS', key) == 1 then
   return redis.error_reply('EXISTS job ' .. id)
@@ -34,7 +32,7 @@ local joined = fq_singleton_admit(flow, A.params)
 if joined then
   -- A repeat under the idempotency key finds the job it joined.
   if idem then
-    redis.call('SET', idempotency_key(idem.key), joined .. ' ' .. idem.request_hash, 'PX', int(idem.ttl_ms))
+    idempotency_remember(idempotency_key(idem.key), joined, idem.request_hash, idem.ttl_ms)
   end
   return cjson.encode({ joined = hgetall(job_key(joined)) })
 end

@@ -25,6 +25,20 @@ local function status_key(status, kind)
   return P .. 'status:' .. status
 end
 
+-- An idempotency record, "{id} {request hash}" under `rkey` (a job's
+-- key: `idempotency_key`, a batch's: `batch_idempotency:`): the id stored
+-- first and whether `hash` is the same request; nil when unused.
+local function idempotency_seen(rkey, hash)
+  local stored = redis.call('GET', rkey)
+  if not stored then return nil end
+  local first, stored_hash = string.match(stored, '^([^ ]+) (.*)$')
+  return first, stored_hash == hash
+end
+
+local function idempotency_remember(rkey, id, hash, ttl_ms)
+  redis.call('SET', rkey, id .. ' ' .. hash, 'PX', int(ttl_ms))
+end
+
 -- An in-flight attempt's slot, a member of `in_flight`: "{id}/{attempt}"
 -- (store.rs's `member` and `parse_member` are the Rust side).
 local function member_of(id, attempt) return id .. '/' .. attempt end
@@ -178,7 +192,7 @@ end
 -- and each dispatcher's launcher claims at least once a second, idle or
 -- full, so any running dispatcher fills every minute; several keep the max.
 local function sample_minute()
-  local bucket = P .. 'minute:' .. int(math.floor(NOW / 60000))
+  local bucket = minute_key(math.floor(NOW / 60000))
   local now = { redis.call('ZCARD', P .. 'queue'), redis.call('ZCARD', P .. 'in_flight') }
   local seen = redis.call('HMGET', bucket, 'queue_max', 'in_flight_max')
   for i, field in ipairs({ 'queue_max', 'in_flight_max' }) do

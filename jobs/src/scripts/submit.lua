@@ -24,16 +24,12 @@ if batch_then == cjson.null then batch_then = nil end
 -- stored id and whether the request matches.
 local function seen(idempotency, prefix)
   if idempotency == nil or idempotency == cjson.null then return nil end
-  local stored = redis.call('GET', P .. prefix .. idempotency.key)
-  if not stored then return nil end
-  local first, hash = string.match(stored, '^([^ ]+) (.*)$')
-  return first, hash == idempotency.hash
+  return idempotency_seen(P .. prefix .. idempotency.key, idempotency.hash)
 end
 
 local function remember(idempotency, prefix, id)
   if idempotency == nil or idempotency == cjson.null then return end
-  redis.call('SET', P .. prefix .. idempotency.key, id .. ' ' .. idempotency.hash,
-    'PX', int(idempotency.ttl_ms))
+  idempotency_remember(P .. prefix .. idempotency.key, id, idempotency.hash, idempotency.ttl_ms)
 end
 
 -- Checks, no writes.
@@ -92,12 +88,12 @@ local function write_job(job)
     remember(job.idempotency, 'idempotency:', job.id)
   end
   if job.secrets ~= '' then
-    redis.call('SET', P .. 'secrets:' .. job.id, job.secrets)
+    redis.call('SET', secrets_key(job.id), job.secrets)
     redis.call('HSET', key, 'has_secrets', '1')
   end
   apply_run_options(job.id, key, job.run)
   redis.call('ZADD', P .. 'jobs', 0, job.id)
-  redis.call('ZADD', P .. 'kind:' .. job.fields.kind, 0, job.id)
+  redis.call('ZADD', kind_key(job.fields.kind), 0, job.id)
   return key
 end
 
@@ -114,7 +110,7 @@ if batch then
   -- Thousands of members are announced once, by the batch's event and a
   -- single wake-up of the launchers, not one event each.
   quiet = true
-  local bkey = P .. 'batch:' .. batch.id
+  local bkey = batch_key(batch.id)
   local total = #request.jobs - #existing
   redis.call('HSET', bkey, 'id', batch.id, 'total', int(total), 'final', '0',
     'created_at', int(NOW), 'then_policy', batch.then_policy)
