@@ -36,32 +36,22 @@ if joined then
   end
   return cjson.encode({ joined = hgetall(job_key(joined)) })
 end
-local fields = { 'id', id, 'kind', A.kind, 'params', A.params,
+local fields = { 'params', A.params,
   'priority', int(A.priority), 'max_attempts', int(A.max_attempts),
-  'timeout_secs', int(A.timeout_secs), 'backoff', A.backoff, 'machine', A.machine,
-  'created_at', int(NOW), 'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0' }
+  'timeout_secs', int(A.timeout_secs), 'backoff', A.backoff, 'machine', A.machine }
+local function add(name, value)
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
 -- Flow control's fields go in the same write.
 for _, name in ipairs({ 'concurrency_key', 'singleton_key', 'singleton_policy' }) do
-  if flow[name] then
-    fields[#fields + 1] = name
-    fields[#fields + 1] = flow[name]
-  end
+  if flow[name] then add(name, flow[name]) end
 end
-if flow.debounce_ms then
-  fields[#fields + 1] = 'debounce'
-  fields[#fields + 1] = '1'
-end
-redis.call('HSET', key, unpack(fields))
-if A.callback_url then redis.call('HSET', key, 'callback_url', A.callback_url) end
-if idem then redis.call('HSET', key, 'idempotency_key', idem.key) end
-if A.secrets then
-  redis.call('SET', secrets_key(id), A.secrets)
-  redis.call('HSET', key, 'has_secrets', '1')
-end
+if flow.debounce_ms then add('debounce', '1') end
+if A.callback_url then add('callback_url', A.callback_url) end
+if idem then add('idempotency_key', idem.key) end
+store_job(id, key, A.kind, fields, A.secrets, A.run)
 fq_singleton_stored(flow, id)
-apply_run_options(id, key, A.run)
-redis.call('ZADD', P .. 'jobs', 0, id)
-redis.call('ZADD', kind_key(A.kind), 0, id)
 local delay = flow.debounce_ms or A.delay_ms
 if delay > 0 then
   schedule(id, key, nil, NOW + delay)

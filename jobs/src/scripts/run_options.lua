@@ -1,6 +1,7 @@
 -- Run management, shared by the scripts that store, claim, finish and
--- purge jobs (loaded after prelude.lua, fan_in.lua and flow.lua): tags, expiry of jobs that never
--- started, the OOM ladder and the children of a job.
+-- purge jobs (loaded after prelude.lua, fan_in.lua and flow.lua): tags,
+-- expiry of jobs that never started, the OOM ladder and the children of a
+-- job; and `store_job`, the one writer of a new job.
 --
 -- Keys (besides prelude.lua's):
 --   tag:{tag}             zset, score 0: jobs with the tag (ordered by id)
@@ -33,6 +34,22 @@ local function apply_run_options(id, key, options)
     redis.call('ZADD', children_key(parent), 0, id)
     redis.call('HSET', child_keys_key(parent), options.child_of.key, id)
   end
+end
+
+-- Writes a new job, for enqueue.lua and submit.lua alike: its hash (the
+-- bookkeeping fields, then `fields`, a flat name, value list), its
+-- write-only secrets apart (JSON text, or nil), its run options, and the
+-- all-jobs and per-kind indexes. Its status is the caller's next step.
+local function store_job(id, key, kind, fields, secrets, run)
+  redis.call('HSET', key, 'id', id, 'kind', kind, 'created_at', int(NOW),
+    'updated_at', int(NOW), 'attempt', '0', 'attempt_base', '0', unpack(fields))
+  if secrets then
+    redis.call('SET', secrets_key(id), secrets)
+    redis.call('HSET', key, 'has_secrets', '1')
+  end
+  apply_run_options(id, key, run)
+  redis.call('ZADD', P .. 'jobs', 0, id)
+  redis.call('ZADD', kind_key(kind), 0, id)
 end
 
 -- A job that is claimed has started: it can no longer expire.

@@ -76,24 +76,20 @@ end
 
 local function write_job(job)
   local key = job_key(job.id)
-  local hset = { 'HSET', key, 'id', job.id, 'created_at', int(NOW), 'updated_at', int(NOW),
-    'attempt', '0', 'attempt_base', '0' }
+  local fields = {}
   for name, value in pairs(job.fields) do
-    hset[#hset + 1] = name
-    hset[#hset + 1] = value
+    if name ~= 'kind' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
   end
-  redis.call(unpack(hset))
   if job.idempotency ~= cjson.null then
-    redis.call('HSET', key, 'idempotency_key', job.idempotency.key)
+    fields[#fields + 1] = 'idempotency_key'
+    fields[#fields + 1] = job.idempotency.key
     remember(job.idempotency, 'idempotency:', job.id)
   end
-  if job.secrets ~= '' then
-    redis.call('SET', secrets_key(job.id), job.secrets)
-    redis.call('HSET', key, 'has_secrets', '1')
-  end
-  apply_run_options(job.id, key, job.run)
-  redis.call('ZADD', P .. 'jobs', 0, job.id)
-  redis.call('ZADD', kind_key(job.fields.kind), 0, job.id)
+  local secrets = job.secrets ~= '' and job.secrets or nil
+  store_job(job.id, key, job.fields.kind, fields, secrets, job.run)
   return key
 end
 
