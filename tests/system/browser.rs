@@ -83,12 +83,10 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     assert!(p95.parse::<u64>().is_ok(), "p95 {p95:?}");
     assert!(wait.text().await.contains("p95"));
     browser
-        .wait_for(
+        .click(
             &format!("tr[data-job=\"{sleeper}\"] button[data-action=cancel]"),
             WITHIN,
         )
-        .await
-        .click()
         .await;
 
     // The live table catches up: the row shows the job cancelled.
@@ -152,9 +150,7 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
     assert_pane_shows_all_fifty(&browser).await;
     // One attempt chosen: the pane starts over with that attempt's lines.
     browser
-        .wait_for("#log-attempt option[value=\"1\"]", WITHIN)
-        .await
-        .click()
+        .click("#log-attempt option[value=\"1\"]", WITHIN)
         .await;
     browser
         .wait_for("#log-lines[data-ended=true]", WITHIN)
@@ -219,9 +215,7 @@ async fn log_in(browser: &Browser, system: &TestSystem) {
     assert!(browser.current_url().await.ends_with("/login"));
     token.type_text(TOKEN).await;
     browser
-        .wait_for("form[action=\"/login\"] button", WITHIN)
-        .await
-        .click()
+        .click("form[action=\"/login\"] button", WITHIN)
         .await;
     browser.wait_for("#jobs", WITHIN).await;
 }

@@ -151,6 +151,21 @@ impl Browser {
         }
     }
 
+    /// Clicks the element matching `css` (waiting for it up to `within`).
+    /// The live dashboard redraws its table every 2 s, so an element found
+    /// may be replaced before the click lands: then it is found again.
+    pub async fn click(&self, css: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.wait_for(css, left).await.try_click().await {
+                Ok(()) => return,
+                Err(error) if error == "stale element reference" && !left.is_zero() => {}
+                Err(error) => panic!("clicking {css}: {error}"),
+            }
+        }
+    }
+
     /// Ends the session and chromedriver.
     pub async fn close(mut self) {
         let _ = self.http.delete(&self.session).send().await;
@@ -203,10 +218,17 @@ impl Element<'_> {
         format!("/element/{}{rest}", self.id)
     }
 
-    pub async fn click(&self) {
-        self.browser
+    /// Clicks; the WebDriver error if there was one (a stale element: the
+    /// page replaced it since it was found).
+    async fn try_click(&self) -> Result<(), String> {
+        let answer = self
+            .browser
             .call(reqwest::Method::POST, &self.path("/click"), Some(json!({})))
             .await;
+        match answer.get("error").and_then(Value::as_str) {
+            Some(error) => Err(error.to_string()),
+            None => Ok(()),
+        }
     }
 
     pub async fn type_text(&self, text: &str) {

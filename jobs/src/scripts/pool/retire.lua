@@ -17,7 +17,7 @@ for _, id in ipairs(ids) do
     return id
   end
 end
--- Machines set aside earlier (by a claim, or a dispatcher that died
+-- Machines set aside earlier (by a dispatcher that died
 -- while destroying them), and machines still bound to an attempt that
 -- holds no slot any more (its dispatcher could not return them).
 local function abandoned(record)
