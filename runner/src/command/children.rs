@@ -1,9 +1,10 @@
-//! How a command enqueues child jobs: a line protocol on a unix socket
-//! the runner listens on for the attempt, named by `JOB_CHILDREN_SOCKET`
-//! in the command's environment. The socket reaches only this runner,
-//! which validates and stores each child exactly as
-//! [`crate::Context::enqueue`] does: the command never holds the store's
-//! URL or the attempt's token.
+//! How a command enqueues child jobs and batches: a line protocol on a
+//! unix socket the runner listens on for the attempt, named by
+//! `JOB_CHILDREN_SOCKET` in the command's environment. The socket reaches
+//! only this runner, which validates and stores each child and batch
+//! exactly as [`crate::Context::enqueue`] and
+//! [`crate::Context::enqueue_batch`] do: the command never holds the
+//! store's URL or the attempt's token.
 //!
 //! Each request is one line of JSON, each answer one line of JSON, in
 //! order, on any number of connections:
@@ -15,12 +16,18 @@
 //! < {"id": "0190...", "key": "page-2", "existing": false}
 //! > {"job": {"kind": "Bad"}}
 //! < {"error": "invalid child job: kind: ...", "field": "kind"}
+//! > {"key": "pages", "batch": {"jobs": [{"kind": "resize"}, {"kind": "resize"}], "then": {"kind": "zip"}}}
+//! < {"batch_id": "0190...", "key": "pages", "existing": false}
+//! > {"batch": {"jobs": [{"kind": "resize"}, {"kind": "Bad"}]}}
+//! < {"error": "invalid child job: jobs[1].kind: ...", "field": "jobs[1].kind"}
 //! ```
 //!
-//! `job` is a `POST /jobs` body. Without `key`, the child's key is `#n`
-//! in the order the runner receives unkeyed requests (send them one at a
-//! time, or give keys). `existing: true` means an earlier attempt of this
-//! job already enqueued the child under that key.
+//! `job` is a `POST /jobs` body, `batch` a `POST /batches` body; a line
+//! has one of them. Without `key`, the key is `#n` in the order the
+//! runner receives unkeyed requests, counted apart for children and
+//! batches (send them one at a time, or give keys). `existing: true`
+//! means an earlier attempt of this job already enqueued the child (or
+//! batch) under that key.
 
 use std::path::PathBuf;
 
@@ -36,8 +43,9 @@ use crate::{Context, EnqueueError};
 pub const SOCKET_VAR: &str = "JOB_CHILDREN_SOCKET";
 
 /// A request line longer than this is refused (and the connection
-/// closed): a child's request is a `POST /jobs` body, at most about that.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// closed): a batch's request is a `POST /batches` body, at most about
+/// that (the dispatchers' default `BATCH_BODY_LIMIT_BYTES`).
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// The socket of one attempt; removed when dropped.
 pub(crate) struct ChildSocket {
@@ -90,7 +98,10 @@ async fn serve(listener: UnixListener, ctx: Context) {
 struct Request {
     #[serde(default)]
     key: Option<String>,
-    job: Value,
+    #[serde(default)]
+    job: Option<Value>,
+    #[serde(default)]
+    batch: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -98,6 +109,11 @@ struct Request {
 enum Answer {
     Enqueued {
         id: String,
+        key: String,
+        existing: bool,
+    },
+    BatchEnqueued {
+        batch_id: String,
         key: String,
         existing: bool,
     },
@@ -137,35 +153,40 @@ async fn connection(stream: UnixStream, ctx: Context) {
 }
 
 async fn answer(ctx: &Context, line: &[u8]) -> Answer {
+    const SHAPE: &str = r#"{"key": .., "job": {..}} or {"key": .., "batch": {..}}"#;
     let request: Request = match serde_json::from_slice(line) {
         Ok(request) => request,
-        Err(e) => {
-            return refused(
-                format!("not a request line ({{\"key\": .., \"job\": {{..}}}}): {e}"),
-                None,
-            )
-        }
+        Err(e) => return refused(format!("not a request line ({SHAPE}): {e}"), None),
     };
-    let (key, enqueued) = match request.key {
-        Some(key) => {
-            let enqueued = ctx.enqueue_keyed(&key, request.job).await;
-            (key, enqueued)
+    let enqueued = match (request.job, request.batch) {
+        (Some(job), None) => {
+            let key = request.key.unwrap_or_else(|| ctx.next_child_key());
+            ctx.enqueue_keyed(&key, job)
+                .await
+                .map(|child| Answer::Enqueued {
+                    id: child.id.to_string(),
+                    key,
+                    existing: child.existing,
+                })
         }
-        None => {
-            let (key, enqueued) = ctx.enqueue_in_order(request.job).await;
-            (key, enqueued)
+        (None, Some(batch)) => {
+            let key = request.key.unwrap_or_else(|| ctx.next_batch_key());
+            ctx.enqueue_batch_keyed(&key, batch)
+                .await
+                .map(|batch| Answer::BatchEnqueued {
+                    batch_id: batch.id.to_string(),
+                    key,
+                    existing: batch.existing,
+                })
         }
+        _ => return refused(format!("give job or batch, one of them ({SHAPE})"), None),
     };
     match enqueued {
-        Ok(child) => Answer::Enqueued {
-            id: child.id.to_string(),
-            key,
-            existing: child.existing,
-        },
+        Ok(answer) => answer,
         Err(e) => {
             let field = e.field().map(str::to_string);
             if !matches!(e, EnqueueError::Invalid { .. }) {
-                tracing::warn!(error = %e, "a child of the command was not enqueued");
+                tracing::warn!(error = %e, "a child (or batch) of the command was not enqueued");
             }
             refused(e.to_string(), field)
         }
