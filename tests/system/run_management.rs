@@ -29,7 +29,7 @@ async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Every job a listing filter matches, following its cursor.
-async fn list_all(system: &TestSystem, query: &str) -> Vec<Value> {
+pub(crate) async fn list_all(system: &TestSystem, query: &str) -> Vec<Value> {
     let mut jobs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

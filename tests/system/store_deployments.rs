@@ -75,6 +75,19 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
         )
         .await;
     assert_eq!(parent["result"]["children"].as_array().unwrap().len(), 3);
+    // ...and a batch with a then job (parked: only the store writes count).
+    let parent = system
+        .submit(json!({"kind": "fan_out_batch", "params": {"count": 3,
+            "child": {"kind": "echo", "delay_secs": 3600}, "then": {"kind": "echo"}}}))
+        .await;
+    let parent = system
+        .wait_for(
+            parent["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(parent["result"]["existing"], false, "{parent:#}");
     system.assert_all_machines_destroyed().await;
 
     // The runner's user can touch nothing outside its namespace and run
