@@ -7,9 +7,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::batches::{stored, until_complete};
-use crate::run_management::list_all;
+use crate::run_management::{
+    crashed_once, list_all, over_the_socket, system_with_socket_command, RunningParent,
+};
 use crate::support::{spawn_system, spawn_system_with, Options};
-use jobs::{AttemptRef, ChildBatchEnqueued, JobId};
+use jobs::{AttemptRef, ChildBatchEnqueued};
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -33,18 +35,12 @@ async fn a_parent_that_crashes_after_enqueuing_a_100_member_batch_ends_with_one_
         ..Options::default()
     })
     .await;
-    let parent = system
-        .submit(json!({
-            "kind": "fan_out_batch",
-            "params": {"count": MEMBERS, "crash": true, "then": {"kind": "echo"}},
-            "max_attempts": 2,
-            "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
-        }))
-        .await;
-    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
-    let attempts = parent["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{parent:#}");
-    assert_eq!(attempts[0]["outcome"], "crashed", "{parent:#}");
+    let parent = crashed_once(
+        &system,
+        "fan_out_batch",
+        json!({"count": MEMBERS, "crash": true, "then": {"kind": "echo"}}),
+    )
+    .await;
     assert_eq!(
         parent["result"]["existing"], true,
         "the retry found the batch the crashed attempt stored: {parent:#}"
@@ -90,34 +86,14 @@ async fn a_parent_that_crashes_after_enqueuing_a_100_member_batch_ends_with_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_attempt_cannot_enqueue_a_batch() {
     let system = spawn_system().await;
-    let parent = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
-        .await;
-    let parent = system.wait_for(&id(&parent), "running", WITHIN).await;
-    let parent_id: JobId = id(&parent).parse().unwrap();
-    let store = system.raw_store().await;
-    let token: String = fred::interfaces::HashesInterface::hget(
-        &store,
-        format!("{{jobs}}:job:{parent_id}"),
-        "token",
-    )
-    .await
-    .unwrap();
-    let _ = fred::interfaces::ClientLike::quit(&store).await;
-    let attempt = |token: &str| AttemptRef {
-        job_id: parent_id,
-        attempt: 1,
-        token: token.to_string(),
-    };
-    let policy = dispatcher::api::children::load_policy(&system.store)
-        .await
-        .unwrap()
-        .expect("the dispatcher published its policy");
+    let parent = RunningParent::start(&system).await;
+    let (parent_id, token, policy) = (parent.id, &parent.token, &parent.policy);
+    let attempt = |token: &str| parent.attempt(token);
     let enqueue = |a: AttemptRef, key: &'static str| {
         let parked = json!({"kind": "echo", "delay_secs": 3600});
         let batch = dispatcher::api::children::parse_child_batch(
             json!({"jobs": [parked, parked]}),
-            &policy,
+            policy,
             chrono::Utc::now(),
         )
         .unwrap();
@@ -125,12 +101,12 @@ async fn a_stale_attempt_cannot_enqueue_a_batch() {
         async move { store.enqueue_child_batch(&a, key, batch).await.unwrap() }
     };
 
-    let ChildBatchEnqueued::Created { batch, jobs } = enqueue(attempt(&token), "a").await else {
+    let ChildBatchEnqueued::Created { batch, jobs } = enqueue(attempt(token), "a").await else {
         panic!("the current attempt enqueues");
     };
     assert_eq!(jobs.len(), 2);
     assert_eq!(
-        enqueue(attempt(&token), "a").await,
+        enqueue(attempt(token), "a").await,
         ChildBatchEnqueued::Existing(batch),
         "the same key finds the same batch"
     );
@@ -138,9 +114,11 @@ async fn a_stale_attempt_cannot_enqueue_a_batch() {
         enqueue(attempt("not-the-token"), "b").await,
         ChildBatchEnqueued::Stale
     );
-    system.wait_for(&id(&parent), "succeeded", WITHIN).await;
+    system
+        .wait_for(&parent_id.to_string(), "succeeded", WITHIN)
+        .await;
     assert_eq!(
-        enqueue(attempt(&token), "c").await,
+        enqueue(attempt(token), "c").await,
         ChildBatchEnqueued::Stale,
         "a finished attempt is a zombie"
     );
@@ -159,46 +137,24 @@ async fn a_stale_attempt_cannot_enqueue_a_batch() {
 /// a keyed batch twice, an unkeyed one, a child (keyed apart), then what
 /// must be refused: a bad member, too many members (the dispatchers'
 /// `--max-batch-jobs`), a line with both a job and a batch.
-const BATCHES_PY: &str = r#"
-import json, os, socket
-s = socket.socket(socket.AF_UNIX)
-s.connect(os.environ["JOB_CHILDREN_SOCKET"])
-f = s.makefile("rw")
-parked = {"kind": "echo", "delay_secs": 3600}
-pages = {"jobs": [parked, parked, parked], "then": {"kind": "echo"}}
-answers = []
-for request in [
-    {"key": "pages", "batch": pages},
-    {"key": "pages", "batch": pages},
-    {"batch": {"jobs": [parked]}},
-    {"job": parked},
-    {"batch": {"jobs": [parked, parked, parked, {"kind": "Bad"}]}},
-    {"batch": {"jobs": [parked] * 6}},
-    {"job": parked, "batch": {"jobs": [parked]}},
-]:
-    f.write(json.dumps(request) + "\n")
-    f.flush()
-    answers.append(json.loads(f.readline()))
-print(json.dumps(answers))
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_enqueues_batches_through_the_runners_socket() {
-    let system = spawn_system_with(Options {
-        extra_args: vec!["--max-batch-jobs=5".into()],
-        mock: |config| {
-            let commands = json!({"batches-py": ["python3", "-c", BATCHES_PY]});
-            // As the job image's `ENV RUNNER_COMMANDS=...` would.
-            config
-                .image_env
-                .insert("RUNNER_COMMANDS".into(), commands.to_string());
-        },
-        ..Options::default()
-    })
+    let system = system_with_socket_command(vec!["--max-batch-jobs=5".into()]).await;
+    let parked = json!({"kind": "echo", "delay_secs": 3600});
+    let pages = json!({"jobs": [parked, parked, parked], "then": {"kind": "echo"}});
+    let (parent, answers) = over_the_socket(
+        &system,
+        json!([
+            {"key": "pages", "batch": pages},
+            {"key": "pages", "batch": pages},
+            {"batch": {"jobs": [parked]}},
+            {"job": parked},
+            {"batch": {"jobs": [parked, parked, parked, {"kind": "Bad"}]}},
+            {"batch": {"jobs": vec![parked.clone(); 6]}},
+            {"job": parked, "batch": {"jobs": [parked]}},
+        ]),
+    )
     .await;
-    let parent = system.submit(json!({"kind": "batches-py"})).await;
-    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
-    let answers = parent["result"].as_array().expect("answers").clone();
     assert_eq!(answers[0]["key"], "pages", "{answers:#?}");
     assert_eq!(answers[0]["existing"], false);
     assert_eq!(answers[1]["existing"], true, "the same key, the same batch");

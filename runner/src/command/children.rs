@@ -108,12 +108,8 @@ struct Request {
 #[serde(untagged)]
 enum Answer {
     Enqueued {
-        id: String,
-        key: String,
-        existing: bool,
-    },
-    BatchEnqueued {
-        batch_id: String,
+        #[serde(flatten)]
+        id: Enqueued,
         key: String,
         existing: bool,
     },
@@ -122,6 +118,15 @@ enum Answer {
         #[serde(skip_serializing_if = "Option::is_none")]
         field: Option<String>,
     },
+}
+
+/// What was enqueued: a child's id is `id`, a batch's `batch_id`.
+#[derive(Serialize)]
+enum Enqueued {
+    #[serde(rename = "id")]
+    Job(String),
+    #[serde(rename = "batch_id")]
+    Batch(String),
 }
 
 async fn connection(stream: UnixStream, ctx: Context) {
@@ -158,31 +163,25 @@ async fn answer(ctx: &Context, line: &[u8]) -> Answer {
         Ok(request) => request,
         Err(e) => return refused(format!("not a request line ({SHAPE}): {e}"), None),
     };
-    let enqueued = match (request.job, request.batch) {
-        (Some(job), None) => {
-            let key = request.key.unwrap_or_else(|| ctx.next_child_key());
-            ctx.enqueue_keyed(&key, job)
-                .await
-                .map(|child| Answer::Enqueued {
-                    id: child.id.to_string(),
-                    key,
-                    existing: child.existing,
-                })
-        }
-        (None, Some(batch)) => {
-            let key = request.key.unwrap_or_else(|| ctx.next_batch_key());
-            ctx.enqueue_batch_keyed(&key, batch)
-                .await
-                .map(|batch| Answer::BatchEnqueued {
-                    batch_id: batch.id.to_string(),
-                    key,
-                    existing: batch.existing,
-                })
-        }
+    let (is_job, body) = match (request.job, request.batch) {
+        (Some(job), None) => (true, job),
+        (None, Some(batch)) => (false, batch),
         _ => return refused(format!("give job or batch, one of them ({SHAPE})"), None),
     };
+    let key = match request.key {
+        Some(key) => key,
+        None if is_job => ctx.next_child_key(),
+        None => ctx.next_batch_key(),
+    };
+    let enqueued = if is_job {
+        let child = ctx.enqueue_keyed(&key, body).await;
+        child.map(|c| (Enqueued::Job(c.id.to_string()), c.existing))
+    } else {
+        let batch = ctx.enqueue_batch_keyed(&key, body).await;
+        batch.map(|b| (Enqueued::Batch(b.id.to_string()), b.existing))
+    };
     match enqueued {
-        Ok(answer) => answer,
+        Ok((id, existing)) => Answer::Enqueued { id, key, existing },
         Err(e) => {
             let field = e.field().map(str::to_string);
             if !matches!(e, EnqueueError::Invalid { .. }) {
