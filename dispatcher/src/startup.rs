@@ -81,7 +81,11 @@ impl Application {
         } = self;
         crate::metrics::install();
         let hub = EventHub::start(&store, shutdown.clone()).await?;
-        crate::api::children::publish_policy(&store, &settings.api.defaults).await?;
+        let policy = crate::api::children::ChildPolicy {
+            defaults: settings.api.defaults.clone(),
+            max_batch_jobs: settings.api.max_batch_jobs,
+        };
+        crate::api::children::publish_policy(&store, &policy).await?;
         let callbacks = Callbacks::new(
             settings.launch.callback_secret.clone(),
             settings.api.defaults.callback_targets.clone(),

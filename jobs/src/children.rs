@@ -1,4 +1,5 @@
-//! Jobs that enqueue jobs: [`Store::enqueue_child`].
+//! Jobs that enqueue jobs: [`Store::enqueue_child`] and
+//! [`Store::enqueue_child_batch`].
 //!
 //! A running attempt enqueues a child under a key unique within its
 //! parent. The write is fenced by the parent's attempt (number and token):
@@ -7,10 +8,16 @@
 //! and is retried enqueues them all again and finds the first half, so it
 //! ends with exactly one child per key. The child is validated before it
 //! gets here, by the same parser as `POST /jobs`.
+//!
+//! A batch is enqueued the same way, under a key of its own (batch keys
+//! and child keys are apart): one `submit.lua` call stores the batch, its
+//! members and its `then` job, each recording the parent, after the same
+//! fence (`child_fence.lua`) passed.
 
-use crate::model::{Job, JobId, JobSpec};
-use crate::store::Result;
+use crate::fan_in::{BatchId, BatchParent, Submit, Submitted};
+use crate::model::{InvalidValue, Job, JobId, JobSpec};
 use crate::store::{enqueue_args, enqueued, EnqueueAnswer, EnqueueOptions, Enqueued, Store};
+use crate::store::{Result, StoreError};
 use crate::{AttemptRef, ChildOf};
 
 /// What [`Store::enqueue_child`] did.
@@ -35,6 +42,17 @@ impl ChildEnqueued {
             Self::Stale | Self::Conflict(_) => None,
         }
     }
+}
+
+/// What [`Store::enqueue_child_batch`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChildBatchEnqueued {
+    /// Stored: the batch, and its members' ids in order.
+    Created { batch: BatchId, jobs: Vec<JobId> },
+    /// The parent already enqueued a batch under this key.
+    Existing(BatchId),
+    /// The parent's attempt is no longer current: nothing was stored.
+    Stale,
 }
 
 /// The key holding the dispatchers' submission policy (JSON), which
@@ -91,6 +109,40 @@ impl Store {
             // Its singleton key's waiting job took it: that job is the child's.
             EnqueueAnswer::Stored(Enqueued::Joined(job)) => ChildEnqueued::Existing(job.id),
             EnqueueAnswer::Stored(Enqueued::Conflict(id)) => ChildEnqueued::Conflict(id),
+        })
+    }
+
+    /// Stores the batch `submit` carries as enqueued by the job `parent`
+    /// is an attempt of, under `key`. The batch carries no idempotency
+    /// key, and neither its members nor its `then` job wait for other
+    /// jobs (the parser refuses them): the key and the fence are all that
+    /// can stop it.
+    pub async fn enqueue_child_batch(
+        &self,
+        parent: &AttemptRef,
+        key: &str,
+        mut submit: Submit,
+    ) -> Result<ChildBatchEnqueued> {
+        let batch = submit.batch.as_mut().ok_or_else(|| {
+            StoreError::Corrupt(InvalidValue("a child batch without its batch".into()))
+        })?;
+        batch.parent = Some(BatchParent {
+            attempt: parent.clone(),
+            key: key.to_string(),
+        });
+        let id = batch.id;
+        Ok(match self.submit(&submit).await? {
+            Submitted::Stored { ids, .. } => ChildBatchEnqueued::Created {
+                batch: id,
+                jobs: ids,
+            },
+            Submitted::BatchExisting(id) => ChildBatchEnqueued::Existing(id),
+            Submitted::Stale => ChildBatchEnqueued::Stale,
+            other => {
+                return Err(StoreError::Corrupt(InvalidValue(format!(
+                    "unexpected answer to a child batch: {other:?}"
+                ))))
+            }
         })
     }
 }

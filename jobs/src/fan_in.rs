@@ -121,6 +121,18 @@ pub struct NewBatch {
     pub idempotency: Option<Idempotency>,
     /// Waits for every member; its `run_if` is the batch's policy.
     pub then: Option<NewJob>,
+    /// The running job that enqueues the batch, if one does
+    /// ([`Store::enqueue_child_batch`](crate::Store::enqueue_child_batch)).
+    pub parent: Option<BatchParent>,
+}
+
+/// The attempt of a running job that enqueues a batch, and the batch's key
+/// within that job: the store stores the batch only while the attempt is
+/// current, and once per key.
+#[derive(Clone, Debug)]
+pub struct BatchParent {
+    pub attempt: crate::AttemptRef,
+    pub key: String,
 }
 
 /// What [`Store::submit`] stores, all or nothing: a batch's members, or
@@ -156,6 +168,8 @@ pub enum Submitted {
         index: Option<usize>,
         id: JobId,
     },
+    /// The batch's parent attempt is no longer current: nothing stored.
+    Stale,
 }
 
 /// A batch as `GET /batches/{id}` shows it.
@@ -183,6 +197,12 @@ pub struct Batch {
     pub callback_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The job that enqueued the batch, when a running job did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// The batch's key among the batches its parent enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_key: Option<String>,
 }
 
 impl Batch {
@@ -231,6 +251,8 @@ impl Batch {
             .map_err(|e| InvalidValue(format!("batch field \"then_policy\": {e}")))?,
             callback_url: fields.get("callback_url").cloned(),
             idempotency_key: fields.get("idempotency_key").cloned(),
+            parent: fields.get("parent").map(|p| p.parse()).transpose()?,
+            child_key: fields.get("child_key").cloned(),
         })
     }
 
@@ -272,6 +294,17 @@ struct ScriptBatch {
     callback_url: String,
     then_policy: RunIf,
     idempotency: Option<ScriptIdempotency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<ScriptParent>,
+}
+
+/// A [`BatchParent`] as `child_fence.lua` and `submit.lua` take it.
+#[derive(Serialize)]
+struct ScriptParent {
+    job: String,
+    attempt: u32,
+    token: String,
+    key: String,
 }
 
 #[derive(Serialize)]
@@ -351,6 +384,8 @@ impl Store {
             conflict: Option<Index>,
             #[serde(default)]
             missing: Option<Index>,
+            #[serde(default)]
+            stale: bool,
         }
         let request = ScriptRequest {
             jobs: submit
@@ -363,6 +398,12 @@ impl Store {
                 callback_url: b.callback_url.clone().unwrap_or_default(),
                 then_policy: b.then.as_ref().map(|t| t.run_if).unwrap_or_default(),
                 idempotency: script_idempotency(&b.idempotency),
+                parent: b.parent.as_ref().map(|p| ScriptParent {
+                    job: p.attempt.job_id.to_string(),
+                    attempt: p.attempt.attempt,
+                    token: p.attempt.token.clone(),
+                    key: p.key.clone(),
+                }),
             }),
             batch_then: submit
                 .batch
@@ -377,6 +418,9 @@ impl Store {
         let answer: Answer = serde_json::from_str(&text)?;
         let job_id = |t: &str| t.parse::<JobId>().map_err(StoreError::from);
         let batch_id = |t: &str| t.parse::<BatchId>().map_err(StoreError::from);
+        if answer.stale {
+            return Ok(Submitted::Stale);
+        }
         if let Some(ids) = answer.ids {
             // An empty list comes back as `{}` or not at all (cjson).
             let existing = match answer.existing {

@@ -18,7 +18,8 @@
 //!   their indexes; `claim.lua` ends jobs past their expiry `expired`
 //!   before it picks one, and every launcher claims at least once a
 //!   second, even with every slot taken).
-//! - [`children`]: jobs that enqueue jobs, fenced by the parent's attempt.
+//! - [`children`]: jobs that enqueue jobs and batches, fenced by the
+//!   parent's attempt.
 //! - [`redact`]: URLs with their credentials hidden, for logs.
 //! - [`pacing`]: a token bucket shared by every dispatcher (the app's
 //!   Machines API create budget).
@@ -57,9 +58,11 @@ pub mod tls;
 
 pub use activity::{Activity, MinuteCounts, MinuteLoad, ACTIVITY_MAX_MINUTES};
 pub use address::{AddressError, StoreAddress, Topology};
-pub use children::ChildEnqueued;
+pub use children::{ChildBatchEnqueued, ChildEnqueued};
 pub use events::{EventKind, JobEvent};
-pub use fan_in::{Batch, BatchId, BatchPage, NewBatch, NewJob, RunIf, Submit, Submitted};
+pub use fan_in::{
+    Batch, BatchId, BatchPage, BatchParent, NewBatch, NewJob, RunIf, Submit, Submitted,
+};
 pub use flow::{FlowKey, FlowOptions, FlowOverview, RateLimit, Scope, SingletonPolicy, WaitingFor};
 pub use job_env::Secrets;
 pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};

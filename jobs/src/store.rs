@@ -25,6 +25,7 @@
 //! | `events` | pub/sub channel | one JSON message per change ([`crate::JobEvent`]) |
 //! | `fq:*` | | flow control: per-key queues, the ring of keys, limits, rates, pauses ([`crate::flow`]) |
 //! | `tag:{tag}`, `expiry`, `children:{parent}`, `child_keys:{parent}` | zset, zset, zset, hash | run management indexes (`run_options.lua`) |
+//! | `child_batches:{parent}` | hash | batch key -> id of the batches a job enqueued (`submit.lua`) |
 //! | `child_policy` | string | the dispatchers' submission policy, which runners validate children against |
 //!
 //! ## Transitions
@@ -395,14 +396,20 @@ impl Scripts {
             cancel: with_prelude(include_str!("scripts/cancel.lua")),
             retry: with_prelude(include_str!("scripts/retry.lua")),
             enqueue_child: with_prelude(&format!(
-                "{}\n{}",
+                "{}\n{}\n{}",
                 include_str!("scripts/child_fence.lua"),
+                include_str!("scripts/enqueue_child.lua"),
                 include_str!("scripts/enqueue.lua")
             )),
             stats: with_prelude(include_str!("scripts/stats.lua")),
             confirm: with_prelude(include_str!("scripts/confirm.lua")),
             secrets: with_prelude(include_str!("scripts/secrets.lua")),
-            submit: with_prelude(include_str!("scripts/submit.lua")),
+            // A batch a running job enqueues is fenced like a child.
+            submit: with_prelude(&format!(
+                "{}\n{}",
+                include_str!("scripts/child_fence.lua"),
+                include_str!("scripts/submit.lua")
+            )),
         }
     }
 }
@@ -1047,7 +1054,7 @@ fn job_from_json(text: &str) -> Result<Job> {
     Ok(Job::from_fields(&fields)?)
 }
 
-/// What `enqueue.lua` (after `child_fence.lua`, for a child) answered.
+/// What `enqueue.lua` (after `enqueue_child.lua`, for a child) answered.
 pub(crate) enum EnqueueAnswer {
     Stored(Enqueued),
     /// The parent's attempt is not current: nothing stored.
@@ -1055,7 +1062,7 @@ pub(crate) enum EnqueueAnswer {
 }
 
 /// `enqueue.lua`'s one argument (a child's fence follows it, for
-/// `child_fence.lua`).
+/// `enqueue_child.lua`).
 pub(crate) fn enqueue_args(
     id: JobId,
     spec: &JobSpec,

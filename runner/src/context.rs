@@ -21,6 +21,8 @@ pub struct Context {
     log: LogSink,
     /// Children enqueued so far without a key: the next one's order.
     pub(crate) child_order: Arc<std::sync::atomic::AtomicU32>,
+    /// The same for batches, keyed apart.
+    pub(crate) batch_order: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// The job's `machine.env` and `machine.secrets`, as far as
@@ -74,6 +76,7 @@ impl Context {
             span,
             log,
             child_order: Arc::default(),
+            batch_order: Arc::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! | `flaky` | `{"succeed_on_attempt": N}` | fails (retryably) until attempt N, then returns `{"attempt": N}` |
 //! | `allocate` | `{"mb": N, "hold_ms": M, "delay_ms": D}` | logs `allocating N MiB`, waits D ms (default 0), fills N MiB of memory and holds it M ms (to see OOM kills) |
 //! | `fan_out` | `{"count": N, "child": {..}, "crash_after": M, "zombie_ms": Z}` | enqueues N children, each the `child` request (default `{"kind": "echo"}`) with params `{"index": i}`, and returns their ids; on its first attempt, with `crash_after`, exits (code 3) after enqueuing M; with `zombie_ms`, sleeps Z ms before each child (to be superseded meanwhile) |
+//! | `fan_out_batch` | `{"count": N, "child": {..}, "then": {..}, "crash": true}` | enqueues one batch of N members, each the `child` request (default `{"kind": "echo"}`) with params `{"index": i}`, and the `then` job if given; returns `{"batch": id, "existing": bool}`; on its first attempt, with `crash`, exits (code 3) right after enqueuing |
 //! | `print` | `{"lines": N, "stream": "stdout"\|"stderr"}` | prints N numbered lines (`line 1 of N`, ...) to its log as that stream (default stdout), returns `{"printed": N}` |
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub(crate) fn register(runner: Runner) -> Runner {
         .handler("allocate", allocate)
         .handler("print", print)
         .handler("fan_out", fan_out)
+        .handler("fan_out_batch", fan_out_batch)
 }
 
 async fn echo(_: Context, params: Value) -> Result<Value, JobError> {
@@ -175,13 +177,56 @@ async fn fan_out(ctx: Context, Json(p): Json<FanOut>) -> Result<Value, JobError>
         if let Some(ms) = p.zombie_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let mut request = template.clone();
-        request["params"] = json!({"index": index});
-        let child = ctx.enqueue(request).await.map_err(|e| match e {
-            crate::EnqueueError::Invalid { .. } => JobError::permanent(e.to_string()),
-            other => JobError::retryable(other.to_string()),
-        })?;
+        let child = ctx
+            .enqueue(child_request(&template, index))
+            .await
+            .map_err(enqueue_failed)?;
         ids.push(child.id.to_string());
     }
     Ok(json!({"children": ids}))
+}
+
+/// The `child` template of [`fan_out`] and [`fan_out_batch`], told its
+/// index.
+fn child_request(template: &Value, index: u32) -> Value {
+    let mut request = template.clone();
+    request["params"] = json!({"index": index});
+    request
+}
+
+/// A refused request fails the demo for good; anything else is retried.
+fn enqueue_failed(e: crate::EnqueueError) -> JobError {
+    match e {
+        crate::EnqueueError::Invalid { .. } => JobError::permanent(e.to_string()),
+        other => JobError::retryable(other.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FanOutBatch {
+    count: u32,
+    #[serde(default)]
+    child: Option<Value>,
+    #[serde(default)]
+    then: Option<Value>,
+    #[serde(default)]
+    crash: bool,
+}
+
+async fn fan_out_batch(ctx: Context, Json(p): Json<FanOutBatch>) -> Result<Value, JobError> {
+    let template = p.child.unwrap_or_else(|| json!({"kind": "echo"}));
+    let members: Vec<Value> = (0..p.count)
+        .map(|index| child_request(&template, index))
+        .collect();
+    let mut request = json!({"jobs": members});
+    if let Some(then) = p.then {
+        request["then"] = then;
+    }
+    let batch = ctx.enqueue_batch(request).await.map_err(enqueue_failed)?;
+    if ctx.attempt() == 1 && p.crash {
+        // A crash after the batch is stored: the retry must find it.
+        std::process::exit(3);
+    }
+    Ok(json!({"batch": batch.id, "existing": batch.existing}))
 }

@@ -47,8 +47,10 @@
 //! [`Context::enqueue`] and [`Context::enqueue_keyed`] store child jobs
 //! (each a `POST /jobs` body, validated the same way), fenced by the
 //! attempt and deduplicated by a key within the parent, so a retried
-//! parent ends with each child once. Commands do the same through a unix
-//! socket ([`command`]).
+//! parent ends with each child once. [`Context::enqueue_batch`] and
+//! [`Context::enqueue_batch_keyed`] do the same for a whole batch (a
+//! `POST /batches` body). Commands do both through a unix socket
+//! ([`command`]).
 //!
 //! ## Commands, in any language
 //! A kind may instead run a program ([`Runner::command`], or configuration
@@ -83,7 +85,7 @@ mod pooled;
 mod run;
 mod stop;
 
-pub use children::{Child, EnqueueError};
+pub use children::{Child, ChildBatch, EnqueueError};
 pub use config::{Commands, ConfigError, COMMANDS_VAR, CONFIG_VAR, DEFAULT_CONFIG_PATH};
 pub use context::Context;
 pub use env::{EnvError, MachineEnv, RunnerEnv, DISPATCHER_SECRETS};

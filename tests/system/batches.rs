@@ -41,7 +41,7 @@ async fn submit_batch(system: &TestSystem, body: Value) -> Value {
 
 /// Polls the batch until it completed; checks on every read that its
 /// counts add up to its total (they are kept, not recomputed).
-async fn until_complete(system: &TestSystem, id: &str) -> Value {
+pub(crate) async fn until_complete(system: &TestSystem, id: &str) -> Value {
     let deadline = Instant::now() + WITHIN;
     loop {
         let batch = system.get_json(&format!("/batches/{id}")).await;
@@ -70,7 +70,7 @@ fn ids(answer: &Value) -> Vec<String> {
 }
 
 /// How many jobs and batches the store holds.
-async fn stored(system: &TestSystem) -> (u64, u64) {
+pub(crate) async fn stored(system: &TestSystem) -> (u64, u64) {
     let raw = system.raw_store().await;
     let jobs: u64 = raw.zcard("{jobs}:jobs").await.unwrap();
     let batches: u64 = raw.zcard("{jobs}:batches").await.unwrap();
@@ -573,6 +573,7 @@ async fn finishing_the_last_two_members_at_once_completes_the_batch_once() {
             callback_url: Some("https://example.com/hook".into()),
             idempotency: None,
             then: None,
+            parent: None,
         };
         let id = batch.id;
         let submit = Submit {

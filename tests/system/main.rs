@@ -11,6 +11,7 @@ mod support;
 mod api;
 mod batches;
 mod browser;
+mod child_batches;
 mod cli;
 mod dashboard;
 mod dashboard_sessions;

@@ -29,7 +29,7 @@ async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Every job a listing filter matches, following its cursor.
-async fn list_all(system: &TestSystem, query: &str) -> Vec<Value> {
+pub(crate) async fn list_all(system: &TestSystem, query: &str) -> Vec<Value> {
     let mut jobs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -52,13 +52,13 @@ fn parked_child() -> Value {
     json!({"kind": "echo", "delay_secs": 3600, "tags": ["child"]})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
-    let system = spawn_system().await;
+/// Runs a demo job of `kind` that crashes on its first attempt: the job,
+/// succeeded on its second.
+pub(crate) async fn crashed_once(system: &TestSystem, kind: &str, params: Value) -> Value {
     let parent = system
         .submit(json!({
-            "kind": "fan_out",
-            "params": {"count": 100, "crash_after": 50, "child": parked_child()},
+            "kind": kind,
+            "params": params,
             "max_attempts": 2,
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
@@ -67,6 +67,18 @@ async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
     let attempts = parent["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{parent:#}");
     assert_eq!(attempts[0]["outcome"], "crashed", "{parent:#}");
+    parent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
+    let system = spawn_system().await;
+    let parent = crashed_once(
+        &system,
+        "fan_out",
+        json!({"count": 100, "crash_after": 50, "child": parked_child()}),
+    )
+    .await;
 
     let children = list_all(&system, &format!("parent={}", id(&parent))).await;
     assert_eq!(children.len(), 100, "exactly one child per key");
@@ -89,34 +101,53 @@ async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
     system.stop().await;
 }
 
+/// A parent in its first attempt (a 1.5 s sleep), as a runner holds it,
+/// and the policy the dispatchers published: to enqueue as it, or as a
+/// zombie of it.
+pub(crate) struct RunningParent {
+    pub id: JobId,
+    pub token: String,
+    pub policy: dispatcher::api::children::ChildPolicy,
+}
+
+impl RunningParent {
+    pub async fn start(system: &TestSystem) -> Self {
+        let parent = system
+            .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
+            .await;
+        let parent = system.wait_for(&id(&parent), "running", WITHIN).await;
+        let id: JobId = id(&parent).parse().unwrap();
+        let store = system.raw_store().await;
+        let token: String =
+            fred::interfaces::HashesInterface::hget(&store, format!("{{jobs}}:job:{id}"), "token")
+                .await
+                .unwrap();
+        let _ = fred::interfaces::ClientLike::quit(&store).await;
+        let policy = dispatcher::api::children::load_policy(&system.store)
+            .await
+            .unwrap()
+            .expect("the dispatcher published its policy");
+        Self { id, token, policy }
+    }
+
+    /// Its attempt, proven by `token`.
+    pub fn attempt(&self, token: &str) -> AttemptRef {
+        AttemptRef {
+            job_id: self.id,
+            attempt: 1,
+            token: token.to_string(),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_attempt_cannot_enqueue_children() {
     let system = spawn_system().await;
-    let parent = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
-        .await;
-    let parent = system.wait_for(&id(&parent), "running", WITHIN).await;
-    let parent_id: JobId = id(&parent).parse().unwrap();
-    let store = system.raw_store().await;
-    let token: String = fred::interfaces::HashesInterface::hget(
-        &store,
-        format!("{{jobs}}:job:{parent_id}"),
-        "token",
-    )
-    .await
-    .unwrap();
-    let _ = fred::interfaces::ClientLike::quit(&store).await;
-    let attempt = |token: &str| AttemptRef {
-        job_id: parent_id,
-        attempt: 1,
-        token: token.to_string(),
-    };
-    let policy = dispatcher::api::children::load_policy(&system.store)
-        .await
-        .unwrap()
-        .expect("the dispatcher published its policy");
+    let parent = RunningParent::start(&system).await;
+    let (parent_id, token) = (parent.id, parent.token.clone());
+    let attempt = |token: &str| parent.attempt(token);
     let (spec, options) =
-        dispatcher::api::children::parse_child(parked_child(), &policy, chrono::Utc::now())
+        dispatcher::api::children::parse_child(parked_child(), &parent.policy, chrono::Utc::now())
             .unwrap();
     let enqueue = |a: AttemptRef, key: &'static str, options: EnqueueOptions| {
         let (store, spec) = (system.store.clone(), spec.clone());
@@ -134,7 +165,9 @@ async fn a_zombie_attempt_cannot_enqueue_children() {
     let forged = enqueue(attempt("not-the-token"), "b", options.clone()).await;
     assert!(matches!(forged, ChildEnqueued::Stale), "{forged:?}");
 
-    system.wait_for(&id(&parent), "succeeded", WITHIN).await;
+    system
+        .wait_for(&parent_id.to_string(), "succeeded", WITHIN)
+        .await;
     let late = enqueue(attempt(&token), "c", options).await;
     assert!(matches!(late, ChildEnqueued::Stale), "{late:?}");
     let children = list_all(&system, &format!("parent={parent_id}")).await;
@@ -408,32 +441,29 @@ async fn bad_run_management_input_is_refused_and_nothing_is_stored() {
     system.stop().await;
 }
 
-/// A command enqueuing children over the runner's socket: a good one
-/// without a key, the same key twice, and one the parser refuses.
-const CHILDREN_PY: &str = r#"
-import json, os, socket
+/// A command that sends each of its params' `requests` as one line on
+/// the runner's children socket, and returns the answers.
+const SOCKET_PY: &str = r#"
+import json, os, socket, sys
+requests = json.load(sys.stdin)["requests"]
 s = socket.socket(socket.AF_UNIX)
 s.connect(os.environ["JOB_CHILDREN_SOCKET"])
 f = s.makefile("rw")
 answers = []
-for request in [
-    {"job": {"kind": "echo", "delay_secs": 3600}},
-    {"key": "k", "job": {"kind": "echo", "delay_secs": 3600}},
-    {"key": "k", "job": {"kind": "echo", "delay_secs": 3600}},
-    {"job": {"kind": "echo", "machine": {"image": "evil/miner"}}},
-    "not a request",
-]:
+for request in requests:
     f.write(json.dumps(request) + "\n")
     f.flush()
     answers.append(json.loads(f.readline()))
 print(json.dumps(answers))
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_enqueues_children_through_the_runners_socket() {
-    let system = spawn_system_with(Options {
+/// A system whose runners run [`SOCKET_PY`] for the kind `socket-py`;
+/// `extra_args` go to its dispatcher.
+pub(crate) async fn system_with_socket_command(extra_args: Vec<String>) -> TestSystem {
+    spawn_system_with(Options {
+        extra_args,
         mock: |config| {
-            let commands = json!({"spawn-py": ["python3", "-c", CHILDREN_PY]});
+            let commands = json!({"socket-py": ["python3", "-c", SOCKET_PY]});
             // As the job image's `ENV RUNNER_COMMANDS=...` would.
             config
                 .image_env
@@ -441,10 +471,37 @@ async fn a_command_enqueues_children_through_the_runners_socket() {
         },
         ..Options::default()
     })
-    .await;
-    let parent = system.submit(json!({"kind": "spawn-py"})).await;
+    .await
+}
+
+/// Runs a job sending `requests` over the socket: the job, succeeded, and
+/// the answers.
+pub(crate) async fn over_the_socket(system: &TestSystem, requests: Value) -> (Value, Vec<Value>) {
+    let parent = system
+        .submit(json!({"kind": "socket-py", "params": {"requests": requests}}))
+        .await;
     let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
     let answers = parent["result"].as_array().expect("answers").clone();
+    (parent, answers)
+}
+
+/// A command enqueuing children over the runner's socket: a good one
+/// without a key, the same key twice, and one the parser refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_enqueues_children_through_the_runners_socket() {
+    let system = system_with_socket_command(Vec::new()).await;
+    let parked = json!({"kind": "echo", "delay_secs": 3600});
+    let (parent, answers) = over_the_socket(
+        &system,
+        json!([
+            {"job": parked},
+            {"key": "k", "job": parked},
+            {"key": "k", "job": parked},
+            {"job": {"kind": "echo", "machine": {"image": "evil/miner"}}},
+            "not a request",
+        ]),
+    )
+    .await;
     assert_eq!(answers[0]["key"], "#1", "{answers:#?}");
     assert_eq!(answers[0]["existing"], false);
     assert_eq!(answers[1]["existing"], false);

@@ -63,18 +63,37 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
         .wait_for(id, "succeeded", Duration::from_secs(30))
         .await;
     assert_eq!(done["result"], json!({"hello": "tls"}));
-    // A job enqueues children through the runner's user too.
-    let parent = system
-        .submit(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
-        .await;
-    let parent = system
-        .wait_for(
-            parent["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
-        .await;
-    assert_eq!(parent["result"]["children"].as_array().unwrap().len(), 3);
+    // A job enqueues children, and a batch with a then job, through the
+    // runner's user too (parked: only the store writes count).
+    let parked = json!({"kind": "echo", "delay_secs": 3600});
+    for (kind, params, shows) in [
+        (
+            "fan_out",
+            json!({"count": 3, "child": parked}),
+            "/children/2",
+        ),
+        (
+            "fan_out_batch",
+            json!({"count": 3, "child": parked, "then": {"kind": "echo"}}),
+            "/batch",
+        ),
+    ] {
+        let parent = system.submit(json!({"kind": kind, "params": params})).await;
+        let parent = system
+            .wait_for(
+                parent["id"].as_str().unwrap(),
+                "succeeded",
+                Duration::from_secs(30),
+            )
+            .await;
+        let result = &parent["result"];
+        assert!(
+            result
+                .pointer(shows)
+                .is_some_and(serde_json::Value::is_string),
+            "{kind}: {result}"
+        );
+    }
     system.assert_all_machines_destroyed().await;
 
     // The runner's user can touch nothing outside its namespace and run

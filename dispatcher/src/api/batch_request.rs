@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use crate::api::request::{idempotency_key, FieldError, JobRequest};
 use crate::configuration::JobDefaults;
 
+/// `MAX_BATCH_JOBS` unless set: the most members one batch may carry.
+pub const DEFAULT_MAX_BATCH_JOBS: usize = 10_000;
+
 /// The JSON body of `POST /batches`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +120,7 @@ impl BatchRequest {
                 callback_url,
                 idempotency,
                 then,
+                parent: None,
             }),
         })
     }

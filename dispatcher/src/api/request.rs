@@ -185,6 +185,12 @@ pub(crate) fn field_of(path: String, message: &str) -> Option<String> {
 /// member, a child a job enqueues). The error's field is relative to the
 /// body (`body` when serde names none).
 pub fn job_request(value: Value) -> Result<JobRequest, FieldError> {
+    from_json_value(value)
+}
+
+/// A request body already parsed as JSON (a job's, a batch's), read into
+/// its request type, naming the field serde refused.
+pub fn from_json_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();

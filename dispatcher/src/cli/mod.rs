@@ -171,7 +171,7 @@ pub struct CommonArgs {
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
     pub idempotency_ttl_secs: u64,
     /// Most jobs one `POST /batches` may carry.
-    #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = 10_000)]
+    #[arg(long, env = "MAX_BATCH_JOBS", default_value_t = crate::api::batch_request::DEFAULT_MAX_BATCH_JOBS)]
     pub max_batch_jobs: usize,
     /// Largest accepted `POST /batches` body (other routes take
     /// --body-limit-bytes).

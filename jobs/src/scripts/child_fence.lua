@@ -1,17 +1,19 @@
--- Runs before enqueue.lua when a running job enqueues a child. ARGV[3]
--- `fence` (JSON): the parent's `attempt` and `token`; the child's parent
--- and key are in enqueue.lua's argument (ARGV[2]), as `run.child_of`.
--- Answers {stale = true} when the parent's attempt is not current (a
--- zombie cannot enqueue), {existing = id} when the parent already has a
--- child under this key (a retried parent finds it); otherwise enqueue.lua
--- stores the child.
-do
-  local fence = cjson.decode(ARGV[3])
-  local child_of = cjson.decode(ARGV[2]).run.child_of
-  local parent_key = job_key(child_of.parent)
-  if not is_current(parent_key, tostring(fence.attempt), fence.token) then
-    return cjson.encode({ stale = true })
+-- The fence on what a running job enqueues: a child (enqueue_child.lua,
+-- before enqueue.lua) or a batch (submit.lua, `batch.parent`). One check
+-- serves both, so a zombie attempt can enqueue neither.
+--   parent  the enqueuing job's id
+--   fence   {attempt, token}: the attempt that asks
+--   index   the hash of the parent's keys (child_keys:{parent} for
+--           children, child_batches:{parent} for batches)
+--   key     the key within the parent
+-- Answers {stale = true} when the parent's attempt is not current (a zombie
+-- cannot enqueue), {existing = id} when the parent already enqueued under
+-- this key (a retried parent finds it), or nil: go on and store.
+local function child_fence(parent, fence, index, key)
+  if not is_current(job_key(parent), tostring(fence.attempt), fence.token) then
+    return { stale = true }
   end
-  local existing = redis.call('HGET', child_keys_key(child_of.parent), child_of.key)
-  if existing then return cjson.encode({ existing = existing }) end
+  local existing = redis.call('HGET', index, key)
+  if existing then return { existing = existing } end
+  return nil
 end

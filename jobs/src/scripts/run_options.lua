@@ -9,10 +9,21 @@
 --   children:{parent}     zset, score 0: the jobs `parent` enqueued
 --   child_keys:{parent}   hash: child key -> child id (a retried parent
 --                         enqueuing the same key finds its child)
+--   child_batches:{parent} hash: batch key -> batch id, the same for the
+--                         batches a job enqueued (submit.lua)
 
 local function tag_key(tag) return P .. 'tag:' .. tag end
 local function children_key(parent) return P .. 'children:' .. parent end
 local function child_keys_key(parent) return P .. 'child_keys:' .. parent end
+local function child_batches_key(parent) return P .. 'child_batches:' .. parent end
+
+-- Records job `id` (hash `key`) as enqueued by job `parent`: listed with
+-- its children. A child also has a key of its own (apply_run_options); a
+-- member of a batch the parent enqueued is known by its batch and index.
+local function adopt(parent, id, key)
+  redis.call('HSET', key, 'parent', parent)
+  redis.call('ZADD', children_key(parent), 0, id)
+end
 
 -- `options` is the decoded `run_options` argument (jobs::RunOptions).
 local function apply_run_options(id, key, options)
@@ -30,8 +41,8 @@ local function apply_run_options(id, key, options)
   end
   if options.child_of then
     local parent = options.child_of.parent
-    redis.call('HSET', key, 'parent', parent, 'child_key', options.child_of.key)
-    redis.call('ZADD', children_key(parent), 0, id)
+    adopt(parent, id, key)
+    redis.call('HSET', key, 'child_key', options.child_of.key)
     redis.call('HSET', child_keys_key(parent), options.child_of.key, id)
   end
 end
@@ -89,7 +100,7 @@ local function oom_step_up(key, a)
 end
 
 -- Removes a purged job from the run management indexes; a purged parent
--- takes the record of its children's keys with it.
+-- takes the record of its children's (and batches') keys with it.
 local function forget_run_options(id, key)
   local tags = hget(key, 'tags')
   if tags then
@@ -97,6 +108,6 @@ local function forget_run_options(id, key)
   end
   local parent = hget(key, 'parent')
   if parent then redis.call('ZREM', children_key(parent), id) end
-  redis.call('DEL', children_key(id), child_keys_key(id))
+  redis.call('DEL', children_key(id), child_keys_key(id), child_batches_key(id))
   redis.call('ZREM', P .. 'expiry', id)
 end

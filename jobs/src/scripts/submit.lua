@@ -1,14 +1,18 @@
 -- Stores jobs that wait for others, and batches: all of them or nothing.
 -- ARGV[2] is one JSON object (built by `jobs::fan_in::Submit`):
 --   jobs       [job], in order; a batch's members, or one job and its `then`
---   batch      {id, callback_url ('' none), then_policy, idempotency} or null
+--   batch      {id, callback_url ('' none), then_policy, idempotency,
+--              parent?} or null; `parent` = {job, attempt, token, key} when
+--              a running job enqueues the batch (child_fence.lua fences it)
 --   batch_then job or null: the batch's `then` job, waiting for the batch
 -- A job is {id, fields (its hash, string values), delay_ms, secrets ('' none),
 -- idempotency ({key, hash, ttl_ms} or null), after (job ids: stored ones, or
 -- ids of earlier jobs of this call), run_if, run (`jobs::RunOptions`: tags,
 -- expiry, OOM ladder; applied by run_options.lua)}.
 -- Nothing is written until every check passed. Answers (JSON):
+--   {stale = true}: the parent's attempt is not current
 --   {batch_existing = id} / {batch_conflict = id}: the batch's idempotency key
+--     (or, with a parent, its key within the parent) named a stored batch
 --   {existing = id}: no batch, and the first job's key named a stored job
 --   {conflict = {index, id}}: a job's key was used for another request
 --   {missing = {index, id}}: a job waits for a job that does not exist
@@ -32,7 +36,18 @@ local function remember(idempotency, prefix, id)
   idempotency_remember(P .. prefix .. idempotency.key, id, idempotency.hash, idempotency.ttl_ms)
 end
 
+-- The job enqueueing the batch, if a running job does (members, the
+-- batch and its `then` job record it).
+local parent = batch and batch.parent
+if parent == cjson.null then parent = nil end
+
 -- Checks, no writes.
+if parent then
+  local refused = child_fence(parent.job, parent, child_batches_key(parent.job), parent.key)
+  if refused then
+    return cjson.encode({ stale = refused.stale, batch_existing = refused.existing })
+  end
+end
 if batch then
   local first, same = seen(batch.idempotency, 'batch_idempotency:')
   if first then
@@ -90,6 +105,7 @@ local function write_job(job)
   end
   local secrets = job.secrets ~= '' and job.secrets or nil
   store_job(job.id, key, job.fields.kind, fields, secrets, job.run)
+  if parent then adopt(parent.job, job.id, key) end
   return key
 end
 
@@ -115,6 +131,10 @@ if batch then
     redis.call('HSET', bkey, 'idempotency_key', batch.idempotency.key)
   end
   redis.call('ZADD', P .. 'batches', 0, batch.id)
+  if parent then
+    redis.call('HSET', bkey, 'parent', parent.job, 'child_key', parent.key)
+    redis.call('HSET', child_batches_key(parent.job), parent.key, batch.id)
+  end
   remember(batch.idempotency, 'batch_idempotency:', batch.id)
   if batch_then then
     redis.call('HSET', bkey, 'then', batch_then.id)
@@ -135,7 +155,8 @@ if batch then
   if total == 0 then complete_batch(batch.id) end
   quiet = false
   publish({ id = batch.id, type = 'batch' })
-  if redis.call('ZCARD', bkey .. ':status:queued') > 0 then
+  -- (The counter, not ZCARD: the runner's store user may not run ZCARD.)
+  if tonumber(hget(bkey, 'n:queued') or '0') > 0 then
     publish({ id = batch.id, type = 'status', status = 'queued' })
   end
 else

@@ -1,9 +1,10 @@
-//! How a command enqueues child jobs: a line protocol on a unix socket
-//! the runner listens on for the attempt, named by `JOB_CHILDREN_SOCKET`
-//! in the command's environment. The socket reaches only this runner,
-//! which validates and stores each child exactly as
-//! [`crate::Context::enqueue`] does: the command never holds the store's
-//! URL or the attempt's token.
+//! How a command enqueues child jobs and batches: a line protocol on a
+//! unix socket the runner listens on for the attempt, named by
+//! `JOB_CHILDREN_SOCKET` in the command's environment. The socket reaches
+//! only this runner, which validates and stores each child and batch
+//! exactly as [`crate::Context::enqueue`] and
+//! [`crate::Context::enqueue_batch`] do: the command never holds the
+//! store's URL or the attempt's token.
 //!
 //! Each request is one line of JSON, each answer one line of JSON, in
 //! order, on any number of connections:
@@ -15,12 +16,18 @@
 //! < {"id": "0190...", "key": "page-2", "existing": false}
 //! > {"job": {"kind": "Bad"}}
 //! < {"error": "invalid child job: kind: ...", "field": "kind"}
+//! > {"key": "pages", "batch": {"jobs": [{"kind": "resize"}, {"kind": "resize"}], "then": {"kind": "zip"}}}
+//! < {"batch_id": "0190...", "key": "pages", "existing": false}
+//! > {"batch": {"jobs": [{"kind": "resize"}, {"kind": "Bad"}]}}
+//! < {"error": "invalid child job: jobs[1].kind: ...", "field": "jobs[1].kind"}
 //! ```
 //!
-//! `job` is a `POST /jobs` body. Without `key`, the child's key is `#n`
-//! in the order the runner receives unkeyed requests (send them one at a
-//! time, or give keys). `existing: true` means an earlier attempt of this
-//! job already enqueued the child under that key.
+//! `job` is a `POST /jobs` body, `batch` a `POST /batches` body; a line
+//! has one of them. Without `key`, the key is `#n` in the order the
+//! runner receives unkeyed requests, counted apart for children and
+//! batches (send them one at a time, or give keys). `existing: true`
+//! means an earlier attempt of this job already enqueued the child (or
+//! batch) under that key.
 
 use std::path::PathBuf;
 
@@ -36,8 +43,9 @@ use crate::{Context, EnqueueError};
 pub const SOCKET_VAR: &str = "JOB_CHILDREN_SOCKET";
 
 /// A request line longer than this is refused (and the connection
-/// closed): a child's request is a `POST /jobs` body, at most about that.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// closed): a batch's request is a `POST /batches` body, at most about
+/// that (the dispatchers' default `BATCH_BODY_LIMIT_BYTES`).
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// The socket of one attempt; removed when dropped.
 pub(crate) struct ChildSocket {
@@ -90,14 +98,18 @@ async fn serve(listener: UnixListener, ctx: Context) {
 struct Request {
     #[serde(default)]
     key: Option<String>,
-    job: Value,
+    #[serde(default)]
+    job: Option<Value>,
+    #[serde(default)]
+    batch: Option<Value>,
 }
 
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Answer {
     Enqueued {
-        id: String,
+        #[serde(flatten)]
+        id: Enqueued,
         key: String,
         existing: bool,
     },
@@ -106,6 +118,15 @@ enum Answer {
         #[serde(skip_serializing_if = "Option::is_none")]
         field: Option<String>,
     },
+}
+
+/// What was enqueued: a child's id is `id`, a batch's `batch_id`.
+#[derive(Serialize)]
+enum Enqueued {
+    #[serde(rename = "id")]
+    Job(String),
+    #[serde(rename = "batch_id")]
+    Batch(String),
 }
 
 async fn connection(stream: UnixStream, ctx: Context) {
@@ -137,35 +158,34 @@ async fn connection(stream: UnixStream, ctx: Context) {
 }
 
 async fn answer(ctx: &Context, line: &[u8]) -> Answer {
+    const SHAPE: &str = r#"{"key": .., "job": {..}} or {"key": .., "batch": {..}}"#;
     let request: Request = match serde_json::from_slice(line) {
         Ok(request) => request,
-        Err(e) => {
-            return refused(
-                format!("not a request line ({{\"key\": .., \"job\": {{..}}}}): {e}"),
-                None,
-            )
-        }
+        Err(e) => return refused(format!("not a request line ({SHAPE}): {e}"), None),
     };
-    let (key, enqueued) = match request.key {
-        Some(key) => {
-            let enqueued = ctx.enqueue_keyed(&key, request.job).await;
-            (key, enqueued)
-        }
-        None => {
-            let (key, enqueued) = ctx.enqueue_in_order(request.job).await;
-            (key, enqueued)
-        }
+    let (is_job, body) = match (request.job, request.batch) {
+        (Some(job), None) => (true, job),
+        (None, Some(batch)) => (false, batch),
+        _ => return refused(format!("give job or batch, one of them ({SHAPE})"), None),
+    };
+    let key = match request.key {
+        Some(key) => key,
+        None if is_job => ctx.next_child_key(),
+        None => ctx.next_batch_key(),
+    };
+    let enqueued = if is_job {
+        let child = ctx.enqueue_keyed(&key, body).await;
+        child.map(|c| (Enqueued::Job(c.id.to_string()), c.existing))
+    } else {
+        let batch = ctx.enqueue_batch_keyed(&key, body).await;
+        batch.map(|b| (Enqueued::Batch(b.id.to_string()), b.existing))
     };
     match enqueued {
-        Ok(child) => Answer::Enqueued {
-            id: child.id.to_string(),
-            key,
-            existing: child.existing,
-        },
+        Ok((id, existing)) => Answer::Enqueued { id, key, existing },
         Err(e) => {
             let field = e.field().map(str::to_string);
             if !matches!(e, EnqueueError::Invalid { .. }) {
-                tracing::warn!(error = %e, "a child of the command was not enqueued");
+                tracing::warn!(error = %e, "a child (or batch) of the command was not enqueued");
             }
             refused(e.to_string(), field)
         }

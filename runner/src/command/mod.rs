@@ -16,7 +16,7 @@
 //! | error message | how it ended and its last stderr line, e.g. `exit code 65: month is required` |
 //! | stop | on cancel, machine stop, or [`crate::wrap_up_window`] before the timeout: SIGTERM to its process group, SIGKILL [`KILL_GRACE`] later; at the timeout itself: SIGKILL |
 //! | leftovers | when it exits, whatever it left running in its process group is killed |
-//! | child jobs | one JSON line per child on the unix socket named by `JOB_CHILDREN_SOCKET`, one JSON line back ([`children`]) |
+//! | child jobs and batches | one JSON line per child or batch on the unix socket named by `JOB_CHILDREN_SOCKET`, one JSON line back ([`children`]) |
 
 pub mod children;
 mod group;

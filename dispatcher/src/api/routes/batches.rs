@@ -116,6 +116,9 @@ fn refusal(answer: Submitted) -> ApiError {
         Submitted::Stored { .. } | Submitted::Existing(_) | Submitted::BatchExisting(_) => {
             unreachable!("answers a caller handles itself")
         }
+        Submitted::Stale => {
+            unreachable!("only a batch a running job enqueues is fenced by its attempt")
+        }
     }
 }
 
