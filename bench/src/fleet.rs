@@ -44,6 +44,8 @@ pub struct FleetResult {
     /// Store commands per job sent by the dispatcher, and by the runners.
     pub dispatcher_commands_per_job: f64,
     pub runner_commands_per_job: f64,
+    /// How long each job slept (the runners' share grows with it).
+    pub sleep: Duration,
     /// All commands of the run by name (for the profile).
     pub commands_by_name: std::collections::BTreeMap<String, u64>,
 }
@@ -147,6 +149,7 @@ async fn measure(system: &System, sizes: &FleetSizes) -> anyhow::Result<FleetRes
         dispatcher_commands_per_job: (commands.dispatcher - commands_before.dispatcher) as f64
             / jobs,
         runner_commands_per_job: (commands.runners - commands_before.runners) as f64 / jobs,
+        sleep: sizes.sleep,
         commands_by_name: commands.by_name,
     })
 }

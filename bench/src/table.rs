@@ -200,15 +200,21 @@ fn fleet_rows(f: &FleetResult, row: &mut impl FnMut(String, String, &str)) {
         format!("{:.2}", f.machines_calls_per_job),
         "≤ 4",
     );
+    // The target (issue 10) is the dispatcher's: what supervising a job
+    // costs the store. A runner's own commands grow with its run time (a
+    // heartbeat every 5 s), so they are shown beside it, not summed into it.
     row(
-        "fleet: Valkey commands per job: dispatcher + runner".into(),
-        format!(
-            "{:.2} + {:.2} = {:.2}",
-            f.dispatcher_commands_per_job,
-            f.runner_commands_per_job,
-            f.dispatcher_commands_per_job + f.runner_commands_per_job
-        ),
+        "fleet: Valkey commands per job, dispatcher".into(),
+        format!("{:.2}", f.dispatcher_commands_per_job),
         "≤ 10",
+    );
+    row(
+        format!(
+            "fleet: Valkey commands per job, runner ({} s jobs: 2 + a heartbeat per 5 s)",
+            f.sleep.as_secs()
+        ),
+        format!("{:.2}", f.runner_commands_per_job),
+        "",
     );
 }
 
