@@ -58,11 +58,11 @@ async fn metrics_follow_jobs_as_they_run() {
 
     // One slot: a sleeping job holds it, an echo job waits in the queue.
     let sleeper = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 60_000}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 60_000}, "max_attempts": 1}))
         .await;
     let sleeper = sleeper["id"].as_str().unwrap().to_string();
-    system.wait_for(&sleeper, "running", WITHIN).await;
-    let echo = system.submit(json!({"kind": "echo"})).await;
+    system.wait_for_raw(&sleeper, "running", WITHIN).await;
+    let echo = system.submit_raw(json!({"kind": "echo"})).await;
     let echo = echo["id"].as_str().unwrap().to_string();
 
     let (busy, _) = Scrape::take(&system).await;
@@ -81,18 +81,18 @@ async fn metrics_follow_jobs_as_they_run() {
         .await
         .unwrap();
     assert!(cancelled.status().is_success());
-    system.wait_for(&echo, "succeeded", WITHIN).await;
+    system.wait_for_raw(&echo, "succeeded", WITHIN).await;
     system
         .set_faults(json!({"fail_next_creates": 1, "fail_status": 429}))
         .await;
     let flaky = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "flaky", "params": {"succeed_on_attempt": 2},
             "backoff": {"base_ms": 50, "max_ms": 100}
         }))
         .await;
     let flaky = system
-        .wait_for(flaky["id"].as_str().unwrap(), "succeeded", WITHIN)
+        .wait_for_raw(flaky["id"].as_str().unwrap(), "succeeded", WITHIN)
         .await;
 
     // The slot is freed just after the job's end is recorded.

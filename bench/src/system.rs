@@ -10,12 +10,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use devkit::mock::Limits;
 use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use jobs::{JobStatus, Store, StoreConfig};
 use machines::{ClientConfig, MachinesClient};
-use mock_machines::{Boot, MockConfig, MockServer};
-use tokio::net::TcpListener;
+use mock_machines::{Boot, MockServer};
 use tokio::process::{Child, Command};
 
 use crate::commands::CommandCounter;
@@ -117,9 +117,9 @@ impl System {
         let data_dir = std::env::temp_dir().join(format!(
             "dispatcher-bench-{}-{}",
             std::process::id(),
-            free_port().await?
+            devkit::port::free_port().await?
         ));
-        let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
+        let valkey = LocalValkey::start_on_free_port(&data_dir, false).await?;
         let replica = match options.durable {
             true => Some(start_replica(&valkey, &data_dir.join("replica")).await?),
             false => None,
@@ -160,26 +160,18 @@ impl System {
             BootWith::Process => Boot::Process,
             BootWith::Virtual(build) => build(store.clone()),
         };
-        let mut config = if options.faithful_mock {
-            use clap::Parser as _;
-            MockConfig {
-                token: FLY_TOKEN.into(),
-                boot,
-                ..mock_machines::cli::Args::parse_from(["mock-machines", "--token", FLY_TOKEN])
-                    .config()?
-            }
-        } else {
-            MockConfig {
-                token: FLY_TOKEN.into(),
-                rate_limits: false,
-                enforce_memory: false,
-                boot,
-                ..MockConfig::default()
-            }
+        let limits = match options.faithful_mock {
+            true => Limits::FlyWithLatency,
+            false => Limits::Off,
         };
+        let mut config = devkit::mock::config(FLY_TOKEN, limits)?;
+        // Unless faithful, machines may use any memory: what the bench
+        // measures is the dispatcher, not the mock's watchdog.
+        config.enforce_memory = options.faithful_mock;
+        config.boot = boot;
         config.image_env.extend(options.image_env.iter().cloned());
-        let mock = MockServer::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
-        let port = free_port().await?;
+        let mock = devkit::mock::start(config, 0).await?;
+        let port = devkit::port::free_port().await?;
         let durability = if options.durable { "1" } else { "0" };
         let dispatcher = spawn_dispatcher(binaries, &dispatcher_args, &valkey.url(), &mock, port)?
             .env("SUBMIT_REPLICAS", durability)
@@ -299,7 +291,8 @@ fn spawn_dispatcher(
 /// A replica of `primary`, in sync before it returns.
 async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<LocalValkey> {
     let replicaof = ["--replicaof", "127.0.0.1", &primary.port().to_string()].map(String::from);
-    let replica = LocalValkey::start_with(free_port().await?, dir, None, &replicaof).await?;
+    let replica =
+        LocalValkey::start_with(devkit::port::free_port().await?, dir, None, &replicaof).await?;
     let client = Client::new(Config::from_url(&replica.url())?, None, None, None);
     client.init().await?;
     for _ in 0..200 {
@@ -329,8 +322,4 @@ async fn wait_healthy(base: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("the dispatcher did not become healthy at {base} within 10 s")
-}
-
-async fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port())
 }

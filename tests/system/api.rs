@@ -214,7 +214,7 @@ async fn list_is_newest_first_with_a_limit() {
     let mut ids = Vec::new();
     for i in 0..3 {
         let job = system
-            .submit(json!({"kind": "echo", "params": {"i": i}, "delay_secs": 3600}))
+            .submit_raw(json!({"kind": "echo", "params": {"i": i}, "delay_secs": 3600}))
             .await;
         assert_eq!(job["status"], "scheduled");
         ids.push(job["id"].as_str().unwrap().to_string());
@@ -238,7 +238,7 @@ async fn a_corrupt_record_is_a_500_that_keeps_its_detail_from_the_client() {
     use fred::interfaces::{ClientLike as _, HashesInterface as _};
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
     let id = job["id"].as_str().unwrap();
     let raw = system.raw_store().await;

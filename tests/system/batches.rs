@@ -106,7 +106,7 @@ async fn a_batch_finishes_with_exact_counts_and_its_then_job_gets_every_result()
 
     // Each member knows its batch and index, in the order submitted.
     for (index, id) in job_ids.iter().enumerate().step_by(37) {
-        let job = system.job(id).await;
+        let job = system.job_raw(id).await;
         assert_eq!(job["batch_id"], batch_id.as_str());
         assert_eq!(job["batch_index"], index);
     }
@@ -133,7 +133,7 @@ async fn a_batch_finishes_with_exact_counts_and_its_then_job_gets_every_result()
 
     // The then job ran anyway (all_finished) and received every member.
     let then = batch["then"].as_str().unwrap();
-    let then = system.wait_for(then, "succeeded", WITHIN).await;
+    let then = system.wait_for_raw(then, "succeeded", WITHIN).await;
     let inputs = &then["inputs"];
     assert_eq!(inputs["batch"], batch_id.as_str());
     assert_eq!(inputs["counts"]["failed"], FAILING);
@@ -162,7 +162,7 @@ async fn a_then_job_is_skipped_when_a_member_failed_and_all_must_succeed() {
     let batch = until_complete(&system, answer["batch"]["id"].as_str().unwrap()).await;
     assert_eq!(batch["then_policy"], "all_succeeded");
     let then = system
-        .wait_for(batch["then"].as_str().unwrap(), "cancelled", WITHIN)
+        .wait_for_raw(batch["then"].as_str().unwrap(), "cancelled", WITHIN)
         .await;
     let error = then["error"].as_str().unwrap();
     assert!(error.contains(batch["id"].as_str().unwrap()), "{error}");
@@ -238,22 +238,22 @@ async fn the_batch_callback_fires_once_with_two_dispatchers() {
 async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
     let system = system(8, &[]).await;
     let a = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 500}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 500}}))
         .await;
     let a = a["id"].as_str().unwrap().to_string();
     let b = system
-        .submit(json!({"kind": "echo", "params": {"step": "b"}, "after": [a]}))
+        .submit_raw(json!({"kind": "echo", "params": {"step": "b"}, "after": [a]}))
         .await;
     assert_eq!(b["status"], "waiting");
     let b = b["id"].as_str().unwrap().to_string();
     let c = system
-        .submit(json!({"kind": "echo", "params": {"step": "c"}, "after": [b]}))
+        .submit_raw(json!({"kind": "echo", "params": {"step": "c"}, "after": [b]}))
         .await;
     assert_eq!(c["status"], "waiting");
     let c = c["id"].as_str().unwrap().to_string();
 
-    let c = system.wait_for(&c, "succeeded", WITHIN).await;
-    let (a, b) = (system.job(&a).await, system.job(&b).await);
+    let c = system.wait_for_raw(&c, "succeeded", WITHIN).await;
+    let (a, b) = (system.job_raw(&a).await, system.job_raw(&b).await);
     assert_eq!(a["status"], "succeeded");
     assert_eq!(b["status"], "succeeded");
     assert!(a["finished_at"].as_str() <= b["attempts"][0]["claimed_at"].as_str());
@@ -264,20 +264,26 @@ async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
     // A dependency that fails for good cancels its dependents, naming it,
     // and theirs in turn.
     let d = system
-        .submit(json!({"kind": "fail", "max_attempts": 1}))
+        .submit_raw(json!({"kind": "fail", "max_attempts": 1}))
         .await;
     let d = d["id"].as_str().unwrap().to_string();
-    let e = system.submit(json!({"kind": "echo", "after": [d]})).await;
+    let e = system
+        .submit_raw(json!({"kind": "echo", "after": [d]}))
+        .await;
     let e = e["id"].as_str().unwrap().to_string();
-    let f = system.submit(json!({"kind": "echo", "after": [e]})).await;
+    let f = system
+        .submit_raw(json!({"kind": "echo", "after": [e]}))
+        .await;
     let f = f["id"].as_str().unwrap().to_string();
-    let e_job = system.wait_for(&e, "cancelled", WITHIN).await;
+    let e_job = system.wait_for_raw(&e, "cancelled", WITHIN).await;
     assert!(e_job["error"].as_str().unwrap().contains(&d), "{e_job}");
-    let f_job = system.wait_for(&f, "cancelled", WITHIN).await;
+    let f_job = system.wait_for_raw(&f, "cancelled", WITHIN).await;
     assert!(f_job["error"].as_str().unwrap().contains(&e), "{f_job}");
 
     // Submitted after its dependency already failed: cancelled at once.
-    let late = system.submit(json!({"kind": "echo", "after": [d]})).await;
+    let late = system
+        .submit_raw(json!({"kind": "echo", "after": [d]}))
+        .await;
     assert_eq!(late["status"], "cancelled");
     // So is a batch member, counted as such; its sibling waits for `c`.
     let answer = submit_batch(
@@ -291,10 +297,10 @@ async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
 
     // A waiting job is cancelled like a queued one.
     let slow = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 60000}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 60000}}))
         .await;
     let waiting = system
-        .submit(json!({"kind": "echo", "after": [slow["id"]]}))
+        .submit_raw(json!({"kind": "echo", "after": [slow["id"]]}))
         .await;
     let waiting = waiting["id"].as_str().unwrap();
     let (status, cancelled) = post(&system, &format!("/jobs/{waiting}/cancel"), json!({})).await;
@@ -312,10 +318,10 @@ async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
 
     // A job's own then job runs after it, with its result.
     let parent = system
-        .submit(json!({"kind": "echo", "params": {"p": 1}, "then": {"kind": "echo"}}))
+        .submit_raw(json!({"kind": "echo", "params": {"p": 1}, "then": {"kind": "echo"}}))
         .await;
     let then = parent["then"].as_str().unwrap().to_string();
-    let then = system.wait_for(&then, "succeeded", WITHIN).await;
+    let then = system.wait_for_raw(&then, "succeeded", WITHIN).await;
     assert_eq!(then["inputs"]["jobs"][0]["result"]["p"], 1);
     system.stop().await;
 }

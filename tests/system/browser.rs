@@ -25,15 +25,15 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     })
     .await;
     let echo = system
-        .submit(json!({"kind": "echo", "params": {"greeting": "<b>hello</b>"}}))
+        .submit_raw(json!({"kind": "echo", "params": {"greeting": "<b>hello</b>"}}))
         .await;
     let echo = echo["id"].as_str().unwrap().to_string();
-    let echo_job = system.wait_for(&echo, "succeeded", WITHIN).await;
+    let echo_job = system.wait_for_raw(&echo, "succeeded", WITHIN).await;
     let sleeper = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 120_000}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 120_000}}))
         .await;
     let sleeper = sleeper["id"].as_str().unwrap().to_string();
-    system.wait_for(&sleeper, "running", WITHIN).await;
+    system.wait_for_raw(&sleeper, "running", WITHIN).await;
 
     log_in(&browser, &system).await;
 
@@ -107,7 +107,7 @@ async fn dashboard_shows_jobs_and_cancels_one() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(system.job(&sleeper).await["status"], "cancelled");
+    assert_eq!(system.job_raw(&sleeper).await["status"], "cancelled");
     // The live refresh redraws the charts too.
     browser
         .wait_for(
@@ -138,10 +138,10 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
     })
     .await;
     let printer = system
-        .submit(json!({"kind": "print", "params": {"lines": 50}}))
+        .submit_raw(json!({"kind": "print", "params": {"lines": 50}}))
         .await;
     let printer = printer["id"].as_str().unwrap().to_string();
-    system.wait_for(&printer, "succeeded", WITHIN).await;
+    system.wait_for_raw(&printer, "succeeded", WITHIN).await;
     log_in(&browser, &system).await;
 
     // A finished job: the pane reads its whole log, then says it ended.
@@ -169,7 +169,7 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
 
     // A running job: its line reaches the open page while it still runs.
     let holder = system
-        .submit(json!({"kind": "allocate", "params": {"mb": 1, "hold_ms": 120_000}}))
+        .submit_raw(json!({"kind": "allocate", "params": {"mb": 1, "hold_ms": 120_000}}))
         .await;
     let holder = holder["id"].as_str().unwrap().to_string();
     browser.goto(&system.url(&format!("/jobs/{holder}"))).await;
@@ -187,13 +187,13 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
         Some("false"),
         "the pane is still following"
     );
-    assert_eq!(system.job(&holder).await["status"], "running");
+    assert_eq!(system.job_raw(&holder).await["status"], "running");
     system
         .request(reqwest::Method::POST, &format!("/jobs/{holder}/cancel"))
         .send()
         .await
         .unwrap();
-    system.wait_for(&holder, "cancelled", WITHIN).await;
+    system.wait_for_raw(&holder, "cancelled", WITHIN).await;
 
     browser.close().await;
     system.stop().await;

@@ -147,7 +147,7 @@ async fn cancel_wait_and_retry() {
     )
     .await;
     let id = json(&submitted)["id"].as_str().unwrap().to_string();
-    system.wait_for(&id, "running", WITHIN).await;
+    system.wait_for_raw(&id, "running", WITHIN).await;
 
     // `jobs wait` follows the job while another command cancels it.
     let waiting = tokio::spawn({
@@ -188,7 +188,7 @@ async fn cancel_wait_and_retry() {
     assert!(again.status.success(), "{}", stderr(&again));
 
     // Cancelling a finished job: the API's 409 message, exit 1.
-    system.wait_for(&id, "cancelled", WITHIN).await;
+    system.wait_for_raw(&id, "cancelled", WITHIN).await;
     let twice = jobs(&system, &["cancel", &id]).await;
     assert_refused(&twice, &["409", "already cancelled"]);
     system.stop().await;

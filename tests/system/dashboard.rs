@@ -26,10 +26,10 @@ async fn login_cookie_content_negotiation_and_escaping() {
         .build()
         .unwrap();
     let job = system
-        .submit(json!({"kind": "echo", "params": {"note": "<script>alert('x')</script>"}}))
+        .submit_raw(json!({"kind": "echo", "params": {"note": "<script>alert('x')</script>"}}))
         .await;
     let id = job["id"].as_str().unwrap().to_string();
-    system.wait_for(&id, "succeeded", WITHIN).await;
+    system.wait_for_raw(&id, "succeeded", WITHIN).await;
 
     // No session: browsers go to the login form, API clients get 401 JSON.
     let page = http
@@ -136,7 +136,7 @@ async fn login_cookie_content_negotiation_and_escaping() {
     // A page holds 100 jobs; the "older jobs" link keeps the filters.
     for i in 0..101 {
         system
-            .submit(json!({"kind": "later", "params": {"i": i}, "delay_secs": 3600}))
+            .submit_raw(json!({"kind": "later", "params": {"i": i}, "delay_secs": 3600}))
             .await;
     }
     let first = send_text(with_session("/?kind=later&status=scheduled")).await;

@@ -40,13 +40,13 @@ async fn quick_system() -> TestSystem {
 async fn fails_twice_then_succeeds_with_growing_gaps() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "flaky",
             "params": {"succeed_on_attempt": 3},
             "backoff": {"base_ms": 400, "max_ms": 5000, "jitter": false}
         }))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     let attempts = attempts(&job);
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0]["outcome"], "error");
@@ -66,12 +66,12 @@ async fn fails_twice_then_succeeds_with_growing_gaps() {
 async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "crash", "params": {"code": 42}, "max_attempts": 3,
             "backoff": {"base_ms": 50, "max_ms": 100}
         }))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     assert_eq!(attempts(&job).len(), 3);
     for attempt in attempts(&job) {
         assert_eq!(attempt["outcome"], "crashed", "{attempt:#}");
@@ -97,10 +97,12 @@ async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
         .await
         .unwrap();
     assert_eq!(retried.status(), 200);
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     assert_eq!(attempts(&job).len(), 6);
-    let not_failed = system.submit(json!({"kind": "echo"})).await;
-    system.wait_for(&id(&not_failed), "succeeded", WITHIN).await;
+    let not_failed = system.submit_raw(json!({"kind": "echo"})).await;
+    system
+        .wait_for_raw(&id(&not_failed), "succeeded", WITHIN)
+        .await;
     let refused = system
         .http
         .post(system.url(&format!("/jobs/{}/retry", id(&not_failed))))
@@ -116,12 +118,12 @@ async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
 async fn out_of_memory_is_reported_as_oom() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "allocate", "params": {"mb": 700, "hold_ms": 5000},
             "machine": {"memory_mb": 256}, "max_attempts": 1
         }))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     let attempt = &attempts(&job)[0];
     assert_eq!(attempt["outcome"], "oom", "{attempt:#}");
     assert!(attempt["error"].as_str().unwrap().contains("memory"));
@@ -141,16 +143,16 @@ async fn unwatched_machines_crashing_are_found_by_their_silence() {
     })
     .await;
     let crash = system
-        .submit(json!({"kind": "crash", "params": {"code": 42}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "crash", "params": {"code": 42}, "max_attempts": 1}))
         .await;
     let oom = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "allocate", "params": {"mb": 700, "hold_ms": 5000},
             "machine": {"memory_mb": 256}, "max_attempts": 1
         }))
         .await;
-    let crash = system.wait_for(&id(&crash), "failed", WITHIN).await;
-    let oom = system.wait_for(&id(&oom), "failed", WITHIN).await;
+    let crash = system.wait_for_raw(&id(&crash), "failed", WITHIN).await;
+    let oom = system.wait_for_raw(&id(&oom), "failed", WITHIN).await;
     assert_eq!(attempts(&crash)[0]["outcome"], "crashed", "{crash:#}");
     assert_eq!(attempts(&crash)[0]["exit_code"], 42);
     assert_eq!(attempts(&oom)[0]["outcome"], "oom", "{oom:#}");
@@ -162,8 +164,8 @@ async fn unwatched_machines_crashing_are_found_by_their_silence() {
     );
 
     // A job that reports still finishes at once, with its exit code.
-    let echo = system.submit(json!({"kind": "echo"})).await;
-    let echo = system.wait_for(&id(&echo), "succeeded", WITHIN).await;
+    let echo = system.submit_raw(json!({"kind": "echo"})).await;
+    let echo = system.wait_for_raw(&id(&echo), "succeeded", WITHIN).await;
     assert_eq!(attempts(&echo)[0]["exit_code"], 0, "{echo:#}");
     system.assert_all_machines_destroyed().await;
     system.stop().await;
@@ -174,9 +176,9 @@ async fn a_machine_that_never_boots_times_out_and_is_destroyed() {
     let system = quick_system().await;
     system.set_faults(json!({"never_boot_rate": 1.0})).await;
     let job = system
-        .submit(json!({"kind": "echo", "timeout_secs": 1, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "echo", "timeout_secs": 1, "max_attempts": 1}))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     let attempt = &attempts(&job)[0];
     assert_eq!(attempt["outcome"], "timed_out", "{attempt:#}");
     assert!(attempt["machine_id"].is_string());
@@ -192,9 +194,9 @@ async fn rate_limited_creates_are_retried_by_the_client() {
         .set_faults(json!({"fail_next_creates": 2, "fail_status": 429}))
         .await;
     let job = system
-        .submit(json!({"kind": "echo", "params": {"x": 1}}))
+        .submit_raw(json!({"kind": "echo", "params": {"x": 1}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     assert_eq!(
         attempts(&job).len(),
         1,
@@ -214,9 +216,9 @@ async fn creates_that_keep_failing_end_as_boot_failed() {
         .set_faults(json!({"create_error_rate": 1.0, "create_error_status": 503}))
         .await;
     let job = system
-        .submit(json!({"kind": "echo", "max_attempts": 1}))
+        .submit_raw(json!({"kind": "echo", "max_attempts": 1}))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     let attempt = &attempts(&job)[0];
     assert_eq!(attempt["outcome"], "boot_failed", "{attempt:#}");
     assert!(
@@ -236,15 +238,15 @@ async fn cancel_in_every_state() {
     })
     .await;
     let running = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 60000}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 60000}}))
         .await;
-    let queued = system.submit(json!({"kind": "echo"})).await;
+    let queued = system.submit_raw(json!({"kind": "echo"})).await;
     let scheduled = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
-    system.wait_for(&id(&running), "running", WITHIN).await;
+    system.wait_for_raw(&id(&running), "running", WITHIN).await;
     assert_eq!(
-        system.job(&id(&queued)).await["status"],
+        system.job_raw(&id(&queued)).await["status"],
         "queued",
         "the cap of 1 holds it back"
     );
@@ -266,10 +268,12 @@ async fn cancel_in_every_state() {
         .unwrap();
     assert_eq!(answer.status(), 200);
     assert_eq!(cancel(&running).await.unwrap().status(), 202);
-    let job = system.wait_for(&id(&running), "cancelled", WITHIN).await;
+    let job = system
+        .wait_for_raw(&id(&running), "cancelled", WITHIN)
+        .await;
     assert_eq!(attempts(&job)[0]["outcome"], "cancelled");
     for job in [&queued, &scheduled] {
-        let job = system.job(&id(job)).await;
+        let job = system.job_raw(&id(job)).await;
         assert_eq!(job["status"], "cancelled");
         assert_eq!(attempts(&job).len(), 0, "never ran");
         assert_eq!(
@@ -291,9 +295,9 @@ async fn cancel_in_every_state() {
 async fn a_late_runner_cannot_overwrite_a_finished_attempt() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "echo", "params": {"real": true}}))
+        .submit_raw(json!({"kind": "echo", "params": {"real": true}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
 
     // Boot the same attempt's runner again, as a zombie would: same env.
     let machine = &system.machines(true).await[0];
@@ -304,7 +308,7 @@ async fn a_late_runner_cannot_overwrite_a_finished_attempt() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(runner::exit::STALE));
-    let after = system.job(&id(&job)).await;
+    let after = system.job_raw(&id(&job)).await;
     assert_eq!(after["result"], json!({"real": true}));
     assert_eq!(after["attempts"], job["attempts"], "nothing was rewritten");
     system.stop().await;

@@ -332,7 +332,7 @@ async fn job_until(
 ) -> Value {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
-        let job = system.job(id).await;
+        let job = system.job_raw(id).await;
         if check(&job) {
             return job;
         }
@@ -376,7 +376,7 @@ async fn a_rate_limit_of_5_per_second_holds_across_three_dispatchers() {
     let deadline = tokio::time::Instant::now() + WITHIN;
     'seen: loop {
         for id in ids.iter().rev() {
-            let job = system.job(id).await;
+            let job = system.job_raw(id).await;
             if job["waiting_for"]["reason"] == "rate_limit" {
                 assert_eq!(job["status"], "queued");
                 assert_eq!(job["waiting_for"]["scope"], "kind:echo");
@@ -391,7 +391,7 @@ async fn a_rate_limit_of_5_per_second_holds_across_three_dispatchers() {
     }
     let mut starts = Vec::new();
     for id in &ids {
-        let job = system.wait_for(id, "succeeded", WITHIN).await;
+        let job = system.wait_for_raw(id, "succeeded", WITHIN).await;
         let claimed = job["attempts"][0]["claimed_at"].as_str().unwrap();
         starts.push(
             chrono::DateTime::parse_from_rfc3339(claimed)
@@ -444,13 +444,13 @@ async fn singleton_keep_answers_the_waiting_job_and_replace_cancels_it() {
 
     let newest = submit_to(&system, &base, json!({"kind": "echo", "singleton_key": "report-7", "singleton_policy": "replace", "params": {"n": 3}}), 202).await;
     assert_ne!(id(&newest), id(&first));
-    let replaced = system.job(&id(&first)).await;
+    let replaced = system.job_raw(&id(&first)).await;
     assert_eq!(replaced["status"], "cancelled");
     assert!(replaced["error"]
         .as_str()
         .unwrap()
         .contains("replaced by a newer job"));
-    assert_eq!(system.job(&id(&newest)).await["status"], "queued");
+    assert_eq!(system.job_raw(&id(&newest)).await["status"], "queued");
     // Another key is another singleton.
     submit_to(
         &system,
@@ -473,10 +473,10 @@ async fn singleton_cancel_running_stops_the_running_job_and_runs_the_newest() {
         202,
     )
     .await;
-    system.wait_for(&id(&long), "running", WITHIN).await;
+    system.wait_for_raw(&id(&long), "running", WITHIN).await;
     let newest = submit_to(&system, &base, json!({"kind": "sleep", "singleton_key": "sync-1", "singleton_policy": "cancel_running", "params": {"ms": 1}}), 202).await;
-    system.wait_for(&id(&long), "cancelled", WITHIN).await;
-    system.wait_for(&id(&newest), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&long), "cancelled", WITHIN).await;
+    system.wait_for_raw(&id(&newest), "succeeded", WITHIN).await;
     system.stop().await;
 }
 
@@ -490,7 +490,7 @@ async fn a_debounced_burst_runs_once_with_the_last_params() {
         let joined = submit_to(&system, &base, json!({"kind": "echo", "singleton_key": "reindex-9", "debounce_secs": 2, "params": {"n": n}}), 200).await;
         assert_eq!(id(&joined), id(&first));
     }
-    let done = system.wait_for(&id(&first), "succeeded", WITHIN).await;
+    let done = system.wait_for_raw(&id(&first), "succeeded", WITHIN).await;
     assert_eq!(done["result"], json!({"n": 4}));
     assert_eq!(done["attempts"].as_array().unwrap().len(), 1);
     let listed = system.get_json("/jobs?kind=echo").await;
@@ -527,8 +527,8 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         202,
     )
     .await;
-    system.wait_for(&id(&other), "succeeded", WITHIN).await;
-    let job = system.job(&id(&held)).await;
+    system.wait_for_raw(&id(&other), "succeeded", WITHIN).await;
+    let job = system.job_raw(&id(&held)).await;
     assert_eq!(job["status"], "queued");
     assert_eq!(job["waiting_for"]["reason"], "paused_kind");
     let flow = call(&system, &peer_base, Method::GET, "/flow", None, 200).await;
@@ -542,7 +542,7 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         204,
     )
     .await;
-    system.wait_for(&id(&held), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&held), "succeeded", WITHIN).await;
 
     // A key: its jobs wait, another key's run.
     call(
@@ -568,7 +568,7 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         202,
     )
     .await;
-    system.wait_for(&id(&free), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&free), "succeeded", WITHIN).await;
     let job = job_until(&system, &id(&paused), "shows its pause", |j| {
         j["waiting_for"]["reason"] == "paused_key"
     })
@@ -609,7 +609,7 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         204,
     )
     .await;
-    system.wait_for(&id(&paused), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&paused), "succeeded", WITHIN).await;
     peer.trigger();
     system.stop().await;
 }

@@ -44,11 +44,11 @@ async fn the_dispatchers_secrets_never_reach_job_code() {
     let mut names: Vec<&str> = runner::DISPATCHER_SECRETS.to_vec();
     names.push("APP_SETTING");
     let job = system
-        .submit(json!({"kind": "print-env", "params": {"names": names}}))
+        .submit_raw(json!({"kind": "print-env", "params": {"names": names}}))
         .await;
     let id = job["id"].as_str().unwrap();
     let job = system
-        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .wait_for_raw(id, "succeeded", Duration::from_secs(30))
         .await;
     let seen = job["result"].as_object().unwrap();
     assert_eq!(
@@ -104,7 +104,7 @@ async fn run_traced_jobs(
     let mut ids = Vec::new();
     for _ in 0..count {
         let job = system
-            .submit(json!({
+            .submit_raw(json!({
                 "kind": "sleep", "max_attempts": 1,
                 "params": {"ms": 20, "trace_dir": traces},
             }))
@@ -115,7 +115,7 @@ async fn run_traced_jobs(
     let deadline = tokio::time::Instant::now() + within;
     for id in &ids {
         loop {
-            let job = system.job(id).await;
+            let job = system.job_raw(id).await;
             if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
                 break;
             }
@@ -167,7 +167,7 @@ async fn lost_answers_and_create_errors_leave_one_machine_and_one_run_per_job() 
 
     let mut failed = Vec::new();
     for id in &ids {
-        let job = system.job(id).await;
+        let job = system.job_raw(id).await;
         if job["status"] != "succeeded" || job["attempts"].as_array().unwrap().len() != 1 {
             failed.push(job);
         }
@@ -206,7 +206,7 @@ async fn a_create_whose_answer_is_lost_runs_the_job_once() {
         .set_faults(json!({"drop_next_create_answers": 1}))
         .await;
     let ids = run_traced_jobs(&system, 1, &traces.path).await;
-    let job = system.job(&ids[0]).await;
+    let job = system.job_raw(&ids[0]).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
     assert_eq!(starts_per_job(&traces.path).get(&ids[0]), Some(&1));
@@ -221,10 +221,12 @@ async fn a_create_whose_answer_is_lost_runs_the_job_once() {
 /// reporting; returns the failed job, its one attempt judged `crashed`.
 async fn crashed_once(system: &TestSystem, code: i32) -> Value {
     let job = system
-        .submit(json!({"kind": "crash", "params": {"code": code}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "crash", "params": {"code": code}, "max_attempts": 1}))
         .await;
     let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
+    let job = system
+        .wait_for_raw(id, "failed", Duration::from_secs(30))
+        .await;
     assert_eq!(job["attempts"][0]["outcome"], "crashed", "{job:#}");
     job
 }
@@ -238,9 +240,9 @@ async fn an_omitted_exit_code_reads_as_exit_0() {
     system.set_faults(json!({"go_omitempty": true})).await;
     let job = crashed_once(&system, 0).await;
     assert_eq!(job["attempts"][0]["exit_code"], 0, "{job:#}");
-    let echo = system.submit(json!({"kind": "echo"})).await;
+    let echo = system.submit_raw(json!({"kind": "echo"})).await;
     let echo = system
-        .wait_for(
+        .wait_for_raw(
             echo["id"].as_str().unwrap(),
             "succeeded",
             Duration::from_secs(30),

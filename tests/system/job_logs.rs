@@ -118,9 +118,9 @@ fn seconds_between(attempt: &Value, from: &str, to: &str) -> f64 {
 
 async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "flood", "params": {}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "flood", "params": {}, "max_attempts": 1}))
         .await;
-    let done = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let done = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     let attempt = &done["attempts"][0];
     let log = &attempt["log"];
     assert_eq!(log["truncated"], true, "{attempt:#}");
@@ -172,9 +172,9 @@ async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
 
 async fn a_timed_out_job_keeps_what_it_printed(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "slow", "params": {}, "max_attempts": 1, "timeout_secs": 2}))
+        .submit_raw(json!({"kind": "slow", "params": {}, "max_attempts": 1, "timeout_secs": 2}))
         .await;
-    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let done = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     let attempt = &done["attempts"][0];
     let (text, _) = text_log(system, &format!("/jobs/{}/logs?attempt=1", id(&job))).await;
     assert!(text.contains("[1 stdout] before the timeout\n"), "{text}");
@@ -193,12 +193,12 @@ async fn an_oom_killed_job_keeps_what_it_printed(system: &TestSystem) {
     // A Rust handler: the mock's memory watchdog measures the runner's
     // process group, which a command leaves.
     let job = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "allocate", "params": {"mb": 700, "hold_ms": 5000, "delay_ms": 1000},
             "machine": {"memory_mb": 256}, "max_attempts": 1
         }))
         .await;
-    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let done = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     assert_eq!(done["attempts"][0]["outcome"], "oom", "{done:#}");
     let (text, _) = text_log(system, &format!("/jobs/{}/logs", id(&job))).await;
     assert!(text.contains("[1 log] allocating 700 MiB\n"), "{text}");
@@ -208,7 +208,7 @@ async fn follow_sees_a_line_while_the_job_runs(system: &TestSystem) {
     let dir = TempDir::new();
     let (go, done) = (dir.path.join("go"), dir.path.join("done"));
     let job = system
-        .submit(json!({"kind": "wake", "params": {"go": go, "done": done}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "wake", "params": {"go": go, "done": done}, "max_attempts": 1}))
         .await;
     let path = format!("/jobs/{}/logs?follow=true&attempt=1", id(&job));
     let mut response = system
@@ -258,17 +258,17 @@ async fn follow_sees_a_line_while_the_job_runs(system: &TestSystem) {
         .expect("the stream ends");
     assert!(ended, "the stream ends with an `end` event");
     let latency = latency.expect("`woke` arrived after `waiting`, before the end");
-    let finished = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let finished = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     assert_eq!(finished["attempts"][0]["outcome"], "succeeded");
     eprintln!("follow: a printed line arrived {latency:?} after its trigger (target 500ms)");
 }
 
 async fn a_printed_secret_is_masked(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "leak", "params": {}, "max_attempts": 1,
+        .submit_raw(json!({"kind": "leak", "params": {}, "max_attempts": 1,
             "machine": {"secrets": {"API_KEY": SECRET}}}))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     for format in ["text", "jsonl"] {
         let (text, _) = text_log(system, &format!("/jobs/{}/logs?format={format}", id(&job))).await;
         assert!(!text.contains(SECRET), "{text}");
@@ -279,10 +279,10 @@ async fn a_printed_secret_is_masked(system: &TestSystem) {
 
 async fn a_failed_attempts_last_lines_go_with_its_error(system: &TestSystem, hook: &Listener) {
     let job = system
-        .submit(json!({"kind": "loud_fail", "params": {}, "max_attempts": 3,
+        .submit_raw(json!({"kind": "loud_fail", "params": {}, "max_attempts": 3,
             "callback_url": hook.url}))
         .await;
-    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let done = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     let printed = ["step 1", "step 2", "step 3", "boom: disk full"];
     // The tail holds the runner's own lines too. Each stream's lines keep
     // their order; stdout and stderr are separate pipes, so how the two

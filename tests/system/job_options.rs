@@ -40,13 +40,13 @@ async fn lower_priority_numbers_run_first_under_a_cap_of_one() {
     })
     .await;
     let blocker = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 800}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 800}}))
         .await;
-    system.wait_for(&id(&blocker), "running", WITHIN).await;
+    system.wait_for_raw(&id(&blocker), "running", WITHIN).await;
     let mut submitted = Vec::new();
     for priority in [5, -5, 0, -5] {
         let job = system
-            .submit(json!({"kind": "echo", "priority": priority, "params": {"p": priority}}))
+            .submit_raw(json!({"kind": "echo", "priority": priority, "params": {"p": priority}}))
             .await;
         submitted.push((priority, id(&job)));
     }
@@ -54,7 +54,7 @@ async fn lower_priority_numbers_run_first_under_a_cap_of_one() {
     for (priority, job) in &submitted {
         done.push((
             *priority,
-            claimed_at(&system.wait_for(job, "succeeded", WITHIN).await),
+            claimed_at(&system.wait_for_raw(job, "succeeded", WITHIN).await),
             job.clone(),
         ));
     }
@@ -70,17 +70,17 @@ async fn delayed_jobs_wait_in_scheduled_until_due() {
     let system = spawn_system().await;
     let run_at = (Utc::now() + chrono::Duration::milliseconds(2500)).to_rfc3339();
     let late = system
-        .submit(json!({"kind": "echo", "run_at": run_at}))
+        .submit_raw(json!({"kind": "echo", "run_at": run_at}))
         .await;
     let soon = system
-        .submit(json!({"kind": "echo", "delay_secs": 1}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 1}))
         .await;
     for job in [&late, &soon] {
         assert_eq!(job["status"], "scheduled");
         assert!(job["run_at"].is_string());
     }
-    let soon = system.wait_for(&id(&soon), "succeeded", WITHIN).await;
-    let late = system.wait_for(&id(&late), "succeeded", WITHIN).await;
+    let soon = system.wait_for_raw(&id(&soon), "succeeded", WITHIN).await;
+    let late = system.wait_for_raw(&id(&late), "succeeded", WITHIN).await;
     assert!(
         claimed_at(&soon) < claimed_at(&late),
         "order follows due times"
@@ -132,7 +132,7 @@ async fn idempotent_resubmission_returns_the_first_job() {
     );
     // The field works like the header.
     let by_field = json!({"kind": "echo", "idempotency_key": "field-1"});
-    let a: Value = system.submit(by_field.clone()).await;
+    let a: Value = system.submit_raw(by_field.clone()).await;
     let b = system
         .http
         .post(system.url("/jobs"))
@@ -142,7 +142,7 @@ async fn idempotent_resubmission_returns_the_first_job() {
         .unwrap();
     assert_eq!(b.status(), 200);
     assert_eq!(b.json::<Value>().await.unwrap()["id"], a["id"]);
-    system.wait_for(&id(&first), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&first), "succeeded", WITHIN).await;
     assert_eq!(system.mock_stats().created, 2, "repeats created nothing");
     system.stop().await;
 }
@@ -151,12 +151,12 @@ async fn idempotent_resubmission_returns_the_first_job() {
 async fn per_job_machine_size_image_and_env_reach_the_machine() {
     let system = with_args(&["--allowed-images=local/runner:gpu"]).await;
     let job = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "echo",
             "machine": {"cpus": 2, "memory_mb": 1024, "image": "local/runner:gpu", "env": {"MODEL": "small"}}
         }))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     let machine = &system.machines(true).await[0];
     let guest = machine.config.guest.as_ref().unwrap();
     assert_eq!(
@@ -191,15 +191,15 @@ async fn kind_caps_limit_one_kind_only() {
     for _ in 0..3 {
         sleepers.push(
             system
-                .submit(json!({"kind": "sleep", "params": {"ms": 400}}))
+                .submit_raw(json!({"kind": "sleep", "params": {"ms": 400}}))
                 .await,
         );
     }
-    let echo = system.submit(json!({"kind": "echo"})).await;
-    let echo = system.wait_for(&id(&echo), "succeeded", WITHIN).await;
+    let echo = system.submit_raw(json!({"kind": "echo"})).await;
+    let echo = system.wait_for_raw(&id(&echo), "succeeded", WITHIN).await;
     let mut spans = Vec::new();
     for job in &sleepers {
-        let job = system.wait_for(&id(job), "succeeded", WITHIN).await;
+        let job = system.wait_for_raw(&id(job), "succeeded", WITHIN).await;
         spans.push((claimed_at(&job), time(&job["attempts"][0]["finished_at"])));
     }
     spans.sort();
@@ -220,7 +220,7 @@ async fn kind_caps_limit_one_kind_only() {
 async fn long_poll_returns_when_the_job_finishes() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 700}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 700}}))
         .await;
     let started = Instant::now();
     let polled: Value = system
@@ -234,7 +234,7 @@ async fn long_poll_returns_when_the_job_finishes() {
     );
     // Without a change, the wait runs out and returns the job as it is.
     let waiting = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
     let started = Instant::now();
     let polled: Value = system
@@ -256,7 +256,7 @@ async fn long_poll_returns_when_the_job_finishes() {
 async fn server_sent_events_follow_the_job_to_its_end() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 500}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 500}}))
         .await;
     let mut response = system
         .http
@@ -309,9 +309,9 @@ async fn callbacks_are_posted_once_with_a_valid_signature() {
     ])
     .await;
     let job = system
-        .submit(json!({"kind": "echo", "params": {"n": 1}, "callback_url": hook}))
+        .submit_raw(json!({"kind": "echo", "params": {"n": 1}, "callback_url": hook}))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while received.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "no callback arrived");
@@ -341,10 +341,10 @@ async fn listing_filters_by_kind_and_pages_with_a_cursor() {
     let system = spawn_system().await;
     for i in 0..5 {
         system
-            .submit(json!({"kind": "echo", "delay_secs": 3600, "params": {"i": i}}))
+            .submit_raw(json!({"kind": "echo", "delay_secs": 3600, "params": {"i": i}}))
             .await;
         system
-            .submit(json!({"kind": "sleep", "delay_secs": 3600, "params": {"ms": i}}))
+            .submit_raw(json!({"kind": "sleep", "delay_secs": 3600, "params": {"ms": i}}))
             .await;
     }
     let mut seen = Vec::new();

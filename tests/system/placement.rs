@@ -11,10 +11,10 @@ async fn a_region_out_of_capacity_falls_back_to_the_next() {
     let system = spawn_system().await;
     system.set_faults(json!({"full_regions": ["iad"]})).await;
     let job = system
-        .submit(json!({"kind": "echo", "params": {}, "machine": {"regions": ["iad", "ord"]}}))
+        .submit_raw(json!({"kind": "echo", "params": {}, "machine": {"regions": ["iad", "ord"]}}))
         .await;
     let job = system
-        .wait_for(
+        .wait_for_raw(
             job["id"].as_str().unwrap(),
             "succeeded",
             Duration::from_secs(60),
@@ -41,11 +41,11 @@ async fn every_region_out_of_capacity_fails_the_attempt_as_boot_failed() {
         .set_faults(json!({"full_regions": ["iad", "ord"]}))
         .await;
     let job = system
-        .submit(json!({"kind": "echo", "params": {}, "max_attempts": 1,
+        .submit_raw(json!({"kind": "echo", "params": {}, "max_attempts": 1,
                        "machine": {"regions": ["iad", "ord"]}}))
         .await;
     let job = system
-        .wait_for(
+        .wait_for_raw(
             job["id"].as_str().unwrap(),
             "failed",
             Duration::from_secs(60),

@@ -56,14 +56,14 @@ fn parked_child() -> Value {
 async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
     let system = spawn_system().await;
     let parent = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "fan_out",
             "params": {"count": 100, "crash_after": 50, "child": parked_child()},
             "max_attempts": 2,
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
         .await;
-    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
+    let parent = system.wait_for_raw(&id(&parent), "succeeded", WITHIN).await;
     let attempts = parent["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{parent:#}");
     assert_eq!(attempts[0]["outcome"], "crashed", "{parent:#}");
@@ -93,9 +93,9 @@ async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
 async fn a_zombie_attempt_cannot_enqueue_children() {
     let system = spawn_system().await;
     let parent = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 1500}}))
         .await;
-    let parent = system.wait_for(&id(&parent), "running", WITHIN).await;
+    let parent = system.wait_for_raw(&id(&parent), "running", WITHIN).await;
     let parent_id: JobId = id(&parent).parse().unwrap();
     let store = system.raw_store().await;
     let token: String = fred::interfaces::HashesInterface::hget(
@@ -134,7 +134,7 @@ async fn a_zombie_attempt_cannot_enqueue_children() {
     let forged = enqueue(attempt("not-the-token"), "b", options.clone()).await;
     assert!(matches!(forged, ChildEnqueued::Stale), "{forged:?}");
 
-    system.wait_for(&id(&parent), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&parent), "succeeded", WITHIN).await;
     let late = enqueue(attempt(&token), "c", options).await;
     assert!(matches!(late, ChildEnqueued::Stale), "{late:?}");
     let children = list_all(&system, &format!("parent={parent_id}")).await;
@@ -148,7 +148,7 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     let mut nightly = Vec::new();
     for n in 0..5 {
         let job = system
-            .submit(
+            .submit_raw(
                 json!({"kind": "echo", "delay_secs": 3600, "params": {"n": n},
                 "tags": ["nightly", format!("n={n}")]}),
             )
@@ -156,7 +156,7 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
         nightly.push(id(&job));
     }
     let other = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600, "tags": ["adhoc"]}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600, "tags": ["adhoc"]}))
         .await;
     let listed = list_all(&system, "tag=nightly").await;
     assert_eq!(listed.len(), 5);
@@ -222,7 +222,7 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
             .len(),
         5
     );
-    assert_eq!(system.job(&id(&other)).await["status"], "scheduled");
+    assert_eq!(system.job_raw(&id(&other)).await["status"], "scheduled");
 
     let (_, retried) = post(
         &system,
@@ -231,7 +231,7 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     )
     .await;
     assert_eq!(retried["changed"], 5, "{retried}");
-    system.wait_for(&nightly[0], "succeeded", WITHIN).await;
+    system.wait_for_raw(&nightly[0], "succeeded", WITHIN).await;
     system.stop().await;
 }
 
@@ -243,14 +243,14 @@ async fn a_job_not_started_in_time_expires() {
     })
     .await;
     let blocker = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 4000}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 4000}}))
         .await;
-    system.wait_for(&id(&blocker), "running", WITHIN).await;
+    system.wait_for_raw(&id(&blocker), "running", WITHIN).await;
     let late = system
-        .submit(json!({"kind": "echo", "expire_after_secs": 1}))
+        .submit_raw(json!({"kind": "echo", "expire_after_secs": 1}))
         .await;
     assert!(late["expire_at"].is_string(), "{late:#}");
-    let late = system.wait_for(&id(&late), "expired", WITHIN).await;
+    let late = system.wait_for_raw(&id(&late), "expired", WITHIN).await;
     assert!(late["attempts"].as_array().unwrap().is_empty(), "{late:#}");
     assert!(
         late["error"].as_str().unwrap().contains("expired"),
@@ -265,9 +265,9 @@ async fn a_job_not_started_in_time_expires() {
     );
     // Started in time, a job with an expiry runs as any other.
     let prompt = system
-        .submit(json!({"kind": "echo", "expire_after_secs": 60}))
+        .submit_raw(json!({"kind": "echo", "expire_after_secs": 60}))
         .await;
-    system.wait_for(&id(&prompt), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&prompt), "succeeded", WITHIN).await;
     system.stop().await;
 }
 
@@ -275,10 +275,10 @@ async fn a_job_not_started_in_time_expires() {
 async fn a_failed_job_retries_with_overrides() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "fail", "params": {"permanent": true},
+        .submit_raw(json!({"kind": "fail", "params": {"permanent": true},
             "machine": {"env": {"KEEP": "1"}}}))
         .await;
-    system.wait_for(&id(&job), "failed", WITHIN).await;
+    system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     let path = format!("/jobs/{}/retry", id(&job));
 
     let (status, refused) = post(&system, &path, json!({"machine": {"memory_mb": 300}})).await;
@@ -297,7 +297,7 @@ async fn a_failed_job_retries_with_overrides() {
         (422, json!("machine.env"))
     );
     assert_eq!(
-        system.job(&id(&job)).await["status"],
+        system.job_raw(&id(&job)).await["status"],
         "failed",
         "nothing changed"
     );
@@ -315,7 +315,7 @@ async fn a_failed_job_retries_with_overrides() {
         json!({"KEEP": "1", "ADDED": "2"})
     );
     assert_eq!(retried["timeout_secs"], 30);
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
     let second = job["attempts"][1]["machine_id"].as_str().unwrap();
     let machine = system
@@ -332,14 +332,14 @@ async fn a_failed_job_retries_with_overrides() {
 async fn the_oom_ladder_moves_from_256_to_512_mb() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({
+        .submit_raw(json!({
             "kind": "allocate", "params": {"mb": 300, "hold_ms": 1000},
             "machine": {"memory_mb": 256},
             "oom_ladder": {"max_memory_mb": 512},
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     let attempts = job["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{job:#}");
     assert_eq!(attempts[0]["outcome"], "oom", "{job:#}");
@@ -442,8 +442,8 @@ async fn a_command_enqueues_children_through_the_runners_socket() {
         ..Options::default()
     })
     .await;
-    let parent = system.submit(json!({"kind": "spawn-py"})).await;
-    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
+    let parent = system.submit_raw(json!({"kind": "spawn-py"})).await;
+    let parent = system.wait_for_raw(&id(&parent), "succeeded", WITHIN).await;
     let answers = parent["result"].as_array().expect("answers").clone();
     assert_eq!(answers[0]["key"], "#1", "{answers:#?}");
     assert_eq!(answers[0]["existing"], false);
@@ -501,10 +501,10 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
 
     let dry = cli(&system, &["cancel-all", "--tag", "cli", "--dry-run"]).await;
     assert_eq!(dry, json!({"dry_run": true, "matched": 1, "changed": 1}));
-    assert_eq!(system.job(&id(&submitted)).await["status"], "scheduled");
+    assert_eq!(system.job_raw(&id(&submitted)).await["status"], "scheduled");
     let done = cli(&system, &["cancel-all", "--tag", "cli"]).await;
     assert_eq!(done["changed"], 1);
-    assert_eq!(system.job(&id(&submitted)).await["status"], "cancelled");
+    assert_eq!(system.job_raw(&id(&submitted)).await["status"], "cancelled");
 
     let retried = cli(
         &system,
@@ -523,7 +523,9 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
     assert_eq!(retried["machine"]["memory_mb"], 512);
     assert_eq!(retried["machine"]["env"]["MODE"], "fast");
     assert_eq!(retried["timeout_secs"], 45);
-    system.wait_for(&id(&submitted), "succeeded", WITHIN).await;
+    system
+        .wait_for_raw(&id(&submitted), "succeeded", WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -536,9 +538,9 @@ async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let other = system.submit(json!({"kind": "echo"})).await;
+    let other = system.submit_raw(json!({"kind": "echo"})).await;
     let watched = system
-        .submit(json!({"kind": "echo", "tags": ["watched"]}))
+        .submit_raw(json!({"kind": "echo", "tags": ["watched"]}))
         .await;
     let watched_id = id(&watched);
     let mut seen: Vec<(String, String)> = Vec::new();
@@ -572,6 +574,6 @@ async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
     );
     let statuses: Vec<&str> = seen.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(statuses.first(), Some(&"queued"), "{seen:?}");
-    system.wait_for(&id(&other), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&other), "succeeded", WITHIN).await;
     system.stop().await;
 }

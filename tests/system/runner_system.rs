@@ -85,9 +85,11 @@ fn id(job: &Value) -> String {
 
 async fn python_report(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "report", "params": {"month": "2026-10", "regions": ["eu", "us"]}}))
+        .submit_raw(
+            json!({"kind": "report", "params": {"month": "2026-10", "regions": ["eu", "us"]}}),
+        )
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     assert_eq!(
         job["result"],
         json!({"month": "2026-10", "totals": {"eu": 5620, "us": 5760}, "total": 11380})
@@ -101,9 +103,9 @@ async fn python_report(system: &TestSystem) {
 
 async fn permanent_exit_code(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "report", "params": {"month": 10}, "max_attempts": 3}))
+        .submit_raw(json!({"kind": "report", "params": {"month": 10}, "max_attempts": 3}))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
     assert_eq!(job["attempts"][0]["outcome"], "error");
     assert_eq!(
@@ -113,8 +115,8 @@ async fn permanent_exit_code(system: &TestSystem) {
 }
 
 async fn job_code_cannot_reach_the_store(system: &TestSystem) {
-    let job = system.submit(json!({"kind": "env"})).await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.submit_raw(json!({"kind": "env"})).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     assert_eq!(
         job["result"],
         json!({
@@ -126,10 +128,10 @@ async fn job_code_cannot_reach_the_store(system: &TestSystem) {
 
 async fn job_variables_reach_the_command(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "vars", "machine": {
+        .submit_raw(json!({"kind": "vars", "machine": {
             "env": {"MODEL": "small"}, "secrets": {"API_KEY": "s3cret-value"}}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     assert_eq!(
         job["result"],
         json!({"MODEL": "small", "API_KEY_matches": true, "LD_PRELOAD": null,
@@ -180,7 +182,7 @@ async fn stored_job_variables_cannot_configure_the_runner(system: &TestSystem) {
         panic!("not created")
     };
     let job = system
-        .wait_for(&job.id.to_string(), "succeeded", WITHIN)
+        .wait_for_raw(&job.id.to_string(), "succeeded", WITHIN)
         .await;
     assert_eq!(
         job["result"],
@@ -192,21 +194,21 @@ async fn stored_job_variables_cannot_configure_the_runner(system: &TestSystem) {
 async fn progress_while_running(system: &TestSystem) {
     let go = std::env::temp_dir().join(format!("runner-go-{}", uuid::Uuid::new_v4()));
     let job = system
-        .submit(json!({"kind": "steps", "params": {"go": go}}))
+        .submit_raw(json!({"kind": "steps", "params": {"go": go}}))
         .await;
     let id = id(&job);
     wait_until("progress shown", || async {
-        !system.job(&id).await["progress"].is_null()
+        !system.job_raw(&id).await["progress"].is_null()
     })
     .await;
-    let running = system.job(&id).await;
+    let running = system.job_raw(&id).await;
     assert_eq!(running["status"], "running");
     assert_eq!(
         running["progress"],
         json!({"percent": 40, "message": "halfway"})
     );
     std::fs::write(&go, b"").unwrap();
-    let job = system.wait_for(&id, "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id, "succeeded", WITHIN).await;
     let _ = std::fs::remove_file(&go);
     assert_eq!(job["result"], json!({"steps": 2}));
 }
@@ -229,7 +231,7 @@ async fn gone(marker: &str) {
 }
 
 async fn cancel_kills_the_process_group(system: &TestSystem) {
-    let job = system.submit(json!({"kind": "endless"})).await;
+    let job = system.submit_raw(json!({"kind": "endless"})).await;
     let marker = stray_of(&job).await;
     let response = system
         .http
@@ -238,17 +240,17 @@ async fn cancel_kills_the_process_group(system: &TestSystem) {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let job = system.wait_for(&id(&job), "cancelled", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "cancelled", WITHIN).await;
     assert_eq!(job["attempts"][0]["outcome"], "cancelled");
     gone(&marker).await;
 }
 
 async fn timeout_kills_the_process_group(system: &TestSystem) {
     let job = system
-        .submit(json!({"kind": "endless", "timeout_secs": 1, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "endless", "timeout_secs": 1, "max_attempts": 1}))
         .await;
     let marker = stray_of(&job).await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
     assert_eq!(job["attempts"][0]["outcome"], "timed_out");
     gone(&marker).await;
 }

@@ -148,7 +148,7 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
     let secrets_key = |job: &Value| format!("{{jobs}}:secrets:{}", id(job));
 
     let submitted = system
-        .submit(
+        .submit_raw(
             json!({"kind": "sleep", "params": {"ms": 300}, "callback_url": hook.url,
             "machine": {"env": {"MODEL": "small"}, "secrets": {"API_KEY": SECRET}}}),
         )
@@ -168,7 +168,7 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
     .await
     .expect("the stream ends after `done`");
     assert!(sse.contains("event: done"), "{sse}");
-    let done = system.wait_for(&job_id, "succeeded", WITHIN).await;
+    let done = system.wait_for_raw(&job_id, "succeeded", WITHIN).await;
     assert_eq!(done["machine"]["env"]["MODEL"], "small", "env is visible");
     wait_for_log(&["callback delivered", &job_id]).await;
     assert!(
@@ -206,7 +206,7 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
 
     // A job that never runs: its secrets go when it is cancelled.
     let waiting = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600,
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600,
             "machine": {"secrets": {"API_KEY": SECRET}}}))
         .await;
     assert!(
@@ -366,7 +366,7 @@ async fn callbacks_never_reach_a_loopback_listener_by_default() {
         panic!("not created")
     };
     let job_id = job.id.to_string();
-    system.wait_for(&job_id, "succeeded", WITHIN).await;
+    system.wait_for_raw(&job_id, "succeeded", WITHIN).await;
     wait_for_log(&["callback not delivered", &job_id]).await;
     assert_eq!(
         hook.hits.load(Ordering::SeqCst),
@@ -399,9 +399,9 @@ async fn callbacks_do_not_follow_redirects() {
     })
     .await;
     let job = system
-        .submit(json!({"kind": "echo", "callback_url": redirector}))
+        .submit_raw(json!({"kind": "echo", "callback_url": redirector}))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
     wait_for_log(&["callback not delivered", &id(&job), "307"]).await;
     assert_eq!(
         target.hits.load(Ordering::SeqCst),

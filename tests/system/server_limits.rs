@@ -158,7 +158,7 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 /// A job that stays scheduled for an hour: streams on it stay open.
 async fn waiting_job(system: &TestSystem) -> String {
     let job = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
     job["id"].as_str().unwrap().to_string()
 }
@@ -297,7 +297,7 @@ async fn listings_leave_out_params_and_results_unless_asked() {
     let system = system(&[]).await;
     let big = "x".repeat(100_000);
     let job = system
-        .submit(json!({"kind": "echo", "params": {"blob": big}, "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "params": {"blob": big}, "delay_secs": 3600}))
         .await;
     let list = |query: &str| {
         let request = system

@@ -56,19 +56,19 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
 
     // Runners (real processes) reach the store as `runner`, over TLS.
     let job = system
-        .submit(json!({"kind": "echo", "params": {"hello": "tls"}}))
+        .submit_raw(json!({"kind": "echo", "params": {"hello": "tls"}}))
         .await;
     let id = job["id"].as_str().unwrap();
     let done = system
-        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .wait_for_raw(id, "succeeded", Duration::from_secs(30))
         .await;
     assert_eq!(done["result"], json!({"hello": "tls"}));
     // A job enqueues children through the runner's user too.
     let parent = system
-        .submit(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
+        .submit_raw(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
         .await;
     let parent = system
-        .wait_for(
+        .wait_for_raw(
             parent["id"].as_str().unwrap(),
             "succeeded",
             Duration::from_secs(30),

@@ -115,13 +115,13 @@ async fn orphans_are_swept_when_summaries_leave_out_name_and_created_at() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_removed_after_their_retention() {
     let system = system().await;
-    let job = system.submit(json!({"kind": "echo"})).await;
+    let job = system.submit_raw(json!({"kind": "echo"})).await;
     let id = job["id"].as_str().unwrap();
     system
-        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .wait_for_raw(id, "succeeded", Duration::from_secs(30))
         .await;
     let waiting = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -20,7 +20,7 @@ async fn echo_job_runs_on_a_machine_and_the_machine_is_destroyed() {
 
     let params = json!({"hello": "world", "n": [1, 2, 3]});
     let job = system
-        .submit(json!({"kind": "echo", "params": params}))
+        .submit_raw(json!({"kind": "echo", "params": params}))
         .await;
     assert_eq!(job["status"], "queued");
     let id = job["id"].as_str().unwrap().to_string();
@@ -28,7 +28,7 @@ async fn echo_job_runs_on_a_machine_and_the_machine_is_destroyed() {
     let seen = statuses.until(&id, "succeeded", WITHIN).await;
     assert_eq!(seen, ["queued", "starting", "running", "succeeded"]);
 
-    let job = system.wait_for(&id, "succeeded", WITHIN).await;
+    let job = system.wait_for_raw(&id, "succeeded", WITHIN).await;
     assert_eq!(job["result"], params);
     let attempt = &attempts(&job)[0];
     assert_eq!(attempts(&job).len(), 1);
@@ -58,17 +58,17 @@ async fn echo_job_runs_on_a_machine_and_the_machine_is_destroyed() {
 async fn sleep_job_is_running_while_it_sleeps() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 1500}}))
         .await;
     let id = job["id"].as_str().unwrap();
-    let running = system.wait_for(id, "running", WITHIN).await;
+    let running = system.wait_for_raw(id, "running", WITHIN).await;
     assert!(attempts(&running)[0]["started_at"].is_string());
     assert_eq!(
         system.machines(false).await.len(),
         1,
         "its machine is live while it runs"
     );
-    let done = system.wait_for(id, "succeeded", WITHIN).await;
+    let done = system.wait_for_raw(id, "succeeded", WITHIN).await;
     assert_eq!(done["result"], json!({"slept_ms": 1500}));
     system.assert_all_machines_destroyed().await;
     system.stop().await;
@@ -78,10 +78,12 @@ async fn sleep_job_is_running_while_it_sleeps() {
 async fn permanent_failure_is_not_retried() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "fail", "params": {"permanent": true, "message": "bad input file"}}))
+        .submit_raw(
+            json!({"kind": "fail", "params": {"permanent": true, "message": "bad input file"}}),
+        )
         .await;
     let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
+    let job = system.wait_for_raw(id, "failed", WITHIN).await;
     assert_eq!(attempts(&job).len(), 1);
     assert_eq!(attempts(&job)[0]["outcome"], "error");
     assert_eq!(attempts(&job)[0]["error"], "bad input file");
@@ -95,12 +97,12 @@ async fn permanent_failure_is_not_retried() {
 async fn retryable_failure_uses_every_attempt_then_dead_letters() {
     let system = spawn_system().await;
     let job = system
-        .submit(
+        .submit_raw(
             json!({"kind": "fail", "max_attempts": 2, "backoff": {"base_ms": 50, "max_ms": 100}}),
         )
         .await;
     let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
+    let job = system.wait_for_raw(id, "failed", WITHIN).await;
     let attempts = attempts(&job);
     assert_eq!(attempts.len(), 2);
     assert!(
@@ -120,10 +122,10 @@ async fn retryable_failure_uses_every_attempt_then_dead_letters() {
 async fn crash_is_recorded_with_its_exit_code() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "crash", "params": {"code": 7}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "crash", "params": {"code": 7}, "max_attempts": 1}))
         .await;
     let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
+    let job = system.wait_for_raw(id, "failed", WITHIN).await;
     let attempt = &attempts(&job)[0];
     assert_eq!(attempt["outcome"], "crashed");
     assert_eq!(attempt["exit_code"], 7);
@@ -139,12 +141,12 @@ async fn crash_is_recorded_with_its_exit_code() {
 async fn runner_guard_times_out_a_long_job() {
     let system = spawn_system().await;
     let job = system
-        .submit(
+        .submit_raw(
             json!({"kind": "sleep", "params": {"ms": 60000}, "timeout_secs": 1, "max_attempts": 1}),
         )
         .await;
     let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
+    let job = system.wait_for_raw(id, "failed", WITHIN).await;
     assert_eq!(attempts(&job)[0]["outcome"], "timed_out");
     system.assert_all_machines_destroyed().await;
     system.stop().await;
@@ -154,10 +156,10 @@ async fn runner_guard_times_out_a_long_job() {
 async fn cancelling_a_running_job_stops_its_machine() {
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "sleep", "params": {"ms": 60000}}))
+        .submit_raw(json!({"kind": "sleep", "params": {"ms": 60000}}))
         .await;
     let id = job["id"].as_str().unwrap();
-    system.wait_for(id, "running", WITHIN).await;
+    system.wait_for_raw(id, "running", WITHIN).await;
     let response = system
         .http
         .post(system.url(&format!("/jobs/{id}/cancel")))
@@ -165,7 +167,7 @@ async fn cancelling_a_running_job_stops_its_machine() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let job = system.wait_for(id, "cancelled", WITHIN).await;
+    let job = system.wait_for_raw(id, "cancelled", WITHIN).await;
     assert_eq!(attempts(&job)[0]["outcome"], "cancelled");
     system.assert_all_machines_destroyed().await;
 
@@ -192,12 +194,12 @@ async fn fifty_jobs_never_exceed_four_machines() {
         ..Options::default()
     })
     .await;
-    let submits =
-        (0..50).map(|i| system.submit(json!({"kind": "sleep", "params": {"ms": 20 + i % 5 * 20}})));
+    let submits = (0..50)
+        .map(|i| system.submit_raw(json!({"kind": "sleep", "params": {"ms": 20 + i % 5 * 20}})));
     let jobs = futures::future::join_all(submits).await;
     for job in &jobs {
         system
-            .wait_for(
+            .wait_for_raw(
                 job["id"].as_str().unwrap(),
                 "succeeded",
                 Duration::from_secs(120),

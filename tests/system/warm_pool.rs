@@ -52,10 +52,10 @@ async fn the_pool_fills_serves_jobs_and_takes_its_machines_back() {
 
     for n in 0..3 {
         let job = system
-            .submit(json!({"kind": "echo", "params": {"n": n}}))
+            .submit_raw(json!({"kind": "echo", "params": {"n": n}}))
             .await;
         let job = system
-            .wait_for(
+            .wait_for_raw(
                 job["id"].as_str().unwrap(),
                 "succeeded",
                 Duration::from_secs(30),
@@ -88,10 +88,10 @@ async fn a_machine_whose_job_crashed_is_replaced_not_reused() {
     let system = spawn_system_with(with_pool(1, 2)).await;
     pool_until(&system.store, "1 ready", |p| p.ready == 1).await;
     let job = system
-        .submit(json!({"kind": "crash", "params": {"code": 9}, "max_attempts": 1}))
+        .submit_raw(json!({"kind": "crash", "params": {"code": 9}, "max_attempts": 1}))
         .await;
     let job = system
-        .wait_for(
+        .wait_for_raw(
             job["id"].as_str().unwrap(),
             "failed",
             Duration::from_secs(30),
@@ -113,9 +113,11 @@ async fn a_machine_whose_job_crashed_is_replaced_not_reused() {
     let gone = system.machines.get(&crashed).await.unwrap();
     assert_eq!(gone.state, MachineState::Destroyed);
 
-    let next = system.submit(json!({"kind": "echo", "params": {}})).await;
     let next = system
-        .wait_for(
+        .submit_raw(json!({"kind": "echo", "params": {}}))
+        .await;
+    let next = system
+        .wait_for_raw(
             next["id"].as_str().unwrap(),
             "succeeded",
             Duration::from_secs(30),
@@ -135,14 +137,14 @@ async fn two_dispatchers_never_hand_one_machine_to_two_attempts() {
     let mut ids = Vec::new();
     for n in 0..24 {
         let job = system
-            .submit(json!({"kind": "sleep", "params": {"ms": 50 + (n * 37) % 200}}))
+            .submit_raw(json!({"kind": "sleep", "params": {"ms": 50 + (n * 37) % 200}}))
             .await;
         ids.push(job["id"].as_str().unwrap().to_string());
     }
     let mut runs: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
     for id in &ids {
         let job = system
-            .wait_for(id, "succeeded", Duration::from_secs(90))
+            .wait_for_raw(id, "succeeded", Duration::from_secs(90))
             .await;
         let attempt = &job["attempts"][0];
         let time = |field: &str| {
@@ -239,9 +241,11 @@ async fn a_pooled_machine_that_fails_to_start_is_replaced_and_the_job_still_runs
     // Destroyed behind the pool's back: its start will be refused.
     system.machines.destroy(&gone, true).await.unwrap();
 
-    let job = system.submit(json!({"kind": "echo", "params": {}})).await;
     let job = system
-        .wait_for(
+        .submit_raw(json!({"kind": "echo", "params": {}}))
+        .await;
+    let job = system
+        .wait_for_raw(
             job["id"].as_str().unwrap(),
             "succeeded",
             Duration::from_secs(30),
@@ -288,9 +292,9 @@ async fn a_job_on_a_pooled_machine_never_sees_what_the_previous_job_left() {
     pool_until(&system.store, "1 ready", |p| p.ready == 1).await;
     let mut machines = Vec::new();
     for _ in 0..2 {
-        let job = system.submit(json!({"kind": "snoop"})).await;
+        let job = system.submit_raw(json!({"kind": "snoop"})).await;
         let job = system
-            .wait_for(
+            .wait_for_raw(
                 job["id"].as_str().unwrap(),
                 "succeeded",
                 Duration::from_secs(30),
