@@ -401,18 +401,19 @@ pub struct StatusRecorder {
 
 impl StatusRecorder {
     /// Collects the statuses of job `id` until it reaches `last`.
-    pub async fn until(mut self, id: &str, last: &str, within: Duration) -> Vec<String> {
+    pub async fn until(mut self, id: &JobId, last: JobStatus, within: Duration) -> Vec<JobStatus> {
         let rx = &mut self.rx;
         let mut seen = Vec::new();
+        let id = id.to_string();
         let collect = async {
             while let Ok(message) = rx.recv().await {
                 let text: String = message.value.convert().unwrap();
                 let event: Value = serde_json::from_str(&text).unwrap();
                 if event["id"] == id && event["type"] == "status" {
-                    let status = event["status"].as_str().unwrap().to_string();
-                    let done = status == last;
+                    let status: JobStatus =
+                        serde_json::from_value(event["status"].clone()).unwrap();
                     seen.push(status);
-                    if done {
+                    if status == last {
                         break;
                     }
                 }
