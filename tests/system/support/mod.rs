@@ -259,6 +259,18 @@ impl TestSystem {
         job
     }
 
+    /// `GET path` decoded as `T`, checking the 200: for routes and query
+    /// parameters the typed client has no call for (`?wait=`, `?full=`).
+    pub async fn get_typed<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// `GET path`, parsed as JSON (whatever the status).
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self
