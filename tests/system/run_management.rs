@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options, TestSystem};
-use jobs::{AttemptRef, ChildEnqueued, EnqueueOptions, JobId};
+use dispatcher::cli::client::{BulkFilter, ListQuery};
+use jobs::{AttemptRef, ChildEnqueued, EnqueueOptions, Job, JobStatus, Outcome};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -16,7 +17,8 @@ fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_string()
 }
 
-/// `POST path` with a JSON body: status and answer.
+/// `POST path` with a JSON body: status and answer, as on the wire (for
+/// refusals naming a field, and options the typed client has no call for).
 async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
     let response = system
         .request(Method::POST, path)
@@ -29,20 +31,40 @@ async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Every job a listing filter matches, following its cursor.
-async fn list_all(system: &TestSystem, query: &str) -> Vec<Value> {
+async fn list_all(system: &TestSystem, query: ListQuery) -> Vec<Job> {
+    let mut query = ListQuery {
+        limit: Some(200),
+        ..query
+    };
     let mut jobs = Vec::new();
-    let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/jobs?{query}&limit=200");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = system.get_json(&path).await;
-        jobs.extend(page["jobs"].as_array().expect("a page").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
+        let page = system.api.list(&query).await.unwrap();
+        jobs.extend(page.jobs);
+        match page.next_cursor {
+            Some(next) => query.cursor = Some(next),
             None => return jobs,
         }
+    }
+}
+
+fn by_tag(tag: &str) -> ListQuery {
+    ListQuery {
+        tag: Some(tag.into()),
+        ..ListQuery::default()
+    }
+}
+
+fn by_tag_and_status(tag: &str, status: JobStatus) -> ListQuery {
+    ListQuery {
+        status: Some(status),
+        ..by_tag(tag)
+    }
+}
+
+fn children_of(parent: &Job) -> ListQuery {
+    ListQuery {
+        parent: Some(parent.id.to_string()),
+        ..ListQuery::default()
     }
 }
 
@@ -56,36 +78,39 @@ fn parked_child() -> Value {
 async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
     let system = spawn_system().await;
     let parent = system
-        .submit_raw(json!({
+        .submit(json!({
             "kind": "fan_out",
             "params": {"count": 100, "crash_after": 50, "child": parked_child()},
             "max_attempts": 2,
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
         .await;
-    let parent = system.wait_for_raw(&id(&parent), "succeeded", WITHIN).await;
-    let attempts = parent["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{parent:#}");
-    assert_eq!(attempts[0]["outcome"], "crashed", "{parent:#}");
+    let parent = system
+        .wait_for(&parent.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    let attempts = &parent.attempts;
+    assert_eq!(attempts.len(), 2, "{parent:#?}");
+    assert_eq!(attempts[0].outcome, Some(Outcome::Crashed), "{parent:#?}");
 
-    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    let children = list_all(&system, children_of(&parent)).await;
     assert_eq!(children.len(), 100, "exactly one child per key");
     let keys: BTreeSet<&str> = children
         .iter()
-        .map(|c| c["child_key"].as_str().unwrap())
+        .map(|c| c.child_key.as_deref().unwrap())
         .collect();
     assert_eq!(keys.len(), 100);
-    assert!(children.iter().all(|c| c["parent"] == parent["id"]));
-    let returned: BTreeSet<&str> = parent["result"]["children"]
+    assert!(children.iter().all(|c| c.parent == Some(parent.id)));
+    let result = parent.result.as_ref().expect("a result");
+    let returned: BTreeSet<String> = result["children"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c.as_str().unwrap())
+        .map(|c| c.as_str().unwrap().to_string())
         .collect();
-    let listed: BTreeSet<&str> = children.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let listed: BTreeSet<String> = children.iter().map(|c| c.id.to_string()).collect();
     assert_eq!(returned, listed, "the retry found the first 50 again");
     // Children are jobs like any other: the tag filter finds them too.
-    assert_eq!(list_all(&system, "tag=child").await.len(), 100);
+    assert_eq!(list_all(&system, by_tag("child")).await.len(), 100);
     system.stop().await;
 }
 
@@ -93,10 +118,12 @@ async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
 async fn a_zombie_attempt_cannot_enqueue_children() {
     let system = spawn_system().await;
     let parent = system
-        .submit_raw(json!({"kind": "sleep", "params": {"ms": 1500}}))
+        .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
         .await;
-    let parent = system.wait_for_raw(&id(&parent), "running", WITHIN).await;
-    let parent_id: JobId = id(&parent).parse().unwrap();
+    let parent = system
+        .wait_for(&parent.id, JobStatus::Running, WITHIN)
+        .await;
+    let parent_id = parent.id;
     let store = system.raw_store().await;
     let token: String = fred::interfaces::HashesInterface::hget(
         &store,
@@ -134,10 +161,12 @@ async fn a_zombie_attempt_cannot_enqueue_children() {
     let forged = enqueue(attempt("not-the-token"), "b", options.clone()).await;
     assert!(matches!(forged, ChildEnqueued::Stale), "{forged:?}");
 
-    system.wait_for_raw(&id(&parent), "succeeded", WITHIN).await;
+    system
+        .wait_for(&parent_id, JobStatus::Succeeded, WITHIN)
+        .await;
     let late = enqueue(attempt(&token), "c", options).await;
     assert!(matches!(late, ChildEnqueued::Stale), "{late:?}");
-    let children = list_all(&system, &format!("parent={parent_id}")).await;
+    let children = list_all(&system, children_of(&parent)).await;
     assert_eq!(children.len(), 1, "{children:#?}");
     system.stop().await;
 }
@@ -148,22 +177,23 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     let mut nightly = Vec::new();
     for n in 0..5 {
         let job = system
-            .submit_raw(
+            .submit(
                 json!({"kind": "echo", "delay_secs": 3600, "params": {"n": n},
                 "tags": ["nightly", format!("n={n}")]}),
             )
             .await;
-        nightly.push(id(&job));
+        nightly.push(job.id);
     }
     let other = system
-        .submit_raw(json!({"kind": "echo", "delay_secs": 3600, "tags": ["adhoc"]}))
+        .submit(json!({"kind": "echo", "delay_secs": 3600, "tags": ["adhoc"]}))
         .await;
-    let listed = list_all(&system, "tag=nightly").await;
+    let listed = list_all(&system, by_tag("nightly")).await;
     assert_eq!(listed.len(), 5);
-    assert_eq!(listed[0]["tags"], json!(["nightly", "n=4"]));
-    let one = list_all(&system, "tag=n%3D2&status=scheduled").await;
+    let tags: Vec<&str> = listed[0].tags.iter().map(|t| t.as_str()).collect();
+    assert_eq!(tags, ["nightly", "n=4"]);
+    let one = list_all(&system, by_tag_and_status("n=2", JobStatus::Scheduled)).await;
     assert_eq!(one.len(), 1);
-    assert_eq!(id(&one[0]), nightly[2]);
+    assert_eq!(one[0].id, nightly[2]);
     // The dashboard shows tags as links and filters by one.
     let page = crate::support::send_text(
         system
@@ -171,32 +201,32 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
             .header("accept", "text/html"),
     )
     .await;
-    assert!(page.contains(&nightly[2]), "{page}");
+    assert!(page.contains(&nightly[2].to_string()), "{page}");
     assert!(
-        !page.contains(&nightly[1]) && !page.contains(&id(&other)),
+        !page.contains(&nightly[1].to_string()) && !page.contains(&other.id.to_string()),
         "{page}"
     );
     assert!(page.contains("href=\"/?tag=nightly\""), "{page}");
 
-    let (status, dry) = post(
-        &system,
-        "/jobs/bulk/cancel",
-        json!({"tag": "nightly", "dry_run": true}),
-    )
-    .await;
-    assert_eq!(status, 200, "{dry}");
+    let nightly_filter = BulkFilter {
+        tag: Some("nightly".into()),
+        ..BulkFilter::default()
+    };
+    let dry = system
+        .api
+        .bulk("cancel", &nightly_filter, true, None)
+        .await
+        .unwrap();
+    assert_eq!((dry.matched, dry.changed), (5, 5), "{dry:?}");
     assert_eq!(
-        (dry["matched"].clone(), dry["changed"].clone()),
-        (json!(5), json!(5))
-    );
-    assert_eq!(
-        list_all(&system, "tag=nightly&status=scheduled")
+        list_all(&system, by_tag_and_status("nightly", JobStatus::Scheduled))
             .await
             .len(),
         5
     );
 
-    // Two jobs per request: three requests, following the cursor.
+    // Two jobs per request: three requests, following the cursor (`limit`
+    // has no typed call: raw).
     let mut cursor = Value::Null;
     let mut cancelled = 0;
     let mut requests = 0;
@@ -217,21 +247,26 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     }
     assert_eq!((cancelled, requests), (5, 3));
     assert_eq!(
-        list_all(&system, "tag=nightly&status=cancelled")
+        list_all(&system, by_tag_and_status("nightly", JobStatus::Cancelled))
             .await
             .len(),
         5
     );
-    assert_eq!(system.job_raw(&id(&other)).await["status"], "scheduled");
+    assert_eq!(system.job(&other.id).await.status, JobStatus::Scheduled);
 
-    let (_, retried) = post(
-        &system,
-        "/jobs/bulk/retry",
-        json!({"tag": "nightly", "status": "cancelled"}),
-    )
-    .await;
-    assert_eq!(retried["changed"], 5, "{retried}");
-    system.wait_for_raw(&nightly[0], "succeeded", WITHIN).await;
+    let cancelled_filter = BulkFilter {
+        status: Some(JobStatus::Cancelled),
+        ..nightly_filter
+    };
+    let retried = system
+        .api
+        .bulk("retry", &cancelled_filter, false, None)
+        .await
+        .unwrap();
+    assert_eq!(retried.changed, 5, "{retried:?}");
+    system
+        .wait_for(&nightly[0], JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -243,18 +278,20 @@ async fn a_job_not_started_in_time_expires() {
     })
     .await;
     let blocker = system
-        .submit_raw(json!({"kind": "sleep", "params": {"ms": 4000}}))
+        .submit(json!({"kind": "sleep", "params": {"ms": 4000}}))
         .await;
-    system.wait_for_raw(&id(&blocker), "running", WITHIN).await;
+    system
+        .wait_for(&blocker.id, JobStatus::Running, WITHIN)
+        .await;
     let late = system
-        .submit_raw(json!({"kind": "echo", "expire_after_secs": 1}))
+        .submit(json!({"kind": "echo", "expire_after_secs": 1}))
         .await;
-    assert!(late["expire_at"].is_string(), "{late:#}");
-    let late = system.wait_for_raw(&id(&late), "expired", WITHIN).await;
-    assert!(late["attempts"].as_array().unwrap().is_empty(), "{late:#}");
+    assert!(late.expire_at.is_some(), "{late:#?}");
+    let late = system.wait_for(&late.id, JobStatus::Expired, WITHIN).await;
+    assert!(late.attempts.is_empty(), "{late:#?}");
     assert!(
-        late["error"].as_str().unwrap().contains("expired"),
-        "{late:#}"
+        late.error.as_deref().unwrap().contains("expired"),
+        "{late:#?}"
     );
     let metrics = crate::support::send_text(system.request(Method::GET, "/metrics")).await;
     assert!(
@@ -265,9 +302,11 @@ async fn a_job_not_started_in_time_expires() {
     );
     // Started in time, a job with an expiry runs as any other.
     let prompt = system
-        .submit_raw(json!({"kind": "echo", "expire_after_secs": 60}))
+        .submit(json!({"kind": "echo", "expire_after_secs": 60}))
         .await;
-    system.wait_for_raw(&id(&prompt), "succeeded", WITHIN).await;
+    system
+        .wait_for(&prompt.id, JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -275,11 +314,12 @@ async fn a_job_not_started_in_time_expires() {
 async fn a_failed_job_retries_with_overrides() {
     let system = spawn_system().await;
     let job = system
-        .submit_raw(json!({"kind": "fail", "params": {"permanent": true},
+        .submit(json!({"kind": "fail", "params": {"permanent": true},
             "machine": {"env": {"KEEP": "1"}}}))
         .await;
-    system.wait_for_raw(&id(&job), "failed", WITHIN).await;
-    let path = format!("/jobs/{}/retry", id(&job));
+    system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    // The refusals' fields and the answer's status are the contract: raw.
+    let path = format!("/jobs/{}/retry", job.id);
 
     let (status, refused) = post(&system, &path, json!({"machine": {"memory_mb": 300}})).await;
     assert_eq!(
@@ -297,8 +337,8 @@ async fn a_failed_job_retries_with_overrides() {
         (422, json!("machine.env"))
     );
     assert_eq!(
-        system.job_raw(&id(&job)).await["status"],
-        "failed",
+        system.job(&job.id).await.status,
+        JobStatus::Failed,
         "nothing changed"
     );
 
@@ -309,15 +349,19 @@ async fn a_failed_job_retries_with_overrides() {
     )
     .await;
     assert_eq!(status, 200, "{retried}");
-    assert_eq!(retried["machine"]["memory_mb"], 512);
-    assert_eq!(
-        retried["machine"]["env"],
-        json!({"KEEP": "1", "ADDED": "2"})
-    );
-    assert_eq!(retried["timeout_secs"], 30);
-    let job = system.wait_for_raw(&id(&job), "failed", WITHIN).await;
-    assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
-    let second = job["attempts"][1]["machine_id"].as_str().unwrap();
+    let retried: Job = serde_json::from_value(retried).unwrap();
+    assert_eq!(retried.machine.memory_mb, 512);
+    let env: Vec<(&str, &str)> = retried
+        .machine
+        .env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(env, [("ADDED", "2"), ("KEEP", "1")]);
+    assert_eq!(retried.timeout_secs, 30);
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts.len(), 2);
+    let second = job.attempts[1].machine_id.as_deref().unwrap();
     let machine = system
         .machines(true)
         .await
@@ -332,20 +376,20 @@ async fn a_failed_job_retries_with_overrides() {
 async fn the_oom_ladder_moves_from_256_to_512_mb() {
     let system = spawn_system().await;
     let job = system
-        .submit_raw(json!({
+        .submit(json!({
             "kind": "allocate", "params": {"mb": 300, "hold_ms": 1000},
             "machine": {"memory_mb": 256},
             "oom_ladder": {"max_memory_mb": 512},
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
         .await;
-    let job = system.wait_for_raw(&id(&job), "succeeded", WITHIN).await;
-    let attempts = job["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{job:#}");
-    assert_eq!(attempts[0]["outcome"], "oom", "{job:#}");
-    assert_eq!(attempts[1]["outcome"], "succeeded", "{job:#}");
-    assert_eq!(job["machine"]["memory_mb"], 512);
-    assert_eq!(job["result"]["allocated_mb"], 300);
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    let attempts = &job.attempts;
+    assert_eq!(attempts.len(), 2, "{job:#?}");
+    assert_eq!(attempts[0].outcome, Some(Outcome::Oom), "{job:#?}");
+    assert_eq!(attempts[1].outcome, Some(Outcome::Succeeded), "{job:#?}");
+    assert_eq!(job.machine.memory_mb, 512);
+    assert_eq!(job.result.as_ref().unwrap()["allocated_mb"], 300);
     assert!(system.mock_stats().oom_kills >= 1);
     system.stop().await;
 }
@@ -400,11 +444,12 @@ async fn bad_run_management_input_is_refused_and_nothing_is_stored() {
         .await
         .unwrap();
     assert_eq!(bad_list.status(), 400);
-    assert!(list_all(&system, "status=queued").await.is_empty());
-    assert!(system.get_json("/jobs").await["jobs"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    let queued = ListQuery {
+        status: Some(JobStatus::Queued),
+        ..ListQuery::default()
+    };
+    assert!(list_all(&system, queued).await.is_empty());
+    assert!(list_all(&system, ListQuery::default()).await.is_empty());
     system.stop().await;
 }
 
@@ -442,9 +487,12 @@ async fn a_command_enqueues_children_through_the_runners_socket() {
         ..Options::default()
     })
     .await;
-    let parent = system.submit_raw(json!({"kind": "spawn-py"})).await;
-    let parent = system.wait_for_raw(&id(&parent), "succeeded", WITHIN).await;
-    let answers = parent["result"].as_array().expect("answers").clone();
+    let parent = system.submit(json!({"kind": "spawn-py"})).await;
+    let parent = system
+        .wait_for(&parent.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    // The socket's answers are its wire format: JSON.
+    let answers = parent.result.clone().expect("answers");
     assert_eq!(answers[0]["key"], "#1", "{answers:#?}");
     assert_eq!(answers[0]["existing"], false);
     assert_eq!(answers[1]["existing"], false);
@@ -452,7 +500,7 @@ async fn a_command_enqueues_children_through_the_runners_socket() {
     assert_eq!(answers[2]["id"], answers[1]["id"]);
     assert_eq!(answers[3]["field"], "machine.image", "{answers:#?}");
     assert!(answers[4]["error"].is_string());
-    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    let children = list_all(&system, children_of(&parent)).await;
     assert_eq!(children.len(), 2);
     system.stop().await;
 }
@@ -501,10 +549,11 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
 
     let dry = cli(&system, &["cancel-all", "--tag", "cli", "--dry-run"]).await;
     assert_eq!(dry, json!({"dry_run": true, "matched": 1, "changed": 1}));
-    assert_eq!(system.job_raw(&id(&submitted)).await["status"], "scheduled");
+    let submitted_id = id(&submitted).parse().unwrap();
+    assert_eq!(system.job(&submitted_id).await.status, JobStatus::Scheduled);
     let done = cli(&system, &["cancel-all", "--tag", "cli"]).await;
     assert_eq!(done["changed"], 1);
-    assert_eq!(system.job_raw(&id(&submitted)).await["status"], "cancelled");
+    assert_eq!(system.job(&submitted_id).await.status, JobStatus::Cancelled);
 
     let retried = cli(
         &system,
@@ -524,7 +573,7 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
     assert_eq!(retried["machine"]["env"]["MODE"], "fast");
     assert_eq!(retried["timeout_secs"], 45);
     system
-        .wait_for_raw(&id(&submitted), "succeeded", WITHIN)
+        .wait_for(&submitted_id, JobStatus::Succeeded, WITHIN)
         .await;
     system.stop().await;
 }
@@ -538,11 +587,11 @@ async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let other = system.submit_raw(json!({"kind": "echo"})).await;
+    let other = system.submit(json!({"kind": "echo"})).await;
     let watched = system
-        .submit_raw(json!({"kind": "echo", "tags": ["watched"]}))
+        .submit(json!({"kind": "echo", "tags": ["watched"]}))
         .await;
-    let watched_id = id(&watched);
+    let watched_id = watched.id.to_string();
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut text = String::new();
     let read = async {
@@ -574,6 +623,8 @@ async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
     );
     let statuses: Vec<&str> = seen.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(statuses.first(), Some(&"queued"), "{seen:?}");
-    system.wait_for_raw(&id(&other), "succeeded", WITHIN).await;
+    system
+        .wait_for(&other.id, JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
