@@ -20,13 +20,13 @@ async fn a_burst_of_cold_jobs_across_two_dispatchers_draws_few_429s() {
     let mut ids = Vec::new();
     for n in 0..10 {
         let job = system
-            .submit_raw(json!({"kind": "echo", "params": {"n": n}}))
+            .submit(json!({"kind": "echo", "params": {"n": n}}))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_string());
+        ids.push(job.id);
     }
     for id in &ids {
         system
-            .wait_for_raw(id, "succeeded", Duration::from_secs(90))
+            .wait_for(id, jobs::JobStatus::Succeeded, Duration::from_secs(90))
             .await;
     }
     let stats = system.mock_stats();

@@ -56,25 +56,21 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
 
     // Runners (real processes) reach the store as `runner`, over TLS.
     let job = system
-        .submit_raw(json!({"kind": "echo", "params": {"hello": "tls"}}))
+        .submit(json!({"kind": "echo", "params": {"hello": "tls"}}))
         .await;
-    let id = job["id"].as_str().unwrap();
     let done = system
-        .wait_for_raw(id, "succeeded", Duration::from_secs(30))
+        .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
-    assert_eq!(done["result"], json!({"hello": "tls"}));
+    assert_eq!(done.result, Some(json!({"hello": "tls"})));
     // A job enqueues children through the runner's user too.
     let parent = system
-        .submit_raw(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
+        .submit(json!({"kind": "fan_out", "params": {"count": 3, "child": {"kind": "echo", "delay_secs": 3600}}}))
         .await;
     let parent = system
-        .wait_for_raw(
-            parent["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(&parent.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
-    assert_eq!(parent["result"]["children"].as_array().unwrap().len(), 3);
+    let result = parent.result.as_ref().expect("a result");
+    assert_eq!(result["children"].as_array().unwrap().len(), 3);
     system.assert_all_machines_destroyed().await;
 
     // The runner's user can touch nothing outside its namespace and run
@@ -101,8 +97,7 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
         assert!(error.contains("NOPERM"), "{name}: {error}");
     }
     // ...but can read its job.
-    let job_id: JobId = id.parse().unwrap();
-    assert!(runner.get(job_id).await.unwrap().is_some());
+    assert!(runner.get(job.id).await.unwrap().is_some());
 
     // Without the CA the server's certificate is not trusted, and a bad
     // password is refused; neither error shows the password.
@@ -164,9 +159,9 @@ async fn sentinel_failover_under_load_loses_no_accepted_job() {
                 .await;
             match response {
                 Ok(r) if r.status() == 202 || r.status() == 200 => {
-                    let job: serde_json::Value = r.json().await.unwrap();
+                    let job: jobs::Job = r.json().await.unwrap();
                     accepted.push(Submitted {
-                        id: job["id"].as_str().unwrap().parse().unwrap(),
+                        id: job.id,
                         accepted_at: Instant::now(),
                     });
                     break;
