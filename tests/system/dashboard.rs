@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::support::{send_json, send_text, spawn_system_with, Options};
+use jobs::JobStatus;
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -26,10 +27,10 @@ async fn login_cookie_content_negotiation_and_escaping() {
         .build()
         .unwrap();
     let job = system
-        .submit_raw(json!({"kind": "echo", "params": {"note": "<script>alert('x')</script>"}}))
+        .submit(json!({"kind": "echo", "params": {"note": "<script>alert('x')</script>"}}))
         .await;
-    let id = job["id"].as_str().unwrap().to_string();
-    system.wait_for_raw(&id, "succeeded", WITHIN).await;
+    let id = job.id.to_string();
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
 
     // No session: browsers go to the login form, API clients get 401 JSON.
     let page = http
@@ -136,7 +137,7 @@ async fn login_cookie_content_negotiation_and_escaping() {
     // A page holds 100 jobs; the "older jobs" link keeps the filters.
     for i in 0..101 {
         system
-            .submit_raw(json!({"kind": "later", "params": {"i": i}, "delay_secs": 3600}))
+            .submit(json!({"kind": "later", "params": {"i": i}, "delay_secs": 3600}))
             .await;
     }
     let first = send_text(with_session("/?kind=later&status=scheduled")).await;

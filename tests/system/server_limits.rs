@@ -158,9 +158,9 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 /// A job that stays scheduled for an hour: streams on it stay open.
 async fn waiting_job(system: &TestSystem) -> String {
     let job = system
-        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
-    job["id"].as_str().unwrap().to_string()
+    job.id.to_string()
 }
 
 async fn open_stream(system: &TestSystem, token: &str, id: &str) -> reqwest::Response {
