@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use devkit::mock::Limits;
+use devkit::serve::{wait_healthy, Serve};
 use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use jobs::{JobStatus, Store, StoreConfig};
@@ -178,7 +179,7 @@ impl System {
             .spawn()
             .context("starting the dispatcher")?;
         let base = format!("http://127.0.0.1:{port}");
-        wait_healthy(&base).await?;
+        wait_healthy(&base, Duration::from_secs(10)).await?;
         Ok(Self {
             base,
             store,
@@ -270,21 +271,18 @@ fn spawn_dispatcher(
         }
         None => (Stdio::null(), Stdio::null()),
     };
-    let mut command = Command::new(&binary);
-    command
-        .arg("serve")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--valkey-url", valkey_url])
-        .args(["--app", APP, "--fly-api-token", FLY_TOKEN, "--no-auth"])
-        .args(["--machines-api-url", &mock.base_url()])
-        .args(["--image", "local/runner:bench"])
-        .arg("--runner-exec")
-        .arg(path_text(&runner)?)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true);
+    let serve = Serve {
+        binary: &binary,
+        runner: &runner,
+        store_url: valkey_url,
+        machines_url: &mock.base_url(),
+        app: APP,
+        token: FLY_TOKEN,
+        image: "local/runner:bench",
+        port,
+    };
+    let mut command = serve.command(args);
+    command.stdout(stdout).stderr(stderr);
     Ok(command)
 }
 
@@ -306,20 +304,4 @@ async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<Loca
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("the replica did not sync within 10 s")
-}
-
-fn path_text(path: &Path) -> anyhow::Result<&str> {
-    path.to_str().context("binary path is not UTF-8")
-}
-
-async fn wait_healthy(base: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        let answer = http.get(format!("{base}/healthz")).send().await;
-        if answer.is_ok_and(|a| a.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("the dispatcher did not become healthy at {base} within 10 s")
 }

@@ -11,10 +11,15 @@
 //!   and the benchmark run it; [`mock::Limits`] is what differs.
 //! - [`system`] (feature `system`): [`system::System`], the dispatcher in
 //!   process against that mock: `dispatcher dev` and the system tests.
+//! - [`serve`] (feature `system`): [`serve::Serve`], the `dispatcher serve`
+//!   binary as a child process against that mock: the benchmark and the
+//!   crash tests.
 
 #[cfg(feature = "system")]
 pub mod mock;
 pub mod port;
+#[cfg(feature = "system")]
+pub mod serve;
 #[cfg(feature = "system")]
 pub mod system;
 pub mod valkey;

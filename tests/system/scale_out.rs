@@ -13,12 +13,13 @@ use std::time::Duration;
 use crate::support::{
     free_port, pool_until, start_mock_with, start_valkey, TempDir, APP, FLY_TOKEN,
 };
+use devkit::serve::{wait_healthy, Serve};
 use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use machines::{ClientConfig, ListFilter, MachinesClient};
 use mock_machines::MockServer;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
 /// A lease short enough that a dead dispatcher's attempts move on quickly.
@@ -73,45 +74,32 @@ impl Cluster {
     async fn dispatcher(&self, name: &str, extra: &[&str]) -> Dispatcher {
         let port = free_port().await;
         let log = std::fs::File::create(self.dir.path.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-            .args([
-                "serve",
-                "--no-auth",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(extra)
-            .env("VALKEY_URL", self.store.url())
-            .env("FLY_APP_NAME", APP)
-            .env("FLY_API_TOKEN", FLY_TOKEN)
-            .env("MACHINES_API_URL", self.mock.base_url())
-            .env("RUNNER_IMAGE", "local/runner:test")
-            .env("RUNNER_EXEC", env!("CARGO_BIN_EXE_runner"))
+        let serve = Serve {
+            binary: env!("CARGO_BIN_EXE_dispatcher").as_ref(),
+            runner: env!("CARGO_BIN_EXE_runner").as_ref(),
+            store_url: &self.store.url(),
+            machines_url: &self.mock.base_url(),
+            app: APP,
+            token: FLY_TOKEN,
+            image: "local/runner:test",
+            port,
+        };
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = serve
+            .command(&extra)
+            // Environment, not flags: a test's own `extra` flags override them.
             .env("LEASE_SECS", LEASE_SECS)
             .env("MACHINES_API_PACING", "off")
             .env("FLY_MACHINE_ID", name)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = self.http.get(format!("{base}/healthz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dispatcher {name} did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let base = serve.base_url();
+        wait_healthy(&base, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("dispatcher {name}: {e:#}"));
         Dispatcher { child, base }
     }
 
