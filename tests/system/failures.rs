@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options, TestSystem};
-use dispatcher::cli::client::ListQuery;
 use jobs::{Job, JobStatus, Outcome};
 use serde_json::json;
 
@@ -77,16 +76,9 @@ async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
         job.error.as_deref().unwrap().contains("code 42"),
         "{job:#?}"
     );
-    let dead = system
-        .api
-        .list(&ListQuery {
-            status: Some(JobStatus::Failed),
-            ..ListQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(dead.jobs.len(), 1);
-    assert_eq!(dead.jobs[0].id, job.id);
+    let dead = system.jobs_in(JobStatus::Failed).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, job.id);
 
     // A dead letter can be retried by hand: a fresh budget, history kept.
     let retried = system

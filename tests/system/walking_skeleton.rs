@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options};
-use dispatcher::cli::client::ListQuery;
 use jobs::{JobStatus, Outcome};
 use serde_json::{json, Value};
 
@@ -110,15 +109,8 @@ async fn retryable_failure_uses_every_attempt_then_dead_letters() {
     // Each attempt had its own machine.
     assert_ne!(attempts[0].machine_id, attempts[1].machine_id);
 
-    let dead = system
-        .api
-        .list(&ListQuery {
-            status: Some(JobStatus::Failed),
-            ..ListQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(dead.jobs[0].id, job.id);
+    let dead = system.jobs_in(JobStatus::Failed).await;
+    assert_eq!(dead[0].id, job.id);
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }

@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use devkit::mock::Limits;
 use devkit::system::{Setup, System};
 use devkit::valkey::LocalValkey;
-use dispatcher::cli::client::ApiClient;
+use dispatcher::cli::client::{ApiClient, ListQuery};
 use dispatcher::configuration::Settings;
 use dispatcher::shutdown::Shutdown;
 use fred::clients::SubscriberClient;
@@ -289,13 +289,16 @@ impl TestSystem {
     /// `GET /jobs/{id}` as JSON, checking the 200 (for tests of the
     /// API's shape).
     pub async fn job_raw(&self, id: &str) -> Value {
-        let response = self
-            .request(reqwest::Method::GET, &format!("/jobs/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+        self.get_typed(&format!("/jobs/{id}")).await
+    }
+
+    /// The first page of the jobs in `status`, newest first.
+    pub async fn jobs_in(&self, status: JobStatus) -> Vec<Job> {
+        let query = ListQuery {
+            status: Some(status),
+            ..ListQuery::default()
+        };
+        self.api.list(&query).await.unwrap().jobs
     }
 
     /// Polls until the job is in `status` (panics after `within`).
