@@ -184,12 +184,7 @@ pub async fn free_port() -> u16 {
 }
 
 /// The mock Machines API on a free port, rate limits off (tests create
-/// machines faster than Fly's 1/s per app).
-pub async fn start_mock() -> MockServer {
-    start_mock_with(|_| {}).await
-}
-
-/// [`start_mock`] with `tweak` applied to its configuration.
+/// machines faster than Fly's 1/s per app) unless `tweak` turns them on.
 pub async fn start_mock_with(tweak: fn(&mut MockConfig)) -> MockServer {
     devkit::mock::start(mock_config(tweak), 0).await.unwrap()
 }
@@ -286,12 +281,6 @@ impl TestSystem {
         self.api.get(&id.to_string()).await.unwrap()
     }
 
-    /// `GET /jobs/{id}` as JSON, checking the 200 (for tests of the
-    /// API's shape).
-    pub async fn job_raw(&self, id: &str) -> Value {
-        self.get_typed(&format!("/jobs/{id}")).await
-    }
-
     /// The first page of the jobs in `status`, newest first.
     pub async fn jobs_in(&self, status: JobStatus) -> Vec<Job> {
         let query = ListQuery {
@@ -311,13 +300,9 @@ impl TestSystem {
     /// shape).
     pub async fn wait_for_raw(&self, id: &str, status: &str, within: Duration) -> Value {
         let what = format!("job {id} {status}");
-        poll(
-            &what,
-            within,
-            || self.job_raw(id),
-            |job| job["status"] == status,
-        )
-        .await
+        let path = format!("/jobs/{id}");
+        let view = || self.get_typed::<Value>(&path);
+        poll(&what, within, view, |job| job["status"] == status).await
     }
 
     pub async fn machines(&self, include_deleted: bool) -> Vec<Machine> {
