@@ -3,7 +3,13 @@
 //! Each test gets its own Valkey-compatible server (a child process), its
 //! own mock Machines API and its own dispatcher, so tests never share
 //! state. Machines are real `runner` processes (the binary this package
-//! builds), exactly as in `dispatcher dev`.
+//! builds). The system is started by `devkit::system::System` from
+//! `dispatcher dev` flags, exactly as `dispatcher dev` starts it.
+//!
+//! Tests speak to it through the CLI's typed client ([`TestSystem::api`]):
+//! `submit`, `job`, `wait_for` and `jobs_in` give `jobs::Job`s. The
+//! `*_raw` helpers (and `get_json`, `send_json`) are for tests of what is
+//! on the wire: status codes, headers, error bodies naming fields.
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
