@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use jobs::JobStatus;
 use serde_json::json;
 use support::{spawn_system_with, Options, TestSystem};
 
@@ -60,10 +61,9 @@ async fn metrics_follow_jobs_as_they_run() {
     let sleeper = system
         .submit(json!({"kind": "sleep", "params": {"ms": 60_000}, "max_attempts": 1}))
         .await;
-    let sleeper = sleeper["id"].as_str().unwrap().to_string();
-    system.wait_for(&sleeper, "running", WITHIN).await;
-    let echo = system.submit(json!({"kind": "echo"})).await;
-    let echo = echo["id"].as_str().unwrap().to_string();
+    let sleeper = sleeper.id;
+    system.wait_for(&sleeper, JobStatus::Running, WITHIN).await;
+    let echo = system.submit(json!({"kind": "echo"})).await.id;
 
     let (busy, _) = Scrape::take(&system).await;
     assert_eq!(busy.get(r#"dispatcher_jobs{status="running"}"#), 1.0);
@@ -81,7 +81,7 @@ async fn metrics_follow_jobs_as_they_run() {
         .await
         .unwrap();
     assert!(cancelled.status().is_success());
-    system.wait_for(&echo, "succeeded", WITHIN).await;
+    system.wait_for(&echo, JobStatus::Succeeded, WITHIN).await;
     system
         .set_faults(json!({"fail_next_creates": 1, "fail_status": 429}))
         .await;
@@ -92,7 +92,7 @@ async fn metrics_follow_jobs_as_they_run() {
         }))
         .await;
     let flaky = system
-        .wait_for(flaky["id"].as_str().unwrap(), "succeeded", WITHIN)
+        .wait_for(&flaky.id, JobStatus::Succeeded, WITHIN)
         .await;
 
     // The slot is freed just after the job's end is recorded.
@@ -170,8 +170,8 @@ async fn metrics_follow_jobs_as_they_run() {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
     // Labels carry templates, never machine ids.
-    for attempt in flaky["attempts"].as_array().unwrap() {
-        let machine = attempt["machine_id"].as_str().unwrap();
+    for attempt in &flaky.attempts {
+        let machine = attempt.machine_id.as_deref().unwrap();
         assert!(!text.contains(machine), "machine id {machine} in a label");
     }
     system.stop().await;

@@ -10,12 +10,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use devkit::mock::Limits;
+use devkit::serve::{wait_healthy, Serve};
 use devkit::valkey::LocalValkey;
 use fred::prelude::*;
 use jobs::{JobStatus, Store, StoreConfig};
 use machines::{ClientConfig, MachinesClient};
-use mock_machines::{Boot, MockConfig, MockServer};
-use tokio::net::TcpListener;
+use mock_machines::{Boot, MockServer};
 use tokio::process::{Child, Command};
 
 use crate::commands::CommandCounter;
@@ -117,9 +118,9 @@ impl System {
         let data_dir = std::env::temp_dir().join(format!(
             "dispatcher-bench-{}-{}",
             std::process::id(),
-            free_port().await?
+            devkit::port::free_port().await?
         ));
-        let valkey = LocalValkey::start(free_port().await?, &data_dir, false).await?;
+        let valkey = LocalValkey::start_on_free_port(&data_dir, false).await?;
         let replica = match options.durable {
             true => Some(start_replica(&valkey, &data_dir.join("replica")).await?),
             false => None,
@@ -160,33 +161,25 @@ impl System {
             BootWith::Process => Boot::Process,
             BootWith::Virtual(build) => build(store.clone()),
         };
-        let mut config = if options.faithful_mock {
-            use clap::Parser as _;
-            MockConfig {
-                token: FLY_TOKEN.into(),
-                boot,
-                ..mock_machines::cli::Args::parse_from(["mock-machines", "--token", FLY_TOKEN])
-                    .config()?
-            }
-        } else {
-            MockConfig {
-                token: FLY_TOKEN.into(),
-                rate_limits: false,
-                enforce_memory: false,
-                boot,
-                ..MockConfig::default()
-            }
+        let limits = match options.faithful_mock {
+            true => Limits::FlyWithLatency,
+            false => Limits::Off,
         };
+        let mut config = devkit::mock::config(FLY_TOKEN, limits)?;
+        // Unless faithful, machines may use any memory: what the bench
+        // measures is the dispatcher, not the mock's watchdog.
+        config.enforce_memory = options.faithful_mock;
+        config.boot = boot;
         config.image_env.extend(options.image_env.iter().cloned());
-        let mock = MockServer::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
-        let port = free_port().await?;
+        let mock = devkit::mock::start(config, 0).await?;
+        let port = devkit::port::free_port().await?;
         let durability = if options.durable { "1" } else { "0" };
         let dispatcher = spawn_dispatcher(binaries, &dispatcher_args, &valkey.url(), &mock, port)?
             .env("SUBMIT_REPLICAS", durability)
             .spawn()
             .context("starting the dispatcher")?;
         let base = format!("http://127.0.0.1:{port}");
-        wait_healthy(&base).await?;
+        wait_healthy(&base, Duration::from_secs(10)).await?;
         Ok(Self {
             base,
             store,
@@ -278,28 +271,26 @@ fn spawn_dispatcher(
         }
         None => (Stdio::null(), Stdio::null()),
     };
-    let mut command = Command::new(&binary);
-    command
-        .arg("serve")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--valkey-url", valkey_url])
-        .args(["--app", APP, "--fly-api-token", FLY_TOKEN, "--no-auth"])
-        .args(["--machines-api-url", &mock.base_url()])
-        .args(["--image", "local/runner:bench"])
-        .arg("--runner-exec")
-        .arg(path_text(&runner)?)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true);
+    let serve = Serve {
+        binary: &binary,
+        runner: &runner,
+        store_url: valkey_url,
+        machines_url: &mock.base_url(),
+        app: APP,
+        token: FLY_TOKEN,
+        image: "local/runner:bench",
+        port,
+    };
+    let mut command = serve.command(args);
+    command.stdout(stdout).stderr(stderr);
     Ok(command)
 }
 
 /// A replica of `primary`, in sync before it returns.
 async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<LocalValkey> {
     let replicaof = ["--replicaof", "127.0.0.1", &primary.port().to_string()].map(String::from);
-    let replica = LocalValkey::start_with(free_port().await?, dir, None, &replicaof).await?;
+    let replica =
+        LocalValkey::start_with(devkit::port::free_port().await?, dir, None, &replicaof).await?;
     let client = Client::new(Config::from_url(&replica.url())?, None, None, None);
     client.init().await?;
     for _ in 0..200 {
@@ -313,24 +304,4 @@ async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<Loca
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("the replica did not sync within 10 s")
-}
-
-fn path_text(path: &Path) -> anyhow::Result<&str> {
-    path.to_str().context("binary path is not UTF-8")
-}
-
-async fn wait_healthy(base: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        let answer = http.get(format!("{base}/healthz")).send().await;
-        if answer.is_ok_and(|a| a.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("the dispatcher did not become healthy at {base} within 10 s")
-}
-
-async fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port())
 }

@@ -45,6 +45,20 @@ impl LocalValkey {
         Self::start_with(port, dir, None, &aof.map(String::from)).await
     }
 
+    /// [`LocalValkey::start`] on a free port. A free port can be taken
+    /// between probing and binding, so a few tries, each on a fresh one.
+    pub async fn start_on_free_port(dir: &Path, append_only: bool) -> anyhow::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..5 {
+            match Self::start(crate::port::free_port().await?, dir, append_only).await {
+                Ok(server) => return Ok(server),
+                Err(error) => last_error = Some(error),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last_error.expect("five tries failed"))
+    }
+
     /// [`LocalValkey::start`] with a config file (e.g. Sentinel's, which
     /// it rewrites) and more options (`--cluster-enabled yes`, TLS, ...).
     pub async fn start_with(

@@ -2,6 +2,7 @@
 //! JSON error naming the problem, and nothing is stored.
 
 use crate::support::{spawn_system, spawn_system_with, Options};
+use dispatcher::cli::client::ListQuery;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,17 +217,16 @@ async fn list_is_newest_first_with_a_limit() {
         let job = system
             .submit(json!({"kind": "echo", "params": {"i": i}, "delay_secs": 3600}))
             .await;
-        assert_eq!(job["status"], "scheduled");
-        ids.push(job["id"].as_str().unwrap().to_string());
+        assert_eq!(job.status, jobs::JobStatus::Scheduled);
+        ids.push(job.id);
     }
-    let listed: Value = system.get_json("/jobs?limit=2").await;
-    let got: Vec<&str> = listed["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
+    let first_two = ListQuery {
+        limit: Some(2),
+        ..ListQuery::default()
+    };
+    let listed = system.api.list(&first_two).await.unwrap();
+    let got: Vec<jobs::JobId> = listed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(got, [ids[2], ids[1]]);
     system.stop().await;
 }
 
@@ -238,7 +238,7 @@ async fn a_corrupt_record_is_a_500_that_keeps_its_detail_from_the_client() {
     use fred::interfaces::{ClientLike as _, HashesInterface as _};
     let system = spawn_system().await;
     let job = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
     let id = job["id"].as_str().unwrap();
     let raw = system.raw_store().await;

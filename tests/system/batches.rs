@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{spawn_system_with, Options, TestSystem};
+use dispatcher::cli::client::{BatchSubmitted, JobPage};
 use fred::prelude::*;
+use jobs::{Batch, BatchId, JobStatus};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -21,7 +23,8 @@ async fn system(max_machines: u32, extra: &[&str]) -> TestSystem {
     .await
 }
 
-/// `POST path` with `body`: the status and the JSON answer.
+/// `POST path` with `body`: the status and the JSON answer, as on the
+/// wire (refusals naming a field, repeats answered 200).
 async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
     let response = system
         .request(reqwest::Method::POST, path)
@@ -33,40 +36,27 @@ async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
-async fn submit_batch(system: &TestSystem, body: Value) -> Value {
+/// Submits a new batch (checking the 202) and decodes the answer.
+async fn submit_batch(system: &TestSystem, body: Value) -> BatchSubmitted {
     let (status, answer) = post(system, "/batches", body).await;
     assert_eq!(status, 202, "{answer}");
-    answer
+    serde_json::from_value(answer).unwrap()
 }
 
 /// Polls the batch until it completed; checks on every read that its
 /// counts add up to its total (they are kept, not recomputed).
-pub(crate) async fn until_complete(system: &TestSystem, id: &str) -> Value {
+pub(crate) async fn until_complete(system: &TestSystem, id: &BatchId) -> Batch {
     let deadline = Instant::now() + WITHIN;
     loop {
-        let batch = system.get_json(&format!("/batches/{id}")).await;
-        let sum: u64 = batch["counts"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|n| n.as_u64().unwrap())
-            .sum();
-        assert_eq!(sum, batch["total"].as_u64().unwrap(), "{batch}");
-        if batch["completed_at"].is_string() {
+        let batch = system.api.batch(&id.to_string()).await.unwrap();
+        let sum: u64 = batch.counts.values().sum();
+        assert_eq!(sum, batch.total, "{batch:?}");
+        if batch.completed_at.is_some() {
             return batch;
         }
-        assert!(Instant::now() < deadline, "batch not complete: {batch}");
+        assert!(Instant::now() < deadline, "batch not complete: {batch:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn ids(answer: &Value) -> Vec<String> {
-    answer["job_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_str().unwrap().to_string())
-        .collect()
 }
 
 /// How many jobs and batches the store holds.
@@ -93,22 +83,23 @@ async fn a_batch_finishes_with_exact_counts_and_its_then_job_gets_every_result()
         json!({"jobs": jobs, "then": {"kind": "echo"}, "then_policy": "all_finished"}),
     )
     .await;
-    let batch_id = answer["batch"]["id"].as_str().unwrap().to_string();
-    let job_ids = ids(&answer);
+    let batch_id = answer.batch.id;
+    let job_ids = &answer.job_ids;
     assert_eq!(job_ids.len(), N);
-    assert_eq!(answer["batch"]["total"], N);
+    assert_eq!(answer.batch.total, N as u64);
 
     let batch = until_complete(&system, &batch_id).await;
-    assert_eq!(batch["counts"]["succeeded"], N - FAILING, "{batch}");
-    assert_eq!(batch["counts"]["failed"], FAILING, "{batch}");
-    assert_eq!(batch["finished"], N);
-    assert_eq!(batch["progress_percent"], 100.0);
+    let count = |status: JobStatus| batch.counts[&status] as usize;
+    assert_eq!(count(JobStatus::Succeeded), N - FAILING, "{batch:?}");
+    assert_eq!(count(JobStatus::Failed), FAILING, "{batch:?}");
+    assert_eq!(batch.finished, N as u64);
+    assert_eq!(batch.progress_percent, 100.0);
 
     // Each member knows its batch and index, in the order submitted.
     for (index, id) in job_ids.iter().enumerate().step_by(37) {
         let job = system.job(id).await;
-        assert_eq!(job["batch_id"], batch_id.as_str());
-        assert_eq!(job["batch_index"], index);
+        assert_eq!(job.batch_id, Some(batch_id));
+        assert_eq!(job.batch_index, Some(index as u32));
     }
 
     // The members page through, filtered by status, with the cursor.
@@ -119,23 +110,24 @@ async fn a_batch_finishes_with_exact_counts_and_its_then_job_gets_every_result()
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let page = system.get_json(&path).await;
-        for job in page["jobs"].as_array().unwrap() {
-            assert_eq!(job["status"], "succeeded");
-            seen.insert(job["id"].as_str().unwrap().to_string());
+        let page: JobPage = system.get_typed(&path).await;
+        for job in &page.jobs {
+            assert_eq!(job.status, JobStatus::Succeeded);
+            seen.insert(job.id);
         }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
             None => break,
         }
     }
     assert_eq!(seen.len(), N - FAILING);
 
     // The then job ran anyway (all_finished) and received every member.
-    let then = batch["then"].as_str().unwrap();
-    let then = system.wait_for(then, "succeeded", WITHIN).await;
-    let inputs = &then["inputs"];
-    assert_eq!(inputs["batch"], batch_id.as_str());
+    let then = batch.then.expect("a then job");
+    let then = system.wait_for(&then, JobStatus::Succeeded, WITHIN).await;
+    // What a then job receives is free-form JSON for its handler.
+    let inputs = then.inputs.as_ref().expect("inputs");
+    assert_eq!(inputs["batch"], batch_id.to_string());
     assert_eq!(inputs["counts"]["failed"], FAILING);
     let members = inputs["jobs"].as_array().unwrap();
     assert_eq!(members.len(), N);
@@ -159,20 +151,17 @@ async fn a_then_job_is_skipped_when_a_member_failed_and_all_must_succeed() {
         }),
     )
     .await;
-    let batch = until_complete(&system, answer["batch"]["id"].as_str().unwrap()).await;
-    assert_eq!(batch["then_policy"], "all_succeeded");
+    let batch = until_complete(&system, &answer.batch.id).await;
+    assert_eq!(batch.then_policy, jobs::RunIf::AllSucceeded);
     let then = system
-        .wait_for(batch["then"].as_str().unwrap(), "cancelled", WITHIN)
+        .wait_for(&batch.then.unwrap(), JobStatus::Cancelled, WITHIN)
         .await;
-    let error = then["error"].as_str().unwrap();
-    assert!(error.contains(batch["id"].as_str().unwrap()), "{error}");
-    assert!(
-        then["attempts"].as_array().unwrap().is_empty(),
-        "it never ran"
-    );
+    let error = then.error.as_deref().unwrap();
+    assert!(error.contains(&batch.id.to_string()), "{error}");
+    assert!(then.attempts.is_empty(), "it never ran");
 
     // The dashboard's pages show the batch, complete, and its members.
-    let id = batch["id"].as_str().unwrap();
+    let id = batch.id;
     let html = |path: String| {
         let request = system
             .request(reqwest::Method::GET, &path)
@@ -205,10 +194,10 @@ async fn the_batch_callback_fires_once_with_two_dispatchers() {
                    "callback_url": hook}),
         )
         .await;
-        batch_ids.insert(answer["batch"]["id"].as_str().unwrap().to_string());
+        batch_ids.insert(answer.batch.id.to_string());
     }
     for id in &batch_ids {
-        until_complete(&system, id).await;
+        until_complete(&system, &id.parse().unwrap()).await;
     }
     let deadline = Instant::now() + WITHIN;
     while received.lock().unwrap().len() < BATCHES {
@@ -228,8 +217,8 @@ async fn the_batch_callback_fires_once_with_two_dispatchers() {
         .collect();
     assert_eq!(named.len(), BATCHES, "{named:?}");
     assert_eq!(named.iter().cloned().collect::<BTreeSet<_>>(), batch_ids);
-    let body: Value = serde_json::from_slice(&calls[0].1).unwrap();
-    assert_eq!(body["counts"]["succeeded"], 4);
+    let body: Batch = serde_json::from_slice(&calls[0].1).unwrap();
+    assert_eq!(body.counts[&JobStatus::Succeeded], 4);
     peer.trigger();
     system.stop().await;
 }
@@ -239,84 +228,87 @@ async fn a_chain_of_three_runs_in_order_and_a_failure_cancels_what_waits() {
     let system = system(8, &[]).await;
     let a = system
         .submit(json!({"kind": "sleep", "params": {"ms": 500}}))
-        .await;
-    let a = a["id"].as_str().unwrap().to_string();
+        .await
+        .id;
     let b = system
         .submit(json!({"kind": "echo", "params": {"step": "b"}, "after": [a]}))
         .await;
-    assert_eq!(b["status"], "waiting");
-    let b = b["id"].as_str().unwrap().to_string();
+    assert_eq!(b.status, JobStatus::Waiting);
+    let b = b.id;
     let c = system
         .submit(json!({"kind": "echo", "params": {"step": "c"}, "after": [b]}))
         .await;
-    assert_eq!(c["status"], "waiting");
-    let c = c["id"].as_str().unwrap().to_string();
+    assert_eq!(c.status, JobStatus::Waiting);
 
-    let c = system.wait_for(&c, "succeeded", WITHIN).await;
+    let c = system.wait_for(&c.id, JobStatus::Succeeded, WITHIN).await;
     let (a, b) = (system.job(&a).await, system.job(&b).await);
-    assert_eq!(a["status"], "succeeded");
-    assert_eq!(b["status"], "succeeded");
-    assert!(a["finished_at"].as_str() <= b["attempts"][0]["claimed_at"].as_str());
-    assert!(b["finished_at"].as_str() <= c["attempts"][0]["claimed_at"].as_str());
-    assert_eq!(c["inputs"]["jobs"][0]["id"], b["id"]);
-    assert_eq!(c["inputs"]["jobs"][0]["result"]["step"], "b");
+    assert_eq!(a.status, JobStatus::Succeeded);
+    assert_eq!(b.status, JobStatus::Succeeded);
+    assert!(a.finished_at.unwrap() <= b.attempts[0].claimed_at.unwrap());
+    assert!(b.finished_at.unwrap() <= c.attempts[0].claimed_at.unwrap());
+    let inputs = c.inputs.as_ref().expect("inputs");
+    assert_eq!(inputs["jobs"][0]["id"], b.id.to_string());
+    assert_eq!(inputs["jobs"][0]["result"]["step"], "b");
 
     // A dependency that fails for good cancels its dependents, naming it,
     // and theirs in turn.
     let d = system
         .submit(json!({"kind": "fail", "max_attempts": 1}))
-        .await;
-    let d = d["id"].as_str().unwrap().to_string();
-    let e = system.submit(json!({"kind": "echo", "after": [d]})).await;
-    let e = e["id"].as_str().unwrap().to_string();
-    let f = system.submit(json!({"kind": "echo", "after": [e]})).await;
-    let f = f["id"].as_str().unwrap().to_string();
-    let e_job = system.wait_for(&e, "cancelled", WITHIN).await;
-    assert!(e_job["error"].as_str().unwrap().contains(&d), "{e_job}");
-    let f_job = system.wait_for(&f, "cancelled", WITHIN).await;
-    assert!(f_job["error"].as_str().unwrap().contains(&e), "{f_job}");
+        .await
+        .id;
+    let e = system
+        .submit(json!({"kind": "echo", "after": [d]}))
+        .await
+        .id;
+    let f = system
+        .submit(json!({"kind": "echo", "after": [e]}))
+        .await
+        .id;
+    let e_job = system.wait_for(&e, JobStatus::Cancelled, WITHIN).await;
+    let names =
+        |job: &jobs::Job, id: &jobs::JobId| job.error.as_deref().unwrap().contains(&id.to_string());
+    assert!(names(&e_job, &d), "{e_job:?}");
+    let f_job = system.wait_for(&f, JobStatus::Cancelled, WITHIN).await;
+    assert!(names(&f_job, &e), "{f_job:?}");
 
     // Submitted after its dependency already failed: cancelled at once.
     let late = system.submit(json!({"kind": "echo", "after": [d]})).await;
-    assert_eq!(late["status"], "cancelled");
+    assert_eq!(late.status, JobStatus::Cancelled);
     // So is a batch member, counted as such; its sibling waits for `c`.
     let answer = submit_batch(
         &system,
-        json!({"jobs": [{"kind": "echo", "after": [d]}, {"kind": "echo", "after": [c["id"]]}]}),
+        json!({"jobs": [{"kind": "echo", "after": [d]}, {"kind": "echo", "after": [c.id]}]}),
     )
     .await;
-    assert_eq!(answer["batch"]["counts"]["cancelled"], 1, "{answer}");
-    let batch = until_complete(&system, answer["batch"]["id"].as_str().unwrap()).await;
-    assert_eq!(batch["counts"]["succeeded"], 1, "{batch}");
+    assert_eq!(answer.batch.counts[&JobStatus::Cancelled], 1, "{answer:?}");
+    let batch = until_complete(&system, &answer.batch.id).await;
+    assert_eq!(batch.counts[&JobStatus::Succeeded], 1, "{batch:?}");
 
-    // A waiting job is cancelled like a queued one.
+    // A waiting job is cancelled like a queued one (the cancel route's
+    // status is the contract: raw).
     let slow = system
         .submit(json!({"kind": "sleep", "params": {"ms": 60000}}))
         .await;
     let waiting = system
-        .submit(json!({"kind": "echo", "after": [slow["id"]]}))
+        .submit(json!({"kind": "echo", "after": [slow.id]}))
         .await;
-    let waiting = waiting["id"].as_str().unwrap();
-    let (status, cancelled) = post(&system, &format!("/jobs/{waiting}/cancel"), json!({})).await;
+    let (status, cancelled) =
+        post(&system, &format!("/jobs/{}/cancel", waiting.id), json!({})).await;
     assert_eq!(
         (status, cancelled["status"].as_str()),
         (200, Some("cancelled"))
     );
-    let (status, _) = post(
-        &system,
-        &format!("/jobs/{}/cancel", slow["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    let (status, _) = post(&system, &format!("/jobs/{}/cancel", slow.id), json!({})).await;
     assert!(status == 200 || status == 202, "{status}");
 
     // A job's own then job runs after it, with its result.
     let parent = system
         .submit(json!({"kind": "echo", "params": {"p": 1}, "then": {"kind": "echo"}}))
         .await;
-    let then = parent["then"].as_str().unwrap().to_string();
-    let then = system.wait_for(&then, "succeeded", WITHIN).await;
-    assert_eq!(then["inputs"]["jobs"][0]["result"]["p"], 1);
+    let then = parent.then.expect("a then job");
+    let then = system.wait_for(&then, JobStatus::Succeeded, WITHIN).await;
+    let inputs = then.inputs.as_ref().expect("inputs");
+    assert_eq!(inputs["jobs"][0]["result"]["p"], 1);
     system.stop().await;
 }
 
@@ -376,12 +368,13 @@ async fn batch_and_member_idempotency_keys() {
     let body =
         json!({"idempotency_key": "nightly-1", "jobs": [{"kind": "echo"}, {"kind": "echo"}]});
     let first = submit_batch(&system, body.clone()).await;
-    let batch_id = first["batch"]["id"].clone();
+    let batch_id = first.batch.id;
 
     // The same body again: the first batch, nothing new stored.
     let (status, again) = post(&system, "/batches", body).await;
     assert_eq!(status, 200, "{again}");
-    assert_eq!(again["batch"]["id"], batch_id);
+    let again: BatchSubmitted = serde_json::from_value(again).unwrap();
+    assert_eq!(again.batch.id, batch_id);
     // Another body under the key: refused.
     let (status, other) = post(
         &system,
@@ -415,9 +408,9 @@ async fn batch_and_member_idempotency_keys() {
     let member = json!({"kind": "echo", "idempotency_key": "user-7"});
     let one = submit_batch(&system, json!({"jobs": [member.clone()]})).await;
     let two = submit_batch(&system, json!({"jobs": [{"kind": "echo"}, member]})).await;
-    assert_eq!(two["existing"], json!([1]));
-    assert_eq!(two["job_ids"][1], one["job_ids"][0]);
-    assert_eq!(two["batch"]["total"], 1, "the repeat is not a member");
+    assert_eq!(two.existing, [1]);
+    assert_eq!(two.job_ids[1], one.job_ids[0]);
+    assert_eq!(two.batch.total, 1, "the repeat is not a member");
     // A member key used for another request refuses the whole batch.
     let (status, conflict) = post(
         &system,
@@ -458,14 +451,10 @@ async fn the_cli_submits_a_jsonl_file_as_one_batch_and_watches_it() {
     assert_eq!(batch["total"], 5);
     assert_eq!(batch["counts"]["succeeded"], 5, "{batch}");
     // The options filled what the lines left out.
-    let page = system
-        .get_json(&format!("/batches/{}/jobs", batch["id"].as_str().unwrap()))
+    let page: JobPage = system
+        .get_typed(&format!("/batches/{}/jobs", batch["id"].as_str().unwrap()))
         .await;
-    assert!(page["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|job| job["max_attempts"] == 2));
+    assert!(page.jobs.iter().all(|job| job.max_attempts == 2));
 
     // A bad line is named before anything is sent.
     std::fs::write(&file, "{\"kind\": \"echo\"}\nnot json\n").unwrap();
@@ -515,9 +504,9 @@ async fn a_large_batch_is_announced_once_and_admitted_as_slots_free() {
         }
     });
     let answer = submit_batch(&system, json!({"jobs": vec![json!({"kind": "echo"}); N]})).await;
-    let batch_id = answer["batch"]["id"].as_str().unwrap().to_string();
-    let members: BTreeSet<String> = ids(&answer).into_iter().collect();
-    until_complete(&system, &batch_id).await;
+    let batch_id = answer.batch.id.to_string();
+    let members: BTreeSet<String> = answer.job_ids.iter().map(|id| id.to_string()).collect();
+    until_complete(&system, &answer.batch.id).await;
 
     // No member was announced as queued on its own: the launchers were
     // woken once, by the batch's own event, not N times.

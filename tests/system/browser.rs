@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::support::webdriver::Browser;
 use crate::support::{spawn_system_with, Options, TestSystem};
+use jobs::JobStatus;
 use serde_json::json;
 
 const TOKEN: &str = "browser-test-token";
@@ -27,13 +28,13 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     let echo = system
         .submit(json!({"kind": "echo", "params": {"greeting": "<b>hello</b>"}}))
         .await;
-    let echo = echo["id"].as_str().unwrap().to_string();
-    let echo_job = system.wait_for(&echo, "succeeded", WITHIN).await;
+    let echo = echo.id;
+    let echo_job = system.wait_for(&echo, JobStatus::Succeeded, WITHIN).await;
     let sleeper = system
         .submit(json!({"kind": "sleep", "params": {"ms": 120_000}}))
         .await;
-    let sleeper = sleeper["id"].as_str().unwrap().to_string();
-    system.wait_for(&sleeper, "running", WITHIN).await;
+    let sleeper = sleeper.id;
+    system.wait_for(&sleeper, JobStatus::Running, WITHIN).await;
 
     log_in(&browser, &system).await;
 
@@ -105,7 +106,7 @@ async fn dashboard_shows_jobs_and_cancels_one() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(system.job(&sleeper).await["status"], "cancelled");
+    assert_eq!(system.job(&sleeper).await.status, JobStatus::Cancelled);
     // The live refresh redraws the charts too.
     browser
         .wait_for(
@@ -119,7 +120,7 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     let result = browser.wait_for("#result", WITHIN).await.text().await;
     assert!(result.contains("<b>hello</b>"), "{result}");
     let attempts = browser.wait_for("#attempts", WITHIN).await.text().await;
-    let machine = echo_job["attempts"][0]["machine_id"].as_str().unwrap();
+    let machine = echo_job.attempts[0].machine_id.as_deref().unwrap();
     assert!(attempts.contains(machine), "{attempts}");
     assert!(attempts.contains("succeeded"), "{attempts}");
 
@@ -138,8 +139,10 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
     let printer = system
         .submit(json!({"kind": "print", "params": {"lines": 50}}))
         .await;
-    let printer = printer["id"].as_str().unwrap().to_string();
-    system.wait_for(&printer, "succeeded", WITHIN).await;
+    let printer = printer.id;
+    system
+        .wait_for(&printer, JobStatus::Succeeded, WITHIN)
+        .await;
     log_in(&browser, &system).await;
 
     // A finished job: the pane reads its whole log, then says it ended.
@@ -167,7 +170,7 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
     let holder = system
         .submit(json!({"kind": "allocate", "params": {"mb": 1, "hold_ms": 120_000}}))
         .await;
-    let holder = holder["id"].as_str().unwrap().to_string();
+    let holder = holder.id;
     browser.goto(&system.url(&format!("/jobs/{holder}"))).await;
     let line = browser
         .wait_for("#log-lines .log-line[data-stream=log]", WITHIN)
@@ -183,13 +186,13 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
         Some("false"),
         "the pane is still following"
     );
-    assert_eq!(system.job(&holder).await["status"], "running");
+    assert_eq!(system.job(&holder).await.status, JobStatus::Running);
     system
         .request(reqwest::Method::POST, &format!("/jobs/{holder}/cancel"))
         .send()
         .await
         .unwrap();
-    system.wait_for(&holder, "cancelled", WITHIN).await;
+    system.wait_for(&holder, JobStatus::Cancelled, WITHIN).await;
 
     browser.close().await;
     system.stop().await;

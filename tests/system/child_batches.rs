@@ -8,22 +8,21 @@ use std::time::Duration;
 
 use crate::batches::{stored, until_complete};
 use crate::run_management::{
-    crashed_once, list_all, over_the_socket, system_with_socket_command, RunningParent,
+    children_of, crashed_once, list_all, over_the_socket, system_with_socket_command, RunningParent,
 };
 use crate::support::{spawn_system, spawn_system_with, Options};
-use jobs::{AttemptRef, ChildBatchEnqueued};
+use jobs::{AttemptRef, Batch, BatchId, ChildBatchEnqueued, JobStatus};
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
-fn id(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_string()
-}
-
-fn text(value: &Value) -> &str {
+/// The batch id a result or a socket answer names (their wire format is
+/// JSON).
+fn batch_id(value: &Value) -> BatchId {
     value
         .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("not a batch id: {value}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,39 +40,50 @@ async fn a_parent_that_crashes_after_enqueuing_a_100_member_batch_ends_with_one_
         json!({"count": MEMBERS, "crash": true, "then": {"kind": "echo"}}),
     )
     .await;
+    let result = parent.result.clone().expect("a result");
     assert_eq!(
-        parent["result"]["existing"], true,
-        "the retry found the batch the crashed attempt stored: {parent:#}"
+        result["existing"], true,
+        "the retry found the batch the crashed attempt stored: {parent:#?}"
     );
 
-    let batch_id = text(&parent["result"]["batch"]).to_string();
+    let batch_id = batch_id(&result["batch"]);
     let batch = until_complete(&system, &batch_id).await;
-    assert_eq!(batch["total"], MEMBERS, "{batch:#}");
-    assert_eq!(batch["counts"]["succeeded"], MEMBERS, "{batch:#}");
+    assert_eq!(batch.total, MEMBERS as u64, "{batch:#?}");
     assert_eq!(
-        batch["parent"], parent["id"],
+        batch.counts[&JobStatus::Succeeded],
+        MEMBERS as u64,
+        "{batch:#?}"
+    );
+    assert_eq!(
+        batch.parent,
+        Some(parent.id),
         "the batch records its parent"
     );
-    assert_eq!(batch["child_key"], "#1");
+    assert_eq!(batch.child_key.as_deref(), Some("#1"));
     // One batch, its members and its then job: nothing twice.
     assert_eq!(stored(&system).await, (1 + MEMBERS as u64 + 1, 1));
 
     // The parent's children: every member (known by batch and index) and
     // the batch's then job.
-    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    let children = list_all(&system, children_of(parent.id)).await;
     assert_eq!(children.len(), MEMBERS + 1);
-    assert!(children.iter().all(|c| c["parent"] == parent["id"]));
-    let indexes: BTreeSet<u64> = children
+    assert!(children.iter().all(|c| c.parent == Some(parent.id)));
+    let indexes: BTreeSet<u32> = children
         .iter()
-        .filter(|c| c["batch_id"] == batch_id.as_str())
-        .map(|c| c["batch_index"].as_u64().unwrap())
+        .filter(|c| c.batch_id == Some(batch_id))
+        .map(|c| c.batch_index.expect("a member's index"))
         .collect();
-    assert_eq!(indexes, (0..MEMBERS as u64).collect());
+    assert_eq!(indexes, (0..MEMBERS as u32).collect());
     let then = system
-        .wait_for(text(&batch["then"]), "succeeded", WITHIN)
+        .wait_for(
+            &batch.then.expect("a then job"),
+            JobStatus::Succeeded,
+            WITHIN,
+        )
         .await;
-    assert_eq!(then["parent"], parent["id"]);
-    assert_eq!(then["inputs"]["counts"]["succeeded"], MEMBERS, "{then:#}");
+    assert_eq!(then.parent, Some(parent.id));
+    let inputs = then.inputs.as_ref().expect("the then job's inputs");
+    assert_eq!(inputs["counts"]["succeeded"], MEMBERS, "{then:#?}");
 
     // Admitted like any batch: under the machine cap, one machine per
     // member, the then job and the parent's two attempts.
@@ -115,7 +125,7 @@ async fn a_stale_attempt_cannot_enqueue_a_batch() {
         ChildBatchEnqueued::Stale
     );
     system
-        .wait_for(&parent_id.to_string(), "succeeded", WITHIN)
+        .wait_for(&parent_id, JobStatus::Succeeded, WITHIN)
         .await;
     assert_eq!(
         enqueue(attempt(token), "c").await,
@@ -124,12 +134,12 @@ async fn a_stale_attempt_cannot_enqueue_a_batch() {
     );
     assert_eq!(stored(&system).await, (1 + 2, 1), "only the first stored");
 
-    let view = system.get_json(&format!("/batches/{batch}")).await;
-    assert_eq!(view["parent"], parent_id.to_string());
-    assert_eq!(view["child_key"], "a");
-    let member = system.job(&jobs[1].to_string()).await;
-    assert_eq!(member["parent"], parent_id.to_string());
-    assert_eq!(member["batch_index"], 1);
+    let view: Batch = system.get_typed(&format!("/batches/{batch}")).await;
+    assert_eq!(view.parent, Some(parent_id));
+    assert_eq!(view.child_key.as_deref(), Some("a"));
+    let member = system.job(&jobs[1]).await;
+    assert_eq!(member.parent, Some(parent_id));
+    assert_eq!(member.batch_index, Some(1));
     system.stop().await;
 }
 
@@ -169,13 +179,13 @@ async fn a_command_enqueues_batches_through_the_runners_socket() {
     // Two batches (3 members and a then job, 1 member) and one child:
     // nothing of the refused ones.
     assert_eq!(stored(&system).await, (1 + 4 + 1 + 1, 2));
-    let pages = system
-        .get_json(&format!("/batches/{}", text(&answers[0]["batch_id"])))
+    let pages: Batch = system
+        .get_typed(&format!("/batches/{}", batch_id(&answers[0]["batch_id"])))
         .await;
-    assert_eq!(pages["total"], 3, "{pages:#}");
-    assert_eq!(pages["parent"], parent["id"]);
-    assert_eq!(pages["child_key"], "pages");
-    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    assert_eq!(pages.total, 3, "{pages:#?}");
+    assert_eq!(pages.parent, Some(parent.id));
+    assert_eq!(pages.child_key.as_deref(), Some("pages"));
+    let children = list_all(&system, children_of(parent.id)).await;
     assert_eq!(children.len(), 6);
     system.stop().await;
 }

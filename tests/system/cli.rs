@@ -6,6 +6,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::{spawn_system_with, Options, TestSystem};
+use dispatcher::cli::client::ListQuery;
+use jobs::{JobId, JobStatus};
 use serde_json::Value;
 
 const TOKEN: &str = "cli-test-token";
@@ -147,7 +149,8 @@ async fn cancel_wait_and_retry() {
     )
     .await;
     let id = json(&submitted)["id"].as_str().unwrap().to_string();
-    system.wait_for(&id, "running", WITHIN).await;
+    let job_id: JobId = id.parse().unwrap();
+    system.wait_for(&job_id, JobStatus::Running, WITHIN).await;
 
     // `jobs wait` follows the job while another command cancels it.
     let waiting = tokio::spawn({
@@ -188,7 +191,7 @@ async fn cancel_wait_and_retry() {
     assert!(again.status.success(), "{}", stderr(&again));
 
     // Cancelling a finished job: the API's 409 message, exit 1.
-    system.wait_for(&id, "cancelled", WITHIN).await;
+    system.wait_for(&job_id, JobStatus::Cancelled, WITHIN).await;
     let twice = jobs(&system, &["cancel", &id]).await;
     assert_refused(&twice, &["409", "already cancelled"]);
     system.stop().await;
@@ -220,8 +223,8 @@ async fn submit_sets_job_options() {
     // The same key and body again: the first job, nothing new.
     let again = json(&jobs(&system, &args).await);
     assert_eq!(again["id"], first["id"]);
-    let listed = system.get_json("/jobs").await;
-    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed:#}");
+    let listed = system.api.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(listed.jobs.len(), 1, "{listed:#?}");
 
     let bad_time = jobs(&system, &["submit", "echo", "--run-at", "tomorrow"]).await;
     assert_refused(&bad_time, &["(field `run_at`)"]);

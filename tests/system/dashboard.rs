@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::support::{send_json, send_text, spawn_system_with, Options};
+use jobs::JobStatus;
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
@@ -28,8 +29,8 @@ async fn login_cookie_content_negotiation_and_escaping() {
     let job = system
         .submit(json!({"kind": "echo", "params": {"note": "<script>alert('x')</script>"}}))
         .await;
-    let id = job["id"].as_str().unwrap().to_string();
-    system.wait_for(&id, "succeeded", WITHIN).await;
+    let id = job.id.to_string();
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
 
     // No session: browsers go to the login form, API clients get 401 JSON.
     let page = http

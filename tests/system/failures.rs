@@ -6,24 +6,12 @@
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options, TestSystem};
-use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use jobs::{Job, JobStatus, Outcome};
+use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(60);
 /// The mock's key for `wait` calls in its per-route counts.
 const WAIT: &str = "GET /v1/apps/{app}/machines/{id}/wait";
-
-fn attempts(job: &Value) -> &Vec<Value> {
-    job["attempts"].as_array().expect("attempts array")
-}
-
-fn time(value: &Value) -> DateTime<Utc> {
-    value.as_str().expect("a timestamp").parse().unwrap()
-}
-
-fn id(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_string()
-}
 
 async fn quick_system() -> TestSystem {
     spawn_system_with(Options {
@@ -46,14 +34,17 @@ async fn fails_twice_then_succeeds_with_growing_gaps() {
             "backoff": {"base_ms": 400, "max_ms": 5000, "jitter": false}
         }))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
-    let attempts = attempts(&job);
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    let attempts = &job.attempts;
     assert_eq!(attempts.len(), 3);
-    assert_eq!(attempts[0]["outcome"], "error");
-    assert_eq!(attempts[1]["outcome"], "error");
-    assert_eq!(attempts[2]["outcome"], "succeeded");
-    assert_eq!(job["result"], json!({"attempt": 3}));
-    let gap = |n: usize| time(&attempts[n + 1]["claimed_at"]) - time(&attempts[n]["finished_at"]);
+    assert_eq!(attempts[0].outcome, Some(Outcome::Error));
+    assert_eq!(attempts[1].outcome, Some(Outcome::Error));
+    assert_eq!(attempts[2].outcome, Some(Outcome::Succeeded));
+    assert_eq!(job.result, Some(json!({"attempt": 3})));
+    let gap = |n: usize| {
+        attempts[n + 1].claimed_at.expect("a timestamp")
+            - attempts[n].finished_at.expect("a timestamp")
+    };
     let (first, second) = (gap(0), gap(1));
     assert!(first.num_milliseconds() >= 390, "first backoff {first}");
     assert!(second.num_milliseconds() >= 790, "second backoff {second}");
@@ -71,39 +62,41 @@ async fn crashes_exhaust_attempts_and_land_in_dead_letters() {
             "backoff": {"base_ms": 50, "max_ms": 100}
         }))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    assert_eq!(attempts(&job).len(), 3);
-    for attempt in attempts(&job) {
-        assert_eq!(attempt["outcome"], "crashed", "{attempt:#}");
-        assert_eq!(attempt["exit_code"], 42);
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts.len(), 3);
+    for attempt in &job.attempts {
+        assert_eq!(attempt.outcome, Some(Outcome::Crashed), "{attempt:#?}");
+        assert_eq!(attempt.exit_code, Some(42));
     }
     // Each crash was seen by the machine's watch, not by the runner's
     // silence (which would take --lost-after-secs).
     let stats = system.mock_stats();
     assert!(stats.calls.get(WAIT).is_some_and(|&n| n >= 3), "{stats:#?}");
     assert!(
-        job["error"].as_str().unwrap().contains("code 42"),
-        "{job:#}"
+        job.error.as_deref().unwrap().contains("code 42"),
+        "{job:#?}"
     );
-    let dead: Value = system.get_json("/jobs?status=failed").await;
-    assert_eq!(dead["jobs"].as_array().unwrap().len(), 1);
-    assert_eq!(dead["jobs"][0]["id"], job["id"]);
+    let dead = system.jobs_in(JobStatus::Failed).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, job.id);
 
     // A dead letter can be retried by hand: a fresh budget, history kept.
     let retried = system
         .http
-        .post(system.url(&format!("/jobs/{}/retry", id(&job))))
+        .post(system.url(&format!("/jobs/{}/retry", job.id)))
         .send()
         .await
         .unwrap();
     assert_eq!(retried.status(), 200);
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    assert_eq!(attempts(&job).len(), 6);
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts.len(), 6);
     let not_failed = system.submit(json!({"kind": "echo"})).await;
-    system.wait_for(&id(&not_failed), "succeeded", WITHIN).await;
+    system
+        .wait_for(&not_failed.id, JobStatus::Succeeded, WITHIN)
+        .await;
     let refused = system
         .http
-        .post(system.url(&format!("/jobs/{}/retry", id(&not_failed))))
+        .post(system.url(&format!("/jobs/{}/retry", not_failed.id)))
         .send()
         .await
         .unwrap();
@@ -121,10 +114,10 @@ async fn out_of_memory_is_reported_as_oom() {
             "machine": {"memory_mb": 256}, "max_attempts": 1
         }))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    let attempt = &attempts(&job)[0];
-    assert_eq!(attempt["outcome"], "oom", "{attempt:#}");
-    assert!(attempt["error"].as_str().unwrap().contains("memory"));
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    let attempt = &job.attempts[0];
+    assert_eq!(attempt.outcome, Some(Outcome::Oom), "{attempt:#?}");
+    assert!(attempt.error.as_deref().unwrap().contains("memory"));
     assert!(system.mock_stats().oom_kills >= 1);
     system.assert_all_machines_destroyed().await;
     system.stop().await;
@@ -149,11 +142,15 @@ async fn unwatched_machines_crashing_are_found_by_their_silence() {
             "machine": {"memory_mb": 256}, "max_attempts": 1
         }))
         .await;
-    let crash = system.wait_for(&id(&crash), "failed", WITHIN).await;
-    let oom = system.wait_for(&id(&oom), "failed", WITHIN).await;
-    assert_eq!(attempts(&crash)[0]["outcome"], "crashed", "{crash:#}");
-    assert_eq!(attempts(&crash)[0]["exit_code"], 42);
-    assert_eq!(attempts(&oom)[0]["outcome"], "oom", "{oom:#}");
+    let crash = system.wait_for(&crash.id, JobStatus::Failed, WITHIN).await;
+    let oom = system.wait_for(&oom.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(
+        crash.attempts[0].outcome,
+        Some(Outcome::Crashed),
+        "{crash:#?}"
+    );
+    assert_eq!(crash.attempts[0].exit_code, Some(42));
+    assert_eq!(oom.attempts[0].outcome, Some(Outcome::Oom), "{oom:#?}");
     let stats = system.mock_stats();
     assert_eq!(
         stats.calls.get(WAIT),
@@ -163,8 +160,10 @@ async fn unwatched_machines_crashing_are_found_by_their_silence() {
 
     // A job that reports still finishes at once, with its exit code.
     let echo = system.submit(json!({"kind": "echo"})).await;
-    let echo = system.wait_for(&id(&echo), "succeeded", WITHIN).await;
-    assert_eq!(attempts(&echo)[0]["exit_code"], 0, "{echo:#}");
+    let echo = system
+        .wait_for(&echo.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    assert_eq!(echo.attempts[0].exit_code, Some(0), "{echo:#?}");
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }
@@ -176,11 +175,11 @@ async fn a_machine_that_never_boots_times_out_and_is_destroyed() {
     let job = system
         .submit(json!({"kind": "echo", "timeout_secs": 1, "max_attempts": 1}))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    let attempt = &attempts(&job)[0];
-    assert_eq!(attempt["outcome"], "timed_out", "{attempt:#}");
-    assert!(attempt["machine_id"].is_string());
-    assert!(attempt["error"].as_str().unwrap().contains("timed out"));
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    let attempt = &job.attempts[0];
+    assert_eq!(attempt.outcome, Some(Outcome::TimedOut), "{attempt:#?}");
+    assert!(attempt.machine_id.is_some());
+    assert!(attempt.error.as_deref().unwrap().contains("timed out"));
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }
@@ -194,9 +193,9 @@ async fn rate_limited_creates_are_retried_by_the_client() {
     let job = system
         .submit(json!({"kind": "echo", "params": {"x": 1}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     assert_eq!(
-        attempts(&job).len(),
+        job.attempts.len(),
         1,
         "the client retried; the job never saw the 429s"
     );
@@ -216,14 +215,14 @@ async fn creates_that_keep_failing_end_as_boot_failed() {
     let job = system
         .submit(json!({"kind": "echo", "max_attempts": 1}))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    let attempt = &attempts(&job)[0];
-    assert_eq!(attempt["outcome"], "boot_failed", "{attempt:#}");
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    let attempt = &job.attempts[0];
+    assert_eq!(attempt.outcome, Some(Outcome::BootFailed), "{attempt:#?}");
     assert!(
-        attempt["error"].as_str().unwrap().contains("503"),
-        "{attempt:#}"
+        attempt.error.as_deref().unwrap().contains("503"),
+        "{attempt:#?}"
     );
-    assert!(attempt.get("machine_id").is_none());
+    assert!(attempt.machine_id.is_none());
     assert_eq!(system.mock_stats().created, 0);
     system.stop().await;
 }
@@ -242,36 +241,44 @@ async fn cancel_in_every_state() {
     let scheduled = system
         .submit(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
-    system.wait_for(&id(&running), "running", WITHIN).await;
+    system
+        .wait_for(&running.id, JobStatus::Running, WITHIN)
+        .await;
     assert_eq!(
-        system.job(&id(&queued)).await["status"],
-        "queued",
+        system.job(&queued.id).await.status,
+        JobStatus::Queued,
         "the cap of 1 holds it back"
     );
 
-    let cancel = |job: &Value| {
+    // The cancel routes' status codes are the contract here: raw HTTP.
+    let cancel = |job: &Job| {
         system
             .http
-            .post(system.url(&format!("/jobs/{}/cancel", id(job))))
+            .post(system.url(&format!("/jobs/{}/cancel", job.id)))
             .send()
     };
     let answer = cancel(&queued).await.unwrap();
     assert_eq!(answer.status(), 200);
-    assert_eq!(answer.json::<Value>().await.unwrap()["status"], "cancelled");
+    assert_eq!(
+        answer.json::<Job>().await.unwrap().status,
+        JobStatus::Cancelled
+    );
     let answer = system
         .http
-        .delete(system.url(&format!("/jobs/{}", id(&scheduled))))
+        .delete(system.url(&format!("/jobs/{}", scheduled.id)))
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
     assert_eq!(cancel(&running).await.unwrap().status(), 202);
-    let job = system.wait_for(&id(&running), "cancelled", WITHIN).await;
-    assert_eq!(attempts(&job)[0]["outcome"], "cancelled");
+    let job = system
+        .wait_for(&running.id, JobStatus::Cancelled, WITHIN)
+        .await;
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Cancelled));
     for job in [&queued, &scheduled] {
-        let job = system.job(&id(job)).await;
-        assert_eq!(job["status"], "cancelled");
-        assert_eq!(attempts(&job).len(), 0, "never ran");
+        let job = system.job(&job.id).await;
+        assert_eq!(job.status, JobStatus::Cancelled);
+        assert_eq!(job.attempts.len(), 0, "never ran");
         assert_eq!(
             cancel(&job).await.unwrap().status(),
             409,
@@ -293,7 +300,7 @@ async fn a_late_runner_cannot_overwrite_a_finished_attempt() {
     let job = system
         .submit(json!({"kind": "echo", "params": {"real": true}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
 
     // Boot the same attempt's runner again, as a zombie would: same env.
     let machine = &system.machines(true).await[0];
@@ -304,8 +311,8 @@ async fn a_late_runner_cannot_overwrite_a_finished_attempt() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(runner::exit::STALE));
-    let after = system.job(&id(&job)).await;
-    assert_eq!(after["result"], json!({"real": true}));
-    assert_eq!(after["attempts"], job["attempts"], "nothing was rewritten");
+    let after = system.job(&job.id).await;
+    assert_eq!(after.result, Some(json!({"real": true})));
+    assert_eq!(after.attempts, job.attempts, "nothing was rewritten");
     system.stop().await;
 }

@@ -11,11 +11,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{spawn_system_with, start_valkey, Options, TempDir, TestSystem};
+use crate::support::{poll, spawn_system_with, start_valkey, Options, TempDir, TestSystem};
+use dispatcher::cli::client::ListQuery;
 use futures::StreamExt as _;
 use jobs::{
-    Backoff, Claim, EnqueueOptions, Enqueued, FlowKey, FlowOptions, JobId, JobSpec, Kind,
-    MachineSpec, Owned, Store, StoreConfig,
+    Backoff, Claim, EnqueueOptions, Enqueued, FlowKey, FlowOptions, Job, JobId, JobSpec, JobStatus,
+    Kind, MachineSpec, Owned, Store, StoreConfig,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -315,33 +316,16 @@ async fn call(
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-async fn submit_to(system: &TestSystem, base: &str, body: Value, status: u16) -> Value {
-    call(system, base, Method::POST, "/jobs", Some(body), status).await
+/// Submits to the dispatcher at `base`, checking the answer's status
+/// (202 a new job, 200 an existing one: the singleton contract).
+async fn submit_to(system: &TestSystem, base: &str, body: Value, status: u16) -> Job {
+    let job = call(system, base, Method::POST, "/jobs", Some(body), status).await;
+    serde_json::from_value(job).unwrap()
 }
 
-fn id(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_string()
-}
-
-/// Polls the job until `check` holds (panics after [`WITHIN`]).
-async fn job_until(
-    system: &TestSystem,
-    id: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        let job = system.job(id).await;
-        if check(&job) {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {id} never {what}: {job:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+/// The reason a queued job gives for waiting, if any.
+fn waiting_reason(job: &Job) -> Option<&str> {
+    job.waiting_for.as_ref().map(|w| w.reason.as_str())
 }
 
 #[tokio::test]
@@ -370,16 +354,16 @@ async fn a_rate_limit_of_5_per_second_holds_across_three_dispatchers() {
             202,
         )
         .await;
-        ids.push(id(&job));
+        ids.push(job.id);
     }
     // A job held back says why.
     let deadline = tokio::time::Instant::now() + WITHIN;
     'seen: loop {
         for id in ids.iter().rev() {
             let job = system.job(id).await;
-            if job["waiting_for"]["reason"] == "rate_limit" {
-                assert_eq!(job["status"], "queued");
-                assert_eq!(job["waiting_for"]["scope"], "kind:echo");
+            if waiting_reason(&job) == Some("rate_limit") {
+                assert_eq!(job.status, JobStatus::Queued);
+                assert_eq!(job.waiting_for.unwrap().scope, "kind:echo");
                 break 'seen;
             }
         }
@@ -391,13 +375,9 @@ async fn a_rate_limit_of_5_per_second_holds_across_three_dispatchers() {
     }
     let mut starts = Vec::new();
     for id in &ids {
-        let job = system.wait_for(id, "succeeded", WITHIN).await;
-        let claimed = job["attempts"][0]["claimed_at"].as_str().unwrap();
-        starts.push(
-            chrono::DateTime::parse_from_rfc3339(claimed)
-                .unwrap()
-                .timestamp_millis(),
-        );
+        let job = system.wait_for(id, JobStatus::Succeeded, WITHIN).await;
+        let claimed = job.attempts[0].claimed_at.unwrap();
+        starts.push(claimed.timestamp_millis());
     }
     starts.sort();
     let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
@@ -435,22 +415,23 @@ async fn singleton_keep_answers_the_waiting_job_and_replace_cancels_it() {
     )
     .await;
     let kept = submit_to(&system, &base, json!({"kind": "echo", "singleton_key": "report-7", "singleton_policy": "keep", "params": {"n": 2}}), 200).await;
-    assert_eq!(id(&kept), id(&first));
+    assert_eq!(kept.id, first.id);
     assert_eq!(
-        kept["params"],
+        kept.params,
         json!({"n": 1}),
         "keep leaves the waiting job as it was"
     );
 
     let newest = submit_to(&system, &base, json!({"kind": "echo", "singleton_key": "report-7", "singleton_policy": "replace", "params": {"n": 3}}), 202).await;
-    assert_ne!(id(&newest), id(&first));
-    let replaced = system.job(&id(&first)).await;
-    assert_eq!(replaced["status"], "cancelled");
-    assert!(replaced["error"]
-        .as_str()
+    assert_ne!(newest.id, first.id);
+    let replaced = system.job(&first.id).await;
+    assert_eq!(replaced.status, JobStatus::Cancelled);
+    assert!(replaced
+        .error
+        .as_deref()
         .unwrap()
         .contains("replaced by a newer job"));
-    assert_eq!(system.job(&id(&newest)).await["status"], "queued");
+    assert_eq!(system.job(&newest.id).await.status, JobStatus::Queued);
     // Another key is another singleton.
     submit_to(
         &system,
@@ -473,10 +454,14 @@ async fn singleton_cancel_running_stops_the_running_job_and_runs_the_newest() {
         202,
     )
     .await;
-    system.wait_for(&id(&long), "running", WITHIN).await;
+    system.wait_for(&long.id, JobStatus::Running, WITHIN).await;
     let newest = submit_to(&system, &base, json!({"kind": "sleep", "singleton_key": "sync-1", "singleton_policy": "cancel_running", "params": {"ms": 1}}), 202).await;
-    system.wait_for(&id(&long), "cancelled", WITHIN).await;
-    system.wait_for(&id(&newest), "succeeded", WITHIN).await;
+    system
+        .wait_for(&long.id, JobStatus::Cancelled, WITHIN)
+        .await;
+    system
+        .wait_for(&newest.id, JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -485,20 +470,22 @@ async fn a_debounced_burst_runs_once_with_the_last_params() {
     let system = system(4).await;
     let base = system.base.clone();
     let first = submit_to(&system, &base, json!({"kind": "echo", "singleton_key": "reindex-9", "debounce_secs": 2, "params": {"n": 0}}), 202).await;
-    assert_eq!(first["status"], "scheduled");
+    assert_eq!(first.status, JobStatus::Scheduled);
     for n in 1..=4 {
         let joined = submit_to(&system, &base, json!({"kind": "echo", "singleton_key": "reindex-9", "debounce_secs": 2, "params": {"n": n}}), 200).await;
-        assert_eq!(id(&joined), id(&first));
+        assert_eq!(joined.id, first.id);
     }
-    let done = system.wait_for(&id(&first), "succeeded", WITHIN).await;
-    assert_eq!(done["result"], json!({"n": 4}));
-    assert_eq!(done["attempts"].as_array().unwrap().len(), 1);
-    let listed = system.get_json("/jobs?kind=echo").await;
-    assert_eq!(
-        listed["jobs"].as_array().unwrap().len(),
-        1,
-        "one job for the burst"
-    );
+    let done = system
+        .wait_for(&first.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    assert_eq!(done.result, Some(json!({"n": 4})));
+    assert_eq!(done.attempts.len(), 1);
+    let echo_jobs = ListQuery {
+        kind: Some("echo".into()),
+        ..ListQuery::default()
+    };
+    let listed = system.api.list(&echo_jobs).await.unwrap();
+    assert_eq!(listed.jobs.len(), 1, "one job for the burst");
     // A submit after the run opens a new debounce.
     let later = submit_to(
         &system,
@@ -507,7 +494,7 @@ async fn a_debounced_burst_runs_once_with_the_last_params() {
         202,
     )
     .await;
-    assert_ne!(id(&later), id(&first));
+    assert_ne!(later.id, first.id);
     system.stop().await;
 }
 
@@ -527,10 +514,12 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         202,
     )
     .await;
-    system.wait_for(&id(&other), "succeeded", WITHIN).await;
-    let job = system.job(&id(&held)).await;
-    assert_eq!(job["status"], "queued");
-    assert_eq!(job["waiting_for"]["reason"], "paused_kind");
+    system
+        .wait_for(&other.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    let job = system.job(&held.id).await;
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(waiting_reason(&job), Some("paused_kind"));
     let flow = call(&system, &peer_base, Method::GET, "/flow", None, 200).await;
     assert_eq!(flow["paused_kinds"], json!(["echo"]));
     call(
@@ -542,7 +531,9 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         204,
     )
     .await;
-    system.wait_for(&id(&held), "succeeded", WITHIN).await;
+    system
+        .wait_for(&held.id, JobStatus::Succeeded, WITHIN)
+        .await;
 
     // A key: its jobs wait, another key's run.
     call(
@@ -568,14 +559,19 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         202,
     )
     .await;
-    system.wait_for(&id(&free), "succeeded", WITHIN).await;
-    let job = job_until(&system, &id(&paused), "shows its pause", |j| {
-        j["waiting_for"]["reason"] == "paused_key"
-    })
+    system
+        .wait_for(&free.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    let job = poll(
+        "shows its pause",
+        WITHIN,
+        || system.job(&paused.id),
+        |j| waiting_reason(j) == Some("paused_key"),
+    )
     .await;
-    assert_eq!(job["status"], "queued");
+    assert_eq!(job.status, JobStatus::Queued);
     let page = system
-        .request(Method::GET, &format!("/jobs/{}", id(&paused)))
+        .request(Method::GET, &format!("/jobs/{}", paused.id))
         .header("accept", "text/html")
         .send()
         .await
@@ -609,7 +605,9 @@ async fn pause_and_resume_a_kind_and_a_key_across_two_dispatchers() {
         204,
     )
     .await;
-    system.wait_for(&id(&paused), "succeeded", WITHIN).await;
+    system
+        .wait_for(&paused.id, JobStatus::Succeeded, WITHIN)
+        .await;
     peer.trigger();
     system.stop().await;
 }
@@ -649,7 +647,15 @@ async fn flow_inputs_are_validated_at_the_edge() {
             "singleton_policy",
         ),
     ] {
-        let error = submit_to(&system, &base, body.clone(), 422).await;
+        let error = call(
+            &system,
+            &base,
+            Method::POST,
+            "/jobs",
+            Some(body.clone()),
+            422,
+        )
+        .await;
         assert_eq!(error["field"], field, "{body}");
     }
     let error = call(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::support::{spawn_system_with, Options, TestSystem};
 use clap::CommandFactory;
+use jobs::{Job, JobId, JobStatus, Outcome};
 use mock_machines::MockConfig;
 use serde_json::{json, Value};
 
@@ -46,14 +47,13 @@ async fn the_dispatchers_secrets_never_reach_job_code() {
     let job = system
         .submit(json!({"kind": "print-env", "params": {"names": names}}))
         .await;
-    let id = job["id"].as_str().unwrap();
     let job = system
-        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
-    let seen = job["result"].as_object().unwrap();
+    let seen = job.result.as_ref().unwrap().as_object().unwrap();
     assert_eq!(
         seen["APP_SETTING"], "visible",
-        "the mock injected secrets: {job:#}"
+        "the mock injected secrets: {job:#?}"
     );
     for name in runner::DISPATCHER_SECRETS {
         assert_eq!(seen[name], Value::Null, "{name} reached job code");
@@ -100,7 +100,7 @@ async fn run_traced_jobs(
     system: &TestSystem,
     count: usize,
     traces: &std::path::Path,
-) -> Vec<String> {
+) -> Vec<JobId> {
     let mut ids = Vec::new();
     for _ in 0..count {
         let job = system
@@ -109,19 +109,20 @@ async fn run_traced_jobs(
                 "params": {"ms": 20, "trace_dir": traces},
             }))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_string());
+        ids.push(job.id);
     }
     let within = Duration::from_secs(60 + 2 * count as u64);
     let deadline = tokio::time::Instant::now() + within;
     for id in &ids {
         loop {
             let job = system.job(id).await;
-            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+            use JobStatus::{Cancelled, Failed, Succeeded};
+            if [Succeeded, Failed, Cancelled].contains(&job.status) {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{id} unfinished: {job:#}"
+                "{id} unfinished: {job:#?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -168,7 +169,7 @@ async fn lost_answers_and_create_errors_leave_one_machine_and_one_run_per_job() 
     let mut failed = Vec::new();
     for id in &ids {
         let job = system.job(id).await;
-        if job["status"] != "succeeded" || job["attempts"].as_array().unwrap().len() != 1 {
+        if job.status != JobStatus::Succeeded || job.attempts.len() != 1 {
             failed.push(job);
         }
     }
@@ -179,7 +180,11 @@ async fn lost_answers_and_create_errors_leave_one_machine_and_one_run_per_job() 
     );
     let starts = starts_per_job(&traces.path);
     for id in &ids {
-        assert_eq!(starts.get(id), Some(&1), "runner starts of {id}");
+        assert_eq!(
+            starts.get(&id.to_string()),
+            Some(&1),
+            "runner starts of {id}"
+        );
     }
     let stats = system.mock_stats();
     assert_eq!(
@@ -207,9 +212,12 @@ async fn a_create_whose_answer_is_lost_runs_the_job_once() {
         .await;
     let ids = run_traced_jobs(&system, 1, &traces.path).await;
     let job = system.job(&ids[0]).await;
-    assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
-    assert_eq!(starts_per_job(&traces.path).get(&ids[0]), Some(&1));
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
+    assert_eq!(job.attempts.len(), 1, "{job:#?}");
+    assert_eq!(
+        starts_per_job(&traces.path).get(&ids[0].to_string()),
+        Some(&1)
+    );
     let stats = system.mock_stats();
     assert_eq!(stats.created, 1, "{stats:#?}");
     assert_eq!(stats.faults_injected, 1, "the answer was dropped");
@@ -219,13 +227,14 @@ async fn a_create_whose_answer_is_lost_runs_the_job_once() {
 
 /// Runs a single-attempt job whose runner exits with `code` without
 /// reporting; returns the failed job, its one attempt judged `crashed`.
-async fn crashed_once(system: &TestSystem, code: i32) -> Value {
+async fn crashed_once(system: &TestSystem, code: i32) -> Job {
     let job = system
         .submit(json!({"kind": "crash", "params": {"code": code}, "max_attempts": 1}))
         .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", Duration::from_secs(30)).await;
-    assert_eq!(job["attempts"][0]["outcome"], "crashed", "{job:#}");
+    let job = system
+        .wait_for(&job.id, JobStatus::Failed, Duration::from_secs(30))
+        .await;
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Crashed), "{job:#?}");
     job
 }
 
@@ -237,16 +246,12 @@ async fn an_omitted_exit_code_reads_as_exit_0() {
     let system = spawn_system_with(Options::default()).await;
     system.set_faults(json!({"go_omitempty": true})).await;
     let job = crashed_once(&system, 0).await;
-    assert_eq!(job["attempts"][0]["exit_code"], 0, "{job:#}");
+    assert_eq!(job.attempts[0].exit_code, Some(0), "{job:#?}");
     let echo = system.submit(json!({"kind": "echo"})).await;
     let echo = system
-        .wait_for(
-            echo["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(&echo.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
-    assert_eq!(echo["attempts"][0]["exit_code"], 0, "{echo:#}");
+    assert_eq!(echo.attempts[0].exit_code, Some(0), "{echo:#?}");
     system.stop().await;
 }
 
@@ -258,8 +263,8 @@ async fn an_unreadable_machine_record_is_never_judged_lost() {
     system.set_faults(json!({"stateless_gets": true})).await;
     let job = crashed_once(&system, 3).await;
     assert!(
-        job["error"].as_str().unwrap().contains("could not be read"),
-        "{job:#}"
+        job.error.as_deref().unwrap().contains("could not be read"),
+        "{job:#?}"
     );
     system.set_faults(json!({"stateless_gets": false})).await;
     system.assert_all_machines_destroyed().await;

@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{listener, spawn_system_with, Listener, Options, TempDir, TestSystem};
-use serde_json::{json, Value};
+use dispatcher::api::routes::logs::LogEntry;
+use dispatcher::cli::client::ListQuery;
+use jobs::{Attempt, Job, JobStatus, LogStream, Outcome};
+use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(60);
 /// The attempt's cap for this test's runners (`JOB_LOG_MAX_BYTES`).
@@ -91,10 +94,6 @@ async fn logs_are_kept_and_followed() {
     system.stop().await;
 }
 
-fn id(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_string()
-}
-
 async fn text_log(system: &TestSystem, path: &str) -> (String, String) {
     let response = system
         .request(reqwest::Method::GET, path)
@@ -109,34 +108,34 @@ async fn text_log(system: &TestSystem, path: &str) -> (String, String) {
     (response.text().await.unwrap(), cursor)
 }
 
-fn seconds_between(attempt: &Value, from: &str, to: &str) -> f64 {
-    let at = |field: &str| {
-        chrono::DateTime::parse_from_rfc3339(attempt[field].as_str().unwrap()).unwrap()
-    };
-    (at(to) - at(from)).num_milliseconds() as f64 / 1000.0
+/// How long the attempt ran, from its start to its end.
+fn run_seconds(attempt: &Attempt) -> f64 {
+    let ran = attempt.finished_at.unwrap() - attempt.started_at.unwrap();
+    ran.num_milliseconds() as f64 / 1000.0
 }
 
 async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
     let job = system
         .submit(json!({"kind": "flood", "params": {}, "max_attempts": 1}))
         .await;
-    let done = system.wait_for(&id(&job), "succeeded", WITHIN).await;
-    let attempt = &done["attempts"][0];
-    let log = &attempt["log"];
-    assert_eq!(log["truncated"], true, "{attempt:#}");
+    let done = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    let attempt = &done.attempts[0];
+    let log = attempt.log.as_ref().expect("a log summary");
+    assert!(log.truncated, "{attempt:#?}");
     // Commands are bounded by time and size, not lines: one per batch
     // interval of the run, plus the size-triggered batches up to the cap.
-    let run_secs = seconds_between(attempt, "started_at", "finished_at");
+    let run_secs = run_seconds(attempt);
     let bound = (run_secs * 1000.0 / FLUSH_MS).ceil() as u64 + CAP / BATCH_BYTES + 3;
-    let batches = log["batches"].as_u64().unwrap();
+    let batches = log.batches;
     eprintln!("flood: {batches} log batches over {run_secs:.2}s (bound {bound})");
-    assert!(batches <= bound, "{batches} > {bound}: {log:#}");
+    assert!(batches > 0, "the summary counts its batches: {log:#?}");
+    assert!(batches <= bound, "{batches} > {bound}: {log:#?}");
     // At the cap: full to within one ~120-byte line of it.
-    let bytes = log["bytes"].as_u64().unwrap();
-    assert!((CAP - 200..=CAP).contains(&bytes), "{log:#}");
+    assert!((CAP - 200..=CAP).contains(&log.bytes), "{log:#?}");
 
-    // Read by pages as JSON lines: numbered from line 0, ending with the marker.
-    let base = format!("/jobs/{}/logs?format=jsonl&limit=1000", id(&job));
+    // Read by pages as JSON lines (the pages and their cursor header are
+    // the wire contract): numbered from line 0, ending with the marker.
+    let base = format!("/jobs/{}/logs?format=jsonl&limit=1000", job.id);
     let (mut lines, mut cursor) = (Vec::new(), None::<String>);
     loop {
         let path = match &cursor {
@@ -149,44 +148,40 @@ async fn a_flood_is_capped_in_few_store_commands(system: &TestSystem) {
         }
         lines.extend(
             page.lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+                .map(|l| serde_json::from_str::<LogEntry>(l).unwrap()),
         );
         cursor = Some(next);
     }
-    let stdout: Vec<&Value> = lines.iter().filter(|l| l["stream"] == "stdout").collect();
-    assert_eq!(stdout[0]["line"], format!("line 000000 {}", "x".repeat(88)));
+    let stdout: Vec<&LogEntry> = lines
+        .iter()
+        .filter(|l| l.stream == LogStream::Stdout)
+        .collect();
+    assert_eq!(stdout[0].line, format!("line 000000 {}", "x".repeat(88)));
     for (i, line) in stdout.iter().enumerate() {
         assert!(
-            line["line"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("line {i:06} ")),
-            "line {i} out of order: {line}"
+            line.line.starts_with(&format!("line {i:06} ")),
+            "line {i} out of order: {line:?}"
         );
     }
     let last = lines.last().unwrap();
-    assert_eq!(last["stream"], "system", "{last}");
-    assert!(last["line"].as_str().unwrap().starts_with("log truncated"));
-    assert_eq!(lines.len() as u64, log["lines"].as_u64().unwrap());
+    assert_eq!(last.stream, LogStream::System, "{last:?}");
+    assert!(last.line.starts_with("log truncated"));
+    assert_eq!(lines.len() as u64, log.lines);
 }
 
 async fn a_timed_out_job_keeps_what_it_printed(system: &TestSystem) {
     let job = system
         .submit(json!({"kind": "slow", "params": {}, "max_attempts": 1, "timeout_secs": 2}))
         .await;
-    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
-    let attempt = &done["attempts"][0];
-    let (text, _) = text_log(system, &format!("/jobs/{}/logs?attempt=1", id(&job))).await;
+    let done = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    let attempt = &done.attempts[0];
+    let (text, _) = text_log(system, &format!("/jobs/{}/logs?attempt=1", job.id)).await;
     assert!(text.contains("[1 stdout] before the timeout\n"), "{text}");
     assert!(text.contains("[1 stderr] also before\n"), "{text}");
     // The failure shows the end of the log with its error.
-    let tail: Vec<&str> = attempt["log_tail"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no log_tail: {attempt:#}"))
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
-    assert!(tail.contains(&"before the timeout"), "{tail:?}");
+    let tail = &attempt.log_tail;
+    assert!(!tail.is_empty(), "no log_tail: {attempt:#?}");
+    assert!(tail.iter().any(|l| l == "before the timeout"), "{tail:?}");
 }
 
 async fn an_oom_killed_job_keeps_what_it_printed(system: &TestSystem) {
@@ -198,9 +193,9 @@ async fn an_oom_killed_job_keeps_what_it_printed(system: &TestSystem) {
             "machine": {"memory_mb": 256}, "max_attempts": 1
         }))
         .await;
-    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
-    assert_eq!(done["attempts"][0]["outcome"], "oom", "{done:#}");
-    let (text, _) = text_log(system, &format!("/jobs/{}/logs", id(&job))).await;
+    let done = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(done.attempts[0].outcome, Some(Outcome::Oom), "{done:#?}");
+    let (text, _) = text_log(system, &format!("/jobs/{}/logs", job.id)).await;
     assert!(text.contains("[1 log] allocating 700 MiB\n"), "{text}");
 }
 
@@ -210,7 +205,7 @@ async fn follow_sees_a_line_while_the_job_runs(system: &TestSystem) {
     let job = system
         .submit(json!({"kind": "wake", "params": {"go": go, "done": done}, "max_attempts": 1}))
         .await;
-    let path = format!("/jobs/{}/logs?follow=true&attempt=1", id(&job));
+    let path = format!("/jobs/{}/logs?follow=true&attempt=1", job.id);
     let mut response = system
         .request(reqwest::Method::GET, &path)
         .send()
@@ -237,14 +232,14 @@ async fn follow_sees_a_line_while_the_job_runs(system: &TestSystem) {
                     ended = true;
                     return;
                 }
-                let line: Value = serde_json::from_str(&event.data).unwrap();
-                match line["line"].as_str() {
-                    Some("waiting") if released.is_none() => {
+                let line: LogEntry = serde_json::from_str(&event.data).unwrap();
+                match line.line.as_str() {
+                    "waiting" if released.is_none() => {
                         std::fs::write(&go, b"").unwrap();
                         released = Some(Instant::now());
                     }
                     // The job cannot end before this: it waits for `done`.
-                    Some("woke") => {
+                    "woke" => {
                         latency = released.map(|at| at.elapsed());
                         std::fs::write(&done, b"").unwrap();
                     }
@@ -258,8 +253,8 @@ async fn follow_sees_a_line_while_the_job_runs(system: &TestSystem) {
         .expect("the stream ends");
     assert!(ended, "the stream ends with an `end` event");
     let latency = latency.expect("`woke` arrived after `waiting`, before the end");
-    let finished = system.wait_for(&id(&job), "succeeded", WITHIN).await;
-    assert_eq!(finished["attempts"][0]["outcome"], "succeeded");
+    let finished = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    assert_eq!(finished.attempts[0].outcome, Some(Outcome::Succeeded));
     eprintln!("follow: a printed line arrived {latency:?} after its trigger (target 500ms)");
 }
 
@@ -268,9 +263,9 @@ async fn a_printed_secret_is_masked(system: &TestSystem) {
         .submit(json!({"kind": "leak", "params": {}, "max_attempts": 1,
             "machine": {"secrets": {"API_KEY": SECRET}}}))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     for format in ["text", "jsonl"] {
-        let (text, _) = text_log(system, &format!("/jobs/{}/logs?format={format}", id(&job))).await;
+        let (text, _) = text_log(system, &format!("/jobs/{}/logs?format={format}", job.id)).await;
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("key=[secret]"), "{text}");
         assert!(text.contains("also [secret] here"), "{text}");
@@ -282,25 +277,29 @@ async fn a_failed_attempts_last_lines_go_with_its_error(system: &TestSystem, hoo
         .submit(json!({"kind": "loud_fail", "params": {}, "max_attempts": 3,
             "callback_url": hook.url}))
         .await;
-    let done = system.wait_for(&id(&job), "failed", WITHIN).await;
+    let done = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
     let printed = ["step 1", "step 2", "step 3", "boom: disk full"];
     // The tail holds the runner's own lines too. Each stream's lines keep
     // their order; stdout and stderr are separate pipes, so how the two
     // interleave is not fixed: the stderr line is compared as a set.
-    let assert_tail = |where_: &str, view: &Value| {
-        let attempt = &view["attempts"][0];
+    let assert_tail = |where_: &str, view: &Job| {
+        let attempt = &view.attempts[0];
         assert!(
-            attempt["error"]
-                .as_str()
+            attempt
+                .error
+                .as_deref()
                 .unwrap_or_default()
                 .contains("boom: disk full"),
-            "{where_}: {attempt:#}"
+            "{where_}: {attempt:#?}"
         );
-        let tail: Vec<&str> = attempt["log_tail"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{where_}: no log_tail: {attempt:#}"))
+        assert!(
+            !attempt.log_tail.is_empty(),
+            "{where_}: no log_tail: {attempt:#?}"
+        );
+        let tail: Vec<&str> = attempt
+            .log_tail
             .iter()
-            .filter_map(Value::as_str)
+            .map(String::as_str)
             .filter(|line| printed.contains(line))
             .collect();
         let stdout: Vec<&str> = tail
@@ -308,26 +307,30 @@ async fn a_failed_attempts_last_lines_go_with_its_error(system: &TestSystem, hoo
             .copied()
             .filter(|l| l.starts_with("step"))
             .collect();
-        assert_eq!(stdout, printed[..3], "{where_}: {attempt:#}");
-        assert_eq!(tail.len(), printed.len(), "{where_}: {attempt:#}");
+        assert_eq!(stdout, printed[..3], "{where_}: {attempt:#?}");
+        assert_eq!(tail.len(), printed.len(), "{where_}: {attempt:#?}");
     };
-    assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "not retried");
+    assert_eq!(done.attempts.len(), 1, "not retried");
     assert_tail("the job view", &done);
-    let dead = system.get_json("/jobs?status=failed&limit=100").await;
-    let letter = dead["jobs"]
-        .as_array()
-        .unwrap()
+    let failed = ListQuery {
+        status: Some(JobStatus::Failed),
+        limit: Some(100),
+        ..ListQuery::default()
+    };
+    let dead = system.api.list(&failed).await.unwrap();
+    let letter = dead
+        .jobs
         .iter()
-        .find(|j| j["id"] == job["id"])
-        .unwrap_or_else(|| panic!("not a dead letter: {dead:#}"));
+        .find(|j| j.id == job.id)
+        .unwrap_or_else(|| panic!("not a dead letter: {dead:#?}"));
     assert_tail("the dead letter", letter);
     let deadline = Instant::now() + WITHIN;
     let body = loop {
         let found = hook
             .bodies()
             .iter()
-            .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
-            .find(|b| b["id"] == job["id"]);
+            .filter_map(|b| serde_json::from_slice::<Job>(b).ok())
+            .find(|b| b.id == job.id);
         if let Some(body) = found {
             break body;
         }

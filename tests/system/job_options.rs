@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options, TestSystem};
 use chrono::{DateTime, Utc};
+use dispatcher::cli::client::JobPage;
+use jobs::{Job, JobStatus};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -15,12 +17,8 @@ fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_string()
 }
 
-fn time(value: &Value) -> DateTime<Utc> {
-    value.as_str().expect("a timestamp").parse().unwrap()
-}
-
-fn claimed_at(job: &Value) -> DateTime<Utc> {
-    time(&job["attempts"][0]["claimed_at"])
+fn claimed_at(job: &Job) -> DateTime<Utc> {
+    job.attempts[0].claimed_at.expect("a timestamp")
 }
 
 async fn with_args(args: &[&str]) -> TestSystem {
@@ -42,20 +40,22 @@ async fn lower_priority_numbers_run_first_under_a_cap_of_one() {
     let blocker = system
         .submit(json!({"kind": "sleep", "params": {"ms": 800}}))
         .await;
-    system.wait_for(&id(&blocker), "running", WITHIN).await;
+    system
+        .wait_for(&blocker.id, JobStatus::Running, WITHIN)
+        .await;
     let mut submitted = Vec::new();
     for priority in [5, -5, 0, -5] {
         let job = system
             .submit(json!({"kind": "echo", "priority": priority, "params": {"p": priority}}))
             .await;
-        submitted.push((priority, id(&job)));
+        submitted.push((priority, job.id));
     }
     let mut done = Vec::new();
     for (priority, job) in &submitted {
         done.push((
             *priority,
-            claimed_at(&system.wait_for(job, "succeeded", WITHIN).await),
-            job.clone(),
+            claimed_at(&system.wait_for(job, JobStatus::Succeeded, WITHIN).await),
+            *job,
         ));
     }
     done.sort_by_key(|(_, at, _)| *at);
@@ -76,16 +76,20 @@ async fn delayed_jobs_wait_in_scheduled_until_due() {
         .submit(json!({"kind": "echo", "delay_secs": 1}))
         .await;
     for job in [&late, &soon] {
-        assert_eq!(job["status"], "scheduled");
-        assert!(job["run_at"].is_string());
+        assert_eq!(job.status, JobStatus::Scheduled);
+        assert!(job.run_at.is_some());
     }
-    let soon = system.wait_for(&id(&soon), "succeeded", WITHIN).await;
-    let late = system.wait_for(&id(&late), "succeeded", WITHIN).await;
+    let soon = system
+        .wait_for(&soon.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    let late = system
+        .wait_for(&late.id, JobStatus::Succeeded, WITHIN)
+        .await;
     assert!(
         claimed_at(&soon) < claimed_at(&late),
         "order follows due times"
     );
-    let soon_wait = claimed_at(&soon) - time(&soon["created_at"]);
+    let soon_wait = claimed_at(&soon) - soon.created_at;
     assert!(
         soon_wait >= chrono::Duration::milliseconds(1000),
         "ran early: {soon_wait}"
@@ -95,12 +99,14 @@ async fn delayed_jobs_wait_in_scheduled_until_due() {
         "ran late: {soon_wait}"
     );
     assert!(
-        claimed_at(&late) >= time(&json!(run_at)),
+        claimed_at(&late) >= run_at.parse::<DateTime<Utc>>().unwrap(),
         "not before run_at"
     );
     system.stop().await;
 }
 
+/// The answers' status codes (202 first, 200 for a repeat, 409 naming
+/// the field for a conflict) are the contract here: raw HTTP and JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_resubmission_returns_the_first_job() {
     let system = spawn_system().await;
@@ -132,7 +138,7 @@ async fn idempotent_resubmission_returns_the_first_job() {
     );
     // The field works like the header.
     let by_field = json!({"kind": "echo", "idempotency_key": "field-1"});
-    let a: Value = system.submit(by_field.clone()).await;
+    let a: Value = system.submit_raw(by_field.clone()).await;
     let b = system
         .http
         .post(system.url("/jobs"))
@@ -142,7 +148,7 @@ async fn idempotent_resubmission_returns_the_first_job() {
         .unwrap();
     assert_eq!(b.status(), 200);
     assert_eq!(b.json::<Value>().await.unwrap()["id"], a["id"]);
-    system.wait_for(&id(&first), "succeeded", WITHIN).await;
+    system.wait_for_raw(&id(&first), "succeeded", WITHIN).await;
     assert_eq!(system.mock_stats().created, 2, "repeats created nothing");
     system.stop().await;
 }
@@ -156,7 +162,7 @@ async fn per_job_machine_size_image_and_env_reach_the_machine() {
             "machine": {"cpus": 2, "memory_mb": 1024, "image": "local/runner:gpu", "env": {"MODEL": "small"}}
         }))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     let machine = &system.machines(true).await[0];
     let guest = machine.config.guest.as_ref().unwrap();
     assert_eq!(
@@ -167,8 +173,9 @@ async fn per_job_machine_size_image_and_env_reach_the_machine() {
     // Job variables reach job code through the runner, never the
     // machine's own environment (where they could configure the runner).
     assert!(!machine.config.env.contains_key("MODEL"));
-    assert_eq!(machine.config.env["JOB_ID"], id(&job));
+    assert_eq!(machine.config.env["JOB_ID"], job.id.to_string());
 
+    // A refusal names the field: the error body is the contract.
     let refused = system
         .http
         .post(system.url("/jobs"))
@@ -196,11 +203,13 @@ async fn kind_caps_limit_one_kind_only() {
         );
     }
     let echo = system.submit(json!({"kind": "echo"})).await;
-    let echo = system.wait_for(&id(&echo), "succeeded", WITHIN).await;
+    let echo = system
+        .wait_for(&echo.id, JobStatus::Succeeded, WITHIN)
+        .await;
     let mut spans = Vec::new();
     for job in &sleepers {
-        let job = system.wait_for(&id(job), "succeeded", WITHIN).await;
-        spans.push((claimed_at(&job), time(&job["attempts"][0]["finished_at"])));
+        let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+        spans.push((claimed_at(&job), job.attempts[0].finished_at.unwrap()));
     }
     spans.sort();
     for pair in spans.windows(2) {
@@ -223,10 +232,8 @@ async fn long_poll_returns_when_the_job_finishes() {
         .submit(json!({"kind": "sleep", "params": {"ms": 700}}))
         .await;
     let started = Instant::now();
-    let polled: Value = system
-        .get_json(&format!("/jobs/{}?wait=30", id(&job)))
-        .await;
-    assert_eq!(polled["status"], "succeeded");
+    let polled: Job = system.get_typed(&format!("/jobs/{}?wait=30", job.id)).await;
+    assert_eq!(polled.status, JobStatus::Succeeded);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "took {:?}",
@@ -237,14 +244,14 @@ async fn long_poll_returns_when_the_job_finishes() {
         .submit(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
     let started = Instant::now();
-    let polled: Value = system
-        .get_json(&format!("/jobs/{}?wait=1", id(&waiting)))
+    let polled: Job = system
+        .get_typed(&format!("/jobs/{}?wait=1", waiting.id))
         .await;
-    assert_eq!(polled["status"], "scheduled");
+    assert_eq!(polled.status, JobStatus::Scheduled);
     assert!(started.elapsed() >= Duration::from_millis(900));
     let too_long = system
         .http
-        .get(system.url(&format!("/jobs/{}?wait=61", id(&waiting))))
+        .get(system.url(&format!("/jobs/{}?wait=61", waiting.id)))
         .send()
         .await
         .unwrap();
@@ -258,9 +265,11 @@ async fn server_sent_events_follow_the_job_to_its_end() {
     let job = system
         .submit(json!({"kind": "sleep", "params": {"ms": 500}}))
         .await;
+    // The stream's framing (content type, event names) is the contract:
+    // read as text, each event's job decoded.
     let mut response = system
         .http
-        .get(system.url(&format!("/jobs/{}/events", id(&job))))
+        .get(system.url(&format!("/jobs/{}/events", job.id)))
         .send()
         .await
         .unwrap();
@@ -274,7 +283,7 @@ async fn server_sent_events_follow_the_job_to_its_end() {
     tokio::time::timeout(WITHIN, read)
         .await
         .expect("the stream ends after `done`");
-    let events: Vec<(String, Value)> = text
+    let events: Vec<(String, Job)> = text
         .split("\n\n")
         .filter_map(|block| {
             let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
@@ -284,13 +293,10 @@ async fn server_sent_events_follow_the_job_to_its_end() {
         .collect();
     let (last_name, last) = events.last().expect("events");
     assert_eq!(last_name, "done");
-    assert_eq!(last["status"], "succeeded");
-    assert_eq!(last["result"], json!({"slept_ms": 500}));
-    let statuses: Vec<&str> = events
-        .iter()
-        .map(|(_, job)| job["status"].as_str().unwrap())
-        .collect();
-    assert!(statuses.contains(&"running"), "{statuses:?}");
+    assert_eq!(last.status, JobStatus::Succeeded);
+    assert_eq!(last.result, Some(json!({"slept_ms": 500})));
+    let statuses: Vec<JobStatus> = events.iter().map(|(_, job)| job.status).collect();
+    assert!(statuses.contains(&JobStatus::Running), "{statuses:?}");
     assert!(events
         .iter()
         .take(events.len() - 1)
@@ -311,7 +317,7 @@ async fn callbacks_are_posted_once_with_a_valid_signature() {
     let job = system
         .submit(json!({"kind": "echo", "params": {"n": 1}, "callback_url": hook}))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while received.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "no callback arrived");
@@ -323,10 +329,10 @@ async fn callbacks_are_posted_once_with_a_valid_signature() {
     let calls = received.lock().unwrap().clone();
     assert_eq!(calls.len(), 1, "exactly one callback");
     let (headers, body) = &calls[0];
-    let view: Value = serde_json::from_slice(body).unwrap();
-    assert_eq!(view["id"], job["id"]);
-    assert_eq!(view["status"], "succeeded");
-    assert_eq!(view["result"], json!({"n": 1}));
+    let view: Job = serde_json::from_slice(body).unwrap();
+    assert_eq!(view.id, job.id);
+    assert_eq!(view.status, JobStatus::Succeeded);
+    assert_eq!(view.result, Some(json!({"n": 1})));
     let expected = dispatcher::engine::callbacks::sign("s3cret", body);
     assert_eq!(
         headers[dispatcher::engine::callbacks::SIGNATURE_HEADER],
@@ -351,12 +357,12 @@ async fn listing_filters_by_kind_and_pages_with_a_cursor() {
     // `full=true`: listings leave `params` out otherwise.
     let mut path = "/jobs?kind=echo&status=scheduled&limit=2&full=true".to_string();
     loop {
-        let page = system.get_json(&path).await;
-        for job in page["jobs"].as_array().unwrap() {
-            assert_eq!(job["kind"], "echo");
-            seen.push(job["params"]["i"].as_i64().unwrap());
+        let page: JobPage = system.get_typed(&path).await;
+        for job in &page.jobs {
+            assert_eq!(job.kind.as_str(), "echo");
+            seen.push(job.params["i"].as_i64().unwrap());
         }
-        match page["next_cursor"].as_str() {
+        match page.next_cursor.as_deref() {
             Some(cursor) => {
                 path = format!("/jobs?kind=echo&status=scheduled&limit=2&full=true&cursor={cursor}")
             }
@@ -390,8 +396,8 @@ async fn schedules_fire_once_per_tick_across_three_dispatchers() {
     let schedule_id = schedule["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let listed: Value = system.get_json("/jobs?kind=echo&limit=100").await;
-        if listed["jobs"].as_array().unwrap().len() >= 4 {
+        let listed: JobPage = system.get_typed("/jobs?kind=echo&limit=100").await;
+        if listed.jobs.len() >= 4 {
             break;
         }
         assert!(Instant::now() < deadline, "fewer than 4 ticks in 30 s");
@@ -405,13 +411,12 @@ async fn schedules_fire_once_per_tick_across_three_dispatchers() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
 
-    let listed: Value = system.get_json("/jobs?kind=echo&limit=100").await;
-    let mut ticks: Vec<i64> = listed["jobs"]
-        .as_array()
-        .unwrap()
+    let listed: JobPage = system.get_typed("/jobs?kind=echo&limit=100").await;
+    let mut ticks: Vec<i64> = listed
+        .jobs
         .iter()
         .map(|job| {
-            let key = job["idempotency_key"].as_str().unwrap();
+            let key = job.idempotency_key.as_deref().unwrap();
             let (prefix, tick) = key.rsplit_once(':').unwrap();
             assert_eq!(prefix, format!("schedule:{schedule_id}"));
             tick.parse().unwrap()

@@ -6,6 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{free_port, send_json, TempDir};
+use dispatcher::cli::client::{ApiClient, SubmitOptions};
+use jobs::{Job, JobStatus};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -50,18 +52,15 @@ async fn each_state_change_is_one_json_line_with_job_attempt_and_machine() {
 
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let job: Value = send_json(
-        http.post(format!("{base}/jobs"))
-            .json(&json!({"kind": "sleep", "params": {"ms": 300}})),
-    )
-    .await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let job = ApiClient::new(&base, None)
+        .submit("sleep", json!({"ms": 300}), &SubmitOptions::default())
+        .await
+        .unwrap();
+    let id = job.id.to_string();
     let done: Value = send_json(http.get(format!("{base}/jobs/{id}?wait=60"))).await;
-    assert_eq!(done["status"], "succeeded", "{done:#}");
-    let machine = done["attempts"][0]["machine_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let done: Job = serde_json::from_value(done).unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:#?}");
+    let machine = done.attempts[0].machine_id.clone().unwrap();
 
     // Stop it (SIGTERM) and read the rest of the log.
     let pid = dev.id().unwrap() as i32;

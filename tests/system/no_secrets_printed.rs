@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{free_port, TempDir};
+use dispatcher::cli::client::ApiClient;
+use jobs::{Job, JobStatus};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -126,18 +128,12 @@ async fn start_dev() -> Dev {
 async fn a_dev_job_that_prints_its_environment_sees_no_dispatcher_secret() {
     let dev = start_dev().await;
     let http = reqwest::Client::new();
-    let submitted: Value = http
-        .post(format!("{}/jobs", dev.base))
-        .bearer_auth(API_TOKEN)
-        .json(&json!({"kind": "env"}))
-        .send()
+    let submitted = ApiClient::new(&dev.base, Some(API_TOKEN.into()))
+        .submit_request(&json!({"kind": "env"}))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = submitted["id"].as_str().expect("submitted").to_string();
-    let job: Value = http
+        .expect("submitted");
+    let id = submitted.id.to_string();
+    let job: Job = http
         .get(format!("{}/jobs/{id}?wait=60", dev.base))
         .bearer_auth(API_TOKEN)
         .send()
@@ -146,8 +142,9 @@ async fn a_dev_job_that_prints_its_environment_sees_no_dispatcher_secret() {
         .json()
         .await
         .unwrap();
-    assert_eq!(job["status"], "succeeded", "{job:#}");
-    let env = job["result"].as_object().expect("the environment");
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
+    let env = job.result.as_ref().and_then(Value::as_object);
+    let env = env.expect("the environment");
     // It ran on a (mock) machine: Fly's variables and the runner's own.
     assert_eq!(env["JOB_ID"], id.as_str());
     assert!(env.contains_key("FLY_MACHINE_ID"), "{env:?}");

@@ -22,11 +22,11 @@ async fn a_burst_of_cold_jobs_across_two_dispatchers_draws_few_429s() {
         let job = system
             .submit(json!({"kind": "echo", "params": {"n": n}}))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_string());
+        ids.push(job.id);
     }
     for id in &ids {
         system
-            .wait_for(id, "succeeded", Duration::from_secs(90))
+            .wait_for(id, jobs::JobStatus::Succeeded, Duration::from_secs(90))
             .await;
     }
     let stats = system.mock_stats();

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::spawn_system;
+use jobs::{JobStatus, Outcome};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,13 +15,9 @@ async fn a_region_out_of_capacity_falls_back_to_the_next() {
         .submit(json!({"kind": "echo", "params": {}, "machine": {"regions": ["iad", "ord"]}}))
         .await;
     let job = system
-        .wait_for(
-            job["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(60),
-        )
+        .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(60))
         .await;
-    assert_eq!(job["attempts"][0]["region"], "ord", "{job:#}");
+    assert_eq!(job.attempts[0].region.as_deref(), Some("ord"), "{job:#?}");
     let machines = system.machines(true).await;
     assert_eq!(
         machines.len(),
@@ -45,13 +42,13 @@ async fn every_region_out_of_capacity_fails_the_attempt_as_boot_failed() {
                        "machine": {"regions": ["iad", "ord"]}}))
         .await;
     let job = system
-        .wait_for(
-            job["id"].as_str().unwrap(),
-            "failed",
-            Duration::from_secs(60),
-        )
+        .wait_for(&job.id, JobStatus::Failed, Duration::from_secs(60))
         .await;
-    assert_eq!(job["attempts"][0]["outcome"], "boot_failed", "{job:#}");
+    assert_eq!(
+        job.attempts[0].outcome,
+        Some(Outcome::BootFailed),
+        "{job:#?}"
+    );
     assert_eq!(
         system.mock_stats().faults_injected,
         6,

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options, TestSystem};
-use jobs::{AttemptRef, ChildEnqueued, EnqueueOptions, JobId};
+use dispatcher::cli::client::{BulkFilter, ListQuery};
+use jobs::{AttemptRef, ChildEnqueued, EnqueueOptions, Job, JobId, JobStatus, Outcome};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -16,7 +17,8 @@ fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_string()
 }
 
-/// `POST path` with a JSON body: status and answer.
+/// `POST path` with a JSON body: status and answer, as on the wire (for
+/// refusals naming a field, and options the typed client has no call for).
 async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
     let response = system
         .request(Method::POST, path)
@@ -29,20 +31,40 @@ async fn post(system: &TestSystem, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Every job a listing filter matches, following its cursor.
-pub(crate) async fn list_all(system: &TestSystem, query: &str) -> Vec<Value> {
+pub(crate) async fn list_all(system: &TestSystem, query: ListQuery) -> Vec<Job> {
+    let mut query = ListQuery {
+        limit: Some(200),
+        ..query
+    };
     let mut jobs = Vec::new();
-    let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/jobs?{query}&limit=200");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = system.get_json(&path).await;
-        jobs.extend(page["jobs"].as_array().expect("a page").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
+        let page = system.api.list(&query).await.unwrap();
+        jobs.extend(page.jobs);
+        match page.next_cursor {
+            Some(next) => query.cursor = Some(next),
             None => return jobs,
         }
+    }
+}
+
+fn by_tag(tag: &str) -> ListQuery {
+    ListQuery {
+        tag: Some(tag.into()),
+        ..ListQuery::default()
+    }
+}
+
+fn by_tag_and_status(tag: &str, status: JobStatus) -> ListQuery {
+    ListQuery {
+        status: Some(status),
+        ..by_tag(tag)
+    }
+}
+
+pub(crate) fn children_of(parent: JobId) -> ListQuery {
+    ListQuery {
+        parent: Some(parent.to_string()),
+        ..ListQuery::default()
     }
 }
 
@@ -54,7 +76,7 @@ fn parked_child() -> Value {
 
 /// Runs a demo job of `kind` that crashes on its first attempt: the job,
 /// succeeded on its second.
-pub(crate) async fn crashed_once(system: &TestSystem, kind: &str, params: Value) -> Value {
+pub(crate) async fn crashed_once(system: &TestSystem, kind: &str, params: Value) -> Job {
     let parent = system
         .submit(json!({
             "kind": kind,
@@ -63,10 +85,12 @@ pub(crate) async fn crashed_once(system: &TestSystem, kind: &str, params: Value)
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
         .await;
-    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
-    let attempts = parent["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{parent:#}");
-    assert_eq!(attempts[0]["outcome"], "crashed", "{parent:#}");
+    let parent = system
+        .wait_for(&parent.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    let attempts = &parent.attempts;
+    assert_eq!(attempts.len(), 2, "{parent:#?}");
+    assert_eq!(attempts[0].outcome, Some(Outcome::Crashed), "{parent:#?}");
     parent
 }
 
@@ -80,24 +104,25 @@ async fn a_parent_that_crashes_half_way_ends_with_exactly_100_children() {
     )
     .await;
 
-    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    let children = list_all(&system, children_of(parent.id)).await;
     assert_eq!(children.len(), 100, "exactly one child per key");
     let keys: BTreeSet<&str> = children
         .iter()
-        .map(|c| c["child_key"].as_str().unwrap())
+        .map(|c| c.child_key.as_deref().unwrap())
         .collect();
     assert_eq!(keys.len(), 100);
-    assert!(children.iter().all(|c| c["parent"] == parent["id"]));
-    let returned: BTreeSet<&str> = parent["result"]["children"]
+    assert!(children.iter().all(|c| c.parent == Some(parent.id)));
+    let result = parent.result.as_ref().expect("a result");
+    let returned: BTreeSet<String> = result["children"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c.as_str().unwrap())
+        .map(|c| c.as_str().unwrap().to_string())
         .collect();
-    let listed: BTreeSet<&str> = children.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let listed: BTreeSet<String> = children.iter().map(|c| c.id.to_string()).collect();
     assert_eq!(returned, listed, "the retry found the first 50 again");
     // Children are jobs like any other: the tag filter finds them too.
-    assert_eq!(list_all(&system, "tag=child").await.len(), 100);
+    assert_eq!(list_all(&system, by_tag("child")).await.len(), 100);
     system.stop().await;
 }
 
@@ -115,8 +140,10 @@ impl RunningParent {
         let parent = system
             .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
             .await;
-        let parent = system.wait_for(&id(&parent), "running", WITHIN).await;
-        let id: JobId = id(&parent).parse().unwrap();
+        let id = system
+            .wait_for(&parent.id, JobStatus::Running, WITHIN)
+            .await
+            .id;
         let store = system.raw_store().await;
         let token: String =
             fred::interfaces::HashesInterface::hget(&store, format!("{{jobs}}:job:{id}"), "token")
@@ -166,11 +193,11 @@ async fn a_zombie_attempt_cannot_enqueue_children() {
     assert!(matches!(forged, ChildEnqueued::Stale), "{forged:?}");
 
     system
-        .wait_for(&parent_id.to_string(), "succeeded", WITHIN)
+        .wait_for(&parent_id, JobStatus::Succeeded, WITHIN)
         .await;
     let late = enqueue(attempt(&token), "c", options).await;
     assert!(matches!(late, ChildEnqueued::Stale), "{late:?}");
-    let children = list_all(&system, &format!("parent={parent_id}")).await;
+    let children = list_all(&system, children_of(parent.id)).await;
     assert_eq!(children.len(), 1, "{children:#?}");
     system.stop().await;
 }
@@ -186,17 +213,18 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
                 "tags": ["nightly", format!("n={n}")]}),
             )
             .await;
-        nightly.push(id(&job));
+        nightly.push(job.id);
     }
     let other = system
         .submit(json!({"kind": "echo", "delay_secs": 3600, "tags": ["adhoc"]}))
         .await;
-    let listed = list_all(&system, "tag=nightly").await;
+    let listed = list_all(&system, by_tag("nightly")).await;
     assert_eq!(listed.len(), 5);
-    assert_eq!(listed[0]["tags"], json!(["nightly", "n=4"]));
-    let one = list_all(&system, "tag=n%3D2&status=scheduled").await;
+    let tags: Vec<&str> = listed[0].tags.iter().map(|t| t.as_str()).collect();
+    assert_eq!(tags, ["nightly", "n=4"]);
+    let one = list_all(&system, by_tag_and_status("n=2", JobStatus::Scheduled)).await;
     assert_eq!(one.len(), 1);
-    assert_eq!(id(&one[0]), nightly[2]);
+    assert_eq!(one[0].id, nightly[2]);
     // The dashboard shows tags as links and filters by one.
     let page = crate::support::send_text(
         system
@@ -204,32 +232,32 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
             .header("accept", "text/html"),
     )
     .await;
-    assert!(page.contains(&nightly[2]), "{page}");
+    assert!(page.contains(&nightly[2].to_string()), "{page}");
     assert!(
-        !page.contains(&nightly[1]) && !page.contains(&id(&other)),
+        !page.contains(&nightly[1].to_string()) && !page.contains(&other.id.to_string()),
         "{page}"
     );
     assert!(page.contains("href=\"/?tag=nightly\""), "{page}");
 
-    let (status, dry) = post(
-        &system,
-        "/jobs/bulk/cancel",
-        json!({"tag": "nightly", "dry_run": true}),
-    )
-    .await;
-    assert_eq!(status, 200, "{dry}");
+    let nightly_filter = BulkFilter {
+        tag: Some("nightly".into()),
+        ..BulkFilter::default()
+    };
+    let dry = system
+        .api
+        .bulk("cancel", &nightly_filter, true, None)
+        .await
+        .unwrap();
+    assert_eq!((dry.matched, dry.changed), (5, 5), "{dry:?}");
     assert_eq!(
-        (dry["matched"].clone(), dry["changed"].clone()),
-        (json!(5), json!(5))
-    );
-    assert_eq!(
-        list_all(&system, "tag=nightly&status=scheduled")
+        list_all(&system, by_tag_and_status("nightly", JobStatus::Scheduled))
             .await
             .len(),
         5
     );
 
-    // Two jobs per request: three requests, following the cursor.
+    // Two jobs per request: three requests, following the cursor (`limit`
+    // has no typed call: raw).
     let mut cursor = Value::Null;
     let mut cancelled = 0;
     let mut requests = 0;
@@ -250,21 +278,26 @@ async fn tags_filter_listings_and_bulk_actions_go_page_by_page() {
     }
     assert_eq!((cancelled, requests), (5, 3));
     assert_eq!(
-        list_all(&system, "tag=nightly&status=cancelled")
+        list_all(&system, by_tag_and_status("nightly", JobStatus::Cancelled))
             .await
             .len(),
         5
     );
-    assert_eq!(system.job(&id(&other)).await["status"], "scheduled");
+    assert_eq!(system.job(&other.id).await.status, JobStatus::Scheduled);
 
-    let (_, retried) = post(
-        &system,
-        "/jobs/bulk/retry",
-        json!({"tag": "nightly", "status": "cancelled"}),
-    )
-    .await;
-    assert_eq!(retried["changed"], 5, "{retried}");
-    system.wait_for(&nightly[0], "succeeded", WITHIN).await;
+    let cancelled_filter = BulkFilter {
+        status: Some(JobStatus::Cancelled),
+        ..nightly_filter
+    };
+    let retried = system
+        .api
+        .bulk("retry", &cancelled_filter, false, None)
+        .await
+        .unwrap();
+    assert_eq!(retried.changed, 5, "{retried:?}");
+    system
+        .wait_for(&nightly[0], JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -278,16 +311,18 @@ async fn a_job_not_started_in_time_expires() {
     let blocker = system
         .submit(json!({"kind": "sleep", "params": {"ms": 4000}}))
         .await;
-    system.wait_for(&id(&blocker), "running", WITHIN).await;
+    system
+        .wait_for(&blocker.id, JobStatus::Running, WITHIN)
+        .await;
     let late = system
         .submit(json!({"kind": "echo", "expire_after_secs": 1}))
         .await;
-    assert!(late["expire_at"].is_string(), "{late:#}");
-    let late = system.wait_for(&id(&late), "expired", WITHIN).await;
-    assert!(late["attempts"].as_array().unwrap().is_empty(), "{late:#}");
+    assert!(late.expire_at.is_some(), "{late:#?}");
+    let late = system.wait_for(&late.id, JobStatus::Expired, WITHIN).await;
+    assert!(late.attempts.is_empty(), "{late:#?}");
     assert!(
-        late["error"].as_str().unwrap().contains("expired"),
-        "{late:#}"
+        late.error.as_deref().unwrap().contains("expired"),
+        "{late:#?}"
     );
     let metrics = crate::support::send_text(system.request(Method::GET, "/metrics")).await;
     assert!(
@@ -300,7 +335,9 @@ async fn a_job_not_started_in_time_expires() {
     let prompt = system
         .submit(json!({"kind": "echo", "expire_after_secs": 60}))
         .await;
-    system.wait_for(&id(&prompt), "succeeded", WITHIN).await;
+    system
+        .wait_for(&prompt.id, JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -311,8 +348,9 @@ async fn a_failed_job_retries_with_overrides() {
         .submit(json!({"kind": "fail", "params": {"permanent": true},
             "machine": {"env": {"KEEP": "1"}}}))
         .await;
-    system.wait_for(&id(&job), "failed", WITHIN).await;
-    let path = format!("/jobs/{}/retry", id(&job));
+    system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    // The refusals' fields and the answer's status are the contract: raw.
+    let path = format!("/jobs/{}/retry", job.id);
 
     let (status, refused) = post(&system, &path, json!({"machine": {"memory_mb": 300}})).await;
     assert_eq!(
@@ -330,8 +368,8 @@ async fn a_failed_job_retries_with_overrides() {
         (422, json!("machine.env"))
     );
     assert_eq!(
-        system.job(&id(&job)).await["status"],
-        "failed",
+        system.job(&job.id).await.status,
+        JobStatus::Failed,
         "nothing changed"
     );
 
@@ -342,15 +380,19 @@ async fn a_failed_job_retries_with_overrides() {
     )
     .await;
     assert_eq!(status, 200, "{retried}");
-    assert_eq!(retried["machine"]["memory_mb"], 512);
-    assert_eq!(
-        retried["machine"]["env"],
-        json!({"KEEP": "1", "ADDED": "2"})
-    );
-    assert_eq!(retried["timeout_secs"], 30);
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    assert_eq!(job["attempts"].as_array().unwrap().len(), 2);
-    let second = job["attempts"][1]["machine_id"].as_str().unwrap();
+    let retried: Job = serde_json::from_value(retried).unwrap();
+    assert_eq!(retried.machine.memory_mb, 512);
+    let env: Vec<(&str, &str)> = retried
+        .machine
+        .env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(env, [("ADDED", "2"), ("KEEP", "1")]);
+    assert_eq!(retried.timeout_secs, 30);
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts.len(), 2);
+    let second = job.attempts[1].machine_id.as_deref().unwrap();
     let machine = system
         .machines(true)
         .await
@@ -372,13 +414,13 @@ async fn the_oom_ladder_moves_from_256_to_512_mb() {
             "backoff": {"base_ms": 100, "max_ms": 100, "jitter": false}
         }))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
-    let attempts = job["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{job:#}");
-    assert_eq!(attempts[0]["outcome"], "oom", "{job:#}");
-    assert_eq!(attempts[1]["outcome"], "succeeded", "{job:#}");
-    assert_eq!(job["machine"]["memory_mb"], 512);
-    assert_eq!(job["result"]["allocated_mb"], 300);
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    let attempts = &job.attempts;
+    assert_eq!(attempts.len(), 2, "{job:#?}");
+    assert_eq!(attempts[0].outcome, Some(Outcome::Oom), "{job:#?}");
+    assert_eq!(attempts[1].outcome, Some(Outcome::Succeeded), "{job:#?}");
+    assert_eq!(job.machine.memory_mb, 512);
+    assert_eq!(job.result.as_ref().unwrap()["allocated_mb"], 300);
     assert!(system.mock_stats().oom_kills >= 1);
     system.stop().await;
 }
@@ -433,11 +475,12 @@ async fn bad_run_management_input_is_refused_and_nothing_is_stored() {
         .await
         .unwrap();
     assert_eq!(bad_list.status(), 400);
-    assert!(list_all(&system, "status=queued").await.is_empty());
-    assert!(system.get_json("/jobs").await["jobs"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    let queued = ListQuery {
+        status: Some(JobStatus::Queued),
+        ..ListQuery::default()
+    };
+    assert!(list_all(&system, queued).await.is_empty());
+    assert!(list_all(&system, ListQuery::default()).await.is_empty());
     system.stop().await;
 }
 
@@ -476,12 +519,20 @@ pub(crate) async fn system_with_socket_command(extra_args: Vec<String>) -> TestS
 
 /// Runs a job sending `requests` over the socket: the job, succeeded, and
 /// the answers.
-pub(crate) async fn over_the_socket(system: &TestSystem, requests: Value) -> (Value, Vec<Value>) {
+pub(crate) async fn over_the_socket(system: &TestSystem, requests: Value) -> (Job, Vec<Value>) {
     let parent = system
         .submit(json!({"kind": "socket-py", "params": {"requests": requests}}))
         .await;
-    let parent = system.wait_for(&id(&parent), "succeeded", WITHIN).await;
-    let answers = parent["result"].as_array().expect("answers").clone();
+    let parent = system
+        .wait_for(&parent.id, JobStatus::Succeeded, WITHIN)
+        .await;
+    // The socket's answers are its wire format: JSON.
+    let answers = parent
+        .result
+        .as_ref()
+        .and_then(Value::as_array)
+        .expect("answers")
+        .clone();
     (parent, answers)
 }
 
@@ -509,7 +560,7 @@ async fn a_command_enqueues_children_through_the_runners_socket() {
     assert_eq!(answers[2]["id"], answers[1]["id"]);
     assert_eq!(answers[3]["field"], "machine.image", "{answers:#?}");
     assert!(answers[4]["error"].is_string());
-    let children = list_all(&system, &format!("parent={}", id(&parent))).await;
+    let children = list_all(&system, children_of(parent.id)).await;
     assert_eq!(children.len(), 2);
     system.stop().await;
 }
@@ -558,10 +609,11 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
 
     let dry = cli(&system, &["cancel-all", "--tag", "cli", "--dry-run"]).await;
     assert_eq!(dry, json!({"dry_run": true, "matched": 1, "changed": 1}));
-    assert_eq!(system.job(&id(&submitted)).await["status"], "scheduled");
+    let submitted_id = id(&submitted).parse().unwrap();
+    assert_eq!(system.job(&submitted_id).await.status, JobStatus::Scheduled);
     let done = cli(&system, &["cancel-all", "--tag", "cli"]).await;
     assert_eq!(done["changed"], 1);
-    assert_eq!(system.job(&id(&submitted)).await["status"], "cancelled");
+    assert_eq!(system.job(&submitted_id).await.status, JobStatus::Cancelled);
 
     let retried = cli(
         &system,
@@ -580,7 +632,9 @@ async fn the_cli_tags_filters_bulk_cancels_and_retries_with_overrides() {
     assert_eq!(retried["machine"]["memory_mb"], 512);
     assert_eq!(retried["machine"]["env"]["MODE"], "fast");
     assert_eq!(retried["timeout_secs"], 45);
-    system.wait_for(&id(&submitted), "succeeded", WITHIN).await;
+    system
+        .wait_for(&submitted_id, JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }
 
@@ -597,7 +651,7 @@ async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
     let watched = system
         .submit(json!({"kind": "echo", "tags": ["watched"]}))
         .await;
-    let watched_id = id(&watched);
+    let watched_id = watched.id.to_string();
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut text = String::new();
     let read = async {
@@ -629,6 +683,8 @@ async fn a_stream_follows_every_job_with_a_tag_and_no_other() {
     );
     let statuses: Vec<&str> = seen.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(statuses.first(), Some(&"queued"), "{seen:?}");
-    system.wait_for(&id(&other), "succeeded", WITHIN).await;
+    system
+        .wait_for(&other.id, JobStatus::Succeeded, WITHIN)
+        .await;
     system.stop().await;
 }

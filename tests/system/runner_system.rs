@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::common::{processes_with, wait_until};
 use crate::support::{spawn_system_with, Options, TestSystem};
-use serde_json::{json, Value};
+use jobs::{Job, JobStatus, Outcome, Progress};
+use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -79,48 +80,47 @@ async fn command_jobs_run_on_machines() {
     system.stop().await;
 }
 
-fn id(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_string()
-}
-
 async fn python_report(system: &TestSystem) {
     let job = system
         .submit(json!({"kind": "report", "params": {"month": "2026-10", "regions": ["eu", "us"]}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     assert_eq!(
-        job["result"],
-        json!({"month": "2026-10", "totals": {"eu": 5620, "us": 5760}, "total": 11380})
+        job.result,
+        Some(json!({"month": "2026-10", "totals": {"eu": 5620, "us": 5760}, "total": 11380}))
     );
     assert_eq!(
-        job["progress"],
-        json!({"percent": 100, "message": "summed us"})
+        job.progress,
+        Some(Progress {
+            percent: 100,
+            message: "summed us".into()
+        })
     );
-    assert_eq!(job["attempts"][0]["exit_code"], 0);
+    assert_eq!(job.attempts[0].exit_code, Some(0));
 }
 
 async fn permanent_exit_code(system: &TestSystem) {
     let job = system
         .submit(json!({"kind": "report", "params": {"month": 10}, "max_attempts": 3}))
         .await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
-    assert_eq!(job["attempts"][0]["outcome"], "error");
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts.len(), 1, "{job:#?}");
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Error));
     assert_eq!(
-        job["error"],
-        r#"exit code 65: params.month must be a month like "2026-10", got 10"#
+        job.error.as_deref(),
+        Some(r#"exit code 65: params.month must be a month like "2026-10", got 10"#)
     );
 }
 
 async fn job_code_cannot_reach_the_store(system: &TestSystem) {
     let job = system.submit(json!({"kind": "env"})).await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     assert_eq!(
-        job["result"],
-        json!({
-            "JOB_ID": id(&job), "JOB_ATTEMPT": "1",
+        job.result,
+        Some(json!({
+            "JOB_ID": job.id.to_string(), "JOB_ATTEMPT": "1",
             "JOB_TOKEN": null, "JOBS_STORE_URL": null, "JOBS_NAMESPACE": null, "JOB_HEARTBEAT_MS": null,
-        })
+        }))
     );
 }
 
@@ -129,11 +129,13 @@ async fn job_variables_reach_the_command(system: &TestSystem) {
         .submit(json!({"kind": "vars", "machine": {
             "env": {"MODEL": "small"}, "secrets": {"API_KEY": "s3cret-value"}}}))
         .await;
-    let job = system.wait_for(&id(&job), "succeeded", WITHIN).await;
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     assert_eq!(
-        job["result"],
-        json!({"MODEL": "small", "API_KEY_matches": true, "LD_PRELOAD": null,
+        job.result,
+        Some(
+            json!({"MODEL": "small", "API_KEY_matches": true, "LD_PRELOAD": null,
                "PATH_is_the_runners": true, "RUNNER_COMMANDS_is_the_images": true})
+        )
     );
 }
 
@@ -179,13 +181,13 @@ async fn stored_job_variables_cannot_configure_the_runner(system: &TestSystem) {
     else {
         panic!("not created")
     };
-    let job = system
-        .wait_for(&job.id.to_string(), "succeeded", WITHIN)
-        .await;
+    let job = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
     assert_eq!(
-        job["result"],
-        json!({"MODEL": "big", "API_KEY_matches": true, "LD_PRELOAD": null,
+        job.result,
+        Some(
+            json!({"MODEL": "big", "API_KEY_matches": true, "LD_PRELOAD": null,
                "PATH_is_the_runners": true, "RUNNER_COMMANDS_is_the_images": true})
+        )
     );
 }
 
@@ -194,26 +196,29 @@ async fn progress_while_running(system: &TestSystem) {
     let job = system
         .submit(json!({"kind": "steps", "params": {"go": go}}))
         .await;
-    let id = id(&job);
+    let id = job.id;
     wait_until("progress shown", || async {
-        !system.job(&id).await["progress"].is_null()
+        system.job(&id).await.progress.is_some()
     })
     .await;
     let running = system.job(&id).await;
-    assert_eq!(running["status"], "running");
+    assert_eq!(running.status, JobStatus::Running);
     assert_eq!(
-        running["progress"],
-        json!({"percent": 40, "message": "halfway"})
+        running.progress,
+        Some(Progress {
+            percent: 40,
+            message: "halfway".into()
+        })
     );
     std::fs::write(&go, b"").unwrap();
-    let job = system.wait_for(&id, "succeeded", WITHIN).await;
+    let job = system.wait_for(&id, JobStatus::Succeeded, WITHIN).await;
     let _ = std::fs::remove_file(&go);
-    assert_eq!(job["result"], json!({"steps": 2}));
+    assert_eq!(job.result, Some(json!({"steps": 2})));
 }
 
 /// Waits until the job's background child runs, and returns its marker.
-async fn stray_of(job: &Value) -> String {
-    let marker = format!("stray-{}", id(job));
+async fn stray_of(job: &Job) -> String {
+    let marker = format!("stray-{}", job.id);
     wait_until("the command's child runs", || async {
         !processes_with(&marker).is_empty()
     })
@@ -233,13 +238,13 @@ async fn cancel_kills_the_process_group(system: &TestSystem) {
     let marker = stray_of(&job).await;
     let response = system
         .http
-        .post(system.url(&format!("/jobs/{}/cancel", id(&job))))
+        .post(system.url(&format!("/jobs/{}/cancel", job.id)))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let job = system.wait_for(&id(&job), "cancelled", WITHIN).await;
-    assert_eq!(job["attempts"][0]["outcome"], "cancelled");
+    let job = system.wait_for(&job.id, JobStatus::Cancelled, WITHIN).await;
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Cancelled));
     gone(&marker).await;
 }
 
@@ -248,7 +253,7 @@ async fn timeout_kills_the_process_group(system: &TestSystem) {
         .submit(json!({"kind": "endless", "timeout_secs": 1, "max_attempts": 1}))
         .await;
     let marker = stray_of(&job).await;
-    let job = system.wait_for(&id(&job), "failed", WITHIN).await;
-    assert_eq!(job["attempts"][0]["outcome"], "timed_out");
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::TimedOut));
     gone(&marker).await;
 }

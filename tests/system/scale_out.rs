@@ -13,12 +13,14 @@ use std::time::Duration;
 use crate::support::{
     free_port, pool_until, start_mock_with, start_valkey, TempDir, APP, FLY_TOKEN,
 };
+use devkit::serve::{wait_healthy, Serve};
 use devkit::valkey::LocalValkey;
 use fred::prelude::*;
+use jobs::{Job, JobStatus, Outcome};
 use machines::{ClientConfig, ListFilter, MachinesClient};
 use mock_machines::MockServer;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
 /// A lease short enough that a dead dispatcher's attempts move on quickly.
@@ -73,45 +75,32 @@ impl Cluster {
     async fn dispatcher(&self, name: &str, extra: &[&str]) -> Dispatcher {
         let port = free_port().await;
         let log = std::fs::File::create(self.dir.path.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-            .args([
-                "serve",
-                "--no-auth",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(extra)
-            .env("VALKEY_URL", self.store.url())
-            .env("FLY_APP_NAME", APP)
-            .env("FLY_API_TOKEN", FLY_TOKEN)
-            .env("MACHINES_API_URL", self.mock.base_url())
-            .env("RUNNER_IMAGE", "local/runner:test")
-            .env("RUNNER_EXEC", env!("CARGO_BIN_EXE_runner"))
+        let serve = Serve {
+            binary: env!("CARGO_BIN_EXE_dispatcher").as_ref(),
+            runner: env!("CARGO_BIN_EXE_runner").as_ref(),
+            store_url: &self.store.url(),
+            machines_url: &self.mock.base_url(),
+            app: APP,
+            token: FLY_TOKEN,
+            image: "local/runner:test",
+            port,
+        };
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = serve
+            .command(&extra)
+            // Environment, not flags: a test's own `extra` flags override them.
             .env("LEASE_SECS", LEASE_SECS)
             .env("MACHINES_API_PACING", "off")
             .env("FLY_MACHINE_ID", name)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = self.http.get(format!("{base}/healthz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dispatcher {name} did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let base = serve.base_url();
+        wait_healthy(&base, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("dispatcher {name}: {e:#}"));
         Dispatcher { child, base }
     }
 
@@ -136,13 +125,13 @@ impl Cluster {
         via: &Dispatcher,
         ids: &[String],
         within: Duration,
-    ) -> HashMap<String, Value> {
+    ) -> HashMap<String, Job> {
         let deadline = Instant::now() + within;
         let mut done = HashMap::new();
         while done.len() < ids.len() {
             let pending: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
             for id in pending {
-                let job: Value = match self
+                let job: Job = match self
                     .http
                     .get(format!("{}/jobs/{id}", via.base))
                     .send()
@@ -151,7 +140,8 @@ impl Cluster {
                     Ok(r) if r.status() == 200 => r.json().await.unwrap(),
                     _ => continue,
                 };
-                if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                use JobStatus::{Cancelled, Failed, Succeeded};
+                if matches!(job.status, Succeeded | Failed | Cancelled) {
                     done.insert(id.clone(), job);
                 }
             }
@@ -167,7 +157,7 @@ impl Cluster {
         done
     }
 
-    async fn job(&self, via: &Dispatcher, id: &str) -> Value {
+    async fn job(&self, via: &Dispatcher, id: &str) -> Job {
         let response = self
             .http
             .get(format!("{}/jobs/{id}", via.base))
@@ -346,12 +336,11 @@ async fn kill_9_a_dispatcher_mid_run_and_every_job_runs_exactly_once() {
         .wait_all(&dispatchers[1], &ids, Duration::from_secs(240))
         .await;
     for (id, job) in &jobs {
-        assert_eq!(job["status"], "succeeded", "{job:#}");
-        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
         assert_eq!(
-            attempts.len(),
+            job.attempts.len(),
             1,
-            "job {id} needed a second attempt: {job:#}"
+            "job {id} needed a second attempt: {job:#?}"
         );
     }
     let runs = trace_files(&traces);
@@ -386,18 +375,13 @@ async fn a_crash_between_create_and_record_leaves_no_orphan() {
         assert!(Instant::now() < deadline, "no machine was created");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let job: Value = cluster
-        .http
-        .get(format!("{}/jobs/{id}", paused.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = cluster.job(&paused, &id).await;
     assert!(
-        job["attempts"][0].get("machine_id").is_none(),
-        "not recorded yet: {job:#}"
+        job.attempts
+            .first()
+            .and_then(|a| a.machine_id.as_ref())
+            .is_none(),
+        "not recorded yet: {job:#?}"
     );
     kill_9(&paused);
 
@@ -406,13 +390,13 @@ async fn a_crash_between_create_and_record_leaves_no_orphan() {
         .wait_all(&peer, std::slice::from_ref(&id), Duration::from_secs(60))
         .await;
     let job = &jobs[&id];
-    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
     assert_eq!(
-        job["attempts"].as_array().unwrap().len(),
+        job.attempts.len(),
         1,
         "the machine was adopted, not replaced"
     );
-    assert!(job["attempts"][0]["machine_id"].is_string());
+    assert!(job.attempts[0].machine_id.is_some());
     assert_eq!(cluster.mock.stats().created, 1);
     cluster.assert_no_live_machines().await;
 }
@@ -471,7 +455,7 @@ async fn jobs_finish_across_a_valkey_restart() {
         "no job acknowledged before the outage was lost"
     );
     for job in jobs.values() {
-        assert_eq!(job["status"], "succeeded", "{job:#}");
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
     }
     cluster.assert_no_live_machines().await;
 }
@@ -539,12 +523,8 @@ async fn sigterm_hands_work_to_a_peer_and_exits_within_the_grace_period() {
 
     let jobs = cluster.wait_all(&peer, &ids, Duration::from_secs(60)).await;
     for job in jobs.values() {
-        assert_eq!(job["status"], "succeeded", "{job:#}");
-        assert_eq!(
-            job["attempts"].as_array().unwrap().len(),
-            1,
-            "resumed, not re-run: {job:#}"
-        );
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
+        assert_eq!(job.attempts.len(), 1, "resumed, not re-run: {job:#?}");
     }
     cluster.assert_no_live_machines().await;
 }
@@ -572,7 +552,7 @@ async fn the_cap_holds_across_three_dispatchers() {
     let jobs = cluster
         .wait_all(&dispatchers[0], &ids, Duration::from_secs(120))
         .await;
-    assert!(jobs.values().all(|j| j["status"] == "succeeded"));
+    assert!(jobs.values().all(|j| j.status == JobStatus::Succeeded));
     let stats = cluster.mock.stats();
     assert!(
         stats.peak_live <= 3,
@@ -648,10 +628,14 @@ async fn a_dispatcher_paused_past_its_lease_changes_nothing_when_it_wakes() {
         .wait_all(&peer, &ids, Duration::from_secs(120))
         .await;
     for (id, job) in &jobs {
-        assert_eq!(job["status"], "succeeded", "{id}: {job:#}");
-        let attempts = job["attempts"].as_array().unwrap();
-        assert_eq!(attempts.len(), 1, "{id}: {job:#}");
-        assert_eq!(attempts[0]["outcome"], "succeeded", "{id}: {job:#}");
+        assert_eq!(job.status, JobStatus::Succeeded, "{id}: {job:#?}");
+        let attempts = &job.attempts;
+        assert_eq!(attempts.len(), 1, "{id}: {job:#?}");
+        assert_eq!(
+            attempts[0].outcome,
+            Some(Outcome::Succeeded),
+            "{id}: {job:#?}"
+        );
     }
     // The frozen dispatcher woke, tried, and was refused for every one of
     // its attempts (a renewal, a create, a record...).
@@ -703,7 +687,8 @@ async fn a_cancel_survives_the_death_of_the_dispatcher_running_the_job() {
         .until("every job running", Duration::from_secs(60), || async {
             let mut running = 0;
             for id in &ids {
-                running += usize::from(cluster.job(&peer, id).await["status"] == "running");
+                let job = cluster.job(&peer, id).await;
+                running += usize::from(job.status == JobStatus::Running);
             }
             running == ids.len()
         })
@@ -721,10 +706,10 @@ async fn a_cancel_survives_the_death_of_the_dispatcher_running_the_job() {
     }
     let jobs = cluster.wait_all(&peer, &ids, Duration::from_secs(90)).await;
     for (id, job) in &jobs {
-        assert_eq!(job["status"], "cancelled", "{id}: {job:#}");
-        let attempts = job["attempts"].as_array().unwrap();
-        assert_eq!(attempts.len(), 1, "no attempt after the cancel: {job:#}");
-        assert_eq!(attempts[0]["outcome"], "cancelled", "{job:#}");
+        assert_eq!(job.status, JobStatus::Cancelled, "{id}: {job:#?}");
+        let attempts = &job.attempts;
+        assert_eq!(attempts.len(), 1, "no attempt after the cancel: {job:#?}");
+        assert_eq!(attempts[0].outcome, Some(Outcome::Cancelled), "{job:#?}");
     }
     assert_eq!(
         cluster.mock.stats().created,
@@ -840,14 +825,14 @@ async fn chaos_pausing_and_killing_dispatchers_breaks_no_invariant() {
         .wait_all(&dispatchers[0], &ids, Duration::from_secs(240))
         .await;
     for (id, job) in &jobs {
-        let status = job["status"].as_str().unwrap();
-        let attempts = job["attempts"].as_array().unwrap().len();
+        use JobStatus::{Cancelled, Failed, Succeeded};
+        let (status, attempts) = (job.status, job.attempts.len());
         match expected[id] {
-            "sleep" => assert!(status == "succeeded" && attempts == 1, "{job:#}"),
-            "fail" => assert!(status == "failed" && attempts == 2, "{job:#}"),
+            "sleep" => assert!(status == Succeeded && attempts == 1, "{job:#?}"),
+            "fail" => assert!(status == Failed && attempts == 2, "{job:#?}"),
             _ => assert!(
-                status == "cancelled" || status == "succeeded",
-                "a cancelled job never fails: {job:#}"
+                status == Cancelled || status == Succeeded,
+                "a cancelled job never fails: {job:#?}"
             ),
         }
     }
@@ -981,8 +966,8 @@ async fn kill_9_with_a_pooled_machine(stage: &str) {
         )
         .await;
     let job = &jobs[&id];
-    assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
+    assert_eq!(job.attempts.len(), 1, "{job:#?}");
     assert_eq!(trace_files(&traces).get(&id), Some(&1), "the job ran once");
     let stats = cluster.mock.stats();
     assert_eq!(

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::{listener, spawn_system, spawn_system_with, Options, TestSystem};
+use dispatcher::cli::client::ListQuery;
+use jobs::JobStatus;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -76,10 +78,8 @@ async fn post_json(system: &TestSystem, path: &str, body: &Value) -> (u16, Value
 }
 
 async fn job_count(system: &TestSystem) -> usize {
-    system.get_json("/jobs").await["jobs"]
-        .as_array()
-        .unwrap()
-        .len()
+    let listed = system.api.list(&ListQuery::default()).await.unwrap();
+    listed.jobs.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,8 +147,10 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
     .await;
     let secrets_key = |job: &Value| format!("{{jobs}}:secrets:{}", id(job));
 
+    // What each answer carries on the wire is what this test checks, so
+    // the answers stay raw JSON text.
     let submitted = system
-        .submit(
+        .submit_raw(
             json!({"kind": "sleep", "params": {"ms": 300}, "callback_url": hook.url,
             "machine": {"env": {"MODEL": "small"}, "secrets": {"API_KEY": SECRET}}}),
         )
@@ -168,7 +170,7 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
     .await
     .expect("the stream ends after `done`");
     assert!(sse.contains("event: done"), "{sse}");
-    let done = system.wait_for(&job_id, "succeeded", WITHIN).await;
+    let done = system.wait_for_raw(&job_id, "succeeded", WITHIN).await;
     assert_eq!(done["machine"]["env"]["MODEL"], "small", "env is visible");
     wait_for_log(&["callback delivered", &job_id]).await;
     assert!(
@@ -206,7 +208,7 @@ async fn secrets_are_never_echoed_and_are_deleted_when_the_job_ends() {
 
     // A job that never runs: its secrets go when it is cancelled.
     let waiting = system
-        .submit(json!({"kind": "echo", "delay_secs": 3600,
+        .submit_raw(json!({"kind": "echo", "delay_secs": 3600,
             "machine": {"secrets": {"API_KEY": SECRET}}}))
         .await;
     assert!(
@@ -365,9 +367,8 @@ async fn callbacks_never_reach_a_loopback_listener_by_default() {
     else {
         panic!("not created")
     };
-    let job_id = job.id.to_string();
-    system.wait_for(&job_id, "succeeded", WITHIN).await;
-    wait_for_log(&["callback not delivered", &job_id]).await;
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    wait_for_log(&["callback not delivered", &job.id.to_string()]).await;
     assert_eq!(
         hook.hits.load(Ordering::SeqCst),
         0,
@@ -401,8 +402,8 @@ async fn callbacks_do_not_follow_redirects() {
     let job = system
         .submit(json!({"kind": "echo", "callback_url": redirector}))
         .await;
-    system.wait_for(&id(&job), "succeeded", WITHIN).await;
-    wait_for_log(&["callback not delivered", &id(&job), "307"]).await;
+    system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    wait_for_log(&["callback not delivered", &job.id.to_string(), "307"]).await;
     assert_eq!(
         target.hits.load(Ordering::SeqCst),
         0,

@@ -160,7 +160,7 @@ async fn waiting_job(system: &TestSystem) -> String {
     let job = system
         .submit(json!({"kind": "echo", "delay_secs": 3600}))
         .await;
-    job["id"].as_str().unwrap().to_string()
+    job.id.to_string()
 }
 
 async fn open_stream(system: &TestSystem, token: &str, id: &str) -> reqwest::Response {
@@ -297,7 +297,7 @@ async fn listings_leave_out_params_and_results_unless_asked() {
     let system = system(&[]).await;
     let big = "x".repeat(100_000);
     let job = system
-        .submit(json!({"kind": "echo", "params": {"blob": big}, "delay_secs": 3600}))
+        .submit_raw(json!({"kind": "echo", "params": {"blob": big}, "delay_secs": 3600}))
         .await;
     let list = |query: &str| {
         let request = system

@@ -58,11 +58,10 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
     let job = system
         .submit(json!({"kind": "echo", "params": {"hello": "tls"}}))
         .await;
-    let id = job["id"].as_str().unwrap();
     let done = system
-        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
-    assert_eq!(done["result"], json!({"hello": "tls"}));
+    assert_eq!(done.result, Some(json!({"hello": "tls"})));
     // A job enqueues children, and a batch with a then job, through the
     // runner's user too (parked: only the store writes count).
     let parked = json!({"kind": "echo", "delay_secs": 3600});
@@ -80,13 +79,9 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
     ] {
         let parent = system.submit(json!({"kind": kind, "params": params})).await;
         let parent = system
-            .wait_for(
-                parent["id"].as_str().unwrap(),
-                "succeeded",
-                Duration::from_secs(30),
-            )
+            .wait_for(&parent.id, JobStatus::Succeeded, Duration::from_secs(30))
             .await;
-        let result = &parent["result"];
+        let result = parent.result.as_ref().expect("a result");
         assert!(
             result
                 .pointer(shows)
@@ -120,8 +115,7 @@ async fn tls_store_with_least_privilege_users_runs_jobs() {
         assert!(error.contains("NOPERM"), "{name}: {error}");
     }
     // ...but can read its job.
-    let job_id: JobId = id.parse().unwrap();
-    assert!(runner.get(job_id).await.unwrap().is_some());
+    assert!(runner.get(job.id).await.unwrap().is_some());
 
     // Without the CA the server's certificate is not trusted, and a bad
     // password is refused; neither error shows the password.
@@ -183,9 +177,9 @@ async fn sentinel_failover_under_load_loses_no_accepted_job() {
                 .await;
             match response {
                 Ok(r) if r.status() == 202 || r.status() == 200 => {
-                    let job: serde_json::Value = r.json().await.unwrap();
+                    let job: jobs::Job = r.json().await.unwrap();
                     accepted.push(Submitted {
-                        id: job["id"].as_str().unwrap().parse().unwrap(),
+                        id: job.id,
                         accepted_at: Instant::now(),
                     });
                     break;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::{spawn_system_with, Options, TestSystem};
+use dispatcher::cli::client::{ClientError, ListQuery};
+use jobs::JobId;
 use machines::{CreateMachineRequest, Init, MachineConfig, MachineState};
 use serde_json::json;
 
@@ -116,9 +118,9 @@ async fn orphans_are_swept_when_summaries_leave_out_name_and_created_at() {
 async fn finished_jobs_are_removed_after_their_retention() {
     let system = system().await;
     let job = system.submit(json!({"kind": "echo"})).await;
-    let id = job["id"].as_str().unwrap();
+    let id = job.id;
     system
-        .wait_for(id, "succeeded", Duration::from_secs(30))
+        .wait_for(&id, jobs::JobStatus::Succeeded, Duration::from_secs(30))
         .await;
     let waiting = system
         .submit(json!({"kind": "echo", "delay_secs": 3600}))
@@ -126,14 +128,10 @@ async fn finished_jobs_are_removed_after_their_retention() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let response = system
-            .http
-            .get(system.url(&format!("/jobs/{id}")))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 404 {
-            break;
+        match system.api.get(&id.to_string()).await {
+            Err(ClientError::Api { status, .. }) if status == 404 => break,
+            Err(other) => panic!("reading job {id}: {other}"),
+            Ok(_) => {}
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -147,18 +145,9 @@ async fn finished_jobs_are_removed_after_their_retention() {
         0,
         "the index entry went with it"
     );
-    let listed: serde_json::Value = system.get_json("/jobs").await;
-    let listed: Vec<&str> = listed["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        listed,
-        [waiting["id"].as_str().unwrap()],
-        "unfinished jobs are kept"
-    );
+    let listed = system.api.list(&ListQuery::default()).await.unwrap();
+    let listed: Vec<JobId> = listed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(listed, [waiting.id], "unfinished jobs are kept");
     system.stop().await;
 }
 

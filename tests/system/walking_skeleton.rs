@@ -5,13 +5,10 @@
 use std::time::Duration;
 
 use crate::support::{spawn_system, spawn_system_with, Options};
+use jobs::{JobStatus, Outcome};
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(30);
-
-fn attempts(job: &Value) -> &Vec<Value> {
-    job["attempts"].as_array().expect("attempts array")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_job_runs_on_a_machine_and_the_machine_is_destroyed() {
@@ -22,30 +19,35 @@ async fn echo_job_runs_on_a_machine_and_the_machine_is_destroyed() {
     let job = system
         .submit(json!({"kind": "echo", "params": params}))
         .await;
-    assert_eq!(job["status"], "queued");
-    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job.status, JobStatus::Queued);
+    let id = job.id;
 
-    let seen = statuses.until(&id, "succeeded", WITHIN).await;
-    assert_eq!(seen, ["queued", "starting", "running", "succeeded"]);
+    let seen = statuses.until(&id, JobStatus::Succeeded, WITHIN).await;
+    use JobStatus::{Queued, Running, Starting, Succeeded};
+    assert_eq!(seen, [Queued, Starting, Running, Succeeded]);
 
-    let job = system.wait_for(&id, "succeeded", WITHIN).await;
-    assert_eq!(job["result"], params);
-    let attempt = &attempts(&job)[0];
-    assert_eq!(attempts(&job).len(), 1);
-    assert_eq!(attempt["outcome"], "succeeded");
-    assert_eq!(attempt["exit_code"], 0);
-    let machine_id = attempt["machine_id"].as_str().expect("machine id recorded");
-    for stamp in ["claimed_at", "started_at", "finished_at"] {
-        assert!(attempt[stamp].is_string(), "{stamp} missing: {attempt:#}");
+    let job = system.wait_for(&id, Succeeded, WITHIN).await;
+    assert_eq!(job.result, Some(params));
+    assert_eq!(job.attempts.len(), 1);
+    let attempt = &job.attempts[0];
+    assert_eq!(attempt.outcome, Some(Outcome::Succeeded));
+    assert_eq!(attempt.exit_code, Some(0));
+    let machine_id = attempt.machine_id.as_deref().expect("machine id recorded");
+    for (stamp, at) in [
+        ("claimed_at", attempt.claimed_at),
+        ("started_at", attempt.started_at),
+        ("finished_at", attempt.finished_at),
+    ] {
+        assert!(at.is_some(), "{stamp} missing: {attempt:#?}");
     }
-    assert!(job["finished_at"].is_string());
+    assert!(job.finished_at.is_some());
 
     system.assert_all_machines_destroyed().await;
     let all = system.machines(true).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id, machine_id);
     // The machine was booted as the runner with the attempt's environment.
-    assert_eq!(all[0].config.env["JOB_ID"], id);
+    assert_eq!(all[0].config.env["JOB_ID"], id.to_string());
     assert_eq!(all[0].config.metadata["role"], "job");
     assert_eq!(
         all[0].config.init.as_ref().unwrap().exec.as_ref().unwrap()[0],
@@ -60,16 +62,15 @@ async fn sleep_job_is_running_while_it_sleeps() {
     let job = system
         .submit(json!({"kind": "sleep", "params": {"ms": 1500}}))
         .await;
-    let id = job["id"].as_str().unwrap();
-    let running = system.wait_for(id, "running", WITHIN).await;
-    assert!(attempts(&running)[0]["started_at"].is_string());
+    let running = system.wait_for(&job.id, JobStatus::Running, WITHIN).await;
+    assert!(running.attempts[0].started_at.is_some());
     assert_eq!(
         system.machines(false).await.len(),
         1,
         "its machine is live while it runs"
     );
-    let done = system.wait_for(id, "succeeded", WITHIN).await;
-    assert_eq!(done["result"], json!({"slept_ms": 1500}));
+    let done = system.wait_for(&job.id, JobStatus::Succeeded, WITHIN).await;
+    assert_eq!(done.result, Some(json!({"slept_ms": 1500})));
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }
@@ -80,13 +81,12 @@ async fn permanent_failure_is_not_retried() {
     let job = system
         .submit(json!({"kind": "fail", "params": {"permanent": true, "message": "bad input file"}}))
         .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
-    assert_eq!(attempts(&job).len(), 1);
-    assert_eq!(attempts(&job)[0]["outcome"], "error");
-    assert_eq!(attempts(&job)[0]["error"], "bad input file");
-    assert_eq!(attempts(&job)[0]["exit_code"], 1);
-    assert_eq!(job["error"], "bad input file");
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Error));
+    assert_eq!(job.attempts[0].error.as_deref(), Some("bad input file"));
+    assert_eq!(job.attempts[0].exit_code, Some(1));
+    assert_eq!(job.error.as_deref(), Some("bad input file"));
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }
@@ -99,19 +99,18 @@ async fn retryable_failure_uses_every_attempt_then_dead_letters() {
             json!({"kind": "fail", "max_attempts": 2, "backoff": {"base_ms": 50, "max_ms": 100}}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
-    let attempts = attempts(&job);
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    let attempts = &job.attempts;
     assert_eq!(attempts.len(), 2);
     assert!(
-        attempts.iter().all(|a| a["outcome"] == "error"),
+        attempts.iter().all(|a| a.outcome == Some(Outcome::Error)),
         "{attempts:#?}"
     );
     // Each attempt had its own machine.
-    assert_ne!(attempts[0]["machine_id"], attempts[1]["machine_id"]);
+    assert_ne!(attempts[0].machine_id, attempts[1].machine_id);
 
-    let dead: Value = system.get_json("/jobs?status=failed").await;
-    assert_eq!(dead["jobs"][0]["id"], id);
+    let dead = system.jobs_in(JobStatus::Failed).await;
+    assert_eq!(dead[0].id, job.id);
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }
@@ -122,14 +121,13 @@ async fn crash_is_recorded_with_its_exit_code() {
     let job = system
         .submit(json!({"kind": "crash", "params": {"code": 7}, "max_attempts": 1}))
         .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
-    let attempt = &attempts(&job)[0];
-    assert_eq!(attempt["outcome"], "crashed");
-    assert_eq!(attempt["exit_code"], 7);
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    let attempt = &job.attempts[0];
+    assert_eq!(attempt.outcome, Some(Outcome::Crashed));
+    assert_eq!(attempt.exit_code, Some(7));
     assert!(
-        attempt["error"].as_str().unwrap().contains("code 7"),
-        "{attempt:#}"
+        attempt.error.as_deref().unwrap().contains("code 7"),
+        "{attempt:#?}"
     );
     system.assert_all_machines_destroyed().await;
     system.stop().await;
@@ -143,21 +141,22 @@ async fn runner_guard_times_out_a_long_job() {
             json!({"kind": "sleep", "params": {"ms": 60000}, "timeout_secs": 1, "max_attempts": 1}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
-    let job = system.wait_for(id, "failed", WITHIN).await;
-    assert_eq!(attempts(&job)[0]["outcome"], "timed_out");
+    let job = system.wait_for(&job.id, JobStatus::Failed, WITHIN).await;
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::TimedOut));
     system.assert_all_machines_destroyed().await;
     system.stop().await;
 }
 
+/// The cancel routes' answers (202, then 409 naming the state) are wire
+/// format, so they are checked as HTTP; the job itself through the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_stops_its_machine() {
     let system = spawn_system().await;
     let job = system
         .submit(json!({"kind": "sleep", "params": {"ms": 60000}}))
         .await;
-    let id = job["id"].as_str().unwrap();
-    system.wait_for(id, "running", WITHIN).await;
+    let id = job.id;
+    system.wait_for(&id, JobStatus::Running, WITHIN).await;
     let response = system
         .http
         .post(system.url(&format!("/jobs/{id}/cancel")))
@@ -165,8 +164,8 @@ async fn cancelling_a_running_job_stops_its_machine() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let job = system.wait_for(id, "cancelled", WITHIN).await;
-    assert_eq!(attempts(&job)[0]["outcome"], "cancelled");
+    let job = system.wait_for(&id, JobStatus::Cancelled, WITHIN).await;
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Cancelled));
     system.assert_all_machines_destroyed().await;
 
     // Cancelling a finished job changes nothing.
@@ -197,11 +196,7 @@ async fn fifty_jobs_never_exceed_four_machines() {
     let jobs = futures::future::join_all(submits).await;
     for job in &jobs {
         system
-            .wait_for(
-                job["id"].as_str().unwrap(),
-                "succeeded",
-                Duration::from_secs(120),
-            )
+            .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(120))
             .await;
     }
     let stats = system.mock_stats();

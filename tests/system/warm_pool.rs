@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::support::{pool_until, spawn_system_with, Options, TestSystem};
+use dispatcher::cli::client::{ApiClient, SubmitOptions};
+use jobs::{Job, JobStatus, Outcome};
 use machines::{Machine, MachineState};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 
 fn with_pool(size: u32, max_machines: u32) -> Options {
@@ -29,11 +31,8 @@ async fn pool_machines(system: &TestSystem) -> Vec<Machine> {
         .collect()
 }
 
-fn machine_of(job: &Value) -> String {
-    job["attempts"].as_array().unwrap().last().unwrap()["machine_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+fn machine_of(job: &Job) -> String {
+    job.attempts.last().unwrap().machine_id.clone().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,16 +54,12 @@ async fn the_pool_fills_serves_jobs_and_takes_its_machines_back() {
             .submit(json!({"kind": "echo", "params": {"n": n}}))
             .await;
         let job = system
-            .wait_for(
-                job["id"].as_str().unwrap(),
-                "succeeded",
-                Duration::from_secs(30),
-            )
+            .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(30))
             .await;
-        assert_eq!(job["result"], json!({"n": n}));
+        assert_eq!(job.result, Some(json!({"n": n})));
         assert!(
             pooled.contains(&machine_of(&job)),
-            "ran on a pooled machine: {job:#}"
+            "ran on a pooled machine: {job:#?}"
         );
         pool_until(&system.store, "its machine back", |p| {
             p.ready == 2 && p.in_use == 0
@@ -91,14 +86,10 @@ async fn a_machine_whose_job_crashed_is_replaced_not_reused() {
         .submit(json!({"kind": "crash", "params": {"code": 9}, "max_attempts": 1}))
         .await;
     let job = system
-        .wait_for(
-            job["id"].as_str().unwrap(),
-            "failed",
-            Duration::from_secs(30),
-        )
+        .wait_for(&job.id, JobStatus::Failed, Duration::from_secs(30))
         .await;
     let crashed = machine_of(&job);
-    assert_eq!(job["attempts"][0]["outcome"], "crashed", "{job:#}");
+    assert_eq!(job.attempts[0].outcome, Some(Outcome::Crashed), "{job:#?}");
 
     pool_until(&system.store, "a replacement", |p| {
         p.ready == 1 && p.machines == 1
@@ -115,11 +106,7 @@ async fn a_machine_whose_job_crashed_is_replaced_not_reused() {
 
     let next = system.submit(json!({"kind": "echo", "params": {}})).await;
     let next = system
-        .wait_for(
-            next["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(&next.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
     assert_eq!(machine_of(&next), live[0].id);
     system.stop().await;
@@ -137,22 +124,18 @@ async fn two_dispatchers_never_hand_one_machine_to_two_attempts() {
         let job = system
             .submit(json!({"kind": "sleep", "params": {"ms": 50 + (n * 37) % 200}}))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_string());
+        ids.push(job.id);
     }
     let mut runs: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
     for id in &ids {
         let job = system
-            .wait_for(id, "succeeded", Duration::from_secs(90))
+            .wait_for(id, JobStatus::Succeeded, Duration::from_secs(90))
             .await;
-        let attempt = &job["attempts"][0];
-        let time = |field: &str| {
-            chrono::DateTime::parse_from_rfc3339(attempt[field].as_str().unwrap())
-                .unwrap()
-                .timestamp_millis()
-        };
+        let attempt = &job.attempts[0];
+        let millis = |at: Option<chrono::DateTime<chrono::Utc>>| at.unwrap().timestamp_millis();
         runs.entry(machine_of(&job))
             .or_default()
-            .push((time("started_at"), time("finished_at")));
+            .push((millis(attempt.started_at), millis(attempt.finished_at)));
     }
     assert!(
         runs.len() <= 3,
@@ -187,17 +170,11 @@ async fn a_new_image_replaces_the_pool_and_no_job_runs_old_code() {
     let (deployed, base) = system
         .spawn_peer_with(|s| s.launch.image = "local/runner:v2".into())
         .await;
-    let submitted: Value = system
-        .http
-        .post(format!("{base}/jobs"))
-        .json(&json!({"kind": "echo", "params": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let submitted = ApiClient::new(&base, None)
+        .submit("echo", json!({}), &SubmitOptions::default())
         .await
         .unwrap();
-    let id: jobs::JobId = submitted["id"].as_str().unwrap().parse().unwrap();
+    let id = submitted.id;
     let deadline = Instant::now() + Duration::from_secs(60);
     let job = loop {
         let job = system.store.get(id).await.unwrap().unwrap();
@@ -244,18 +221,10 @@ async fn a_pooled_machine_that_fails_to_start_is_replaced_and_the_job_still_runs
 
     let job = system.submit(json!({"kind": "echo", "params": {}})).await;
     let job = system
-        .wait_for(
-            job["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(30))
         .await;
-    assert_ne!(machine_of(&job), gone, "{job:#}");
-    assert_eq!(
-        job["attempts"].as_array().unwrap().len(),
-        1,
-        "one attempt: {job:#}"
-    );
+    assert_ne!(machine_of(&job), gone, "{job:#?}");
+    assert_eq!(job.attempts.len(), 1, "one attempt: {job:#?}");
     let pool = pool_until(&system.store, "a replacement", |p| {
         p.ready == 1 && p.machines == 1
     })
@@ -293,13 +262,9 @@ async fn a_job_on_a_pooled_machine_never_sees_what_the_previous_job_left() {
     for _ in 0..2 {
         let job = system.submit(json!({"kind": "snoop"})).await;
         let job = system
-            .wait_for(
-                job["id"].as_str().unwrap(),
-                "succeeded",
-                Duration::from_secs(30),
-            )
+            .wait_for(&job.id, JobStatus::Succeeded, Duration::from_secs(30))
             .await;
-        assert_eq!(job["result"], json!({"saw": false}), "{job:#}");
+        assert_eq!(job.result, Some(json!({"saw": false})), "{job:#?}");
         machines.push(machine_of(&job));
         pool_until(&system.store, "its machine back", |p| p.ready == 1).await;
     }

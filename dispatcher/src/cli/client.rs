@@ -267,7 +267,13 @@ impl ApiClient {
         let mut body = serde_json::to_value(options).expect("options serialize");
         body["kind"] = kind.into();
         body["params"] = params;
-        self.send(self.request(Method::POST, "/jobs").json(&body))
+        self.submit_request(&body).await
+    }
+
+    /// `POST /jobs` with a whole request body (any field of the route,
+    /// e.g. `machine`, `env`, `secrets`, which `submit` has no options for).
+    pub async fn submit_request(&self, body: &Value) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, "/jobs").json(body))
             .await
     }
 

@@ -18,7 +18,6 @@ use jobs::{
 };
 use runner::{Runner, RunnerEnv};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// Upper bound of every wait in these tests; reaching it is a failure.
 pub const WITHIN: Duration = Duration::from_secs(20);
@@ -62,29 +61,20 @@ impl TestStore {
     pub async fn start() -> Self {
         let dir =
             std::env::temp_dir().join(format!("runner-test-{}", uuid::Uuid::new_v4().simple()));
-        // A free port can be taken between probing and binding: try a few.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if let Ok(server) = LocalValkey::start(port, &dir, false).await {
-                let url = server.url();
-                let store = Store::connect(StoreConfig::new(url.parse().unwrap()))
-                    .await
-                    .unwrap();
-                return Self {
-                    store,
-                    epochs: Mutex::default(),
-                    url,
-                    _server: server,
-                    dir,
-                };
-            }
+        let server = LocalValkey::start_on_free_port(&dir, false)
+            .await
+            .expect("a Valkey-compatible server starts (scripts/ensure-valkey installs one)");
+        let url = server.url();
+        let store = Store::connect(StoreConfig::new(url.parse().unwrap()))
+            .await
+            .unwrap();
+        Self {
+            store,
+            epochs: Mutex::default(),
+            url,
+            _server: server,
+            dir,
         }
-        panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
     }
 
     pub async fn submit(&self, spec: &JobSpec) -> JobId {

@@ -10,17 +10,12 @@
 //! `FLY_API_TOKEN` (generated when unset) is both the token the mock
 //! requires and the one the dispatcher sends.
 
-use std::net::SocketAddr;
-
 use anyhow::{bail, Context as _};
-use machines::ClientConfig;
-use mock_machines::{MockConfig, MockServer};
-use tokio::net::TcpListener;
 
+use devkit::mock::Limits;
+use devkit::system::{Setup, System};
 use devkit::valkey::{answers_ping, LocalValkey};
-use dispatcher::cli::{DevArgs, LOOPBACK};
-use dispatcher::shutdown::Shutdown;
-use dispatcher::startup::Application;
+use dispatcher::cli::DevArgs;
 
 /// The warm pool `dev` keeps unless `--warm-pool` says otherwise.
 pub const DEV_WARM_POOL: u32 = 8;
@@ -32,7 +27,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         bail!("dev runs its store on loopback; --valkey-url {shown_store_url} is not a loopback redis:// URL");
     };
     // Kept alive (and killed on exit) only when we started it.
-    let _local_store = if answers_ping(store_port).await {
+    let local_store = if answers_ping(store_port).await {
         println!("store:      using the server already answering at {shown_store_url}");
         None
     } else {
@@ -47,23 +42,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| format!("dev-{}", uuid::Uuid::new_v4().simple()));
     let app = std::env::var("FLY_APP_NAME").unwrap_or_else(|_| "local".into());
-    let mock_listener = TcpListener::bind((LOOPBACK, args.machines_port))
-        .await
-        .with_context(|| {
-            format!(
-                "binding the mock Machines API to port {}",
-                args.machines_port
-            )
-        })?;
-    let mock = MockServer::start(
-        MockConfig {
-            token: token.clone(),
-            ..MockConfig::default()
-        },
-        mock_listener,
-    )
-    .await?;
-
     let runner = std::env::current_exe()?
         .parent()
         .map(|dir| dir.join("runner"))
@@ -71,55 +49,54 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .context(
             "the `runner` binary is not next to `dispatcher`; build both with `cargo build --bins`",
         )?;
-    let image = std::env::var("FLY_IMAGE_REF").unwrap_or_else(|_| "local/runner:dev".into());
-    let listen = SocketAddr::new(LOOPBACK, args.port);
-    let machines = ClientConfig::new(mock.base_url(), &app, &token);
-    let mut settings = args.common.settings(
-        listen,
-        machines,
-        image,
-        vec![runner.display().to_string()],
-        store_url.clone(),
-    )?;
-    // On a laptop nothing routes around a stopping dispatcher, and the
-    // Valkey server and machines this process started must go with it:
-    // Ctrl-C stops at once instead of draining.
-    settings.shutdown_grace = std::time::Duration::ZERO;
-    // The embedded mock keeps Fly's rate limits (one create per second per
-    // app), so without a pool a newcomer's burst of jobs would crawl.
-    if args.common.warm_pool.is_empty() {
-        settings.launch.pools = vec![dispatcher::cli::default_pool(
-            &settings.api.defaults.machine,
-            DEV_WARM_POOL,
-        )];
-    }
-    let auth_note = if settings.api.tokens.is_empty() {
-        "open (no token; loopback only). Set DISPATCHER_API_TOKENS to require one.".to_string()
-    } else {
-        format!("Bearer token required: {}", settings.api.tokens[0])
+    let setup = Setup {
+        app: app.clone(),
+        token: token.clone(),
+        // The mock keeps Fly's rate limits, so `dev` shows the pacing a
+        // deployment meets.
+        mock: devkit::mock::config(&token, Limits::Fly)?,
+        image: std::env::var("FLY_IMAGE_REF").unwrap_or_else(|_| "local/runner:dev".into()),
+        runner,
+        runner_store_url: None,
+        local_store,
     };
-
-    let application = Application::build(settings).await?;
-    let addr = application.local_addr();
-    println!(
-        "machines:   mock Machines API at {} (app {app:?})",
-        mock.base_url()
-    );
+    let warm_pool_given = !args.common.warm_pool.is_empty();
+    let system = System::start(&args, setup, |settings| {
+        // On a laptop nothing routes around a stopping dispatcher, and the
+        // Valkey server and machines this process started must go with
+        // it: Ctrl-C stops at once instead of draining.
+        settings.shutdown_grace = std::time::Duration::ZERO;
+        // The embedded mock keeps Fly's rate limits (one create per second
+        // per app), so without a pool a newcomer's burst of jobs would
+        // crawl.
+        if !warm_pool_given {
+            settings.launch.pools = vec![dispatcher::cli::default_pool(
+                &settings.api.defaults.machine,
+                DEV_WARM_POOL,
+            )];
+        }
+    })
+    .await?;
+    let auth_note = match system.settings.api.tokens.first() {
+        None => {
+            "open (no token; loopback only). Set DISPATCHER_API_TOKENS to require one.".to_string()
+        }
+        Some(token) => format!("Bearer token required: {token}"),
+    };
+    let addr = system.addr();
+    let mock_url = system.mock.base_url();
+    println!("machines:   mock Machines API at {mock_url} (app {app:?})");
     println!("            FLY_API_TOKEN={token}");
     println!(
-        "            curl -H 'Authorization: Bearer {token}' {}/v1/apps/{app}/machines",
-        mock.base_url()
+        "            curl -H 'Authorization: Bearer {token}' {mock_url}/v1/apps/{app}/machines"
     );
     println!("dispatcher: http://{addr}  API {auth_note}");
     println!(
         "try:        curl -X POST {addr}/jobs -H 'content-type: application/json' -d '{{\"kind\":\"echo\",\"params\":{{\"hello\":\"world\"}}}}'"
     );
 
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
-    let result = application.run_until_stopped(shutdown).await;
-    mock.shutdown().await;
-    result
+    system.shutdown.trigger_on_signals();
+    system.run_until_stopped().await
 }
 
 /// The port of a `redis://` URL whose host is loopback.

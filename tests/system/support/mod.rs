@@ -3,7 +3,13 @@
 //! Each test gets its own Valkey-compatible server (a child process), its
 //! own mock Machines API and its own dispatcher, so tests never share
 //! state. Machines are real `runner` processes (the binary this package
-//! builds), exactly as in `dispatcher dev`.
+//! builds). The system is started by `devkit::system::System` from
+//! `dispatcher dev` flags, exactly as `dispatcher dev` starts it.
+//!
+//! Tests speak to it through the CLI's typed client ([`TestSystem::api`]):
+//! `submit`, `job`, `wait_for` and `jobs_in` give `jobs::Job`s. The
+//! `*_raw` helpers (and `get_json`, `send_json`) are for tests of what is
+//! on the wire: status codes, headers, error bodies naming fields.
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
@@ -13,23 +19,23 @@ pub mod webdriver;
 /// The tests' temporary directory (kept when a test fails).
 pub use topology::Scratch as TempDir;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use devkit::mock::Limits;
+use devkit::system::{Setup, System};
 use devkit::valkey::LocalValkey;
+use dispatcher::cli::client::{ApiClient, ListQuery};
 use dispatcher::configuration::Settings;
 use dispatcher::shutdown::Shutdown;
-use dispatcher::startup::Application;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use jobs::Store;
-use machines::{ClientConfig, ListFilter, Machine, MachinesClient};
+use jobs::{Job, JobId, JobStatus, Store};
+use machines::{ListFilter, Machine, MachinesClient};
 use mock_machines::{MockConfig, MockServer, Stats};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 pub const FLY_TOKEN: &str = "test-fly-token";
 pub const APP: &str = "test-app";
@@ -68,15 +74,14 @@ impl Default for Options {
 pub struct TestSystem {
     pub base: String,
     pub http: reqwest::Client,
+    /// The typed client of the system's API (the CLI's), with its token.
+    pub api: ApiClient,
     pub store: Store,
-    pub mock: MockServer,
     pub machines: MachinesClient,
     pub shutdown: Shutdown,
     /// The first of `Options::api_tokens`: the helpers below send it.
     pub token: Option<String>,
-    settings: Settings,
-    app: tokio::task::JoinHandle<anyhow::Result<()>>,
-    valkey: LocalValkey,
+    system: System,
     _dir: TempDir,
 }
 
@@ -91,40 +96,42 @@ pub async fn spawn_system_with(options: Options) -> TestSystem {
     }
     let dir = TempDir::new();
     let valkey = start_valkey(&dir.path.join("valkey"), None).await;
-    let mock = start_mock_with(options.mock).await;
-
-    let machines_config = ClientConfig::new(mock.base_url(), APP, FLY_TOKEN);
     let store_url = options.store_url.clone().unwrap_or_else(|| valkey.url());
-    let settings = settings(&options, &store_url, machines_config.clone());
-    let app = Application::build(settings.clone())
+    let setup = Setup {
+        app: APP.into(),
+        token: FLY_TOKEN.into(),
+        mock: mock_config(options.mock),
+        image: "local/runner:test".into(),
+        runner: env!("CARGO_BIN_EXE_runner").into(),
+        runner_store_url: options.runner_store_url.clone(),
+        local_store: Some(valkey),
+    };
+    let system = System::start(&dev_args(&options, &store_url), setup, |_| {})
         .await
-        .expect("dispatcher starts");
-    let addr: SocketAddr = app.local_addr();
-    let shutdown = Shutdown::new();
-    let app = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-
-    let store = Store::connect(settings.store.clone()).await.unwrap();
+        .expect("the system starts");
+    let store = Store::connect(system.settings.store.clone()).await.unwrap();
     TestSystem {
-        base: format!("http://{addr}"),
+        base: system.base_url(),
         http: reqwest::Client::new(),
+        api: system.api(),
         store,
-        mock,
-        machines: MachinesClient::new(machines_config),
-        shutdown,
+        machines: MachinesClient::new(system.machines.clone()),
+        shutdown: system.shutdown.clone(),
         token: options.api_tokens.first().cloned(),
-        settings,
-        app,
-        valkey,
+        system,
         _dir: dir,
     }
 }
 
-fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Settings {
+/// `dispatcher dev` flags for `options`: tests parse real flags, so they
+/// run the binary's defaults.
+fn dev_args(options: &Options, store_url: &str) -> dispatcher::cli::DevArgs {
     use clap::Parser;
-    // Parse real flags so tests exercise the same defaults as the binary.
     let mut argv = vec![
         "dispatcher".to_string(),
         "dev".to_string(),
+        "--port=0".to_string(),
+        "--machines-port=0".to_string(),
         format!("--valkey-url={store_url}"),
         format!("--max-machines={}", options.max_machines),
         format!("--body-limit-bytes={}", options.body_limit),
@@ -144,36 +151,28 @@ fn settings(options: &Options, store_url: &str, machines: ClientConfig) -> Setti
     let dispatcher::cli::Command::Dev(args) = cli.command else {
         unreachable!()
     };
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    args.common
-        .settings(
-            listen,
-            machines,
-            "local/runner:test".into(),
-            vec![env!("CARGO_BIN_EXE_runner").to_string()],
-            options
-                .runner_store_url
-                .clone()
-                .unwrap_or_else(|| store_url.to_string()),
-        )
-        .expect("test settings are valid")
+    args
 }
 
 /// A Valkey-compatible server with AOF, its files in `dir`, on `port` (a
-/// free one when `None`; a free port can be taken between probing and
-/// binding, so a few tries).
+/// free one when `None`).
 pub async fn start_valkey(dir: &std::path::Path, port: Option<u16>) -> LocalValkey {
-    for _ in 0..5 {
-        let port = match port {
-            Some(port) => port,
-            None => free_port().await,
-        };
-        if let Ok(server) = LocalValkey::start(port, dir, true).await {
-            return server;
+    let started = match port {
+        None => LocalValkey::start_on_free_port(dir, true).await,
+        Some(port) => {
+            // The port may still be held by the server it replaces: a few tries.
+            let mut started = LocalValkey::start(port, dir, true).await;
+            for _ in 0..4 {
+                if started.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                started = LocalValkey::start(port, dir, true).await;
+            }
+            started
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not start a Valkey-compatible server; run scripts/ensure-valkey");
+    };
+    started.expect("a Valkey-compatible server starts (scripts/ensure-valkey installs one)")
 }
 
 /// Sends `request` and parses the answer as JSON (whatever the status).
@@ -187,38 +186,19 @@ pub async fn send_text(request: reqwest::RequestBuilder) -> String {
 }
 
 pub async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    devkit::port::free_port().await.unwrap()
 }
 
 /// The mock Machines API on a free port, rate limits off (tests create
-/// machines faster than Fly's 1/s per app).
-pub async fn start_mock() -> MockServer {
-    start_mock_with(|_| {}).await
-}
-
-/// [`start_mock`] with `tweak` applied to its configuration.
+/// machines faster than Fly's 1/s per app) unless `tweak` turns them on.
 pub async fn start_mock_with(tweak: fn(&mut MockConfig)) -> MockServer {
-    MockServer::start(
-        mock_config(tweak),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap()
+    devkit::mock::start(mock_config(tweak), 0).await.unwrap()
 }
 
 /// The tests' mock configuration: rate limits off unless `tweak` turns
 /// them on.
 fn mock_config(tweak: fn(&mut MockConfig)) -> MockConfig {
-    let mut config = MockConfig {
-        token: FLY_TOKEN.into(),
-        rate_limits: false,
-        ..MockConfig::default()
-    };
+    let mut config = devkit::mock::config(FLY_TOKEN, Limits::Off).unwrap();
     tweak(&mut config);
     config
 }
@@ -227,24 +207,14 @@ impl TestSystem {
     /// Starts another dispatcher on the same store and mock (a peer, as
     /// with `fly scale count 2`). It runs until the returned handle fires.
     pub async fn spawn_peer(&self) -> Shutdown {
-        let app = Application::build(self.settings.clone())
-            .await
-            .expect("peer starts");
-        let shutdown = Shutdown::new();
-        tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        shutdown
+        self.spawn_peer_with(|_| {}).await.0
     }
 
     /// A peer whose settings differ as `change` says (e.g. another
     /// runner image: a deploy). Returns its handle and base URL.
     pub async fn spawn_peer_with(&self, change: impl FnOnce(&mut Settings)) -> (Shutdown, String) {
-        let mut settings = self.settings.clone();
-        change(&mut settings);
-        let app = Application::build(settings).await.expect("peer starts");
-        let base = format!("http://{}", app.local_addr());
-        let shutdown = Shutdown::new();
-        tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        (shutdown, base)
+        let (shutdown, addr) = self.system.spawn_peer(change).await.expect("peer starts");
+        (shutdown, format!("http://{addr}"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -260,8 +230,18 @@ impl TestSystem {
         }
     }
 
-    /// Submits a job and checks the 202 answer; returns the job.
-    pub async fn submit(&self, body: Value) -> Value {
+    /// Submits a job (`POST /jobs` with `body`) through the typed client.
+    pub async fn submit(&self, body: Value) -> Job {
+        match self.api.submit_request(&body).await {
+            Ok(job) => job,
+            Err(error) => panic!("submit {body}: {error}"),
+        }
+    }
+
+    /// `POST /jobs` as bytes on the wire: checks the 202 answer and its
+    /// `Location`, and returns the job as JSON (for tests of the API's
+    /// shape).
+    pub async fn submit_raw(&self, body: Value) -> Value {
         let response = self
             .request(reqwest::Method::POST, "/jobs")
             .json(&body)
@@ -280,6 +260,18 @@ impl TestSystem {
         job
     }
 
+    /// `GET path` decoded as `T`, checking the 200: for routes and query
+    /// parameters the typed client has no call for (`?wait=`, `?full=`).
+    pub async fn get_typed<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// `GET path`, parsed as JSON (whatever the status).
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self
@@ -290,30 +282,33 @@ impl TestSystem {
         response.json().await.unwrap()
     }
 
-    pub async fn job(&self, id: &str) -> Value {
-        let response = self
-            .request(reqwest::Method::GET, &format!("/jobs/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+    /// `GET /jobs/{id}` through the typed client.
+    pub async fn job(&self, id: &JobId) -> Job {
+        self.api.get(&id.to_string()).await.unwrap()
+    }
+
+    /// The first page of the jobs in `status`, newest first.
+    pub async fn jobs_in(&self, status: JobStatus) -> Vec<Job> {
+        let query = ListQuery {
+            status: Some(status),
+            ..ListQuery::default()
+        };
+        self.api.list(&query).await.unwrap().jobs
     }
 
     /// Polls until the job is in `status` (panics after `within`).
-    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let job = self.job(id).await;
-            if job["status"] == status {
-                return job;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} not {status} within {within:?}: {job:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    pub async fn wait_for(&self, id: &JobId, status: JobStatus, within: Duration) -> Job {
+        let what = format!("job {id} {status}");
+        poll(&what, within, || self.job(id), |job| job.status == status).await
+    }
+
+    /// [`TestSystem::wait_for`] by the JSON view (for tests of the API's
+    /// shape).
+    pub async fn wait_for_raw(&self, id: &str, status: &str, within: Duration) -> Value {
+        let what = format!("job {id} {status}");
+        let path = format!("/jobs/{id}");
+        let view = || self.get_typed::<Value>(&path);
+        poll(&what, within, view, |job| job["status"] == status).await
     }
 
     pub async fn machines(&self, include_deleted: bool) -> Vec<Machine> {
@@ -328,7 +323,7 @@ impl TestSystem {
     pub async fn set_faults(&self, faults: Value) {
         let response = self
             .http
-            .post(format!("{}/_mock/faults", self.mock.base_url()))
+            .post(format!("{}/_mock/faults", self.system.mock.base_url()))
             .bearer_auth(FLY_TOKEN)
             .json(&faults)
             .send()
@@ -342,7 +337,7 @@ impl TestSystem {
     }
 
     pub fn mock_stats(&self) -> Stats {
-        self.mock.stats()
+        self.system.mock.stats()
     }
 
     /// Every machine the mock ever booted is destroyed (after a settle time
@@ -379,7 +374,8 @@ impl TestSystem {
 
     /// A plain client of the system's store, to look at keys directly.
     pub async fn raw_store(&self) -> fred::clients::Client {
-        let config = fred::types::config::Config::from_url(&self.valkey.url()).unwrap();
+        let valkey = self.system.local_store().expect("the test's own store");
+        let config = fred::types::config::Config::from_url(&valkey.url()).unwrap();
         let client = fred::types::Builder::from_config(config).build().unwrap();
         client.init().await.unwrap();
         client
@@ -400,9 +396,7 @@ impl TestSystem {
     }
 
     pub async fn stop(self) {
-        self.shutdown.trigger();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.app).await;
-        self.mock.shutdown().await;
+        self.system.stop().await;
     }
 }
 
@@ -413,18 +407,19 @@ pub struct StatusRecorder {
 
 impl StatusRecorder {
     /// Collects the statuses of job `id` until it reaches `last`.
-    pub async fn until(mut self, id: &str, last: &str, within: Duration) -> Vec<String> {
+    pub async fn until(mut self, id: &JobId, last: JobStatus, within: Duration) -> Vec<JobStatus> {
         let rx = &mut self.rx;
         let mut seen = Vec::new();
+        let id = id.to_string();
         let collect = async {
             while let Ok(message) = rx.recv().await {
                 let text: String = message.value.convert().unwrap();
                 let event: Value = serde_json::from_str(&text).unwrap();
                 if event["id"] == id && event["type"] == "status" {
-                    let status = event["status"].as_str().unwrap().to_string();
-                    let done = status == last;
+                    let status: JobStatus =
+                        serde_json::from_value(event["status"].clone()).unwrap();
                     seen.push(status);
-                    if done {
+                    if status == last {
                         break;
                     }
                 }
@@ -435,25 +430,42 @@ impl StatusRecorder {
     }
 }
 
+/// Calls `fetch` every 25 ms until what it returns satisfies `done`;
+/// panics, showing the last value, once `within` has passed.
+pub async fn poll<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    what: &str,
+    within: Duration,
+    mut fetch: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let value = fetch().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what} within {within:?}: {value:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The (only) warm pool's counts, once they satisfy `done`.
 pub async fn pool_until(
     store: &Store,
     what: &str,
     done: impl Fn(&jobs::PoolStats) -> bool,
 ) -> jobs::PoolStats {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = store.pool_stats().await.unwrap();
-        let pool = stats.values().next().copied().unwrap_or_default();
-        if done(&pool) {
-            return pool;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pool never got {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stats = poll(
+        &format!("pool {what}"),
+        Duration::from_secs(60),
+        || async { store.pool_stats().await.unwrap() },
+        |stats| done(&stats.values().next().copied().unwrap_or_default()),
+    )
+    .await;
+    stats.values().next().copied().unwrap_or_default()
 }
 
 /// A loopback HTTP listener that records every request it gets, headers
