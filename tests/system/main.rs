@@ -11,6 +11,7 @@ mod support;
 mod api;
 mod batches;
 mod browser;
+mod chaos;
 mod child_batches;
 mod cli;
 mod dashboard;

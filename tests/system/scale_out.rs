@@ -2,8 +2,8 @@
 //! mock Machines API: `kill -9` mid-run, a crash between "create" and
 //! "record", a Valkey restart, SIGTERM under load, the global cap, fencing
 //! (a dispatcher paused past its lease changes nothing when it wakes; a
-//! cancel survives a takeover), and a bounded chaos run that checks the
-//! invariants afterwards. Dispatchers are real `dispatcher serve`
+//! cancel survives a takeover); the chaos run (`chaos.rs`) builds on its
+//! cluster. Dispatchers are real `dispatcher serve`
 //! processes; machines are real runner processes.
 
 use std::collections::HashMap;
@@ -26,27 +26,27 @@ use tokio::time::Instant;
 /// A lease short enough that a dead dispatcher's attempts move on quickly.
 const LEASE_SECS: &str = "3";
 
-struct Cluster {
-    store: LocalValkey,
-    store_dir: PathBuf,
-    mock: MockServer,
-    http: reqwest::Client,
-    dir: TempDir,
+pub(crate) struct Cluster {
+    pub(crate) store: LocalValkey,
+    pub(crate) store_dir: PathBuf,
+    pub(crate) mock: MockServer,
+    pub(crate) http: reqwest::Client,
+    pub(crate) dir: TempDir,
 }
 
-struct Dispatcher {
-    child: Child,
-    base: String,
+pub(crate) struct Dispatcher {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Cluster {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with_limits(false).await
     }
 
     /// `rate_limits`: the mock keeps Fly's published limits, so creates
     /// queue behind 429s as they do on Fly.
-    async fn start_with_limits(rate_limits: bool) -> Self {
+    pub(crate) async fn start_with_limits(rate_limits: bool) -> Self {
         let dir = TempDir::new();
         let store_dir = dir.path.join("valkey");
         let store = start_valkey(&store_dir, None).await;
@@ -72,7 +72,7 @@ impl Cluster {
     }
 
     /// Starts a `dispatcher serve` process and waits until it is healthy.
-    async fn dispatcher(&self, name: &str, extra: &[&str]) -> Dispatcher {
+    pub(crate) async fn dispatcher(&self, name: &str, extra: &[&str]) -> Dispatcher {
         let port = free_port().await;
         let log = std::fs::File::create(self.dir.path.join(format!("{name}.log"))).unwrap();
         let serve = Serve {
@@ -104,7 +104,7 @@ impl Cluster {
         Dispatcher { child, base }
     }
 
-    async fn submit(&self, via: &Dispatcher, body: Value) -> String {
+    pub(crate) async fn submit(&self, via: &Dispatcher, body: Value) -> String {
         let response = self
             .http
             .post(format!("{}/jobs", via.base))
@@ -120,7 +120,7 @@ impl Cluster {
     }
 
     /// Waits until every job is terminal; returns them by id.
-    async fn wait_all(
+    pub(crate) async fn wait_all(
         &self,
         via: &Dispatcher,
         ids: &[String],
@@ -157,7 +157,7 @@ impl Cluster {
         done
     }
 
-    async fn job(&self, via: &Dispatcher, id: &str) -> Job {
+    pub(crate) async fn job(&self, via: &Dispatcher, id: &str) -> Job {
         let response = self
             .http
             .get(format!("{}/jobs/{id}", via.base))
@@ -169,7 +169,7 @@ impl Cluster {
     }
 
     /// Polls `check` until it holds; `what` names it in the failure.
-    async fn until<F, Fut>(&self, what: &str, within: Duration, mut check: F)
+    pub(crate) async fn until<F, Fut>(&self, what: &str, within: Duration, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -187,7 +187,7 @@ impl Cluster {
 
     /// Which dispatcher owns attempt `attempt` of each job, read from the
     /// store (the API does not show owners).
-    async fn owners(&self, ids: &[String], attempt: u32) -> Vec<Option<String>> {
+    pub(crate) async fn owners(&self, ids: &[String], attempt: u32) -> Vec<Option<String>> {
         let client = Builder::from_config(Config::from_url(&self.store.url()).unwrap())
             .build()
             .unwrap();
@@ -206,14 +206,14 @@ impl Cluster {
 
     /// Every machine the mock ever had, destroyed ones included, counted
     /// by name: one name per attempt.
-    async fn machines_per_attempt(&self) -> HashMap<String, usize> {
+    pub(crate) async fn machines_per_attempt(&self) -> HashMap<String, usize> {
         let lives = self.machine_lives().await;
         lives.into_iter().map(|(name, l)| (name, l.len())).collect()
     }
 
     /// When each machine the mock ever had was alive (its first event to
     /// its destroy, in ms), by name: one name per attempt.
-    async fn machine_lives(&self) -> HashMap<String, Vec<(i64, i64)>> {
+    pub(crate) async fn machine_lives(&self) -> HashMap<String, Vec<(i64, i64)>> {
         let client = MachinesClient::new(ClientConfig::new(self.mock.base_url(), APP, FLY_TOKEN));
         let filter = ListFilter {
             include_deleted: true,
@@ -240,7 +240,7 @@ impl Cluster {
     }
 
     /// Waits until the mock holds no live machine.
-    async fn assert_no_live_machines(&self) {
+    pub(crate) async fn assert_no_live_machines(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.mock.stats().live > 0 {
             assert!(
@@ -253,11 +253,11 @@ impl Cluster {
     }
 }
 
-fn kill_9(dispatcher: &Dispatcher) {
+pub(crate) fn kill_9(dispatcher: &Dispatcher) {
     signal(dispatcher, libc::SIGKILL);
 }
 
-fn signal(dispatcher: &Dispatcher, signal: i32) {
+pub(crate) fn signal(dispatcher: &Dispatcher, signal: i32) {
     let pid = dispatcher.child.id().expect("running") as i32;
     // SAFETY: kill(2) with a pid we spawned.
     unsafe { libc::kill(pid, signal) };
@@ -266,7 +266,7 @@ fn signal(dispatcher: &Dispatcher, signal: i32) {
 impl Dispatcher {
     /// The sum of one counter in this dispatcher's `/metrics`, over all
     /// its label sets.
-    async fn counter(&self, http: &reqwest::Client, name: &str) -> f64 {
+    pub(crate) async fn counter(&self, http: &reqwest::Client, name: &str) -> f64 {
         let text = http
             .get(format!("{}/metrics", self.base))
             .send()
@@ -289,7 +289,7 @@ fn trace_files(dir: &Path) -> HashMap<String, usize> {
 
 /// Handler runs per job (`"{id}"`) or, `per_attempt`, per attempt
 /// (`"{id}-{attempt}"`).
-fn handler_runs(dir: &Path, per_attempt: bool) -> HashMap<String, usize> {
+pub(crate) fn handler_runs(dir: &Path, per_attempt: bool) -> HashMap<String, usize> {
     let mut runs = HashMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
@@ -717,211 +717,6 @@ async fn a_cancel_survives_the_death_of_the_dispatcher_running_the_job() {
         "no machine booted after the cancels"
     );
     cluster.assert_no_live_machines().await;
-}
-
-/// A small deterministic generator (xorshift), so a failing chaos run can
-/// be replayed from the seed it prints.
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
-/// A bounded chaos run: three dispatchers take a mixed workload (short
-/// and long sleeps, failures that retry, cancels) while one at a time is
-/// frozen past its lease or killed and restarted. Afterwards the store,
-/// the mock and the runners' traces must agree: every job final exactly
-/// once and in the status its kind implies, no handler run twice for an
-/// attempt, never two machines of one attempt alive at once, no spurious
-/// retry, and no machine left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_pausing_and_killing_dispatchers_breaks_no_invariant() {
-    let seed = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
-    eprintln!("chaos seed {seed} (CHAOS_SEED={seed} replays it)");
-    let mut dice = Dice(seed.max(1));
-    let cluster = Cluster::start().await;
-    let args = ["--max-machines", "6"];
-    let mut dispatchers = vec![
-        cluster.dispatcher("c0", &args).await,
-        cluster.dispatcher("c1", &args).await,
-        cluster.dispatcher("c2", &args).await,
-    ];
-    let traces = cluster.dir.path.join("traces");
-    std::fs::create_dir_all(&traces).unwrap();
-    let finals = FinalStatuses::record(&cluster.store.url()).await;
-
-    // kind of each job: sleeps must succeed, fails must fail, cancelled
-    // ones must end cancelled (or succeeded, when the cancel came late).
-    let mut expected: HashMap<String, &str> = HashMap::new();
-    let mut cancels = Vec::new();
-    let chaos_until = Instant::now() + Duration::from_secs(40);
-    let mut round = 0u64;
-    while Instant::now() < chaos_until {
-        round += 1;
-        let alive: Vec<usize> = (0..dispatchers.len()).collect();
-        let via = &dispatchers[alive[dice.roll(3) as usize]];
-        for _ in 0..4 {
-            let (body, kind) = match dice.roll(10) {
-                0..=5 => (
-                    json!({"kind": "sleep", "max_attempts": 1,
-                    "params": {"ms": 200 + dice.roll(2500), "trace_dir": traces}}),
-                    "sleep",
-                ),
-                6 | 7 => (
-                    json!({"kind": "fail", "max_attempts": 2,
-                    "backoff": {"base_ms": 200, "max_ms": 500}}),
-                    "fail",
-                ),
-                _ => (
-                    json!({"kind": "sleep", "max_attempts": 3,
-                    "params": {"ms": 20000, "trace_dir": traces}}),
-                    "cancel",
-                ),
-            };
-            let id = cluster.submit(via, body).await;
-            if kind == "cancel" {
-                cancels.push(id.clone());
-            }
-            expected.insert(id, kind);
-        }
-        // One fault per round, on a random dispatcher; the others serve.
-        let victim = dice.roll(3) as usize;
-        match dice.roll(3) {
-            0 => {
-                // Frozen past its lease (3 s), then woken.
-                signal(&dispatchers[victim], libc::SIGSTOP);
-                tokio::time::sleep(Duration::from_millis(3500 + dice.roll(2000))).await;
-                signal(&dispatchers[victim], libc::SIGCONT);
-            }
-            1 => {
-                kill_9(&dispatchers[victim]);
-                let _ = dispatchers[victim].child.wait().await;
-                let name = format!("c{victim}-{round}");
-                dispatchers[victim] = cluster.dispatcher(&name, &args).await;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(500 + dice.roll(1500))).await,
-        }
-        // Cancel the long sleeps submitted so far, through any dispatcher.
-        for id in cancels.drain(..) {
-            let via = &dispatchers[dice.roll(3) as usize];
-            let _ = cluster
-                .http
-                .post(format!("{}/jobs/{id}/cancel", via.base))
-                .send()
-                .await;
-        }
-    }
-
-    let ids: Vec<String> = expected.keys().cloned().collect();
-    let jobs = cluster
-        .wait_all(&dispatchers[0], &ids, Duration::from_secs(240))
-        .await;
-    for (id, job) in &jobs {
-        use JobStatus::{Cancelled, Failed, Succeeded};
-        let (status, attempts) = (job.status, job.attempts.len());
-        match expected[id] {
-            "sleep" => assert!(status == Succeeded && attempts == 1, "{job:#?}"),
-            "fail" => assert!(status == Failed && attempts == 2, "{job:#?}"),
-            _ => assert!(
-                status == Cancelled || status == Succeeded,
-                "a cancelled job never fails: {job:#?}"
-            ),
-        }
-    }
-    let finals = finals.counts().await;
-    for id in &ids {
-        assert_eq!(
-            finals.get(id),
-            Some(&1),
-            "{id} reached a final status exactly once: {finals:?}"
-        );
-    }
-    let runs = handler_runs(&traces, true);
-    assert!(
-        runs.values().all(|&n| n == 1),
-        "a handler ran twice for one attempt: {runs:?}"
-    );
-    // No attempt ever had two machines alive at once. A later one can
-    // exist only when a dispatcher froze between confirming its create and
-    // sending it, and woke after the new owner's machine was gone: Fly has
-    // no conditional create, so that window cannot be closed from here.
-    // Its runner finds the attempt taken and never runs the handler (the
-    // traces above), and the frozen dispatcher leaves it at once.
-    let lives = cluster.machine_lives().await;
-    for (name, mut spans) in lives.clone() {
-        spans.sort();
-        for pair in spans.windows(2) {
-            assert!(
-                pair[0].1 <= pair[1].0,
-                "{name} had two machines alive at once: {spans:?}"
-            );
-        }
-    }
-    let strays = lives.values().filter(|spans| spans.len() > 1).count();
-    cluster.assert_no_live_machines().await;
-    let mut refusals = 0.0;
-    for d in &dispatchers {
-        refusals += d
-            .counter(&cluster.http, "dispatcher_fence_refusals_total")
-            .await;
-    }
-    eprintln!(
-        "{} jobs; stale writes refused by the survivors: {refusals}; attempts with a late second machine: {strays}",
-        ids.len()
-    );
-}
-
-/// Counts, per job, the final statuses the store announces (a job must
-/// reach one exactly once, whichever dispatcher moves it).
-struct FinalStatuses {
-    counts: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
-    _subscriber: fred::clients::SubscriberClient,
-}
-
-impl FinalStatuses {
-    async fn record(url: &str) -> Self {
-        let subscriber = Builder::from_config(Config::from_url(url).unwrap())
-            .build_subscriber_client()
-            .unwrap();
-        subscriber.init().await.unwrap();
-        subscriber.subscribe("{jobs}:events").await.unwrap();
-        let counts = std::sync::Arc::<std::sync::Mutex<HashMap<String, usize>>>::default();
-        let mut messages = subscriber.message_rx();
-        let sink = counts.clone();
-        tokio::spawn(async move {
-            while let Ok(message) = messages.recv().await {
-                let Some(text) = message.value.as_str() else {
-                    continue;
-                };
-                let event: Value = serde_json::from_str(&text).unwrap_or_default();
-                let final_status = ["succeeded", "failed", "cancelled"]
-                    .contains(&event["status"].as_str().unwrap_or_default());
-                if event["type"] == "status" && final_status {
-                    *sink
-                        .lock()
-                        .unwrap()
-                        .entry(event["id"].as_str().unwrap().to_string())
-                        .or_default() += 1;
-                }
-            }
-        });
-        Self {
-            counts,
-            _subscriber: subscriber,
-        }
-    }
-
-    async fn counts(&self) -> HashMap<String, usize> {
-        self.counts.lock().unwrap().clone()
-    }
 }
 
 /// kill -9 a dispatcher after it claimed a pooled machine for an attempt
