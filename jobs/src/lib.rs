@@ -62,7 +62,9 @@ pub use events::{EventKind, JobEvent};
 pub use fan_in::{Batch, BatchId, BatchPage, NewBatch, NewJob, RunIf, Submit, Submitted};
 pub use flow::{FlowKey, FlowOptions, FlowOverview, RateLimit, Scope, SingletonPolicy, WaitingFor};
 pub use job_env::Secrets;
-pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
+pub use logs::{
+    Appended, LogBatch, LogCursor, LogEncoder, LogEntry, LogLine, LogStream, LogSummary,
+};
 pub use model::*;
 pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;

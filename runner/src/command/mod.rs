@@ -63,20 +63,19 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
     let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
         unreachable!("the command is spawned with three pipes")
     };
-    output::widen(&stdout);
-    output::widen(&stderr);
+    let wide = (output::widen(&stdout), output::widen(&stderr));
 
     let (progress_tx, progress_rx) = watch::channel(None);
     let mut result = None;
-    let mut last_stderr_line = None;
+    let mut last_stderr_line = Vec::new();
     let exited = Notify::new();
-    let output = |stream, line: &str| ctx.output(stream, line);
+    let output = |stream, line: &[u8]| ctx.output(stream, line);
     let reading = async {
         let io = async {
             tokio::join!(
                 feed_stdin(stdin, &params),
-                output::read_stdout(stdout, &output, &mut result),
-                output::read_stderr(stderr, &output, progress_tx, &mut last_stderr_line),
+                output::read_stdout(stdout, wide.0, &output, &mut result),
+                output::read_stderr(stderr, wide.1, &output, progress_tx, &mut last_stderr_line),
                 forward_progress(&ctx, progress_rx),
             )
         };
@@ -97,7 +96,12 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
     let (status, stopped) = ending
         .map_err(|e| JobError::retryable(format!("lost track of the command (pid {pid}): {e}")))?;
     tracing::info!(%status, "command exited");
-    judge(status, stopped, result, last_stderr_line.as_deref())
+    judge(
+        status,
+        stopped,
+        result,
+        output::error_line(&last_stderr_line).as_deref(),
+    )
 }
 
 /// Starts the command in a process group of its own, with the params'
