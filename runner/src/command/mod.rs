@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{watch, Notify};
 
@@ -64,6 +65,21 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
         unreachable!("the command is spawned with three pipes")
     };
     let wide = (output::widen(&stdout), output::widen(&stderr));
+    // Pipes the reader can take out of tokio's reactor (see `output`).
+    let receivers = stdout
+        .into_owned_fd()
+        .and_then(pipe::Receiver::from_owned_fd)
+        .and_then(|out| Ok((out, pipe::Receiver::from_owned_fd(stderr.into_owned_fd()?)?)));
+    let (stdout, stderr) = match receivers {
+        Ok(pipes) => pipes,
+        Err(e) => {
+            group.signal(libc::SIGKILL);
+            let _ = child.wait().await;
+            return Err(JobError::retryable(format!(
+                "cannot read the command's output: {e}"
+            )));
+        }
+    };
 
     let (progress_tx, progress_rx) = watch::channel(None);
     let mut result = None;

@@ -8,7 +8,8 @@ use std::io;
 
 use jobs::LogStream;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 /// Where a command's lines go: the attempt's log (`Context::output`).
@@ -49,9 +50,10 @@ pub(super) fn widen(pipe: &impl std::os::fd::AsRawFd) -> bool {
 /// millisecond or two later.
 const NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// A read this large that still emptied the pipe means a flood is on (a
-/// command printing now and then gets no pause).
-const FLOOD_READ: usize = 32 << 10;
+/// A read this large that emptied the pipe means output comes in blocks
+/// (a buffered writer flooding: Python's and C's stdio write 4 to 8 KiB
+/// at a time); a command printing a line now and then gets no pause.
+const FLOOD_READ: usize = 4 << 10;
 
 /// The last stderr line is kept for the error message; this much of it.
 const MAX_ERROR_LINE_CHARS: usize = 500;
@@ -65,8 +67,9 @@ pub(super) type ProgressUpdate = Option<(u8, String)>;
 const CHUNK_BYTES: usize = 256 << 10;
 
 /// Newline-separated lines of a pipe, without their `\n` or `\r\n`.
-struct Lines<R> {
-    inner: R,
+struct Lines {
+    /// `None` only while pausing: see [`Lines::pause`].
+    pipe: Option<pipe::Receiver>,
     buf: Vec<u8>,
     /// `buf[start..end]` is read and not yet returned.
     start: usize,
@@ -80,10 +83,10 @@ struct Lines<R> {
     wide: bool,
 }
 
-impl<R: AsyncRead + Unpin> Lines<R> {
-    fn new(inner: R, wide: bool) -> Self {
+impl Lines {
+    fn new(pipe: pipe::Receiver, wide: bool) -> Self {
         Self {
-            inner,
+            pipe: Some(pipe),
             nap: false,
             wide,
             // Zeroed pages are mapped lazily: an unused pipe costs nothing.
@@ -123,10 +126,11 @@ impl<R: AsyncRead + Unpin> Lines<R> {
                 self.buf.resize(self.buf.len() * 2, 0);
             }
             if std::mem::take(&mut self.nap) {
-                tokio::time::sleep(NAP).await;
+                self.pause().await?;
             }
             let room = self.buf.len() - self.end;
-            let read = self.inner.read(&mut self.buf[self.end..]).await?;
+            let pipe = self.pipe.as_mut().expect("only taken while pausing");
+            let read = pipe.read(&mut self.buf[self.end..]).await?;
             self.nap = self.wide && (FLOOD_READ..room).contains(&read);
             if read == 0 {
                 let rest = 0..std::mem::take(&mut self.end);
@@ -138,6 +142,22 @@ impl<R: AsyncRead + Unpin> Lines<R> {
             self.end += read;
         }
     }
+
+    /// Waits [`NAP`] with the pipe out of tokio's reactor. Registered, a
+    /// pipe wakes the reactor's thread at every write of the command
+    /// (Linux wakes a polled pipe's waiters on each write): a futile
+    /// wake-up per 8 KiB a Python command writes, paid by the command as
+    /// much as by the runner. Out of it, writes only fill the pipe.
+    async fn pause(&mut self) -> io::Result<()> {
+        let fd = self
+            .pipe
+            .take()
+            .expect("only taken while pausing")
+            .into_nonblocking_fd()?;
+        tokio::time::sleep(NAP).await;
+        self.pipe = Some(pipe::Receiver::from_owned_fd(fd)?);
+        Ok(())
+    }
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -148,7 +168,7 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 /// JSON value replaces `result`. The last one wins, so a command may print
 /// anything before its result.
 pub(super) async fn read_stdout(
-    stdout: impl AsyncRead + Unpin,
+    stdout: pipe::Receiver,
     wide: bool,
     output: Output<'_>,
     result: &mut Option<Value>,
@@ -186,7 +206,7 @@ fn may_be_json(line: &[u8]) -> bool {
 /// to the attempt's log; the last of those is kept in `last_line` for the error
 /// message ([`error_line`]). Dropping `progress` at the end tells its reader no more come.
 pub(super) async fn read_stderr(
-    stderr: impl AsyncRead + Unpin,
+    stderr: pipe::Receiver,
     wide: bool,
     output: Output<'_>,
     progress: watch::Sender<ProgressUpdate>,
@@ -249,6 +269,15 @@ mod tests {
     use serde_json::json;
     use std::sync::Mutex;
 
+    /// A pipe that yields `bytes`, then its end.
+    fn piped(bytes: &[u8]) -> pipe::Receiver {
+        use tokio::io::AsyncWriteExt;
+        let (mut tx, rx) = pipe::pipe().unwrap();
+        let bytes = bytes.to_vec();
+        tokio::spawn(async move { tx.write_all(&bytes).await.unwrap() });
+        rx
+    }
+
     /// Collects what a reader logs.
     #[derive(Default)]
     struct Logged(Mutex<Vec<(LogStream, String)>>);
@@ -292,7 +321,7 @@ mod tests {
             b"starting\n{\"partial\": true}\nnot json {\n{\"done\": 1}\r\nbye\n" as &[u8];
         let mut result = None;
         let logged = Logged::default();
-        read_stdout(stdout, false, &|s, l| logged.push(s, l), &mut result).await;
+        read_stdout(piped(stdout), false, &|s, l| logged.push(s, l), &mut result).await;
         assert_eq!(result, Some(json!({"done": 1})));
         assert_eq!(
             logged.lines(),
@@ -308,7 +337,7 @@ mod tests {
         );
 
         let mut result = None;
-        read_stdout(b"[1, 2]" as &[u8], false, &|_, _| {}, &mut result).await;
+        read_stdout(piped(b"[1, 2]"), false, &|_, _| {}, &mut result).await;
         assert_eq!(
             result,
             Some(json!([1, 2])),
@@ -316,7 +345,7 @@ mod tests {
         );
 
         let mut result = None;
-        read_stdout(b"only text\n" as &[u8], false, &|_, _| {}, &mut result).await;
+        read_stdout(piped(b"only text\n"), false, &|_, _| {}, &mut result).await;
         assert_eq!(result, None);
     }
 
@@ -326,7 +355,14 @@ mod tests {
         let (tx, mut rx) = watch::channel(None);
         let mut last = Vec::new();
         let logged = Logged::default();
-        read_stderr(stderr, false, &|s, l| logged.push(s, l), tx, &mut last).await;
+        read_stderr(
+            piped(stderr),
+            false,
+            &|s, l| logged.push(s, l),
+            tx,
+            &mut last,
+        )
+        .await;
         assert_eq!(error_line(&last).as_deref(), Some("boom: it broke"));
         assert_eq!(
             logged.lines(),
@@ -344,7 +380,7 @@ mod tests {
     async fn long_lines_are_cut() {
         let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
         input.extend_from_slice(b"\nnext\n");
-        let mut lines = Lines::new(input.as_slice(), false);
+        let mut lines = Lines::new(piped(&input), false);
         assert_eq!(lines.next().await.unwrap().unwrap().len(), MAX_LINE_BYTES);
         assert_eq!(lines.next().await.unwrap().unwrap(), b"next");
         assert!(lines.next().await.unwrap().is_none());
