@@ -385,4 +385,33 @@ mod tests {
         assert_eq!(lines.next().await.unwrap().unwrap(), b"next");
         assert!(lines.next().await.unwrap().is_none());
     }
+
+    /// A flood written in 8 KiB blocks, as stdio writes: reads that empty
+    /// the pipe pause with it out of the reactor, and lines straddle the
+    /// reads; none is lost, split or reordered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_read_with_pauses_keeps_every_line() {
+        use tokio::io::AsyncWriteExt;
+        let text: String = (0..100_000)
+            .map(|i| format!("line {i:06} {}\r\n", "x".repeat(i % 97)))
+            .collect();
+        let (mut tx, rx) = pipe::pipe().unwrap();
+        let blocks = text.clone().into_bytes();
+        tokio::spawn(async move {
+            for block in blocks.chunks(8 << 10) {
+                tx.write_all(block).await.unwrap();
+            }
+            tx.write_all(b"no newline at the end").await.unwrap();
+        });
+        let mut lines = Lines::new(rx, true);
+        for expected in text.lines() {
+            let line = lines.next().await.unwrap().unwrap();
+            assert_eq!(line, expected.as_bytes());
+        }
+        assert_eq!(
+            lines.next().await.unwrap().unwrap(),
+            b"no newline at the end"
+        );
+        assert!(lines.next().await.unwrap().is_none());
+    }
 }
