@@ -2,9 +2,13 @@
 //! command job prints 100,000 lines of about 100 bytes (10 MB) through a
 //! real `runner` process; the same command with its output sent to
 //! `/dev/null` (nothing to capture) is the baseline. Rounds alternate
-//! between the two; each is timed from the attempt's `started_at` to its
-//! `finished_at` (the store's clock), so the final flush of the log is
-//! inside the captured time. Also reported: the store commands the log
+//! between the two (which goes first alternates too), after one unrecorded
+//! warm-up pair (a cold page cache and a first store connection would
+//! count against whichever ran first); each is timed from the attempt's
+//! `started_at` to its `finished_at` (the store's clock), so the final
+//! flush of the log is inside the captured time. Besides the ratio of the
+//! medians, the median of each round's own ratio: a burst of load on the
+//! shared machine then moves both sides of a pair. Also reported: the store commands the log
 //! cost (its batches), and whether it ended truncated at the cap.
 
 use std::time::Duration;
@@ -37,6 +41,8 @@ pub struct LogResult {
     pub lines: u64,
     pub captured: Latencies,
     pub discarded: Latencies,
+    /// Each round's captured over discarded run time.
+    pub paired: Vec<f64>,
     /// The captured runs' log summaries, one per round.
     pub logs: Vec<LogRun>,
 }
@@ -55,6 +61,17 @@ impl LogResult {
     /// Median run time captured over median run time discarded.
     pub fn ratio(&self) -> f64 {
         self.captured.ms(0.5) / self.discarded.ms(0.5)
+    }
+
+    /// The median of the rounds' own ratios.
+    pub fn paired_ratio(&self) -> f64 {
+        let mut ratios = self.paired.clone();
+        ratios.sort_by(f64::total_cmp);
+        match ratios.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => ratios[n / 2],
+            n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+        }
     }
 }
 
@@ -86,10 +103,18 @@ async fn rounds(system: &System, sizes: &LogSizes) -> anyhow::Result<LogResult> 
         lines: sizes.lines,
         captured: Latencies::default(),
         discarded: Latencies::default(),
+        paired: Vec::new(),
         logs: Vec::new(),
     };
-    for _ in 0..sizes.rounds {
-        for kind in ["flood", "flood_discarded"] {
+    // Round 0 is the warm-up.
+    for round in 0..=sizes.rounds {
+        let order = if round % 2 == 0 {
+            ["flood", "flood_discarded"]
+        } else {
+            ["flood_discarded", "flood"]
+        };
+        let mut pair = [Duration::ZERO; 2];
+        for kind in order {
             let job = tokio::time::timeout(sizes.limit, flood(&http, system, kind, sizes.lines))
                 .await
                 .with_context(|| {
@@ -97,10 +122,15 @@ async fn rounds(system: &System, sizes: &LogSizes) -> anyhow::Result<LogResult> 
                 })??;
             let attempt = &job["attempts"][0];
             let run = run_time(attempt)?;
+            if round == 0 {
+                continue;
+            }
             if kind == "flood_discarded" {
+                pair[1] = run;
                 result.discarded.record(run);
                 continue;
             }
+            pair[0] = run;
             result.captured.record(run);
             let log = &attempt["log"];
             let count = |field: &str| log[field].as_u64().unwrap_or(0);
@@ -112,6 +142,11 @@ async fn rounds(system: &System, sizes: &LogSizes) -> anyhow::Result<LogResult> 
                 truncated: log["truncated"] == true,
                 dropped: count("dropped"),
             });
+        }
+        if round > 0 {
+            result
+                .paired
+                .push(pair[0].as_secs_f64() / pair[1].as_secs_f64().max(1e-6));
         }
     }
     Ok(result)

@@ -253,10 +253,12 @@ fn log_rows(l: &LogResult, row: &mut impl FnMut(String, String, &str)) {
             l.captured.count()
         ),
         format!(
-            "{:.0} vs {:.0} ms median: {:.2}x (captured p99 {:.0} ms)",
+            "{:.0} vs {:.0} ms median (+{:.0} ms): {:.2}x; median of the rounds' ratios {:.2}x (captured p99 {:.0} ms)",
             l.captured.ms(0.5),
             l.discarded.ms(0.5),
+            l.captured.ms(0.5) - l.discarded.ms(0.5),
             l.ratio(),
+            l.paired_ratio(),
             l.captured.ms(0.99),
         ),
         "≤ 1.2x",

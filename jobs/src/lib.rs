@@ -65,7 +65,9 @@ pub use fan_in::{
 };
 pub use flow::{FlowKey, FlowOptions, FlowOverview, RateLimit, Scope, SingletonPolicy, WaitingFor};
 pub use job_env::Secrets;
-pub use logs::{Appended, LogBatch, LogCursor, LogEntry, LogLine, LogStream, LogSummary};
+pub use logs::{
+    Appended, LogBatch, LogCursor, LogEncoder, LogEntry, LogLine, LogStream, LogSummary,
+};
 pub use model::*;
 pub use pool::{PoolMachineRef, PoolRecord, PoolStats, Released};
 pub use redact::redact_url;

@@ -13,10 +13,12 @@
 //! long as the job record. Readers page by [`LogCursor`].
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use fred::bytes::{BufMut, Bytes, BytesMut};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
@@ -94,19 +96,49 @@ pub struct LogSummary {
     pub batches: u64,
 }
 
-/// One [`LogLine`] encoded for the store. Encoding is separate from
-/// [`LogBatch::push`] so a writer can encode before taking a lock.
+/// One [`LogLine`] encoded for the store: its JSON, in bytes shared with
+/// the other entries its [`LogEncoder`] wrote, so a batch of thousands
+/// costs a few allocations and goes to the store without a copy.
 #[derive(Clone, Debug)]
-pub struct LogEntry(String);
+pub struct LogEntry(Bytes);
 
 impl LogEntry {
+    /// One line, on its own (a writer of many uses one [`LogEncoder`]).
     pub fn new(line: &LogLine) -> Self {
-        Self(serde_json::to_string(line).expect("a log line always serializes"))
+        LogEncoder::default().encode(line.ts.timestamp_millis(), line.stream, &line.line)
     }
 
     /// Its size as stored.
     pub fn bytes(&self) -> usize {
         self.0.len()
+    }
+}
+
+/// Writes [`LogEntry`]s into shared blocks of [`LogEncoder::BLOCK`] bytes:
+/// one allocation per block instead of one (and a copy) per line. A block
+/// is freed once every entry in it is shipped, so memory stays bounded by
+/// the lines held plus one block.
+#[derive(Debug, Default)]
+pub struct LogEncoder {
+    block: BytesMut,
+}
+
+impl LogEncoder {
+    pub const BLOCK: usize = 64 << 10;
+
+    /// `{"ts":<unix ms>,"stream":..,"line":..}`, exactly as serde writes a
+    /// [`LogLine`] (a test holds the two together).
+    pub fn encode(&mut self, ts_ms: i64, stream: LogStream, line: &str) -> LogEntry {
+        // JSON escaping writes at most six bytes per byte (`\u001f`).
+        let most = line.len() * 6 + 64;
+        if self.block.capacity() < most {
+            self.block = BytesMut::with_capacity(most.max(Self::BLOCK));
+        }
+        let block = &mut self.block;
+        let _ = write!(block, r#"{{"ts":{ts_ms},"stream":"{stream}","line":"#);
+        serde_json::to_writer(block.writer(), line).expect("a str always serializes");
+        self.block.put_u8(b'}');
+        LogEntry(self.block.split().freeze())
     }
 }
 
@@ -232,9 +264,9 @@ impl Store {
             tail_lines: TAIL_LINES,
             tail_chars: TAIL_CHARS,
         };
-        let mut args = Vec::with_capacity(batch.entries.len() + 1);
-        args.push(serde_json::to_string(&params)?);
-        args.extend(batch.entries.iter().map(|e| e.0.clone()));
+        let mut args: Vec<fred::types::Value> = Vec::with_capacity(batch.entries.len() + 1);
+        args.push(serde_json::to_string(&params)?.into());
+        args.extend(batch.entries.iter().map(|e| e.0.clone().into()));
         let text: String = self.run(&APPEND_LOG, args).await?;
         let answer: AppendAnswer = serde_json::from_str(&text)?;
         Ok(if answer.stale {
@@ -308,6 +340,20 @@ mod tests {
             entry.0,
             r#"{"ts":1700000000123,"stream":"stderr","line":"hi"}"#
         );
+        // The hand-written encoding is serde's, whatever the line holds.
+        let mut encoder = LogEncoder::default();
+        for text in [
+            "",
+            "tab\t \"quoted\" \\ é \u{1f}",
+            &"x".repeat(LogEncoder::BLOCK),
+        ] {
+            let line = LogLine {
+                line: text.to_string(),
+                ..line.clone()
+            };
+            let entry = encoder.encode(line.ts.timestamp_millis(), line.stream, text);
+            assert_eq!(entry.0, serde_json::to_string(&line).unwrap());
+        }
         let mut batch = LogBatch::new();
         batch.push(entry.clone());
         batch.append(batch.clone());

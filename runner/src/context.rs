@@ -157,8 +157,8 @@ impl Context {
     }
 
     /// A line as a command's stdout or stderr line would be stored.
-    pub(crate) fn output(&self, stream: LogStream, line: &str) {
-        self.log.push(stream, line);
+    pub(crate) fn output(&self, stream: LogStream, line: &[u8]) {
+        self.log.push_bytes(stream, line);
     }
 
     /// Whether the handler was asked to stop; see [`Context::cancelled`].

@@ -142,7 +142,7 @@ async fn print(ctx: Context, Json(p): Json<Print>) -> Result<Value, JobError> {
         OutputStream::Stderr => LogStream::Stderr,
     };
     for i in 1..=p.lines {
-        ctx.output(stream, &format!("line {i} of {}", p.lines));
+        ctx.output(stream, format!("line {i} of {}", p.lines).as_bytes());
         // Let the shipper and the heartbeat run, and stop when asked.
         if i % 1000 == 0 {
             if ctx.is_cancelled() {

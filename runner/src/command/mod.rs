@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{watch, Notify};
 
@@ -63,20 +64,34 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
     let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
         unreachable!("the command is spawned with three pipes")
     };
-    output::widen(&stdout);
-    output::widen(&stderr);
+    let wide = (output::widen(&stdout), output::widen(&stderr));
+    // Pipes the reader can take out of tokio's reactor (see `output`).
+    let receivers = stdout
+        .into_owned_fd()
+        .and_then(pipe::Receiver::from_owned_fd)
+        .and_then(|out| Ok((out, pipe::Receiver::from_owned_fd(stderr.into_owned_fd()?)?)));
+    let (stdout, stderr) = match receivers {
+        Ok(pipes) => pipes,
+        Err(e) => {
+            group.signal(libc::SIGKILL);
+            let _ = child.wait().await;
+            return Err(JobError::retryable(format!(
+                "cannot read the command's output: {e}"
+            )));
+        }
+    };
 
     let (progress_tx, progress_rx) = watch::channel(None);
     let mut result = None;
-    let mut last_stderr_line = None;
+    let mut last_stderr_line = Vec::new();
     let exited = Notify::new();
-    let output = |stream, line: &str| ctx.output(stream, line);
+    let output = |stream, line: &[u8]| ctx.output(stream, line);
     let reading = async {
         let io = async {
             tokio::join!(
                 feed_stdin(stdin, &params),
-                output::read_stdout(stdout, &output, &mut result),
-                output::read_stderr(stderr, &output, progress_tx, &mut last_stderr_line),
+                output::read_stdout(stdout, wide.0, &output, &mut result),
+                output::read_stderr(stderr, wide.1, &output, progress_tx, &mut last_stderr_line),
                 forward_progress(&ctx, progress_rx),
             )
         };
@@ -97,7 +112,12 @@ pub(crate) async fn run(argv: &[String], ctx: Context, params: Value) -> Result<
     let (status, stopped) = ending
         .map_err(|e| JobError::retryable(format!("lost track of the command (pid {pid}): {e}")))?;
     tracing::info!(%status, "command exited");
-    judge(status, stopped, result, last_stderr_line.as_deref())
+    judge(
+        status,
+        stopped,
+        result,
+        output::error_line(&last_stderr_line).as_deref(),
+    )
 }
 
 /// Starts the command in a process group of its own, with the params'

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jobs::{Appended, AttemptRef, LogBatch, LogEntry, LogLine, LogStream, Store};
+use jobs::{Appended, AttemptRef, LogBatch, LogEncoder, LogStream, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -42,6 +42,7 @@ struct Shared {
 
 struct Buffer {
     batch: LogBatch,
+    encoder: LogEncoder,
     /// Lines dropped because the buffer was full, since the start.
     dropped: u64,
     /// Bytes of the lines accepted since the start and not dropped since:
@@ -74,6 +75,7 @@ impl LogSink {
         let sink = Self(Arc::new(Shared {
             buffer: Mutex::new(Buffer {
                 batch: LogBatch::new(),
+                encoder: LogEncoder::default(),
                 dropped: 0,
                 accepted: 0,
                 closing: false,
@@ -93,19 +95,23 @@ impl LogSink {
     /// Never waits for the store.
     pub fn push(&self, stream: LogStream, line: &str) {
         // Past the cap, a flood costs no encoding.
-        if self.0.refused.load(Ordering::Relaxed) {
+        if self.refused() {
             return;
         }
         let masked = self.0.masker.mask(line);
-        let entry = LogEntry::new(&LogLine {
-            ts: chrono::Utc::now(),
-            stream,
-            line: cut(&masked, self.0.max_line_bytes).into_owned(),
-        });
+        let line = cut(&masked, self.0.max_line_bytes);
+        // Straight from the clock: a flood stamps tens of thousands of lines.
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
         let mut buffer = self.lock();
         if buffer.closing {
             return;
         }
+        // Encoded under the lock: the encoder's shared blocks are the
+        // buffer's, and the lock is only contended by the shipper taking
+        // a batch.
+        let entry = buffer.encoder.encode(ts, stream, &line);
         if buffer.batch.bytes() + entry.bytes() > self.0.buffer_bytes {
             buffer.dropped += 1;
             return;
@@ -122,6 +128,18 @@ impl LogSink {
         } else if buffer.batch.bytes() >= BATCH_BYTES {
             self.0.wake.notify_one();
         }
+    }
+
+    /// [`LogSink::push`] for a line as a pipe gave it (invalid UTF-8 is
+    /// replaced). Past the cap it costs not even the UTF-8 check.
+    pub fn push_bytes(&self, stream: LogStream, line: &[u8]) {
+        if !self.refused() {
+            self.push(stream, &String::from_utf8_lossy(line));
+        }
+    }
+
+    fn refused(&self) -> bool {
+        self.0.refused.load(Ordering::Relaxed)
     }
 
     fn refuse(&self) {
