@@ -44,7 +44,7 @@ pub async fn ps(
         return Ok(Json(Vec::new()));
     };
     let stats = tokio::task::spawn_blocking(move || {
-        watchdog::processes(|pgrp| pgrp == group)
+        watchdog::processes([group])
             .into_iter()
             .map(|p| ProcessStat {
                 pid: p.pid,
