@@ -29,7 +29,9 @@ pub struct Browser {
 /// An element of the current page.
 pub struct Element<'a> {
     browser: &'a Browser,
-    id: String,
+    /// How it was found: found again when the page replaced it.
+    css: String,
+    id: std::sync::Mutex<String>,
 }
 
 /// Finds an installed program, or fails the test saying how to get it.
@@ -132,7 +134,11 @@ impl Browser {
             )
             .await;
         let id = found.get(ELEMENT)?.as_str()?.to_string();
-        Some(Element { browser: self, id })
+        Some(Element {
+            browser: self,
+            css: css.to_string(),
+            id: std::sync::Mutex::new(id),
+        })
     }
 
     /// The element matching `css`, waiting for it up to `within`.
@@ -152,18 +158,8 @@ impl Browser {
     }
 
     /// Clicks the element matching `css` (waiting for it up to `within`).
-    /// The live dashboard redraws its table every 2 s, so an element found
-    /// may be replaced before the click lands: then it is found again.
     pub async fn click(&self, css: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.wait_for(css, left).await.try_click().await {
-                Ok(()) => return,
-                Err(error) if error == "stale element reference" && !left.is_zero() => {}
-                Err(error) => panic!("clicking {css}: {error}"),
-            }
-        }
+        self.wait_for(css, within).await.click().await;
     }
 
     /// Ends the session and chromedriver.
@@ -182,6 +178,9 @@ impl Drop for Browser {
         }
     }
 }
+
+/// How long a replaced element may take to appear again.
+const REFIND: Duration = Duration::from_secs(10);
 
 /// One WebDriver exchange; its JSON answer.
 async fn send(request: reqwest::RequestBuilder) -> Value {
@@ -214,50 +213,46 @@ async fn ready(http: &reqwest::Client, base: &str, driver: &mut Child) -> bool {
 }
 
 impl Element<'_> {
-    fn path(&self, rest: &str) -> String {
-        format!("/element/{}{rest}", self.id)
+    /// One WebDriver command on this element; its answer. The live
+    /// dashboard redraws parts of the page every 2 s, so an element found
+    /// may be replaced before a command lands ("stale element reference"):
+    /// then the element matching the same selector is found again and the
+    /// command repeated. Any other WebDriver error fails the test.
+    async fn command(&self, method: reqwest::Method, rest: &str, body: Option<Value>) -> Value {
+        for _ in 0..20 {
+            let id = self.id.lock().unwrap().clone();
+            let path = format!("/element/{id}{rest}");
+            let answer = self.browser.call(method.clone(), &path, body.clone()).await;
+            match answer.get("error").and_then(Value::as_str) {
+                None => return answer,
+                Some("stale element reference") => {
+                    let again = self.browser.wait_for(&self.css, REFIND).await;
+                    *self.id.lock().unwrap() = again.id.into_inner().unwrap();
+                }
+                Some(_) => panic!("{rest} on {}: {answer}", self.css),
+            }
+        }
+        panic!("{} was replaced 20 times in a row", self.css)
     }
 
-    /// Clicks; the WebDriver error if there was one (a stale element: the
-    /// page replaced it since it was found).
-    async fn try_click(&self) -> Result<(), String> {
-        let answer = self
-            .browser
-            .call(reqwest::Method::POST, &self.path("/click"), Some(json!({})))
+    pub async fn click(&self) {
+        self.command(reqwest::Method::POST, "/click", Some(json!({})))
             .await;
-        match answer.get("error").and_then(Value::as_str) {
-            Some(error) => Err(error.to_string()),
-            None => Ok(()),
-        }
     }
 
     pub async fn type_text(&self, text: &str) {
-        self.browser
-            .call(
-                reqwest::Method::POST,
-                &self.path("/value"),
-                Some(json!({"text": text})),
-            )
+        self.command(reqwest::Method::POST, "/value", Some(json!({"text": text})))
             .await;
     }
 
     pub async fn text(&self) -> String {
-        let text = self
-            .browser
-            .call(reqwest::Method::GET, &self.path("/text"), None)
-            .await;
+        let text = self.command(reqwest::Method::GET, "/text", None).await;
         text.as_str().unwrap_or_default().to_string()
     }
 
     pub async fn attribute(&self, name: &str) -> Option<String> {
-        let value = self
-            .browser
-            .call(
-                reqwest::Method::GET,
-                &self.path(&format!("/attribute/{name}")),
-                None,
-            )
-            .await;
+        let path = format!("/attribute/{name}");
+        let value = self.command(reqwest::Method::GET, &path, None).await;
         value.as_str().map(str::to_string)
     }
 }
