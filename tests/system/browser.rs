@@ -84,10 +84,12 @@ async fn dashboard_shows_jobs_and_cancels_one() {
     assert!(p95.parse::<u64>().is_ok(), "p95 {p95:?}");
     assert!(wait.text().await.contains("p95"));
     browser
-        .click(
+        .wait_for(
             &format!("tr[data-job=\"{sleeper}\"] button[data-action=cancel]"),
             WITHIN,
         )
+        .await
+        .click()
         .await;
 
     // The live table catches up: the row shows the job cancelled.
@@ -153,7 +155,9 @@ async fn job_page_log_pane_shows_each_attempt_and_follows_live() {
     assert_pane_shows_all_fifty(&browser).await;
     // One attempt chosen: the pane starts over with that attempt's lines.
     browser
-        .click("#log-attempt option[value=\"1\"]", WITHIN)
+        .wait_for("#log-attempt option[value=\"1\"]", WITHIN)
+        .await
+        .click()
         .await;
     browser
         .wait_for("#log-lines[data-ended=true]", WITHIN)
@@ -218,7 +222,9 @@ async fn log_in(browser: &Browser, system: &TestSystem) {
     assert!(browser.current_url().await.ends_with("/login"));
     token.type_text(TOKEN).await;
     browser
-        .click("form[action=\"/login\"] button", WITHIN)
+        .wait_for("form[action=\"/login\"] button", WITHIN)
+        .await
+        .click()
         .await;
     browser.wait_for("#jobs", WITHIN).await;
 }

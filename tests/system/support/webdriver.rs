@@ -157,11 +157,6 @@ impl Browser {
         }
     }
 
-    /// Clicks the element matching `css` (waiting for it up to `within`).
-    pub async fn click(&self, css: &str, within: Duration) {
-        self.wait_for(css, within).await.click().await;
-    }
-
     /// Ends the session and chromedriver.
     pub async fn close(mut self) {
         let _ = self.http.delete(&self.session).send().await;
