@@ -55,13 +55,16 @@ pub(crate) struct ChildSocket {
 
 impl ChildSocket {
     /// Listens for `ctx`'s attempt, in the temporary directory (private
-    /// to the machine).
+    /// to the machine). Named by this process and a count of the sockets
+    /// it opened: one process may run several attempts at once (virtual
+    /// machines run in-process, and so do tests), and a name by attempt
+    /// number alone let two of them take each other's socket. Short, as
+    /// a socket's path must be.
     pub(crate) fn open(ctx: &Context) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!(
-            "job-children-{}-{}.sock",
-            std::process::id(),
-            ctx.attempt()
-        ));
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("job-children-{}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         let server = tokio::spawn(serve(listener, ctx.clone()));

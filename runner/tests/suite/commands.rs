@@ -152,7 +152,12 @@ async fn a_missing_program_fails_permanently() {
     let mut job = spec("ghost", json!({}));
     job.max_attempts = 3;
     let ended = store.run_to_end(&runner, &job).await;
-    assert_eq!(outcomes(&ended.job), [Some(Outcome::Error)]);
+    assert_eq!(
+        outcomes(&ended.job),
+        [Some(Outcome::Error)],
+        "{:#?}",
+        ended.job.attempts
+    );
     assert!(
         ended
             .error()
@@ -289,4 +294,30 @@ async fn cancelling_the_job_stops_its_whole_process_group() {
         job.attempts[0].error.as_deref(),
         Some("stopped because the job was cancelled: killed by signal 15 (SIGTERM)")
     );
+}
+
+/// Two attempts running at once in one process (virtual machines run
+/// in-process) each get a children socket of their own, there for as
+/// long as the command runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_running_in_one_process_have_their_own_children_sockets() {
+    let store = TestStore::start().await;
+    // The socket exists at the start and still after a pause long enough
+    // for the other attempt to have opened (and closed) its own.
+    let runner = sh(
+        "socket",
+        r#"test -S "$JOB_CHILDREN_SOCKET" || exit 3
+           sleep 1
+           test -S "$JOB_CHILDREN_SOCKET" || exit 4
+           printf '"%s"\n' "$JOB_CHILDREN_SOCKET""#,
+    );
+    let job = spec("socket", json!({}));
+    let (a, b) = tokio::join!(
+        store.run_to_end(&runner, &job),
+        store.run_to_end(&runner, &job)
+    );
+    for ended in [&a, &b] {
+        assert_eq!(ended.job.status, JobStatus::Succeeded, "{:#?}", ended.job);
+    }
+    assert_ne!(a.job.result, b.job.result, "one socket path for both");
 }
