@@ -425,20 +425,21 @@ async fn jobs_finish_across_a_valkey_restart() {
     // A clean stop flushes the append-only file, as a restart would.
     let port = cluster.store.port();
     cluster.store.stop().await;
-    let health = cluster
-        .http
-        .get(format!("{}/healthz", dispatcher.base))
-        .send()
-        .await
-        .unwrap();
+    // Both wait out the store's timeouts (2 s for the health check, 5 s
+    // for a command), so they are asked at once.
+    let (health, refused) = tokio::join!(
+        cluster
+            .http
+            .get(format!("{}/healthz", dispatcher.base))
+            .send(),
+        cluster
+            .http
+            .post(format!("{}/jobs", dispatcher.base))
+            .json(&json!({"kind": "echo"}))
+            .send()
+    );
+    let (health, refused) = (health.unwrap(), refused.unwrap());
     assert_eq!(health.status(), 503, "the outage is reported, not hidden");
-    let refused = cluster
-        .http
-        .post(format!("{}/jobs", dispatcher.base))
-        .json(&json!({"kind": "echo"}))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     // Wall time is the point here: an outage that lasts a while, with

@@ -175,10 +175,12 @@ pub struct Sentinels {
 impl Sentinels {
     pub async fn start(replica_count: usize) -> Self {
         let dir = scratch("sentinel");
+        // A diskless full sync waits 5 s by default for more replicas to
+        // join it; here both replicas start within milliseconds.
         let primary = server(
             &dir.join("primary"),
             None,
-            &strings(&["--appendonly", "no"]),
+            &strings(&["--appendonly", "no", "--repl-diskless-sync-delay", "0"]),
         )
         .await;
         let replicaof = vec![
