@@ -51,6 +51,13 @@ impl Mock {
         self.call_with(method, path, body, &[]).await
     }
 
+    /// Changes the fault settings (`POST /_mock/faults`); returns them all.
+    pub async fn set_faults(&self, patch: Value) -> Value {
+        let (status, body) = self.call(Method::POST, "/_mock/faults", Some(patch)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     pub async fn call_with(
         &self,
         method: Method,

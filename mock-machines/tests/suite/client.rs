@@ -4,16 +4,10 @@
 
 use crate::common::{exec_config, start, Mock};
 use machines::{CreateMachineRequest, MachineState, MachinesError, WaitOutcome};
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const APP: &str = "client-app";
 const CREATE: &str = "POST /v1/apps/{app}/machines";
-
-async fn set_faults(mock: &Mock, patch: Value) {
-    let (status, body) = mock.call(Method::POST, "/_mock/faults", Some(patch)).await;
-    assert!(status.is_success(), "{body}");
-}
 
 /// A named create request for a machine that runs until stopped.
 fn named(name: &str) -> CreateMachineRequest {
@@ -30,7 +24,8 @@ fn creates(mock: &Mock) -> u64 {
 async fn a_create_whose_answer_is_lost_adopts_the_machine_it_made() {
     let mock = start().await;
     let client = mock.client(APP);
-    set_faults(&mock, json!({"drop_next_create_answers": 1})).await;
+    mock.set_faults(json!({"drop_next_create_answers": 1}))
+        .await;
     let machine = client.create(&named("job-lost-1")).await.unwrap();
     let stats = mock.server.stats();
     assert_eq!(stats.created, 1, "exactly one machine");
@@ -45,7 +40,8 @@ async fn a_create_whose_answer_is_lost_adopts_the_machine_it_made() {
 async fn a_create_that_failed_before_any_machine_existed_is_tried_again() {
     let mock = start().await;
     let client = mock.client(APP);
-    set_faults(&mock, json!({"fail_next_creates": 2, "fail_status": 503})).await;
+    mock.set_faults(json!({"fail_next_creates": 2, "fail_status": 503}))
+        .await;
     let machine = client.create(&named("job-retry-1")).await.unwrap();
     assert_eq!(mock.server.stats().created, 1);
     assert_eq!(creates(&mock), 3, "two 503s looked up, then created");
@@ -68,7 +64,8 @@ async fn a_taken_name_adopts_the_machine_that_has_it() {
 async fn an_unnamed_create_is_never_sent_twice_after_an_ambiguous_failure() {
     let mock = start().await;
     let client = mock.client(APP);
-    set_faults(&mock, json!({"drop_next_create_answers": 1})).await;
+    mock.set_faults(json!({"drop_next_create_answers": 1}))
+        .await;
     let mut request = named("unused");
     request.name = None;
     let error = client.create(&request).await.unwrap_err();

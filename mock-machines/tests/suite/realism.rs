@@ -155,21 +155,16 @@ async fn latency_model_delays_boots() {
     assert_eq!(mock.get("app", &id).await["state"], "stopped");
 }
 
+/// API faults (create errors, 429s, slow and dropped answers), set and
+/// cleared at run time. Boot faults are [`boot_faults_are_settable_at_run_time`].
 #[tokio::test]
-async fn faults_are_settable_at_run_time() {
+async fn api_faults_are_settable_at_run_time() {
     let mock = start().await;
     let (status, defaults) = mock.call(Method::GET, "/_mock/faults", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(defaults["create_error_rate"], 0.0);
     assert_eq!(defaults["fail_next_creates"], 0);
-    let set = |patch: serde_json::Value| {
-        let mock = &mock;
-        async move {
-            let (status, body) = mock.call(Method::POST, "/_mock/faults", Some(patch)).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            body
-        }
-    };
+    let set = |patch| mock.set_faults(patch);
     let body = json!({"skip_launch": true, "config": exec_config(&["true"])});
     let path = "/v1/apps/app/machines";
 
@@ -197,7 +192,10 @@ async fn faults_are_settable_at_run_time() {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(response.headers().contains_key("retry-after"));
     }
-    mock.create("app", body.clone()).await;
+    let id = mock.create("app", body.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The project's client gets through two injected 429s.
     set(json!({"fail_next_creates": 2, "fail_status": 429})).await;
@@ -213,6 +211,36 @@ async fn faults_are_settable_at_run_time() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
+    set(json!({"slow_response_ms": 300})).await;
+    let began = Instant::now();
+    mock.get("app", &id).await;
+    assert!(began.elapsed() >= Duration::from_millis(300));
+
+    set(json!({"slow_response_ms": 0, "drop_connection_rate": 1.0})).await;
+    let dropped = mock
+        .http
+        .get(mock.url(&format!("{path}/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+    assert!(
+        dropped.is_err(),
+        "connection should have been dropped: {dropped:?}"
+    );
+    // The controls are never dropped, so the fault can be turned off again.
+    set(json!({"drop_connection_rate": 0.0})).await;
+    mock.get("app", &id).await;
+    // 503, capacity, two 429s, two more the client got through, the drop.
+    assert_eq!(mock.server.stats().faults_injected, 7);
+}
+
+/// Machines that never boot, crash or are OOM-killed, by the fault
+/// settings of the moment.
+#[tokio::test]
+async fn boot_faults_are_settable_at_run_time() {
+    let mock = start().await;
+    let set = |patch| mock.set_faults(patch);
+    let path = "/v1/apps/app/machines";
     set(json!({"never_boot_rate": 1.0})).await;
     let id = mock.run("app", &["sleep", "100"]).await;
     let (status, error) = mock.wait("app", &id, "state=started&timeout=1").await;
@@ -244,26 +272,7 @@ async fn faults_are_settable_at_run_time() {
     mock.wait_for("app", &id, "stopped").await;
     assert_eq!(last_exit(&mock.get("app", &id).await)["oom_killed"], true);
 
-    set(json!({"oom_rate": 0.0, "slow_response_ms": 300})).await;
-    let began = Instant::now();
-    mock.get("app", &id).await;
-    assert!(began.elapsed() >= Duration::from_millis(300));
-
-    set(json!({"slow_response_ms": 0, "drop_connection_rate": 1.0})).await;
-    let dropped = mock
-        .http
-        .get(mock.url(&format!("{path}/{id}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await;
-    assert!(
-        dropped.is_err(),
-        "connection should have been dropped: {dropped:?}"
-    );
-    // The controls are never dropped, so the fault can be turned off again.
-    set(json!({"drop_connection_rate": 0.0})).await;
-    mock.get("app", &id).await;
-    assert!(mock.server.stats().faults_injected >= 9);
+    assert_eq!(mock.server.stats().faults_injected, 3);
 }
 
 #[tokio::test]
