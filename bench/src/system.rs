@@ -288,6 +288,15 @@ fn spawn_dispatcher(
 
 /// A replica of `primary`, in sync before it returns.
 async fn start_replica(primary: &LocalValkey, dir: &Path) -> anyhow::Result<LocalValkey> {
+    // A diskless full sync waits 5 s by default for more replicas to join
+    // it; there is only this one.
+    let primary_client = Client::new(Config::from_url(&primary.url())?, None, None, None);
+    primary_client.init().await?;
+    let config = fred::types::CustomCommand::new_static("CONFIG", None, false);
+    let _: Value = primary_client
+        .custom(config, vec!["SET", "repl-diskless-sync-delay", "0"])
+        .await?;
+    let _ = primary_client.quit().await;
     let replicaof = ["--replicaof", "127.0.0.1", &primary.port().to_string()].map(String::from);
     let replica =
         LocalValkey::start_with(devkit::port::free_port().await?, dir, None, &replicaof).await?;
