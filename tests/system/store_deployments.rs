@@ -206,9 +206,9 @@ async fn sentinel_failover_under_load_loses_no_accepted_job() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let next = AtomicUsize::new(0);
     let accepted: Mutex<Vec<Submitted>> = Mutex::new(Vec::with_capacity(JOBS));
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let kill_tx = Mutex::new(Some(kill_tx));
-    let (next, accepted_ref, kill_tx, system_ref) = (&next, &accepted, &kill_tx, &system);
+    // notify_one keeps its permit until the killer waits for it.
+    let kill = tokio::sync::Notify::new();
+    let (next, accepted_ref, kill, system_ref) = (&next, &accepted, &kill, &system);
     let submitter = move || async move {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -219,13 +219,13 @@ async fn sentinel_failover_under_load_loses_no_accepted_job() {
             let mut accepted = accepted_ref.lock().unwrap();
             accepted.push(submitted);
             if accepted.len() == KILL_AFTER {
-                kill_tx.lock().unwrap().take().unwrap().send(()).unwrap();
+                kill.notify_one();
             }
         }
     };
     let primary = &mut sentinels.primary;
     let killer = async move {
-        kill_rx.await.unwrap();
+        kill.notified().await;
         primary.kill().await;
         Instant::now()
     };
